@@ -1,0 +1,301 @@
+//! Blob and blob-upload endpoints.
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{header, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{body_stream, empty_response, header_str, query};
+use crate::oci::{Digest, RegistryError, RepoName};
+use crate::registry::Registry;
+
+const DIGEST_HEADER: &str = "Docker-Content-Digest";
+const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
+/// Read buffer for streaming blobs out.
+const READ_BUF: usize = 256 * 1024;
+
+/// A `Range: bytes=...` request header, resolved against the blob size.
+/// `Ok(None)`: serve everything (no header, or one we do not understand).
+fn byte_range(value: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, RegistryError> {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let unsatisfiable = || {
+        RegistryError::RangeNotSatisfiable(format!(
+            "range {spec} is outside the blob's {size} bytes"
+        ))
+    };
+    let (first, last) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = match suffix.parse() {
+                Ok(n) => n,
+                Err(_) => return Ok(None),
+            };
+            if n == 0 || size == 0 {
+                return Err(unsatisfiable());
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (first, last) => {
+            let Ok(first) = first.parse::<u64>() else {
+                return Ok(None);
+            };
+            let last = if last.is_empty() {
+                size.saturating_sub(1)
+            } else {
+                match last.parse::<u64>() {
+                    Ok(l) => l.min(size.saturating_sub(1)),
+                    Err(_) => return Ok(None),
+                }
+            };
+            if first >= size || last < first {
+                return Err(unsatisfiable());
+            }
+            (first, last)
+        }
+    };
+    Ok(Some((first, last)))
+}
+
+pub(super) async fn get(
+    registry: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+    req: &Parts,
+    head: bool,
+) -> Result<Response<Body>, RegistryError> {
+    let blob = registry.blob(repo, digest).await?;
+    let range = match byte_range(header_str(req, header::RANGE), blob.size) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut resp = super::error_response(&e);
+            resp.headers_mut().insert(
+                header::CONTENT_RANGE,
+                format!("bytes */{}", blob.size)
+                    .parse()
+                    .expect("valid header"),
+            );
+            return Ok(resp);
+        }
+    };
+    let (status, start, len) = match range {
+        Some((first, last)) => (StatusCode::PARTIAL_CONTENT, first, last - first + 1),
+        None => (StatusCode::OK, 0, blob.size),
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(DIGEST_HEADER, digest.to_string());
+    if let Some((first, last)) = range {
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {first}-{last}/{}", blob.size),
+        );
+    }
+    if head {
+        return Ok(builder.body(Body::empty()).expect("valid response"));
+    }
+    let mut file = tokio::fs::File::open(&blob.path)
+        .await
+        .map_err(|e| RegistryError::io("opening blob", e))?;
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| RegistryError::io("seeking blob", e))?;
+    }
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_BUF);
+    Ok(builder
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}
+
+pub(super) async fn delete(
+    registry: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Response<Body>, RegistryError> {
+    registry.delete_blob(repo, digest).await?;
+    Ok(empty_response(StatusCode::ACCEPTED)
+        .body(Body::empty())
+        .expect("valid response"))
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response<Body> {
+    empty_response(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{repo}/blobs/{digest}"))
+        .header(DIGEST_HEADER, digest.to_string())
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+fn upload_accepted(repo: &RepoName, id: &str, size: u64, status: StatusCode) -> Response<Body> {
+    empty_response(status)
+        .header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"))
+        .header(header::RANGE, format!("0-{}", size.saturating_sub(1)))
+        .header(UPLOAD_UUID_HEADER, id)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+fn digest_param(req: &Parts) -> Result<Option<Digest>, RegistryError> {
+    query(req)
+        .get("digest")
+        .map(|d| Digest::parse(d))
+        .transpose()
+}
+
+pub(super) async fn start_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    req: &Parts,
+    body: Body,
+) -> Result<Response<Body>, RegistryError> {
+    let q = query(req);
+    if let Some(mount) = q.get("mount") {
+        let digest = Digest::parse(mount)?;
+        let from = q.get("from").map(|f| RepoName::parse(f)).transpose()?;
+        if registry.mount_blob(repo, &digest, from.as_ref()).await? {
+            return Ok(blob_created(repo, &digest));
+        }
+    } else if let Some(digest) = digest_param(req)? {
+        registry.put_blob(repo, &digest, body_stream(body)).await?;
+        return Ok(blob_created(repo, &digest));
+    }
+    let id = registry.start_upload(repo).await?;
+    Ok(upload_accepted(repo, &id, 0, StatusCode::ACCEPTED))
+}
+
+pub(super) async fn upload_status(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response<Body>, RegistryError> {
+    let size = registry.upload_size(repo, id).await?;
+    Ok(upload_accepted(repo, id, size, StatusCode::NO_CONTENT))
+}
+
+/// `Content-Range` of a chunk: `a-b`, also accepted as `bytes a-b/*` or
+/// `bytes=a-b`.
+fn content_range(req: &Parts) -> Result<Option<(u64, u64)>, RegistryError> {
+    let Some(raw) = header_str(req, header::CONTENT_RANGE) else {
+        if req.headers.contains_key(header::CONTENT_RANGE) {
+            return Err(RegistryError::BlobUploadInvalid(
+                "Content-Range is not text".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let invalid = || RegistryError::BlobUploadInvalid(format!("invalid Content-Range '{raw}'"));
+    let spec = raw.trim();
+    let spec = spec
+        .strip_prefix("bytes")
+        .map_or(spec, |s| s.trim_start_matches(['=', ' ']));
+    let spec = spec.split_once('/').map_or(spec, |(r, _)| r);
+    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
+    let first: u64 = a.trim().parse().map_err(|_| invalid())?;
+    let last: u64 = b.trim().parse().map_err(|_| invalid())?;
+    if last < first {
+        return Err(invalid());
+    }
+    Ok(Some((first, last)))
+}
+
+pub(super) async fn patch_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+    req: &Parts,
+    body: Body,
+) -> Result<Response<Body>, RegistryError> {
+    let range = content_range(req)?;
+    let size = registry
+        .append_upload(repo, id, range, body_stream(body))
+        .await?;
+    Ok(upload_accepted(repo, id, size, StatusCode::ACCEPTED))
+}
+
+pub(super) async fn put_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+    req: &Parts,
+    body: Body,
+) -> Result<Response<Body>, RegistryError> {
+    let digest = digest_param(req)?.ok_or_else(|| {
+        RegistryError::DigestInvalid(
+            "the digest query parameter is required to finish an upload".into(),
+        )
+    })?;
+    let range = content_range(req)?;
+    registry
+        .finish_upload(repo, id, &digest, range, body_stream(body))
+        .await?;
+    Ok(blob_created(repo, &digest))
+}
+
+pub(super) async fn cancel_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response<Body>, RegistryError> {
+    registry.cancel_upload(repo, id).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .expect("valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(byte_range(None, 10).unwrap(), None);
+        assert_eq!(byte_range(Some("bytes=0-4"), 10).unwrap(), Some((0, 4)));
+        assert_eq!(byte_range(Some("bytes=5-"), 10).unwrap(), Some((5, 9)));
+        assert_eq!(byte_range(Some("bytes=-3"), 10).unwrap(), Some((7, 9)));
+        assert_eq!(byte_range(Some("bytes=-30"), 10).unwrap(), Some((0, 9)));
+        assert_eq!(byte_range(Some("bytes=2-100"), 10).unwrap(), Some((2, 9)));
+        assert_eq!(byte_range(Some("bytes=0-1,3-4"), 10).unwrap(), None);
+        assert_eq!(byte_range(Some("items=0-1"), 10).unwrap(), None);
+        assert!(byte_range(Some("bytes=10-"), 10).is_err());
+        assert!(byte_range(Some("bytes=5-2"), 10).is_err());
+        assert!(byte_range(Some("bytes=-0"), 10).is_err());
+    }
+
+    fn with_range(v: &str) -> Parts {
+        let req = axum::http::Request::builder()
+            .header(header::CONTENT_RANGE, v)
+            .body(())
+            .unwrap();
+        req.into_parts().0
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(
+            content_range(&axum::http::Request::new(()).into_parts().0).unwrap(),
+            None
+        );
+        assert_eq!(content_range(&with_range("0-99")).unwrap(), Some((0, 99)));
+        assert_eq!(
+            content_range(&with_range("bytes 100-199/*")).unwrap(),
+            Some((100, 199))
+        );
+        assert_eq!(
+            content_range(&with_range("bytes=5-9")).unwrap(),
+            Some((5, 9))
+        );
+        for bad in ["", "abc", "5", "9-5", "-5", "1-x"] {
+            assert!(content_range(&with_range(bad)).is_err(), "{bad}");
+        }
+    }
+}

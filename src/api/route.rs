@@ -1,0 +1,177 @@
+//! Parses a request path once into a typed route. Repository names nest to
+//! any depth, so the endpoint is found from the right end of the path.
+
+use crate::oci::{Digest, Reference, RegistryError, RepoName};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Base,
+    Catalog,
+    Tags(RepoName),
+    Manifest(RepoName, Reference),
+    Blob(RepoName, Digest),
+    UploadStart(RepoName),
+    Upload(RepoName, String),
+    Referrers(RepoName, Digest),
+}
+
+fn not_found(path: &str) -> RegistryError {
+    RegistryError::NotFound(format!("{path} is not an endpoint of the registry API"))
+}
+
+/// A path segment that carries a reference or digest may be percent-encoded
+/// (`sha256%3A...`); repository names never are.
+fn decode(segment: &str) -> Result<String, RegistryError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| RegistryError::NameInvalid("path is not valid UTF-8".to_string()))
+}
+
+pub fn parse(path: &str) -> Result<Route, RegistryError> {
+    let rest = match path.strip_prefix("/v2") {
+        Some("" | "/") => return Ok(Route::Base),
+        Some(rest) => rest.strip_prefix('/').ok_or_else(|| not_found(path))?,
+        None => return Err(not_found(path)),
+    };
+    if rest == "_catalog" {
+        return Ok(Route::Catalog);
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = segs.len();
+    let name = |upto: usize| -> Result<RepoName, RegistryError> {
+        if upto == 0 {
+            return Err(not_found(path));
+        }
+        RepoName::parse(&segs[..upto].join("/"))
+    };
+    let tail = |k: usize| segs[n - k..].to_vec();
+    if n >= 3 && tail(2) == ["tags", "list"] {
+        return Ok(Route::Tags(name(n - 2)?));
+    }
+    if n >= 4 && tail(3)[..2] == ["blobs", "uploads"] {
+        let id = segs[n - 1];
+        return Ok(if id.is_empty() {
+            Route::UploadStart(name(n - 3)?)
+        } else {
+            Route::Upload(name(n - 3)?, decode(id)?)
+        });
+    }
+    if n >= 3 && tail(2) == ["blobs", "uploads"] {
+        return Ok(Route::UploadStart(name(n - 2)?));
+    }
+    if n >= 3 {
+        let last = segs[n - 1];
+        match segs[n - 2] {
+            "manifests" => {
+                let repo = name(n - 2)?;
+                return Ok(Route::Manifest(repo, Reference::parse(&decode(last)?)?));
+            }
+            "blobs" => {
+                let repo = name(n - 2)?;
+                return Ok(Route::Blob(repo, Digest::parse(&decode(last)?)?));
+            }
+            "referrers" => {
+                let repo = name(n - 2)?;
+                return Ok(Route::Referrers(repo, Digest::parse(&decode(last)?)?));
+            }
+            _ => {}
+        }
+    }
+    Err(not_found(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dg() -> String {
+        format!("sha256:{}", "a".repeat(64))
+    }
+
+    fn repo(s: &str) -> RepoName {
+        RepoName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse("/v2/").unwrap(), Route::Base);
+        assert_eq!(parse("/v2").unwrap(), Route::Base);
+        assert_eq!(parse("/v2/_catalog").unwrap(), Route::Catalog);
+        assert_eq!(
+            parse("/v2/a/b/c/d/e/f/g/h/tags/list").unwrap(),
+            Route::Tags(repo("a/b/c/d/e/f/g/h"))
+        );
+        assert_eq!(
+            parse("/v2/a/b/manifests/latest").unwrap(),
+            Route::Manifest(repo("a/b"), Reference::parse("latest").unwrap())
+        );
+        assert_eq!(
+            parse(&format!("/v2/a/manifests/{}", dg().replace(':', "%3A"))).unwrap(),
+            Route::Manifest(repo("a"), Reference::parse(&dg()).unwrap())
+        );
+        assert_eq!(
+            parse(&format!("/v2/x/blobs/{}", dg())).unwrap(),
+            Route::Blob(repo("x"), Digest::parse(&dg()).unwrap())
+        );
+        assert_eq!(
+            parse("/v2/x/y/blobs/uploads/").unwrap(),
+            Route::UploadStart(repo("x/y"))
+        );
+        assert_eq!(
+            parse("/v2/x/y/blobs/uploads").unwrap(),
+            Route::UploadStart(repo("x/y"))
+        );
+        assert_eq!(
+            parse("/v2/x/blobs/uploads/abc-1").unwrap(),
+            Route::Upload(repo("x"), "abc-1".into())
+        );
+        assert_eq!(
+            parse(&format!("/v2/x/referrers/{}", dg())).unwrap(),
+            Route::Referrers(repo("x"), Digest::parse(&dg()).unwrap())
+        );
+        // Names may contain endpoint words.
+        assert_eq!(
+            parse("/v2/blobs/manifests/tags/list").unwrap(),
+            Route::Tags(repo("blobs/manifests"))
+        );
+        assert_eq!(
+            parse("/v2/manifests/manifests/v1").unwrap(),
+            Route::Manifest(repo("manifests"), Reference::parse("v1").unwrap())
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(parse("/v3/"), Err(RegistryError::NotFound(_))));
+        assert!(matches!(parse("/v2/foo"), Err(RegistryError::NotFound(_))));
+        assert!(matches!(
+            parse("/v2/tags/list"),
+            Err(RegistryError::NotFound(_))
+        ));
+        assert!(matches!(
+            parse("/v2/A/tags/list"),
+            Err(RegistryError::NameInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a/../b/tags/list"),
+            Err(RegistryError::NameInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/%2e%2e/tags/list"),
+            Err(RegistryError::NameInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a//b/tags/list"),
+            Err(RegistryError::NameInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a/blobs/sha256:zz"),
+            Err(RegistryError::DigestInvalid(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a/manifests/-bad"),
+            Err(RegistryError::ManifestInvalid(_))
+        ));
+    }
+}

@@ -1,0 +1,158 @@
+//! HTTP Basic authentication against an instance's htpasswd file (bcrypt, as
+//! `htpasswd -B` writes it). bcrypt is verified once per credential; after
+//! that the credential is served from a cache keyed by a SHA-256 of user and
+//! password (the plain password is never kept), until it expires or the
+//! htpasswd file changes. The file is re-read when its metadata changes, at
+//! most once per [`RECHECK`]. Fails closed: no readable file, no access.
+
+mod htpasswd;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+pub use htpasswd::{set_password, HtpasswdError, Users};
+use parking_lot::Mutex;
+use sha2::{Digest as _, Sha256};
+
+/// How long a verified credential is trusted without bcrypt.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How often the htpasswd file's metadata is looked at.
+pub const RECHECK: Duration = Duration::from_secs(1);
+/// Most credentials cached at once; beyond it the cache is cleared.
+const CACHE_MAX: usize = 10_000;
+
+/// A bcrypt hash of the cost the file's users have, verified for unknown
+/// users so that they cost the same time as known ones.
+fn dummy_hash(users: &Users) -> String {
+    let cost = users
+        .names()
+        .next()
+        .and_then(|u| users.get(u))
+        .and_then(|h| h.get(4..6))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(bcrypt::DEFAULT_COST);
+    bcrypt::hash("no such user", cost).unwrap_or_default()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    ino: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        ino: m.ino(),
+    })
+}
+
+struct State {
+    users: Users,
+    dummy: String,
+    stamp: Option<FileStamp>,
+    checked: Instant,
+    /// sha256(user ":" password) -> expiry
+    verified: HashMap<[u8; 32], Instant>,
+}
+
+/// The authenticator of one instance.
+pub struct Authenticator {
+    realm: String,
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl Authenticator {
+    /// Loads the htpasswd file; errors name the file and line.
+    pub fn load(realm: &str, path: &Path) -> Result<Self, HtpasswdError> {
+        let st = stamp(path);
+        let users = htpasswd::load(path)?;
+        Ok(Authenticator {
+            realm: realm.to_string(),
+            path: path.to_path_buf(),
+            state: Mutex::new(State {
+                dummy: dummy_hash(&users),
+                users,
+                stamp: st,
+                checked: Instant::now(),
+                verified: HashMap::new(),
+            }),
+        })
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Re-reads the file if it changed. A file that vanished or no longer
+    /// parses locks everybody out until it is fixed.
+    fn refresh(&self, now: Instant) {
+        let mut st = self.state.lock();
+        if now.duration_since(st.checked) < RECHECK {
+            return;
+        }
+        st.checked = now;
+        let current = stamp(&self.path);
+        if current == st.stamp {
+            return;
+        }
+        st.stamp = current;
+        st.verified.clear();
+        match htpasswd::load(&self.path) {
+            Ok(users) => {
+                tracing::info!(realm = %self.realm, users = users.len(), "htpasswd reloaded");
+                st.dummy = dummy_hash(&users);
+                st.users = users;
+            }
+            Err(e) => {
+                tracing::error!(realm = %self.realm, "htpasswd unusable, refusing all logins: {e}");
+                st.users = Users::default();
+            }
+        }
+    }
+
+    /// Checks a user and password; bcrypt runs on the blocking pool, and only
+    /// for credentials not verified recently.
+    pub async fn verify(self: &Arc<Self>, user: &str, password: &str) -> bool {
+        let now = Instant::now();
+        self.refresh(now);
+        let key: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(user.as_bytes());
+            h.update([0]);
+            h.update(password.as_bytes());
+            h.finalize().into()
+        };
+        let hash = {
+            let st = self.state.lock();
+            if st.verified.get(&key).is_some_and(|exp| *exp > now) {
+                return true;
+            }
+            match st.users.get(user) {
+                Some(h) => (true, h.to_string()),
+                None => (false, st.dummy.clone()),
+            }
+        };
+        let (known, hash) = hash;
+        let password = password.to_string();
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false);
+        if ok && known {
+            let mut st = self.state.lock();
+            if st.verified.len() >= CACHE_MAX {
+                st.verified.clear();
+            }
+            st.verified.insert(key, now + CACHE_TTL);
+        }
+        ok && known
+    }
+}

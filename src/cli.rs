@@ -1,0 +1,209 @@
+//! The `berth` command line: parses arguments, sets up logging, and runs a
+//! command. Errors leave as `anyhow` errors for `main` to print.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, LogFormat};
+use crate::server;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Several OCI container registries in one process"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every instance of the config directory.
+    Serve {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+    },
+    /// Validate the configuration without serving; exits non-zero on errors.
+    Check {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+    },
+    /// Set a user's password in an instance's htpasswd file (bcrypt), or
+    /// delete the user. The password is read from standard input (a prompt
+    /// on a terminal).
+    Passwd {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// Instance name (the stem of instances/NAME.toml).
+        instance: String,
+        user: String,
+        /// Remove the user instead.
+        #[arg(long)]
+        delete: bool,
+        /// bcrypt cost.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+    },
+}
+
+/// Exit code for configuration errors.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// A failure that `main` reports with a specific exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitError {
+    pub code: i32,
+    pub message: String,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn load_checked(
+    dir: &std::path::Path,
+) -> anyhow::Result<(config::Config, Vec<std::sync::Arc<server::Instance>>)> {
+    let cfg = config::load(dir).map_err(|e| ExitError {
+        code: EXIT_CONFIG,
+        message: e.to_string(),
+    })?;
+    let instances = server::build_instances(&cfg).map_err(|e| ExitError {
+        code: EXIT_CONFIG,
+        message: e.join("\n"),
+    })?;
+    Ok((cfg, instances))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Check { config_dir } => {
+            let (cfg, _) = load_checked(&config_dir)?;
+            println!("{}: configuration is valid", cfg.dir.display());
+            for i in &cfg.instances {
+                println!(
+                    "  {}: hostnames [{}], listen [{}], storage {}, htpasswd {}",
+                    i.name,
+                    i.hostnames.join(", "),
+                    i.listen
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    i.storage_root.display(),
+                    i.htpasswd.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Serve { config_dir } => {
+            let (cfg, instances) = load_checked(&config_dir)?;
+            init_logging(cfg.log_format);
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(serve(cfg, instances))
+        }
+        Command::Passwd {
+            config_dir,
+            instance,
+            user,
+            delete,
+            cost,
+        } => passwd(&config_dir, &instance, &user, delete, cost),
+    }
+}
+
+async fn serve(
+    cfg: config::Config,
+    instances: Vec<std::sync::Arc<server::Instance>>,
+) -> anyhow::Result<()> {
+    let bound = server::bind(&cfg, &instances).await?;
+    let mut out = std::io::stdout().lock();
+    for b in &bound {
+        writeln!(
+            out,
+            "berth: {} listening on http://{}",
+            b.label,
+            b.listener.local_addr()?
+        )?;
+    }
+    writeln!(out, "berth: ready")?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(instances = instances.len(), "serving");
+    server::serve(bound, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn passwd(
+    dir: &std::path::Path,
+    instance: &str,
+    user: &str,
+    delete: bool,
+    cost: u32,
+) -> anyhow::Result<()> {
+    let cfg = config::load_for_passwd(dir).map_err(|e| ExitError {
+        code: EXIT_CONFIG,
+        message: e.to_string(),
+    })?;
+    let Some(inst) = cfg.instances.iter().find(|i| i.name == instance) else {
+        let names: Vec<_> = cfg.instances.iter().map(|i| i.name.as_str()).collect();
+        bail!("no instance '{instance}' (instances: {})", names.join(", "));
+    };
+    let password = if delete {
+        None
+    } else {
+        let pw = if std::io::stdin().is_terminal() {
+            let pw =
+                rpassword::prompt_password(format!("New password for {user} on {instance}: "))?;
+            let again = rpassword::prompt_password("Again: ")?;
+            if pw != again {
+                bail!("the passwords differ; nothing was changed");
+            }
+            pw
+        } else {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the password")?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        };
+        if pw.is_empty() {
+            bail!("empty password; nothing was changed");
+        }
+        Some(pw)
+    };
+    let existed = crate::auth::set_password(&inst.htpasswd, user, password.as_deref(), cost)?;
+    let what = match (delete, existed) {
+        (true, true) => "removed",
+        (true, false) => bail!("user '{user}' is not in {}", inst.htpasswd.display()),
+        (false, true) => "password changed",
+        (false, false) => "added",
+    };
+    println!("{user}: {what} in {}", inst.htpasswd.display());
+    Ok(())
+}

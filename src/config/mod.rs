@@ -1,0 +1,616 @@
+//! Configuration: `berth.toml` (optional, server-wide) and one
+//! `instances/NAME.toml` per registry, read into a validated [`Config`].
+//! Every error names its file, and the line and column where it has one.
+//! Relative paths resolve against the config directory. This module reads
+//! files and checks them; it starts nothing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Validated configuration of the whole process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: PathBuf,
+    /// Shared plain-HTTP listener, routing by `Host`.
+    pub http: Option<SocketAddr>,
+    /// Shared TLS listener, routing by SNI.
+    pub https: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub instances: Vec<InstanceConfig>,
+}
+
+/// One registry.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub file: PathBuf,
+    pub hostnames: Vec<String>,
+    pub listen: Vec<SocketAddr>,
+    pub storage_root: PathBuf,
+    pub htpasswd: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found; the config is used only when there are none.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    #[serde(default)]
+    listen: ListenSection,
+    #[serde(default)]
+    paths: PathsSection,
+    #[serde(default)]
+    log: LogSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ListenSection {
+    http: Option<Spanned<String>>,
+    https: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PathsSection {
+    state: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    #[serde(default)]
+    format: LogFormat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceFile {
+    #[serde(default)]
+    hostnames: Vec<Spanned<String>>,
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    storage: StorageSection,
+    #[serde(default)]
+    auth: AuthSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    root: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    htpasswd: Option<Spanned<String>>,
+}
+
+/// A file's text, for turning byte offsets into line:column.
+struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    fn error_at(&self, offset: Option<usize>, message: impl Into<String>) -> ConfigError {
+        let position = offset.map(|o| {
+            let before = &self.text[..o.min(self.text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            (line, col)
+        });
+        ConfigError {
+            file: self.path.clone(),
+            position,
+            message: message.into(),
+        }
+    }
+
+    fn error_spanned<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.error_at(Some(s.span().start), message)
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::from_str(&self.text).map_err(|e| {
+            self.error_at(
+                e.span().map(|s| s.start),
+                e.message().trim_end().replace('\n', ": "),
+            )
+        })
+    }
+}
+
+fn read_source(path: &Path) -> Result<Option<Source>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(Source {
+            path: path.to_path_buf(),
+            text,
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            message: format!("cannot read: {e}"),
+        }),
+    }
+}
+
+/// Joins a relative path to the config dir and folds `.` and `..` away.
+fn resolve(dir: &Path, p: &str) -> PathBuf {
+    let joined = dir.join(p);
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn parse_addr(
+    src: &Source,
+    s: &Spanned<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SocketAddr> {
+    match s.get_ref().parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(src.error_spanned(
+                s,
+                format!(
+                    "invalid listen address '{}': expected IP:PORT such as 127.0.0.1:5000",
+                    s.get_ref()
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn valid_instance_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_'))
+}
+
+fn valid_hostname(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        })
+}
+
+/// Reads and validates the config in `dir`.
+pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
+    load_inner(dir, true)
+}
+
+/// Like [`load`], but an htpasswd file may be missing (it is about to be
+/// created).
+pub fn load_for_passwd(dir: &Path) -> Result<Config, ConfigErrors> {
+    load_inner(dir, false)
+}
+
+fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors> {
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|c| resolve(&c, &dir.to_string_lossy()))
+            .unwrap_or(dir.to_path_buf())
+    };
+    let mut errors = Vec::new();
+    let server_path = dir.join("berth.toml");
+    let (server, server_src) = match read_source(&server_path) {
+        Ok(Some(src)) => match src.parse::<ServerFile>() {
+            Ok(f) => (f, Some(src)),
+            Err(e) => {
+                errors.push(e);
+                (ServerFile::default(), None)
+            }
+        },
+        Ok(None) => (ServerFile::default(), None),
+        Err(e) => {
+            errors.push(e);
+            (ServerFile::default(), None)
+        }
+    };
+    // Every listen address in use, with where it was said.
+    let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
+    let mut claim_addr =
+        |addr: SocketAddr, at: String, errors: &mut Vec<ConfigError>, err: ConfigError| {
+            if addr.port() == 0 {
+                return;
+            }
+            if let Some(prev) = addrs.get(&addr) {
+                errors.push(ConfigError {
+                    message: format!("{} (already used at {prev})", err.message),
+                    ..err
+                });
+            } else {
+                addrs.insert(addr, at);
+            }
+        };
+    let (mut http, mut https) = (None, None);
+    if let Some(src) = &server_src {
+        for (key, value, slot) in [
+            ("http", &server.listen.http, &mut http),
+            ("https", &server.listen.https, &mut https),
+        ] {
+            if let Some(v) = value {
+                *slot = parse_addr(src, v, &mut errors);
+                if let Some(a) = *slot {
+                    let e = src.error_spanned(v, format!("listen.{key} address {a} is used twice"));
+                    let at = e.to_string();
+                    claim_addr(a, at, &mut errors, e);
+                }
+            }
+        }
+    }
+    let state_dir = resolve(
+        &dir,
+        server
+            .paths
+            .state
+            .as_ref()
+            .map_or("state", |s| s.get_ref().as_str()),
+    );
+
+    let instances_dir = dir.join("instances");
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&instances_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            errors.push(ConfigError {
+                file: instances_dir.clone(),
+                position: None,
+                message: format!("cannot read the instances directory: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    files.sort();
+    let mut instances = Vec::new();
+    let mut hostnames: HashMap<String, ConfigError> = HashMap::new();
+    let mut roots: Vec<(PathBuf, ConfigError)> = Vec::new();
+    for file in files {
+        let name = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let src = match read_source(&file) {
+            Ok(Some(src)) => src,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        if !valid_instance_name(&name) {
+            errors.push(src.error_at(
+                None,
+                format!("instance name '{name}' (the file name) must be lowercase letters, digits, '-' or '_'"),
+            ));
+            continue;
+        }
+        let f: InstanceFile = match src.parse() {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let mut inst = InstanceConfig {
+            name: name.clone(),
+            file: file.clone(),
+            hostnames: Vec::new(),
+            listen: Vec::new(),
+            storage_root: resolve(&dir, &format!("data/{name}")),
+            htpasswd: resolve(&dir, &format!("credentials/{name}.htpasswd")),
+        };
+        for h in &f.hostnames {
+            let host = h.get_ref();
+            if !valid_hostname(host) {
+                errors.push(src.error_spanned(
+                    h,
+                    format!(
+                        "invalid hostname '{host}': use lowercase DNS names such as ci.example.com"
+                    ),
+                ));
+                continue;
+            }
+            let here =
+                src.error_spanned(h, format!("hostname '{host}' is served by two instances"));
+            if let Some(prev) = hostnames.get(host) {
+                errors.push(ConfigError {
+                    message: format!("{} (also at {})", here.message, prev),
+                    ..here
+                });
+            } else {
+                hostnames.insert(
+                    host.clone(),
+                    src.error_spanned(h, format!("instance {name}")),
+                );
+                inst.hostnames.push(host.clone());
+            }
+        }
+        for l in &f.listen {
+            if let Some(a) = parse_addr(&src, l, &mut errors) {
+                let e = src.error_spanned(l, format!("listen address {a} is used twice"));
+                let at = e.to_string();
+                claim_addr(a, at, &mut errors, e);
+                inst.listen.push(a);
+            }
+        }
+        if f.hostnames.is_empty() && f.listen.is_empty() {
+            errors.push(src.error_at(
+                None,
+                "the instance has neither hostnames nor listen addresses, so nothing reaches it",
+            ));
+        }
+        if let Some(root) = &f.storage.root {
+            inst.storage_root = resolve(&dir, root.get_ref());
+        }
+        let root_err = match &f.storage.root {
+            Some(r) => src.error_spanned(r, "storage root"),
+            None => src.error_at(None, "storage root"),
+        };
+        for (other, other_err) in &roots {
+            if other.starts_with(&inst.storage_root) || inst.storage_root.starts_with(other) {
+                errors.push(ConfigError {
+                    message: format!(
+                        "storage root {} overlaps the storage root {} of another instance ({}); each instance needs its own",
+                        inst.storage_root.display(),
+                        other.display(),
+                        other_err.file.display()
+                    ),
+                    ..root_err.clone()
+                });
+            }
+        }
+        roots.push((inst.storage_root.clone(), root_err));
+        if let Some(h) = &f.auth.htpasswd {
+            inst.htpasswd = resolve(&dir, h.get_ref());
+        }
+        if require_htpasswd && !inst.htpasswd.is_file() {
+            let message = format!(
+                "htpasswd file {} does not exist; create a user with `berth passwd --config-dir {} {name} USER`",
+                inst.htpasswd.display(),
+                dir.display()
+            );
+            errors.push(match &f.auth.htpasswd {
+                Some(h) => src.error_spanned(h, message),
+                None => src.error_at(None, message),
+            });
+        }
+        instances.push(inst);
+    }
+    if instances.is_empty() && errors.is_empty() {
+        errors.push(ConfigError {
+            file: instances_dir,
+            position: None,
+            message: "no instances: add a file such as instances/ci.toml".to_string(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        dir,
+        http,
+        https,
+        state_dir,
+        log_format: server.log.format,
+        instances,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(tempfile::TempDir);
+
+    impl Dir {
+        fn new() -> Self {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(d.path().join("instances")).unwrap();
+            std::fs::create_dir_all(d.path().join("credentials")).unwrap();
+            Dir(d)
+        }
+        fn write(&self, rel: &str, text: &str) -> &Self {
+            std::fs::write(self.0.path().join(rel), text).unwrap();
+            self
+        }
+        fn instance(&self, name: &str, text: &str) -> &Self {
+            self.write(&format!("credentials/{name}.htpasswd"), "");
+            self.write(&format!("instances/{name}.toml"), text)
+        }
+        fn errors(&self) -> Vec<String> {
+            let root = format!("{}/", self.0.path().display());
+            load(self.0.path())
+                .unwrap_err()
+                .0
+                .iter()
+                .map(|e| e.to_string().replace(&root, ""))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn valid_config_with_defaults() {
+        let d = Dir::new();
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.example.com\"]\nlisten = [\"127.0.0.1:5000\"]\n",
+        );
+        d.instance(
+            "cache",
+            "hostnames = [\"cache.example.com\"]\n[storage]\nroot = \"/srv/cache\"\n",
+        );
+        d.write(
+            "berth.toml",
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n[log]\nformat = \"json\"\n",
+        );
+        let c = load(d.0.path()).unwrap();
+        assert_eq!(c.http, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.instances.len(), 2);
+        let ci = c.instances.iter().find(|i| i.name == "ci").unwrap();
+        assert_eq!(ci.storage_root, d.0.path().join("data/ci"));
+        assert_eq!(ci.htpasswd, d.0.path().join("credentials/ci.htpasswd"));
+        let cache = c.instances.iter().find(|i| i.name == "cache").unwrap();
+        assert_eq!(cache.storage_root, PathBuf::from("/srv/cache"));
+    }
+
+    #[test]
+    fn errors_carry_file_and_line() {
+        let d = Dir::new();
+        d.instance("ci", "hostnames = [\"a.test\"]\n\nbogus = 1\n");
+        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`"]);
+        d.instance("ci", "hostnames = [\"a.test\"\n");
+        assert_eq!(
+            d.errors(),
+            vec!["instances/ci.toml:2:1: invalid array: expected `]`"]
+        );
+        d.instance("ci", "hostnames = \"a.test\"\n");
+        assert!(
+            d.errors()[0].starts_with("instances/ci.toml:1:13: invalid type"),
+            "{:?}",
+            d.errors()
+        );
+        d.instance("ci", "listen = [\"nope\"]\n");
+        assert_eq!(d.errors(), vec!["instances/ci.toml:1:11: invalid listen address 'nope': expected IP:PORT such as 127.0.0.1:5000"]);
+        d.instance("ci", "hostnames = [\"Upper.test\"]\n");
+        assert!(d.errors()[0].contains("ci.toml:1:14: invalid hostname"));
+    }
+
+    #[test]
+    fn conflicts_between_instances() {
+        let d = Dir::new();
+        d.instance(
+            "a",
+            "hostnames = [\"x.test\"]\nlisten = [\"127.0.0.1:5000\"]\n",
+        );
+        d.instance("b", "\nhostnames = [\"x.test\"]\nlisten = [\"127.0.0.1:5000\"]\n[storage]\nroot = \"data/a\"\n");
+        let errs = d.errors();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].starts_with("instances/b.toml:2:14: hostname 'x.test' is served by two instances (also at instances/a.toml:1:14"), "{errs:?}");
+        assert!(errs[1].starts_with("instances/b.toml:3:11: listen address 127.0.0.1:5000 is used twice (already used at instances/a.toml:2:11"), "{errs:?}");
+        assert!(
+            errs[2].starts_with("instances/b.toml:5:8: storage root"),
+            "{errs:?}"
+        );
+        assert!(errs[2].contains("overlaps"), "{errs:?}");
+    }
+
+    #[test]
+    fn missing_htpasswd_and_names() {
+        let d = Dir::new();
+        d.write(
+            "instances/ci.toml",
+            "hostnames = [\"ci.test\"]\n[auth]\nhtpasswd = \"nope.htpasswd\"\n",
+        );
+        let errs = d.errors();
+        assert!(
+            errs[0].starts_with("instances/ci.toml:3:12: htpasswd file"),
+            "{errs:?}"
+        );
+        assert!(errs[0].contains("nope.htpasswd does not exist"), "{errs:?}");
+        let d = Dir::new();
+        d.instance("Bad.Name", "hostnames = [\"x.test\"]\n");
+        assert!(d.errors()[0].contains("instance name 'Bad.Name'"));
+        let d = Dir::new();
+        assert!(d.errors()[0].contains("no instances"));
+        d.instance("ci", "");
+        assert!(d.errors()[0].contains("neither hostnames nor listen"));
+    }
+
+    #[test]
+    fn server_file_errors() {
+        let d = Dir::new();
+        d.instance("ci", "hostnames = [\"ci.test\"]\n");
+        d.write("berth.toml", "[listen]\nhttps = \"0.0.0.0\"\n");
+        assert_eq!(d.errors(), vec!["berth.toml:2:9: invalid listen address '0.0.0.0': expected IP:PORT such as 127.0.0.1:5000"]);
+        d.write("berth.toml", "[log]\nformat = \"xml\"\n");
+        assert!(
+            d.errors()[0].starts_with("berth.toml:2:10: unknown variant `xml`"),
+            "{:?}",
+            d.errors()
+        );
+        d.write(
+            "berth.toml",
+            "[listen]\nhttp = \"127.0.0.1:80\"\nhttps = \"127.0.0.1:80\"\n",
+        );
+        assert!(d.errors()[0].contains("used twice"));
+    }
+}

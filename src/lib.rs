@@ -1,0 +1,25 @@
+//! berth: several OCI container registries ("instances") in one process.
+//!
+//! Layers, each calling only the one below it:
+//!
+//! - [`config`]: `berth.toml` + `instances/*.toml` -> validated [`config::Config`].
+//! - [`server`]: listeners, `Host` -> instance routing, graceful shutdown;
+//!   composes one [`server::Instance`] (registry + auth) per configured registry.
+//! - [`api`]: the OCI Distribution HTTP API; thin handlers over [`registry`].
+//! - [`auth`]: htpasswd (bcrypt) with a verified-credential cache.
+//! - [`registry`]: repositories, blobs, uploads, manifests, tags, referrers;
+//!   knows nothing of HTTP.
+//! - [`oci`]: names, digests, media types and error codes shared by all layers.
+//! - [`storage`]: the on-disk layout of CNCF Distribution's filesystem driver.
+//!
+//! Error policy: library layers return typed errors (`thiserror`); `anyhow`
+//! is used only at the edges (`main`, command implementations).
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod oci;
+pub mod registry;
+pub mod server;
+pub mod storage;

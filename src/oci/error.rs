@@ -1,0 +1,118 @@
+//! The one error type of the registry domain. Each variant is an OCI
+//! Distribution error code; the HTTP layer renders it, taking the status code
+//! from [`RegistryError::status`]. `Internal` carries a cause that is logged,
+//! never sent to clients.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    BlobUnknown(String),
+    #[error("{0}")]
+    BlobUploadInvalid(String),
+    /// A chunk that does not start where the upload ends (416).
+    #[error("{0}")]
+    RangeInvalid(String),
+    #[error("{0}")]
+    BlobUploadUnknown(String),
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("{0}")]
+    ManifestBlobUnknown(String),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("{0}")]
+    ManifestUnknown(String),
+    #[error("{0}")]
+    ManifestTooLarge(String),
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("{0}")]
+    NameUnknown(String),
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("{0}")]
+    PaginationNumberInvalid(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    #[error("storage is full: {0}")]
+    StorageFull(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RegistryError {
+    /// The OCI error code.
+    pub fn code(&self) -> &'static str {
+        use RegistryError::*;
+        match self {
+            BlobUnknown(_) => "BLOB_UNKNOWN",
+            BlobUploadInvalid(_) | RangeInvalid(_) => "BLOB_UPLOAD_INVALID",
+            BlobUploadUnknown(_) => "BLOB_UPLOAD_UNKNOWN",
+            DigestInvalid(_) => "DIGEST_INVALID",
+            ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
+            ManifestInvalid(_) => "MANIFEST_INVALID",
+            ManifestUnknown(_) => "MANIFEST_UNKNOWN",
+            ManifestTooLarge(_) | SizeInvalid(_) | RangeNotSatisfiable(_) => "SIZE_INVALID",
+            NameInvalid(_) => "NAME_INVALID",
+            NameUnknown(_) => "NAME_UNKNOWN",
+            PaginationNumberInvalid(_) => "PAGINATION_NUMBER_INVALID",
+            Unauthorized(_) => "UNAUTHORIZED",
+            Denied(_) => "DENIED",
+            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) => "UNSUPPORTED",
+            StorageFull(_) | Internal(_) => "UNKNOWN",
+        }
+    }
+
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        use RegistryError::*;
+        match self {
+            BlobUnknown(_) | BlobUploadUnknown(_) | ManifestUnknown(_) | NameUnknown(_)
+            | NotFound(_) => 404,
+            Unauthorized(_) => 401,
+            Denied(_) => 403,
+            MethodNotAllowed(_) => 405,
+            ManifestTooLarge(_) => 413,
+            RangeInvalid(_) | RangeNotSatisfiable(_) => 416,
+            StorageFull(_) => 507,
+            Internal(_) => 500,
+            BlobUploadInvalid(_)
+            | DigestInvalid(_)
+            | ManifestBlobUnknown(_)
+            | ManifestInvalid(_)
+            | NameInvalid(_)
+            | SizeInvalid(_)
+            | PaginationNumberInvalid(_)
+            | Unsupported(_) => 400,
+        }
+    }
+
+    /// Wraps an I/O failure; a full disk becomes [`RegistryError::StorageFull`].
+    pub fn io(context: &str, err: io::Error) -> Self {
+        if err.raw_os_error() == Some(28) {
+            RegistryError::StorageFull(format!("{context}: no space left on device"))
+        } else {
+            RegistryError::Internal(format!("{context}: {err}"))
+        }
+    }
+
+    /// The message sent to clients; internal causes stay in the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            RegistryError::Internal(_) => "internal server error".to_string(),
+            other => other.to_string(),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The vocabulary of the OCI Distribution protocol shared by every layer:
+//! repository names, tags, digests, references, media types and the error
+//! codes. It depends on nothing else in the crate.
+
+mod error;
+pub mod media;
+mod names;
+
+pub use error::RegistryError;
+pub use names::{Algorithm, Digest, Reference, RepoName, Tag, MAX_NAME_LEN};

@@ -1,0 +1,423 @@
+//! The registry domain of one instance: repositories, blobs, uploads,
+//! manifests, tags and referrers over a [`FsStore`]. Knows nothing of HTTP;
+//! every storage call runs on the blocking pool, never on the async runtime.
+
+pub mod manifest;
+mod paginate;
+mod uploads;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+pub use paginate::{paginate, Page};
+pub use uploads::BodyStream;
+use uploads::Uploads;
+
+use self::manifest::Descriptor;
+use crate::oci::{Digest, Reference, RegistryError, RepoName};
+use crate::storage::{self, FsStore};
+
+/// One instance's registry.
+pub struct Registry {
+    store: Arc<FsStore>,
+    uploads: Uploads,
+}
+
+/// A blob ready to be streamed.
+pub struct BlobFile {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// A stored manifest.
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// The result of a manifest push.
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// Runs storage work on the blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, RegistryError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, RegistryError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RegistryError::Internal(format!("storage task failed: {e}")))?
+}
+
+fn io_err(context: &'static str) -> impl Fn(io::Error) -> RegistryError {
+    move |e| RegistryError::io(context, e)
+}
+
+impl Registry {
+    pub fn new(root: &std::path::Path) -> Self {
+        let store = Arc::new(FsStore::new(root));
+        Registry {
+            uploads: Uploads::new(store.clone()),
+            store,
+        }
+    }
+
+    /// Whether `digest` is linked into `repo` (as a layer or a manifest) and present.
+    fn linked_blob_size(
+        store: &FsStore,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let linked =
+            store.layer_link(repo, digest).is_file() || store.revision_link(repo, digest).is_file();
+        if !linked {
+            return Ok(None);
+        }
+        store.blob_size(digest).map_err(io_err("reading blob"))
+    }
+
+    /// Locates a blob of `repo` for reading.
+    pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobFile, RegistryError> {
+        let (store, repo, digest) = (self.store.clone(), repo.clone(), digest.clone());
+        blocking(
+            move || match Self::linked_blob_size(&store, &repo, &digest)? {
+                Some(size) => Ok(BlobFile {
+                    path: store.blob_path(&digest),
+                    size,
+                }),
+                None => Err(RegistryError::BlobUnknown(format!(
+                    "blob {digest} is not in {repo}"
+                ))),
+            },
+        )
+        .await
+    }
+
+    /// Unlinks a blob from `repo` (the data goes with garbage collection).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        let (store, repo, digest) = (self.store.clone(), repo.clone(), digest.clone());
+        blocking(move || {
+            if storage::remove_file(&store.layer_link(&repo, &digest))
+                .map_err(io_err("unlinking blob"))?
+            {
+                Ok(())
+            } else {
+                Err(RegistryError::BlobUnknown(format!(
+                    "blob {digest} is not in {repo}"
+                )))
+            }
+        })
+        .await
+    }
+
+    /// Links an existing blob into `repo`: from `from` when given, else from
+    /// anywhere in this instance. `false` when there is nothing to mount.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool, RegistryError> {
+        let (store, repo, digest, from) = (
+            self.store.clone(),
+            repo.clone(),
+            digest.clone(),
+            from.cloned(),
+        );
+        blocking(move || {
+            let present = match &from {
+                Some(from) => Self::linked_blob_size(&store, from, &digest)?.is_some(),
+                None => store
+                    .blob_size(&digest)
+                    .map_err(io_err("reading blob"))?
+                    .is_some(),
+            };
+            if present {
+                storage::write_link(&store.layer_link(&repo, &digest), &digest)
+                    .map_err(io_err("linking blob"))?;
+            }
+            Ok(present)
+        })
+        .await
+    }
+
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<String, RegistryError> {
+        self.uploads.start(repo).await
+    }
+
+    /// Current size of an upload.
+    pub async fn upload_size(&self, repo: &RepoName, id: &str) -> Result<u64, RegistryError> {
+        self.uploads.size(repo, id).await
+    }
+
+    /// Appends a chunk; `range` is the client's `Content-Range` (inclusive).
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        body: BodyStream,
+    ) -> Result<u64, RegistryError> {
+        self.uploads.append(repo, id, range, body).await
+    }
+
+    /// Appends the last chunk (may be empty), verifies `digest` and moves the
+    /// blob into place.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        body: BodyStream,
+    ) -> Result<(), RegistryError> {
+        self.uploads.finish(repo, id, digest, range, body).await
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
+        self.uploads.cancel(repo, id).await
+    }
+
+    /// A whole blob in one request.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: BodyStream,
+    ) -> Result<(), RegistryError> {
+        let id = self.uploads.start(repo).await?;
+        let result = self.uploads.finish(repo, &id, digest, None, body).await;
+        if result.is_err() {
+            // finish removes the session on digest errors; other failures leave it.
+            let _ = self.uploads.cancel(repo, &id).await;
+        }
+        result
+    }
+
+    /// Validates and stores a manifest, tagging it when `reference` is a tag.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutManifest, RegistryError> {
+        let parsed = manifest::parse(content_type, &bytes)?;
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &bytes);
+                if &actual != d {
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "manifest digest is {actual}, not {d}"
+                    )));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(crate::oci::Algorithm::Sha256, &bytes),
+        };
+        let (store, repo, reference, d) = (
+            self.store.clone(),
+            repo.clone(),
+            reference.clone(),
+            digest.clone(),
+        );
+        let subject = parsed.subject.clone();
+        blocking(move || {
+            for blob in &parsed.blobs {
+                if Self::linked_blob_size(&store, &repo, blob)?.is_none() {
+                    return Err(RegistryError::ManifestBlobUnknown(format!(
+                        "blob {blob} is not in {repo}; push it before the manifest"
+                    )));
+                }
+            }
+            for child in &parsed.children {
+                let present = store.revision_link(&repo, child).is_file()
+                    && store
+                        .blob_size(child)
+                        .map_err(io_err("reading manifest"))?
+                        .is_some();
+                if !present {
+                    return Err(RegistryError::ManifestBlobUnknown(format!(
+                        "manifest {child} is not in {repo}; push it before the index"
+                    )));
+                }
+            }
+            let e = io_err("storing manifest");
+            store.write_blob(&d, &bytes).map_err(&e)?;
+            storage::write_link(&store.revision_link(&repo, &d), &d).map_err(&e)?;
+            if let Some(subject) = &parsed.subject {
+                storage::write_link(&store.referrer_link(&repo, subject, &d), &d).map_err(&e)?;
+            }
+            if let Reference::Tag(tag) = &reference {
+                storage::write_link(&store.tag_index_link(&repo, tag, &d), &d).map_err(&e)?;
+                storage::write_link(&store.tag_current_link(&repo, tag), &d).map_err(&e)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(PutManifest { digest, subject })
+    }
+
+    fn resolve(
+        store: &FsStore,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => match storage::read_link(&store.tag_current_link(repo, t))
+                .map_err(io_err("reading tag"))?
+            {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        Ok(store
+            .revision_link(repo, &digest)
+            .is_file()
+            .then_some(digest))
+    }
+
+    fn manifest_unknown(repo: &RepoName, reference: &Reference) -> RegistryError {
+        RegistryError::ManifestUnknown(format!("manifest {reference} is not in {repo}"))
+    }
+
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest, RegistryError> {
+        let (store, repo, reference) = (self.store.clone(), repo.clone(), reference.clone());
+        blocking(move || {
+            let digest = Self::resolve(&store, &repo, &reference)?
+                .ok_or_else(|| Self::manifest_unknown(&repo, &reference))?;
+            let bytes = store
+                .read_blob(&digest)
+                .map_err(io_err("reading manifest"))?
+                .ok_or_else(|| Self::manifest_unknown(&repo, &reference))?;
+            Ok(StoredManifest {
+                media_type: manifest::stored_media_type(&bytes),
+                digest,
+                bytes: Bytes::from(bytes),
+            })
+        })
+        .await
+    }
+
+    /// Deletes a tag, or a manifest with every tag pointing at it.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), RegistryError> {
+        let (store, repo, reference) = (self.store.clone(), repo.clone(), reference.clone());
+        blocking(move || {
+            let e = io_err("deleting manifest");
+            let unknown = || Self::manifest_unknown(&repo, &reference);
+            match &reference {
+                Reference::Tag(tag) => {
+                    if !store.tag_current_link(&repo, tag).is_file() {
+                        return Err(unknown());
+                    }
+                    storage::remove_dir_all(&store.tag_dir(&repo, tag)).map_err(&e)?;
+                }
+                Reference::Digest(digest) => {
+                    if !storage::remove_file(&store.revision_link(&repo, digest)).map_err(&e)? {
+                        return Err(unknown());
+                    }
+                    for tag in store.list_tags(&repo).map_err(&e)?.unwrap_or_default() {
+                        let tag = crate::oci::Tag::parse(&tag)?;
+                        let current = storage::read_link(&store.tag_current_link(&repo, &tag));
+                        if current.map_err(&e)?.as_ref() == Some(digest) {
+                            storage::remove_dir_all(&store.tag_dir(&repo, &tag)).map_err(&e)?;
+                        }
+                    }
+                    let bytes = store.read_blob(digest).map_err(&e)?.unwrap_or_default();
+                    if let Ok(parsed) = manifest::parse(None, &bytes) {
+                        if let Some(subject) = parsed.subject {
+                            let link = store.referrer_link(&repo, &subject, digest);
+                            storage::remove_dir_all(link.parent().expect("link has a parent"))
+                                .map_err(&e)?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sorted tags of a repository.
+    pub async fn tags(&self, repo: &RepoName) -> Result<Vec<String>, RegistryError> {
+        let (store, repo) = (self.store.clone(), repo.clone());
+        blocking(move || {
+            store
+                .list_tags(&repo)
+                .map_err(io_err("listing tags"))?
+                .ok_or_else(|| {
+                    RegistryError::NameUnknown(format!("repository {repo} is not known"))
+                })
+        })
+        .await
+    }
+
+    /// Sorted repository names.
+    pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
+        let store = self.store.clone();
+        blocking(move || {
+            store
+                .list_repositories()
+                .map_err(io_err("listing repositories"))
+        })
+        .await
+    }
+
+    /// Manifests of `repo` whose subject is `subject`, optionally only those
+    /// of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, RegistryError> {
+        let (store, repo, subject) = (self.store.clone(), repo.clone(), subject.clone());
+        let artifact_type = artifact_type.map(str::to_string);
+        blocking(move || {
+            let e = io_err("listing referrers");
+            let mut out = Vec::new();
+            for d in store
+                .list_links(&store.referrers_dir(&repo, &subject))
+                .map_err(&e)?
+            {
+                if !store.revision_link(&repo, &d).is_file() {
+                    continue;
+                }
+                let Some(bytes) = store.read_blob(&d).map_err(&e)? else {
+                    continue;
+                };
+                let Ok(m) = manifest::parse(None, &bytes) else {
+                    continue;
+                };
+                if artifact_type.is_some() && m.artifact_type != artifact_type {
+                    continue;
+                }
+                out.push(Descriptor {
+                    media_type: m.media_type,
+                    digest: d.to_string(),
+                    size: bytes.len() as i64,
+                    artifact_type: m.artifact_type,
+                    annotations: m.annotations,
+                    urls: None,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

@@ -1,0 +1,348 @@
+//! Blob upload sessions. Data streams into `_uploads/<id>/data` while it is
+//! hashed; hashing and writing happen on the blocking pool in 1 MiB batches,
+//! overlapped with receiving the next batch. A chunk is all-or-nothing: if
+//! the body breaks off or has the wrong length, the file is cut back to where
+//! the chunk started. On finish the file is fsynced, verified against the
+//! digest and renamed into the blob store.
+//!
+//! The running hash lives in memory; after a restart an upload continues
+//! without it and the file is hashed from disk when it is finished.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use parking_lot::Mutex;
+use sha2::{Digest as _, Sha256};
+use tokio::task::JoinHandle;
+
+use super::{blocking, io_err};
+use crate::oci::{Algorithm, Digest, RegistryError, RepoName};
+use crate::storage::{self, FsStore};
+
+/// A request body as the registry consumes it.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
+
+/// Bytes hashed and written per blocking call.
+const BATCH: usize = 1 << 20;
+
+struct Session {
+    size: u64,
+    /// Hash of bytes 0..size, when known.
+    hasher: Option<Sha256>,
+    /// Set once finished or cancelled; a waiter that gets the lock afterwards
+    /// must not touch the (gone) files.
+    closed: bool,
+}
+
+type SessionRef = Arc<tokio::sync::Mutex<Session>>;
+
+pub(super) struct Uploads {
+    store: Arc<FsStore>,
+    sessions: Mutex<HashMap<String, SessionRef>>,
+}
+
+fn unknown(id: &str) -> RegistryError {
+    RegistryError::BlobUploadUnknown(format!("upload {id} is not known"))
+}
+
+/// Upload ids are ours (UUIDs); anything else cannot name a session and must
+/// never reach a path.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+}
+
+impl Uploads {
+    pub(super) fn new(store: Arc<FsStore>) -> Self {
+        Uploads {
+            store,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(repo: &RepoName, id: &str) -> String {
+        format!("{repo}\n{id}")
+    }
+
+    fn data_path(&self, repo: &RepoName, id: &str) -> PathBuf {
+        self.store.upload_dir(repo, id).join("data")
+    }
+
+    pub(super) async fn start(&self, repo: &RepoName) -> Result<String, RegistryError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let dir = self.store.upload_dir(repo, &id);
+        blocking(move || {
+            let e = io_err("starting upload");
+            std::fs::create_dir_all(&dir).map_err(&e)?;
+            std::fs::File::create(dir.join("data")).map_err(&e)?;
+            let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            storage::atomic_write(&dir.join("startedat"), started.to_string().as_bytes())
+                .map_err(&e)
+        })
+        .await?;
+        let session = Session {
+            size: 0,
+            hasher: Some(Sha256::new()),
+            closed: false,
+        };
+        self.sessions.lock().insert(
+            Self::key(repo, &id),
+            Arc::new(tokio::sync::Mutex::new(session)),
+        );
+        Ok(id)
+    }
+
+    /// The session of an upload, recovered from disk when this process has
+    /// not seen it (e.g. after a restart).
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<SessionRef, RegistryError> {
+        if !valid_id(id) {
+            return Err(unknown(id));
+        }
+        let key = Self::key(repo, id);
+        if let Some(s) = self.sessions.lock().get(&key) {
+            return Ok(s.clone());
+        }
+        let path = self.data_path(repo, id);
+        let size = blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RegistryError::io("reading upload", e)),
+        })
+        .await?
+        .ok_or_else(|| unknown(id))?;
+        let hasher = (size == 0).then(Sha256::new);
+        let session = Session {
+            size,
+            hasher,
+            closed: false,
+        };
+        Ok(self
+            .sessions
+            .lock()
+            .entry(key)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(session)))
+            .clone())
+    }
+
+    pub(super) async fn size(&self, repo: &RepoName, id: &str) -> Result<u64, RegistryError> {
+        let session = self.session(repo, id).await?;
+        let s = session.lock().await;
+        if s.closed {
+            return Err(unknown(id));
+        }
+        Ok(s.size)
+    }
+
+    pub(super) async fn append(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        body: BodyStream,
+    ) -> Result<u64, RegistryError> {
+        let session = self.session(repo, id).await?;
+        let mut s = session.lock().await;
+        if s.closed {
+            return Err(unknown(id));
+        }
+        self.append_locked(repo, id, &mut s, range, body).await?;
+        Ok(s.size)
+    }
+
+    async fn append_locked(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        s: &mut Session,
+        range: Option<(u64, u64)>,
+        body: BodyStream,
+    ) -> Result<(), RegistryError> {
+        let start = s.size;
+        if let Some((first, last)) = range {
+            if first != start {
+                return Err(RegistryError::RangeInvalid(format!(
+                    "chunk starts at {first} but the upload has {start} bytes"
+                )));
+            }
+            if last < first {
+                return Err(RegistryError::BlobUploadInvalid(format!(
+                    "invalid Content-Range {first}-{last}"
+                )));
+            }
+        }
+        let path = self.data_path(repo, id);
+        let open_path = path.clone();
+        let file = blocking(move || {
+            storage::open_upload_at(&open_path, start).map_err(io_err("opening upload"))
+        })
+        .await?;
+        let saved = s.hasher.clone();
+        let result = match copy_body(file, s.hasher.take(), body).await {
+            Ok((written, hasher)) => match range {
+                Some((first, last)) if last - first + 1 != written => {
+                    Err(RegistryError::SizeInvalid(format!(
+                        "Content-Range {first}-{last} announces {} bytes, the body had {written}",
+                        last - first + 1
+                    )))
+                }
+                _ => {
+                    s.size = start + written;
+                    s.hasher = hasher;
+                    return Ok(());
+                }
+            },
+            Err(e) => Err(e),
+        };
+        s.hasher = saved;
+        // Cut the file back so the upload stays resumable at `start`.
+        blocking(move || {
+            storage::open_upload_at(&path, start)
+                .map(drop)
+                .map_err(io_err("rolling back chunk"))
+        })
+        .await?;
+        result
+    }
+
+    pub(super) async fn finish(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        body: BodyStream,
+    ) -> Result<(), RegistryError> {
+        let session = self.session(repo, id).await?;
+        let mut s = session.lock().await;
+        if s.closed {
+            return Err(unknown(id));
+        }
+        self.append_locked(repo, id, &mut s, range, body).await?;
+        let path = self.data_path(repo, id);
+        let computed = match (&s.hasher, digest.algorithm()) {
+            (Some(h), Algorithm::Sha256) => Some(Digest::from_parts(
+                Algorithm::Sha256,
+                hex::encode(h.clone().finalize()),
+            )),
+            _ => None,
+        };
+        let (store, repo2, digest2, dir) = (
+            self.store.clone(),
+            repo.clone(),
+            digest.clone(),
+            self.store.upload_dir(repo, id),
+        );
+        let outcome = blocking(move || {
+            let actual = match computed {
+                Some(d) => d,
+                None => storage::hash_file(&path, digest2.algorithm())
+                    .map_err(io_err("hashing upload"))?,
+            };
+            if actual != digest2 {
+                storage::remove_dir_all(&dir).map_err(io_err("removing upload"))?;
+                return Err(RegistryError::DigestInvalid(format!(
+                    "uploaded content has digest {actual}, not {digest2}"
+                )));
+            }
+            let e = io_err("storing blob");
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(&e)?;
+            if store.blob_size(&digest2).map_err(&e)?.is_none() {
+                store.commit_blob_file(&digest2, &path).map_err(&e)?;
+            }
+            storage::write_link(&store.layer_link(&repo2, &digest2), &digest2).map_err(&e)?;
+            storage::remove_dir_all(&dir).map_err(&e)?;
+            Ok(())
+        })
+        .await;
+        if !matches!(
+            outcome,
+            Err(RegistryError::Internal(_) | RegistryError::StorageFull(_))
+        ) {
+            s.closed = true;
+            self.sessions.lock().remove(&Self::key(repo, id));
+        }
+        outcome
+    }
+
+    pub(super) async fn cancel(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
+        let session = self.session(repo, id).await?;
+        let mut s = session.lock().await;
+        if s.closed {
+            return Err(unknown(id));
+        }
+        let dir = self.store.upload_dir(repo, id);
+        blocking(move || storage::remove_dir_all(&dir).map_err(io_err("removing upload"))).await?;
+        s.closed = true;
+        self.sessions.lock().remove(&Self::key(repo, id));
+        Ok(())
+    }
+}
+
+type Batch = JoinHandle<io::Result<(std::fs::File, Option<Sha256>)>>;
+
+/// Streams `body` into `file`, hashing on the way. Returns the number of
+/// bytes written and the updated hasher.
+async fn copy_body(
+    file: std::fs::File,
+    hasher: Option<Sha256>,
+    mut body: BodyStream,
+) -> Result<(u64, Option<Sha256>), RegistryError> {
+    let mut buf = BytesMut::with_capacity(BATCH);
+    let mut written = 0u64;
+    let mut idle = Some((file, hasher));
+    let mut pending: Option<Batch> = None;
+    let write_err = io_err("writing upload");
+    loop {
+        let next = body.next().await;
+        let done = match next {
+            Some(Ok(chunk)) => {
+                written += chunk.len() as u64;
+                buf.extend_from_slice(&chunk);
+                false
+            }
+            Some(Err(e)) => {
+                if let Some(p) = pending.take() {
+                    let _ = p.await;
+                }
+                return Err(RegistryError::BlobUploadInvalid(format!(
+                    "upload body broke off after {written} bytes: {e}"
+                )));
+            }
+            None => true,
+        };
+        if buf.len() < BATCH && !done {
+            continue;
+        }
+        if let Some(p) = pending.take() {
+            idle = Some(join_batch(p).await.map_err(&write_err)?);
+        }
+        let (f, h) = idle.take().expect("file is idle between batches");
+        let batch = spawn_batch(f, h, buf.split().freeze());
+        if done {
+            let (_file, h) = join_batch(batch).await.map_err(&write_err)?;
+            return Ok((written, h));
+        }
+        pending = Some(batch);
+        buf.reserve(BATCH);
+    }
+}
+
+async fn join_batch(p: Batch) -> io::Result<(std::fs::File, Option<Sha256>)> {
+    p.await.map_err(io::Error::other)?
+}
+
+fn spawn_batch(mut f: std::fs::File, mut h: Option<Sha256>, data: Bytes) -> Batch {
+    tokio::task::spawn_blocking(move || {
+        if let Some(h) = h.as_mut() {
+            h.update(&data);
+        }
+        f.write_all(&data)?;
+        Ok((f, h))
+    })
+}

@@ -1,0 +1,226 @@
+//! Test harness: runs the real `berth` binary on 127.0.0.1 with a config
+//! directory made for the test, and stops it by PID when dropped.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// One instance of a test config.
+pub struct Instance {
+    pub name: String,
+    pub hostnames: Vec<String>,
+    pub users: Vec<(String, String)>,
+    /// Extra TOML appended to the instance file.
+    pub extra: String,
+}
+
+impl Instance {
+    pub fn new(name: &str) -> Self {
+        Instance {
+            name: name.to_string(),
+            hostnames: vec![format!("{name}.test")],
+            users: vec![(format!("{name}-user"), format!("{name}-secret"))],
+            extra: String::new(),
+        }
+    }
+
+    pub fn user(&self) -> &str {
+        &self.users[0].0
+    }
+
+    pub fn password(&self) -> &str {
+        &self.users[0].1
+    }
+}
+
+/// A config directory with `berth.toml`, `instances/*.toml` and htpasswd files.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// Every instance gets a dedicated listener on 127.0.0.1:0 and the server a
+    /// shared listener on 127.0.0.1:0.
+    pub fn new(instances: &[Instance]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("instances")).unwrap();
+        std::fs::create_dir_all(root.join("credentials")).unwrap();
+        std::fs::write(
+            root.join("berth.toml"),
+            "[listen]\nhttp = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        for inst in instances {
+            let hostnames: Vec<String> = inst.hostnames.iter().map(|h| format!("{h:?}")).collect();
+            let toml = format!(
+                "hostnames = [{}]\nlisten = [\"127.0.0.1:0\"]\n{}\n",
+                hostnames.join(", "),
+                inst.extra
+            );
+            std::fs::write(root.join(format!("instances/{}.toml", inst.name)), toml).unwrap();
+            let mut htpasswd = String::new();
+            for (user, password) in &inst.users {
+                let hash = bcrypt::hash(password, 4).unwrap();
+                htpasswd.push_str(&format!("{user}:{hash}\n"));
+            }
+            std::fs::write(
+                root.join(format!("credentials/{}.htpasswd", inst.name)),
+                htpasswd,
+            )
+            .unwrap();
+        }
+        ConfigDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The storage root of an instance (the default `data/NAME`).
+    pub fn storage_root(&self, instance: &str) -> PathBuf {
+        self.path().join("data").join(instance)
+    }
+}
+
+/// A running `berth serve`.
+pub struct Server {
+    child: Child,
+    /// Dedicated listener address of each instance: "127.0.0.1:PORT".
+    pub instance_addrs: BTreeMap<String, String>,
+    /// The shared Host-routed listener, if any.
+    pub shared_addr: Option<String>,
+    pub stderr_log: PathBuf,
+}
+
+pub fn berth_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_berth")
+}
+
+impl Server {
+    /// Starts `berth serve --config-dir DIR` and waits until it says it is ready.
+    pub fn start(config: &ConfigDir) -> Server {
+        Self::start_in(config.path())
+    }
+
+    pub fn start_in(config_dir: &Path) -> Server {
+        let stderr_log = config_dir.join("berth.stderr.log");
+        let stderr = std::fs::File::create(&stderr_log).unwrap();
+        let mut child = Command::new(berth_bin())
+            .arg("serve")
+            .arg("--config-dir")
+            .arg(config_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn berth");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut instance_addrs = BTreeMap::new();
+        let mut shared_addr = None;
+        loop {
+            let Some(Ok(line)) = lines.next() else {
+                let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("berth exited before it was ready; stderr:\n{log}");
+            };
+            // "berth: NAME listening on http://ADDR" / "berth: ready"
+            if line == "berth: ready" {
+                break;
+            }
+            if let Some(rest) = line.strip_prefix("berth: ") {
+                if let Some((who, url)) = rest.split_once(" listening on ") {
+                    let addr = url.trim_start_matches("http://").to_string();
+                    if who == "shared" {
+                        shared_addr = Some(addr);
+                    } else {
+                        instance_addrs.insert(who.to_string(), addr);
+                    }
+                }
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            instance_addrs,
+            shared_addr,
+            stderr_log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// "127.0.0.1:PORT" of an instance's dedicated listener.
+    pub fn addr(&self, instance: &str) -> &str {
+        &self.instance_addrs[instance]
+    }
+
+    /// "http://127.0.0.1:PORT" of an instance's dedicated listener.
+    pub fn url(&self, instance: &str) -> String {
+        format!("http://{}", self.addr(instance))
+    }
+
+    /// Resident set size of the server process in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// Peak resident set size of the server process in KiB (from /proc).
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// sha256 digest string of some bytes: "sha256:<hex>".
+pub fn sha256_digest(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
