@@ -2,13 +2,13 @@
 //! command. Errors leave as `anyhow` errors for `main` to print.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, LogFormat};
-use crate::server;
+use crate::server::{Opened, Server, Snapshot};
 
 #[derive(Parser)]
 #[command(
@@ -74,18 +74,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn load_checked(
-    dir: &std::path::Path,
-) -> anyhow::Result<(config::Config, Vec<std::sync::Arc<server::Instance>>)> {
-    let cfg = config::load(dir).map_err(|e| ExitError {
+fn config_error(message: String) -> anyhow::Error {
+    ExitError {
         code: EXIT_CONFIG,
-        message: e.to_string(),
-    })?;
-    let instances = server::build_instances(&cfg).map_err(|e| ExitError {
-        code: EXIT_CONFIG,
-        message: e.join("\n"),
-    })?;
-    Ok((cfg, instances))
+        message,
+    }
+    .into()
+}
+
+fn load_checked(dir: &Path) -> anyhow::Result<(config::Config, Snapshot)> {
+    let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
+    let snapshot = Snapshot::build(&cfg, None).map_err(|e| config_error(e.join("\n")))?;
+    Ok((cfg, snapshot))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -110,10 +110,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config_dir } => {
-            let (cfg, instances) = load_checked(&config_dir)?;
+            let (cfg, snapshot) = load_checked(&config_dir)?;
             init_logging(cfg.log_format);
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            runtime.block_on(serve(cfg, instances))
+            runtime.block_on(serve(&config_dir, cfg, snapshot))
         }
         Command::Passwd {
             config_dir,
@@ -125,37 +125,67 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(
-    cfg: config::Config,
-    instances: Vec<std::sync::Arc<server::Instance>>,
-) -> anyhow::Result<()> {
-    let bound = server::bind(&cfg, &instances).await?;
+/// Tells on stdout where the listeners are (scripts and tests read it).
+fn announce(opened: &[Opened]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    for b in &bound {
-        writeln!(
-            out,
-            "berth: {} listening on http://{}",
-            b.label,
-            b.listener.local_addr()?
-        )?;
+    for o in opened {
+        writeln!(out, "berth: {} listening on http://{}", o.label, o.local)?;
     }
-    writeln!(out, "berth: ready")?;
-    out.flush()?;
-    drop(out);
-    tracing::info!(instances = instances.len(), "serving");
-    server::serve(bound, shutdown_signal()).await?;
+    out.flush()
+}
+
+async fn serve(dir: &Path, cfg: config::Config, snapshot: Snapshot) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let (mut server, opened) = Server::start(cfg, snapshot).await?;
+    announce(&opened)?;
+    println!("berth: ready");
+    std::io::stdout().flush()?;
+    tracing::info!(instances = server.config().instances.len(), "serving");
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(dir, &mut server).await,
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let drain = server.config().drain_timeout;
+    tracing::info!(
+        drain_secs = drain.as_secs(),
+        "shutting down: finishing requests in flight"
+    );
+    server.shutdown(drain).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGHUP: re-reads the config dir; a config with any error is refused whole.
+async fn reload(dir: &Path, server: &mut Server) {
+    tracing::info!("reloading the configuration");
+    let result = match config::load(dir) {
+        Ok(cfg) => server.reload(cfg).await,
+        Err(e) => Err(e.0.iter().map(|e| e.to_string()).collect()),
+    };
+    match result {
+        Ok(opened) => {
+            if let Err(e) = announce(&opened) {
+                tracing::warn!("cannot write to stdout: {e}");
+            }
+            let names: Vec<_> = server
+                .config()
+                .instances
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect();
+            tracing::info!(instances = %names.join(","), "configuration reloaded");
+        }
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!("reload refused, the running configuration stays: {e}");
+            }
+        }
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 fn passwd(

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -22,8 +23,13 @@ pub struct Config {
     pub https: Option<SocketAddr>,
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
+    /// How long a shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
     pub instances: Vec<InstanceConfig>,
 }
+
+/// Default of `[server] drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One registry.
 #[derive(Debug, Clone)]
@@ -51,6 +57,16 @@ pub struct ConfigError {
     /// 1-based line and column.
     pub position: Option<(usize, usize)>,
     pub message: String,
+}
+
+impl ConfigError {
+    /// `file:line:col`, or `file` when there is no position.
+    pub fn location(&self) -> String {
+        match self.position {
+            Some((line, col)) => format!("{}:{line}:{col}", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -91,6 +107,14 @@ struct ServerFile {
     paths: PathsSection,
     #[serde(default)]
     log: LogSection,
+    #[serde(default)]
+    server: ServerSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    drain_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -307,10 +331,23 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
                 *slot = parse_addr(src, v, &mut errors);
                 if let Some(a) = *slot {
                     let e = src.error_spanned(v, format!("listen.{key} address {a} is used twice"));
-                    let at = e.to_string();
+                    let at = e.location();
                     claim_addr(a, at, &mut errors, e);
                 }
             }
+        }
+    }
+    let mut drain_timeout = DEFAULT_DRAIN_TIMEOUT;
+    if let (Some(src), Some(d)) = (&server_src, &server.server.drain_timeout) {
+        match humantime::parse_duration(d.get_ref()) {
+            Ok(v) => drain_timeout = v,
+            Err(e) => errors.push(src.error_spanned(
+                d,
+                format!(
+                    "invalid duration '{}': {e} (e.g. \"30s\", \"2m\")",
+                    d.get_ref()
+                ),
+            )),
         }
     }
     let state_dir = resolve(
@@ -392,7 +429,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
                 src.error_spanned(h, format!("hostname '{host}' is served by two instances"));
             if let Some(prev) = hostnames.get(host) {
                 errors.push(ConfigError {
-                    message: format!("{} (also at {})", here.message, prev),
+                    message: format!("{} (also at {})", here.message, prev.location()),
                     ..here
                 });
             } else {
@@ -406,7 +443,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
         for l in &f.listen {
             if let Some(a) = parse_addr(&src, l, &mut errors) {
                 let e = src.error_spanned(l, format!("listen address {a} is used twice"));
-                let at = e.to_string();
+                let at = e.location();
                 claim_addr(a, at, &mut errors, e);
                 inst.listen.push(a);
             }
@@ -431,7 +468,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
                         "storage root {} overlaps the storage root {} of another instance ({}); each instance needs its own",
                         inst.storage_root.display(),
                         other.display(),
-                        other_err.file.display()
+                        other_err.location()
                     ),
                     ..root_err.clone()
                 });
@@ -470,6 +507,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
         https,
         state_dir,
         log_format: server.log.format,
+        drain_timeout,
         instances,
     })
 }
@@ -601,6 +639,17 @@ mod tests {
         d.instance("ci", "hostnames = [\"ci.test\"]\n");
         d.write("berth.toml", "[listen]\nhttps = \"0.0.0.0\"\n");
         assert_eq!(d.errors(), vec!["berth.toml:2:9: invalid listen address '0.0.0.0': expected IP:PORT such as 127.0.0.1:5000"]);
+        d.write("berth.toml", "[server]\ndrain_timeout = \"soon\"\n");
+        assert!(
+            d.errors()[0].starts_with("berth.toml:2:17: invalid duration 'soon'"),
+            "{:?}",
+            d.errors()
+        );
+        d.write("berth.toml", "[server]\ndrain_timeout = \"5s\"\n");
+        assert_eq!(
+            load(d.0.path()).unwrap().drain_timeout,
+            Duration::from_secs(5)
+        );
         d.write("berth.toml", "[log]\nformat = \"xml\"\n");
         assert!(
             d.errors()[0].starts_with("berth.toml:2:10: unknown variant `xml`"),

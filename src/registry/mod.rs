@@ -333,7 +333,9 @@ impl Registry {
                     }
                     for tag in store.list_tags(&repo).map_err(&e)?.unwrap_or_default() {
                         // A registry:2 root may hold directories that are no valid tag.
-                        let Ok(tag) = crate::oci::Tag::parse(&tag) else { continue };
+                        let Ok(tag) = crate::oci::Tag::parse(&tag) else {
+                            continue;
+                        };
                         let current = storage::read_link(&store.tag_current_link(&repo, &tag));
                         if current.map_err(&e)?.as_ref() == Some(digest) {
                             storage::remove_dir_all(&store.tag_dir(&repo, &tag)).map_err(&e)?;

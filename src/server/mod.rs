@@ -1,20 +1,26 @@
 //! Composes the instances of a [`Config`] and serves them: one dedicated
 //! listener per `listen` address of an instance, and a shared listener that
 //! routes each request by its `Host` to the instance owning that name.
-//! Every response carries `Docker-Distribution-API-Version`, and every
-//! request gets one access-log line.
+//!
+//! What the listeners route to is one [`Snapshot`], swapped whole on reload:
+//! a request keeps the instance it started with until it ends, so transfers
+//! in flight finish on their old config. Every response carries
+//! `Docker-Distribution-API-Version`, and every request gets one access-log
+//! line.
 
-use std::collections::HashMap;
-use std::future::Future;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response};
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::auth::Authenticator;
@@ -25,50 +31,73 @@ use crate::registry::Registry;
 /// One registry as served: its config, content and credentials.
 pub struct Instance {
     pub config: InstanceConfig,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
 }
 
-/// Builds every instance of `config`; errors (unreadable or malformed
-/// htpasswd files) name file and line.
-pub fn build_instances(config: &Config) -> Result<Vec<Arc<Instance>>, Vec<String>> {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for ic in &config.instances {
-        match Authenticator::load(&ic.name, &ic.htpasswd) {
-            Ok(auth) => out.push(Arc::new(Instance {
-                registry: Registry::new(&ic.storage_root),
-                auth: Arc::new(auth),
-                config: ic.clone(),
-            })),
-            Err(e) => errors.push(e.to_string()),
+/// Every instance of one config, by name and by hostname.
+pub struct Snapshot {
+    pub instances: BTreeMap<String, Arc<Instance>>,
+    by_host: HashMap<String, Arc<Instance>>,
+}
+
+impl Snapshot {
+    /// Builds the instances of `config`. Parts that did not change are taken
+    /// over from `previous`: the registry of an unchanged storage root (its
+    /// upload sessions go on), the authenticator of an unchanged htpasswd
+    /// file (its verified credentials stay). Errors name file and line.
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<String>> {
+        let mut instances = BTreeMap::new();
+        let mut by_host = HashMap::new();
+        let mut errors = Vec::new();
+        for ic in &config.instances {
+            let old = previous.and_then(|p| p.instances.get(&ic.name));
+            let registry = match old {
+                Some(o) if o.config.storage_root == ic.storage_root => o.registry.clone(),
+                _ => Arc::new(Registry::new(&ic.storage_root)),
+            };
+            let auth = match old {
+                Some(o) if o.config.htpasswd == ic.htpasswd => Ok(o.auth.clone()),
+                _ => Authenticator::load(&ic.name, &ic.htpasswd).map(Arc::new),
+            };
+            match auth {
+                Ok(auth) => {
+                    let inst = Arc::new(Instance {
+                        config: ic.clone(),
+                        registry,
+                        auth,
+                    });
+                    for h in &ic.hostnames {
+                        by_host.insert(h.clone(), inst.clone());
+                    }
+                    instances.insert(ic.name.clone(), inst);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
         }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
+        if errors.is_empty() {
+            Ok(Snapshot { instances, by_host })
+        } else {
+            Err(errors)
+        }
     }
 }
 
 /// Which instance a listener serves.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
-    /// A dedicated listener of one instance.
-    Instance(Arc<Instance>),
-    /// The shared listener: by `Host`.
-    ByHost(Arc<HashMap<String, Arc<Instance>>>),
+    /// The shared listener: the instance owning the request's `Host`.
+    ByHost,
+    /// A dedicated listener of the named instance.
+    Instance(String),
 }
 
 impl Target {
-    pub fn by_host(instances: &[Arc<Instance>]) -> Self {
-        let mut map = HashMap::new();
-        for inst in instances {
-            for h in &inst.config.hostnames {
-                map.insert(h.clone(), inst.clone());
-            }
+    fn label(&self) -> &str {
+        match self {
+            Target::ByHost => "shared",
+            Target::Instance(name) => name,
         }
-        Target::ByHost(Arc::new(map))
     }
 }
 
@@ -88,22 +117,21 @@ fn request_host(req: &Request<Body>) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-async fn handle(target: Target, req: Request<Body>) -> Response<Body> {
+async fn handle(snapshot: Arc<Snapshot>, target: Target, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let host = request_host(&req).unwrap_or_default();
     let instance = match &target {
-        Target::Instance(i) => Some(i.clone()),
-        Target::ByHost(map) => request_host(&req).and_then(|h| map.get(&h).cloned()),
+        Target::Instance(name) => snapshot.instances.get(name).cloned(),
+        Target::ByHost => snapshot.by_host.get(&host).cloned(),
     };
+    drop(snapshot);
     let mut resp = match &instance {
         Some(inst) => api::handle(&inst.registry, &inst.auth, req).await,
-        None => {
-            let host = request_host(&req).unwrap_or_default();
-            api::error_response(&RegistryError::NameUnknown(format!(
-                "no registry is served for host '{host}'"
-            )))
-        }
+        None => api::error_response(&RegistryError::NameUnknown(format!(
+            "no registry is served for host '{host}'"
+        ))),
     };
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",
@@ -132,21 +160,42 @@ async fn handle(target: Target, req: Request<Body>) -> Response<Body> {
     resp
 }
 
-/// The one app builder: the router for a listener, used by `serve` and tests.
-pub fn app(target: Target) -> Router {
-    Router::new().fallback(move |req: Request<Body>| handle(target.clone(), req))
+/// The one app builder: the router of a listener, reading the current
+/// snapshot at each request. Used by [`Server`] and usable by tests.
+pub fn app(snapshot: Arc<ArcSwap<Snapshot>>, target: Target) -> Router {
+    Router::new()
+        .fallback(move |req: Request<Body>| handle(snapshot.load_full(), target.clone(), req))
 }
 
-/// A listener and what it serves.
-pub struct Bound {
-    /// Instance name, or `shared`.
-    pub label: String,
-    pub listener: TcpListener,
-    pub target: Target,
+struct Running {
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
-/// Binds every listener of the config.
-pub async fn bind(config: &Config, instances: &[Arc<Instance>]) -> anyhow::Result<Vec<Bound>> {
+/// The process's listeners and what they route to.
+pub struct Server {
+    config: Config,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Keyed by the configured address (port 0 stays port 0) and target.
+    listeners: BTreeMap<(SocketAddr, Target), Running>,
+}
+
+/// The listeners a config asks for.
+fn wanted(config: &Config) -> Vec<(SocketAddr, Target)> {
+    let mut out = Vec::new();
+    if let Some(addr) = config.http {
+        out.push((addr, Target::ByHost));
+    }
+    for ic in &config.instances {
+        for addr in &ic.listen {
+            out.push((*addr, Target::Instance(ic.name.clone())));
+        }
+    }
+    out
+}
+
+fn refuse_https(config: &Config) -> anyhow::Result<()> {
     if let Some(https) = config.https {
         anyhow::bail!(
             "{}: listen.https = {https} needs TLS certificates, and no instance is configured with TLS; \
@@ -154,57 +203,120 @@ pub async fn bind(config: &Config, instances: &[Arc<Instance>]) -> anyhow::Resul
             config.dir.join("berth.toml").display()
         );
     }
-    let mut bound = Vec::new();
-    let listen = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))
-    };
-    if let Some(addr) = config.http {
-        bound.push(Bound {
-            label: "shared".to_string(),
-            listener: listen(addr).await?,
-            target: Target::by_host(instances),
-        });
-    }
-    for inst in instances {
-        for addr in &inst.config.listen {
-            bound.push(Bound {
-                label: inst.config.name.clone(),
-                listener: listen(*addr).await?,
-                target: Target::Instance(inst.clone()),
-            });
-        }
-    }
-    Ok(bound)
+    Ok(())
 }
 
-/// Serves the bound listeners until `shutdown` completes, then lets requests
-/// in flight finish.
-pub async fn serve(
-    bound: Vec<Bound>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    for b in bound {
-        let mut rx = rx.clone();
-        let router = app(b.target);
-        tasks.spawn(async move {
-            axum::serve(b.listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
+/// A listener that has been bound and is ready to be served.
+pub struct Opened {
+    pub label: String,
+    pub local: SocketAddr,
+}
+
+type Bound = Vec<(SocketAddr, Target, TcpListener)>;
+
+impl Server {
+    /// Binds every listener of `config` and serves them.
+    pub async fn start(
+        config: Config,
+        snapshot: Snapshot,
+    ) -> anyhow::Result<(Server, Vec<Opened>)> {
+        refuse_https(&config)?;
+        let mut server = Server {
+            config: config.clone(),
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+            listeners: BTreeMap::new(),
+        };
+        let bound = server.bind_new(&config).await?;
+        let opened = server.activate(bound, &config);
+        Ok((server, opened))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Binds the listeners `config` adds, changing nothing yet.
+    async fn bind_new(&self, config: &Config) -> anyhow::Result<Bound> {
+        let mut bound = Vec::new();
+        for (addr, target) in wanted(config) {
+            if self.listeners.contains_key(&(addr, target.clone())) {
+                continue;
+            }
+            let l = TcpListener::bind(addr)
                 .await
+                .with_context(|| format!("cannot listen on {addr} for {}", target.label()))?;
+            bound.push((addr, target, l));
+        }
+        Ok(bound)
+    }
+
+    /// Serves newly bound listeners and closes those `config` no longer has
+    /// (they finish their requests in flight).
+    fn activate(&mut self, bound: Bound, config: &Config) -> Vec<Opened> {
+        let mut opened = Vec::new();
+        for (addr, target, listener) in bound {
+            let local = listener.local_addr().unwrap_or(addr);
+            let (stop, mut rx) = watch::channel(false);
+            let router = app(self.snapshot.clone(), target.clone());
+            let task = tokio::spawn(async move {
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                let result = axum::serve(listener, service)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(listener = %local, "listener failed: {e}");
+                }
+            });
+            let label = target.label().to_string();
+            tracing::info!(listener = %local, serves = %label, "listening");
+            opened.push(Opened { label, local });
+            self.listeners
+                .insert((addr, target), Running { local, stop, task });
+        }
+        let wanted = wanted(config);
+        self.listeners.retain(|key, r| {
+            let keep = wanted.contains(key);
+            if !keep {
+                tracing::info!(listener = %r.local, serves = %key.1.label(), "closing listener");
+                let _ = r.stop.send(true);
+            }
+            keep
         });
+        opened
     }
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    while let Some(res) = tasks.join_next().await {
-        res.context("listener task failed")?
-            .context("listener failed")?;
+
+    /// Applies a new config: instances added, removed or changed, listeners
+    /// opened and closed. A config that fails (an htpasswd file that does not
+    /// parse, an address that cannot be bound) changes nothing.
+    pub async fn reload(&mut self, config: Config) -> Result<Vec<Opened>, Vec<String>> {
+        refuse_https(&config).map_err(|e| vec![e.to_string()])?;
+        let snapshot = Snapshot::build(&config, Some(&self.snapshot.load_full()))?;
+        let bound = self
+            .bind_new(&config)
+            .await
+            .map_err(|e| vec![format!("{e:#}")])?;
+        self.snapshot.store(Arc::new(snapshot));
+        let opened = self.activate(bound, &config);
+        self.config = config;
+        Ok(opened)
     }
-    Ok(())
+
+    /// Stops accepting, lets requests in flight finish for at most `drain`,
+    /// then returns.
+    pub async fn shutdown(self, drain: Duration) {
+        let mut tasks = Vec::new();
+        for (_, r) in self.listeners {
+            let _ = r.stop.send(true);
+            tasks.push(r.task);
+        }
+        let all = futures_util::future::join_all(tasks);
+        if tokio::time::timeout(drain, all).await.is_err() {
+            tracing::warn!(
+                drain_secs = drain.as_secs(),
+                "requests still in flight after the drain timeout; stopping anyway"
+            );
+        }
+    }
 }

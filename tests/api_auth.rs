@@ -1,0 +1,465 @@
+//! Authentication, Host routing on the shared listener, the API version
+//! header and htpasswd reloading.
+
+mod common;
+#[path = "common_api/mod.rs"]
+mod common_api;
+
+use common::{sha256_digest, ConfigDir, Instance, Server};
+use common_api::*;
+use reqwest::Method;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn two_instances() -> Env {
+    Env::start_with(vec![Instance::new("ci"), Instance::new("cache")])
+}
+
+/// Asserts a 401 with the exact challenge for `realm`.
+async fn expect_unauthorized(resp: reqwest::Response, realm: &str) {
+    let challenge = header(&resp, "www-authenticate");
+    let what = format!("{} {}", resp.url(), resp.status());
+    expect_error(resp, 401, "UNAUTHORIZED").await;
+    assert_eq!(
+        challenge.as_deref(),
+        Some(format!("Basic realm=\"{realm}\"").as_str()),
+        "{what}: WWW-Authenticate"
+    );
+}
+
+#[tokio::test]
+async fn missing_credentials_are_401() {
+    let env = two_instances();
+    for instance in ["ci", "cache"] {
+        let reg = env.reg(instance);
+        for path in [
+            "/v2/",
+            "/v2/_catalog",
+            "/v2/repo/tags/list",
+            "/v2/repo/manifests/latest",
+            // Auth comes before name validation and routing.
+            "/v2/Upper/tags/list",
+            "/v2/repo/not-a-known-endpoint",
+        ] {
+            let resp = reg.anon(Method::GET, path).send().await.unwrap();
+            expect_unauthorized(resp, instance).await;
+        }
+        let resp = reg
+            .anon(Method::POST, "/v2/repo/blobs/uploads/")
+            .send()
+            .await
+            .unwrap();
+        expect_unauthorized(resp, instance).await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_401() {
+    let env = two_instances();
+    let ci = env.reg("ci");
+    let cases = [
+        ("ci-user", "wrong"),
+        ("ci-user", ""),
+        ("ci-user", "ci-secretx"),
+        ("nobody", "ci-secret"),
+        ("CI-USER", "ci-secret"),
+        // The other instance's credentials.
+        ("cache-user", "cache-secret"),
+    ];
+    for (user, password) in cases {
+        let reg = Reg::new(&ci.base, user, password);
+        let resp = reg.get("/v2/").send().await.unwrap();
+        expect_unauthorized(resp, "ci").await;
+        let resp = reg.get("/v2/_catalog").send().await.unwrap();
+        expect_unauthorized(resp, "ci").await;
+    }
+    let cache = env.reg("cache");
+    let reg = Reg::new(&cache.base, "ci-user", "ci-secret");
+    let resp = reg.get("/v2/").send().await.unwrap();
+    expect_unauthorized(resp, "cache").await;
+
+    // Not Basic at all.
+    let resp = ci
+        .anon(Method::GET, "/v2/")
+        .header("authorization", "Bearer abc.def.ghi")
+        .send()
+        .await
+        .unwrap();
+    expect_unauthorized(resp, "ci").await;
+    let resp = ci
+        .anon(Method::GET, "/v2/")
+        .header("authorization", "Basic !!!not-base64")
+        .send()
+        .await
+        .unwrap();
+    expect_unauthorized(resp, "ci").await;
+}
+
+#[tokio::test]
+async fn right_credentials_on_both_instances() {
+    let env = two_instances();
+    for instance in ["ci", "cache"] {
+        let reg = env.reg(instance);
+        let resp = reg.get("/v2/").send().await.unwrap();
+        let body = expect_status(resp, 200).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, serde_json::json!({}));
+    }
+    // Instances are separate registries.
+    let data = random_bytes(99);
+    let digest = push_blob(&env.reg("ci"), "same/name", &data).await;
+    assert_blob(&env.reg("ci"), "same/name", &digest, &data).await;
+    assert_no_blob(&env.reg("cache"), "same/name", &digest).await;
+}
+
+#[tokio::test]
+async fn shared_listener_routes_by_host() {
+    let env = two_instances();
+    let shared = env
+        .server
+        .shared_addr
+        .clone()
+        .expect("server reported a shared listener");
+    let ci_auth = Some(("ci-user", "ci-secret"));
+    let cache_auth = Some(("cache-user", "cache-secret"));
+
+    for host in ["ci.test", "ci.test:5000", "ci.test:1"] {
+        let resp = raw_request(&shared, "GET", "/v2/", host, ci_auth, b"").await;
+        assert_eq!(resp.status, 200, "Host {host}: {}", resp.text());
+        assert_eq!(resp.text().trim(), "{}");
+        // The cache instance's credentials are not valid for ci.
+        let resp = raw_request(&shared, "GET", "/v2/", host, cache_auth, b"").await;
+        resp.expect_error(401, "UNAUTHORIZED", host);
+        assert_eq!(resp.header("www-authenticate"), Some("Basic realm=\"ci\""));
+        let resp = raw_request(&shared, "GET", "/v2/", host, None, b"").await;
+        resp.expect_error(401, "UNAUTHORIZED", host);
+        assert_eq!(resp.header("www-authenticate"), Some("Basic realm=\"ci\""));
+    }
+    for host in ["cache.test", "cache.test:443"] {
+        let resp = raw_request(&shared, "GET", "/v2/", host, cache_auth, b"").await;
+        assert_eq!(resp.status, 200, "Host {host}: {}", resp.text());
+        let resp = raw_request(&shared, "GET", "/v2/", host, ci_auth, b"").await;
+        resp.expect_error(401, "UNAUTHORIZED", host);
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some("Basic realm=\"cache\"")
+        );
+    }
+
+    // Content pushed through the shared listener lands in the routed instance.
+    let data = random_bytes(321);
+    let digest = sha256_digest(&data);
+    let resp = raw_request(
+        &shared,
+        "POST",
+        &format!("/v2/routed/blobs/uploads/?digest={digest}"),
+        "cache.test:8080",
+        cache_auth,
+        &data,
+    )
+    .await;
+    assert_eq!(resp.status, 201, "push via shared: {}", resp.text());
+    assert_blob(&env.reg("cache"), "routed", &digest, &data).await;
+    assert_no_blob(&env.reg("ci"), "routed", &digest).await;
+    let resp = raw_request(
+        &shared,
+        "GET",
+        &format!("/v2/routed/blobs/{digest}"),
+        "cache.test",
+        cache_auth,
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == data);
+    let resp = raw_request(
+        &shared,
+        "GET",
+        &format!("/v2/routed/blobs/{digest}"),
+        "ci.test",
+        ci_auth,
+        b"",
+    )
+    .await;
+    resp.expect_error(404, "BLOB_UNKNOWN", "ci via shared");
+}
+
+#[tokio::test]
+async fn shared_listener_unknown_host() {
+    let env = two_instances();
+    let shared = env.server.shared_addr.clone().expect("shared listener");
+    for host in [
+        "unknown.test",
+        "unknown.test:5000",
+        "127.0.0.1",
+        "ci.test.evil",
+    ] {
+        for auth in [None, Some(("ci-user", "ci-secret"))] {
+            let resp = raw_request(&shared, "GET", "/v2/", host, auth, b"").await;
+            resp.expect_error(404, "NAME_UNKNOWN", &format!("Host {host}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_path_and_wrong_method() {
+    let env = Env::start();
+    for path in ["/v2/repo/not-a-known-endpoint", "/v2/repo/tags", "/v3/"] {
+        let resp = env.reg.get(path).send().await.unwrap();
+        expect_error(resp, 404, "UNSUPPORTED").await;
+    }
+    push_image(&env.reg, "repo", "v1").await;
+    for (method, path) in [
+        (Method::PUT, "/v2/repo/tags/list"),
+        (Method::POST, "/v2/repo/manifests/v1"),
+        (Method::PATCH, "/v2/_catalog"),
+    ] {
+        let resp = env.reg.req(method, path).send().await.unwrap();
+        expect_error(resp, 405, "UNSUPPORTED").await;
+    }
+}
+
+#[tokio::test]
+async fn every_response_has_api_version_header() {
+    let env = two_instances();
+    let reg = env.reg("ci");
+    let data = random_bytes(50);
+    let digest = sha256_digest(&data);
+    let mut responses: Vec<(String, reqwest::Response)> = Vec::new();
+    let mut add = |what: &str, resp: reqwest::Response| responses.push((what.to_string(), resp));
+
+    add("200 /v2/", reg.get("/v2/").send().await.unwrap());
+    add("401", reg.anon(Method::GET, "/v2/").send().await.unwrap());
+    add(
+        "201 blob",
+        reg.post(&format!("/v2/r/blobs/uploads/?digest={digest}"))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap(),
+    );
+    add(
+        "202 session",
+        reg.post("/v2/r/blobs/uploads/").send().await.unwrap(),
+    );
+    add(
+        "200 blob",
+        reg.get(&format!("/v2/r/blobs/{digest}"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    add(
+        "200 HEAD blob",
+        reg.head(&format!("/v2/r/blobs/{digest}"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    add(
+        "206 range",
+        reg.get(&format!("/v2/r/blobs/{digest}"))
+            .header("range", "bytes=0-9")
+            .send()
+            .await
+            .unwrap(),
+    );
+    add(
+        "416 range",
+        reg.get(&format!("/v2/r/blobs/{digest}"))
+            .header("range", "bytes=500-")
+            .send()
+            .await
+            .unwrap(),
+    );
+    add(
+        "404 blob",
+        reg.get(&format!("/v2/r/blobs/{}", random_digest()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    add(
+        "404 HEAD blob",
+        reg.head(&format!("/v2/r/blobs/{}", random_digest()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    add(
+        "400 name",
+        reg.get("/v2/Bad/tags/list").send().await.unwrap(),
+    );
+    add("404 path", reg.get("/v2/r/nothing").send().await.unwrap());
+    add("405", reg.put("/v2/r/tags/list").send().await.unwrap());
+    add("200 catalog", reg.get("/v2/_catalog").send().await.unwrap());
+    add(
+        "202 delete",
+        reg.delete(&format!("/v2/r/blobs/{digest}"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    for (what, resp) in responses {
+        assert_eq!(
+            header(&resp, "docker-distribution-api-version").as_deref(),
+            Some(API_VERSION),
+            "{what} ({}): Docker-Distribution-API-Version",
+            resp.status()
+        );
+    }
+
+    // Upload status (204) and the shared listener's own 404.
+    let resp = reg.post("/v2/r/blobs/uploads/").send().await.unwrap();
+    let location = must_header(&resp, "location");
+    let resp = reg.get(&location).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(
+        header(&resp, "docker-distribution-api-version").as_deref(),
+        Some(API_VERSION)
+    );
+    let resp = reg.delete(&location).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(
+        header(&resp, "docker-distribution-api-version").as_deref(),
+        Some(API_VERSION)
+    );
+    let shared = env.server.shared_addr.clone().expect("shared listener");
+    let resp = raw_request(&shared, "GET", "/v2/", "nowhere.test", None, b"").await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(
+        resp.header("docker-distribution-api-version"),
+        Some(API_VERSION)
+    );
+    let resp = raw_request(&shared, "GET", "/v2/", "ci.test", None, b"").await;
+    assert_eq!(resp.status, 401);
+    assert_eq!(
+        resp.header("docker-distribution-api-version"),
+        Some(API_VERSION)
+    );
+}
+
+/// Status of GET /v2/ with these credentials.
+async fn status_for(base: &str, user: &str, password: &str) -> u16 {
+    Reg::new(base, user, password)
+        .get("/v2/")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls until GET /v2/ with these credentials returns `want` (at most 10 s).
+async fn wait_for_status(base: &str, user: &str, password: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = status_for(base, user, password).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user}: still {got} (want {want}) 10 s after the htpasswd change"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn htpasswd_line(user: &str, password: &str) -> String {
+    format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
+}
+
+#[tokio::test]
+async fn htpasswd_changes_are_picked_up_without_restart() {
+    let env = two_instances();
+    let base = env.server.url("ci");
+    let file = env.cfg.path().join("credentials/ci.htpasswd");
+    assert_eq!(status_for(&base, "ci-user", "ci-secret").await, 200);
+    assert_eq!(status_for(&base, "new-user", "new-pass").await, 401);
+
+    // Replace the file atomically: ci-user removed, new-user added.
+    let tmp = env.cfg.path().join("credentials/ci.htpasswd.tmp");
+    std::fs::write(&tmp, htpasswd_line("new-user", "new-pass")).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    wait_for_status(&base, "new-user", "new-pass", 200).await;
+    wait_for_status(&base, "ci-user", "ci-secret", 401).await;
+    let resp = Reg::new(&base, "ci-user", "ci-secret")
+        .get("/v2/")
+        .send()
+        .await
+        .unwrap();
+    expect_unauthorized(resp, "ci").await;
+
+    // Rewrite in place: another user added, password of new-user changed.
+    let content = format!(
+        "{}{}",
+        htpasswd_line("new-user", "changed"),
+        htpasswd_line("third", "third-pass")
+    );
+    std::fs::write(&file, content).unwrap();
+    wait_for_status(&base, "third", "third-pass", 200).await;
+    wait_for_status(&base, "new-user", "new-pass", 401).await;
+    assert_eq!(status_for(&base, "new-user", "changed").await, 200);
+
+    // The other instance was never affected.
+    assert_eq!(
+        status_for(&env.server.url("cache"), "cache-user", "cache-secret").await,
+        200
+    );
+    assert_eq!(
+        status_for(&env.server.url("cache"), "new-user", "changed").await,
+        401
+    );
+}
+
+const HTPASSWD: &str = "/usr/bin/htpasswd";
+
+/// Runs `htpasswd -B -C 4 -b [-c] FILE USER PASSWORD`.
+fn run_htpasswd(file: &Path, create: bool, user: &str, password: &str) {
+    assert!(
+        Path::new(HTPASSWD).exists(),
+        "{HTPASSWD} is missing: install apache2-utils (Debian/Ubuntu) or \
+         httpd-tools (Fedora/RHEL) to run this test"
+    );
+    let mut cmd = std::process::Command::new(HTPASSWD);
+    if create {
+        cmd.arg("-c");
+    }
+    // -B bcrypt; -C 4 keeps it fast; -b password on the command line.
+    let status = cmd
+        .args(["-B", "-C", "4", "-b"])
+        .arg(file)
+        .args([user, password])
+        .status()
+        .expect("run htpasswd");
+    assert!(status.success(), "htpasswd for {user} failed: {status}");
+}
+
+#[tokio::test]
+async fn htpasswd_written_by_apache_htpasswd() {
+    let cfg = ConfigDir::new(&[Instance::new("ci")]);
+    let file = cfg.path().join("credentials/ci.htpasswd");
+    std::fs::remove_file(&file).unwrap();
+    run_htpasswd(&file, true, "alice", "wonderland");
+    run_htpasswd(&file, false, "bob", "p@ss w0rd:with:colons");
+    let content = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        content.contains("alice:$2y$"),
+        "htpasswd -B output: {content}"
+    );
+
+    let server = Server::start(&cfg);
+    let base = server.url("ci");
+    assert_eq!(status_for(&base, "alice", "wonderland").await, 200);
+    assert_eq!(status_for(&base, "bob", "p@ss w0rd:with:colons").await, 200);
+    assert_eq!(status_for(&base, "alice", "wonderland!").await, 401);
+    assert_eq!(status_for(&base, "bob", "wonderland").await, 401);
+    assert_eq!(status_for(&base, "ci-user", "ci-secret").await, 401);
+
+    // A user added later with htpasswd is picked up too.
+    run_htpasswd(&file, false, "carol", "carol-pass");
+    wait_for_status(&base, "carol", "carol-pass", 200).await;
+    assert_eq!(status_for(&base, "alice", "wonderland").await, 200);
+    server.stop();
+}

@@ -1,0 +1,355 @@
+//! Pulling: blob GET/HEAD and ranges, blob visibility and deletion, manifests
+//! of every supported media type by tag and by digest, repository names.
+
+mod common;
+#[path = "common_api/mod.rs"]
+mod common_api;
+
+use common::sha256_digest;
+use common_api::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn version_check() {
+    let env = Env::start();
+    let resp = env.reg.get("/v2/").send().await.unwrap();
+    assert_eq!(
+        header(&resp, "docker-distribution-api-version").as_deref(),
+        Some(API_VERSION)
+    );
+    let body = expect_status(resp, 200).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, json!({}));
+}
+
+#[tokio::test]
+async fn blob_get_and_head_headers() {
+    let env = Env::start();
+    let data = random_bytes(1234);
+    let digest = push_blob(&env.reg, "repo", &data).await;
+    let path = format!("/v2/repo/blobs/{digest}");
+
+    let resp = env.reg.get(&path).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(must_header(&resp, "content-length"), "1234");
+    assert_eq!(must_header(&resp, "docker-content-digest"), digest);
+    assert_eq!(must_header(&resp, "accept-ranges"), "bytes");
+    assert_eq!(
+        must_header(&resp, "content-type"),
+        "application/octet-stream"
+    );
+    assert_eq!(
+        must_header(&resp, "docker-distribution-api-version"),
+        API_VERSION
+    );
+    let body = resp.bytes().await.unwrap();
+    assert!(body.as_ref() == data.as_slice(), "blob body");
+
+    let resp = env.reg.head(&path).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(must_header(&resp, "content-length"), "1234");
+    assert_eq!(must_header(&resp, "docker-content-digest"), digest);
+    assert_eq!(must_header(&resp, "accept-ranges"), "bytes");
+    assert_eq!(
+        must_header(&resp, "content-type"),
+        "application/octet-stream"
+    );
+    let body = resp.bytes().await.unwrap();
+    assert!(body.is_empty(), "HEAD has no body");
+
+    // HEAD of an unknown blob is a 404 too.
+    let resp = env
+        .reg
+        .head(&format!("/v2/repo/blobs/{}", random_digest()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn blob_range_requests() {
+    let env = Env::start();
+    let data = random_bytes(100);
+    let digest = push_blob(&env.reg, "repo", &data).await;
+    let path = format!("/v2/repo/blobs/{digest}");
+
+    let cases: [(&str, usize, usize); 4] = [
+        ("bytes=10-19", 10, 19),
+        ("bytes=90-", 90, 99),
+        ("bytes=-5", 95, 99),
+        ("bytes=0-0", 0, 0),
+    ];
+    for (range, a, b) in cases {
+        let resp = env
+            .reg
+            .get(&path)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 206, "{range}");
+        assert_eq!(
+            must_header(&resp, "content-range"),
+            format!("bytes {a}-{b}/100"),
+            "{range}"
+        );
+        assert_eq!(
+            must_header(&resp, "content-length"),
+            (b - a + 1).to_string(),
+            "{range}"
+        );
+        let body = resp.bytes().await.unwrap();
+        assert!(body.as_ref() == &data[a..=b], "{range}: body");
+    }
+
+    for range in ["bytes=100-", "bytes=200-300", "bytes=150-160"] {
+        let resp = env
+            .reg
+            .get(&path)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 416, "{range}");
+    }
+}
+
+#[tokio::test]
+async fn blob_visible_only_in_linking_repos() {
+    let env = Env::start();
+    let data = random_bytes(64);
+    let digest = push_blob(&env.reg, "owner", &data).await;
+    push_blob(&env.reg, "bystander", b"bystander").await;
+    assert_blob(&env.reg, "owner", &digest, &data).await;
+    assert_no_blob(&env.reg, "bystander", &digest).await;
+    assert_no_blob(&env.reg, "never/pushed", &digest).await;
+    let resp = env
+        .reg
+        .head(&format!("/v2/bystander/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+
+    // Pushing the same content into a second repo links it there too.
+    push_blob(&env.reg, "bystander", &data).await;
+    assert_blob(&env.reg, "bystander", &digest, &data).await;
+}
+
+#[tokio::test]
+async fn blob_delete() {
+    let env = Env::start();
+    let data = random_bytes(500);
+    let digest = push_blob(&env.reg, "one", &data).await;
+    push_blob(&env.reg, "two", &data).await;
+    let path = format!("/v2/one/blobs/{digest}");
+
+    let resp = env.reg.delete(&path).send().await.unwrap();
+    expect_status(resp, 202).await;
+    assert_no_blob(&env.reg, "one", &digest).await;
+    let resp = env.reg.delete(&path).send().await.unwrap();
+    expect_error(resp, 404, "BLOB_UNKNOWN").await;
+    // Unlinking from one repository leaves the other intact.
+    assert_blob(&env.reg, "two", &digest, &data).await;
+
+    let resp = env
+        .reg
+        .delete(&format!("/v2/two/blobs/{}", random_digest()))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "BLOB_UNKNOWN").await;
+}
+
+/// Asserts GET and HEAD of a manifest by `reference`.
+async fn assert_manifest(reg: &Reg, repo: &str, reference: &str, media_type: &str, body: &[u8]) {
+    let digest = sha256_digest(body);
+    let resp = get_manifest(reg, repo, reference).await;
+    assert_eq!(resp.status().as_u16(), 200, "GET {repo}:{reference}");
+    assert_eq!(must_header(&resp, "content-type"), media_type);
+    assert_eq!(must_header(&resp, "docker-content-digest"), digest);
+    assert_eq!(must_header(&resp, "content-length"), body.len().to_string());
+    let got = resp.bytes().await.unwrap();
+    assert!(
+        got.as_ref() == body,
+        "GET {repo}:{reference}: body differs:\n{}\nvs pushed\n{}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(body)
+    );
+
+    let resp = reg
+        .head(&format!("/v2/{repo}/manifests/{reference}"))
+        .header("accept", ACCEPT_MANIFESTS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "HEAD {repo}:{reference}");
+    assert_eq!(must_header(&resp, "content-type"), media_type);
+    assert_eq!(must_header(&resp, "docker-content-digest"), digest);
+    assert_eq!(must_header(&resp, "content-length"), body.len().to_string());
+    assert!(resp.bytes().await.unwrap().is_empty(), "HEAD has no body");
+}
+
+/// Re-indents JSON oddly so a server that re-serialises would change the bytes.
+fn odd_formatting(body: &[u8]) -> Vec<u8> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let compact = serde_json::to_string(&v).unwrap();
+    format!(
+        "  {}\n\n",
+        compact.replace(",\"", ",   \"").replace("\":", "\" :  ")
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn oci_image_manifest_by_tag_and_digest() {
+    let env = Env::start();
+    let body = odd_formatting(&make_image(&env.reg, "img", OCI_MANIFEST).await);
+    let digest = put_manifest_ok(&env.reg, "img", "v1", OCI_MANIFEST, &body).await;
+    assert_manifest(&env.reg, "img", "v1", OCI_MANIFEST, &body).await;
+    assert_manifest(&env.reg, "img", &digest, OCI_MANIFEST, &body).await;
+}
+
+#[tokio::test]
+async fn docker_schema2_manifest_by_tag_and_digest() {
+    let env = Env::start();
+    let body = odd_formatting(&make_image(&env.reg, "img", DOCKER_MANIFEST).await);
+    let digest = put_manifest_ok(&env.reg, "img", "v1", DOCKER_MANIFEST, &body).await;
+    assert_manifest(&env.reg, "img", "v1", DOCKER_MANIFEST, &body).await;
+    assert_manifest(&env.reg, "img", &digest, DOCKER_MANIFEST, &body).await;
+}
+
+#[tokio::test]
+async fn oci_index_by_tag_and_digest() {
+    let env = Env::start();
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let m = make_image(&env.reg, "multi", OCI_MANIFEST).await;
+        let d = put_manifest_ok(&env.reg, "multi", &sha256_digest(&m), OCI_MANIFEST, &m).await;
+        assert_eq!(d, sha256_digest(&m));
+        children.push(Desc::of(OCI_MANIFEST, &m));
+    }
+    let body = odd_formatting(&index_manifest(OCI_INDEX, &children));
+    let digest = put_manifest_ok(&env.reg, "multi", "latest", OCI_INDEX, &body).await;
+    assert_manifest(&env.reg, "multi", "latest", OCI_INDEX, &body).await;
+    assert_manifest(&env.reg, "multi", &digest, OCI_INDEX, &body).await;
+}
+
+#[tokio::test]
+async fn docker_manifest_list_by_tag_and_digest() {
+    let env = Env::start();
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let m = make_image(&env.reg, "multi", DOCKER_MANIFEST).await;
+        put_manifest_ok(&env.reg, "multi", &sha256_digest(&m), DOCKER_MANIFEST, &m).await;
+        children.push(Desc::of(DOCKER_MANIFEST, &m));
+    }
+    let body = odd_formatting(&index_manifest(DOCKER_LIST, &children));
+    let digest = put_manifest_ok(&env.reg, "multi", "latest", DOCKER_LIST, &body).await;
+    assert_manifest(&env.reg, "multi", "latest", DOCKER_LIST, &body).await;
+    assert_manifest(&env.reg, "multi", &digest, DOCKER_LIST, &body).await;
+    // The children stay reachable by digest with their own type.
+    for child in &children {
+        let resp = get_manifest(&env.reg, "multi", &child.digest).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(must_header(&resp, "content-type"), DOCKER_MANIFEST);
+    }
+}
+
+#[tokio::test]
+async fn manifest_put_by_digest() {
+    let env = Env::start();
+    let body = make_image(&env.reg, "bydigest", OCI_MANIFEST).await;
+    let digest = sha256_digest(&body);
+    put_manifest_ok(&env.reg, "bydigest", &digest, OCI_MANIFEST, &body).await;
+    assert_manifest(&env.reg, "bydigest", &digest, OCI_MANIFEST, &body).await;
+}
+
+#[tokio::test]
+async fn manifests_are_per_repository() {
+    let env = Env::start();
+    let (body, digest) = push_image(&env.reg, "first", "v1").await;
+    push_image(&env.reg, "second", "v2").await;
+    assert_manifest(&env.reg, "first", "v1", OCI_MANIFEST, &body).await;
+    assert_no_manifest(&env.reg, "second", &digest).await;
+    assert_no_manifest(&env.reg, "second", "v1").await;
+}
+
+#[tokio::test]
+async fn deeply_nested_repository_name() {
+    let env = Env::start();
+    let repo = "a/b/c/d/e/f/g/h";
+    let data = random_bytes(77);
+    let digest = push_blob(&env.reg, repo, &data).await;
+    assert_blob(&env.reg, repo, &digest, &data).await;
+    let (body, mdigest) = push_image(&env.reg, repo, "deep").await;
+    assert_manifest(&env.reg, repo, "deep", OCI_MANIFEST, &body).await;
+    assert_manifest(&env.reg, repo, &mdigest, OCI_MANIFEST, &body).await;
+    assert_eq!(list_tags(&env.reg, repo).await, vec!["deep".to_string()]);
+    // A prefix of the name is a different (unknown) repository.
+    assert_no_blob(&env.reg, "a/b/c/d", &digest).await;
+
+    // Separators allowed by the grammar.
+    for name in ["x.y/z_w", "x__y/z--w", "0/1/2", "ab-c/d.e-f_g"] {
+        let d = push_blob(&env.reg, name, &data).await;
+        assert_blob(&env.reg, name, &d, &data).await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_repository_names() {
+    let env = Env::start();
+    let addr = env.server.addr("ci").to_string();
+    let auth = Some(("ci-user", "ci-secret"));
+    let long = vec!["a"; 128].join("/"); // 255 chars: valid
+    let too_long = format!("{long}b"); // 256 chars
+    assert_eq!(long.len(), 255);
+    let bad_names = [
+        "Upper",
+        "a//b",
+        "a/../b",
+        "%2e%2e",
+        "a/%2e%2e/b",
+        "-a",
+        "a-",
+        "a/",
+        "a..b",
+        "a___b",
+        "a/.b",
+        too_long.as_str(),
+    ];
+    for name in bad_names {
+        for (method, path) in [
+            ("GET", format!("/v2/{name}/tags/list")),
+            ("GET", format!("/v2/{name}/manifests/latest")),
+            ("POST", format!("/v2/{name}/blobs/uploads/")),
+            ("GET", format!("/v2/{name}/blobs/{}", random_digest())),
+        ] {
+            let resp = raw_request(&addr, method, &path, "127.0.0.1", auth, b"").await;
+            resp.expect_error(400, "NAME_INVALID", &format!("{method} {path}"));
+        }
+    }
+
+    // The longest valid name works.
+    let d = push_blob(&env.reg, &long, b"long").await;
+    assert_blob(&env.reg, &long, &d, b"long").await;
+}
+
+#[tokio::test]
+async fn unknown_manifest_is_manifest_unknown() {
+    let env = Env::start();
+    push_image(&env.reg, "known", "v1").await;
+    assert_no_manifest(&env.reg, "known", "nope").await;
+    assert_no_manifest(&env.reg, "known", &random_digest()).await;
+    let resp = env
+        .reg
+        .head("/v2/known/manifests/nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    // A config blob's digest is not a manifest.
+    let cfg = push_blob(&env.reg, "known", b"{\"not\":\"a manifest\"}").await;
+    assert_no_manifest(&env.reg, "known", &cfg).await;
+}

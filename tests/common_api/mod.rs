@@ -1,0 +1,632 @@
+//! Client-side helpers for the HTTP API tests: an authenticated client for one
+//! instance, blob and manifest pushes, manifest builders, OCI error parsing and
+//! a raw HTTP/1.1 client for requests reqwest would rewrite (dot segments,
+//! custom Host headers).
+#![allow(dead_code)] // each test binary uses a different part of the helpers
+
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{sha256_digest, ConfigDir, Instance, Server};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const API_VERSION: &str = "registry/2.0";
+
+/// All manifest media types, sent as `Accept` on manifest reads.
+pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// An HTTP client bound to one instance's dedicated listener and credentials.
+#[derive(Clone)]
+pub struct Reg {
+    pub client: Client,
+    pub base: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Reg {
+    pub fn new(base: &str, user: &str, password: &str) -> Reg {
+        let client = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("reqwest client");
+        Reg {
+            client,
+            base: base.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+        }
+    }
+
+    /// Client for the instance named `name` of a server started with the
+    /// harness defaults (`NAME-user` / `NAME-secret`).
+    pub fn for_instance(server: &Server, name: &str) -> Reg {
+        Reg::new(
+            &server.url(name),
+            &format!("{name}-user"),
+            &format!("{name}-secret"),
+        )
+    }
+
+    /// Absolute URL for a path (or a Location value, which may already be absolute).
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .basic_auth(&self.user, Some(&self.password))
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.req(Method::GET, path)
+    }
+    pub fn head(&self, path: &str) -> RequestBuilder {
+        self.req(Method::HEAD, path)
+    }
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.req(Method::POST, path)
+    }
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.req(Method::PUT, path)
+    }
+    pub fn patch(&self, path: &str) -> RequestBuilder {
+        self.req(Method::PATCH, path)
+    }
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.req(Method::DELETE, path)
+    }
+
+    /// Request without credentials.
+    pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+}
+
+/// A running server with its config directory. Field order matters: the
+/// server is stopped before the directory is removed.
+pub struct Env {
+    pub server: Server,
+    pub cfg: ConfigDir,
+    pub reg: Reg,
+}
+
+impl Env {
+    /// A server with a single instance `ci`.
+    pub fn start() -> Env {
+        Env::start_with(vec![Instance::new("ci")])
+    }
+
+    /// A server with the given instances; `reg` talks to the first one.
+    pub fn start_with(instances: Vec<Instance>) -> Env {
+        let first = instances[0].name.clone();
+        let cfg = ConfigDir::new(&instances);
+        let server = Server::start(&cfg);
+        let reg = Reg::for_instance(&server, &first);
+        Env { server, cfg, reg }
+    }
+
+    pub fn reg(&self, instance: &str) -> Reg {
+        Reg::for_instance(&self.server, instance)
+    }
+}
+
+pub fn sha512_digest(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|_| rand::random::<u8>()).collect()
+}
+
+/// A sha256 digest nothing was ever pushed with.
+pub fn random_digest() -> String {
+    sha256_digest(&random_bytes(64))
+}
+
+/// Header value as a string, if present.
+pub fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("header is ASCII").to_string())
+}
+
+/// Header value, panicking with a clear message when it is absent.
+pub fn must_header(resp: &Response, name: &str) -> String {
+    header(resp, name).unwrap_or_else(|| {
+        panic!(
+            "response {} {} lacks header {name}; headers: {:?}",
+            resp.status(),
+            resp.url(),
+            resp.headers()
+        )
+    })
+}
+
+/// Asserts status and returns the body.
+pub async fn expect_status(resp: Response, status: u16) -> Vec<u8> {
+    let got = resp.status();
+    let url = resp.url().clone();
+    let body = resp.bytes().await.expect("read body").to_vec();
+    assert_eq!(
+        got,
+        StatusCode::from_u16(status).unwrap(),
+        "{url}: expected {status}, got {got}; body: {}",
+        String::from_utf8_lossy(&body)
+    );
+    body
+}
+
+/// The `code` of every error in an OCI error body.
+pub fn error_codes(body: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "error body is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    v["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors array in {v}"))
+        .iter()
+        .map(|e| e["code"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Asserts an OCI error response: status, JSON Content-Type, the API version
+/// header and that `code` is among the error codes. Returns the parsed body.
+pub async fn expect_error(resp: Response, status: u16, code: &str) -> Value {
+    let got = resp.status();
+    let url = resp.url().clone();
+    let api = header(&resp, "docker-distribution-api-version");
+    let ctype = header(&resp, "content-type").unwrap_or_default();
+    let body = resp.bytes().await.expect("read body").to_vec();
+    let text = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(
+        got.as_u16(),
+        status,
+        "{url}: expected {status} {code}, got {got}; body: {text}"
+    );
+    assert!(
+        ctype.starts_with("application/json"),
+        "{url}: error Content-Type is {ctype:?}; body: {text}"
+    );
+    assert_eq!(
+        api.as_deref(),
+        Some(API_VERSION),
+        "{url}: API version header"
+    );
+    let codes = error_codes(&body);
+    assert!(
+        codes.iter().any(|c| c == code),
+        "{url}: expected error code {code}, got {codes:?}; body: {text}"
+    );
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Appends a query parameter to a path or Location value.
+pub fn with_query(location: &str, query: &str) -> String {
+    if location.contains('?') {
+        format!("{location}&{query}")
+    } else {
+        format!("{location}?{query}")
+    }
+}
+
+/// Pushes a blob with a monolithic `POST ?digest=` and returns its digest.
+pub async fn push_blob(reg: &Reg, repo: &str, data: &[u8]) -> String {
+    let digest = sha256_digest(data);
+    let resp = reg
+        .post(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, 201).await;
+    digest
+}
+
+/// GETs a blob and asserts that it has exactly `data` and the digest header.
+pub async fn assert_blob(reg: &Reg, repo: &str, digest: &str, data: &[u8]) {
+    let resp = reg
+        .get(&format!("/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    let dcd = header(&resp, "docker-content-digest");
+    let body = expect_status(resp, 200).await;
+    assert_eq!(
+        dcd.as_deref(),
+        Some(digest),
+        "Docker-Content-Digest of blob"
+    );
+    assert_eq!(body.len(), data.len(), "blob length");
+    assert!(body == data, "blob content differs from what was pushed");
+}
+
+/// Asserts that a blob is not available in a repository (404 BLOB_UNKNOWN).
+pub async fn assert_no_blob(reg: &Reg, repo: &str, digest: &str) {
+    let resp = reg
+        .get(&format!("/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "BLOB_UNKNOWN").await;
+}
+
+/// A descriptor of pushed content.
+#[derive(Clone, Debug)]
+pub struct Desc {
+    pub media_type: String,
+    pub digest: String,
+    pub size: usize,
+}
+
+impl Desc {
+    pub fn of(media_type: &str, data: &[u8]) -> Desc {
+        Desc {
+            media_type: media_type.to_string(),
+            digest: sha256_digest(data),
+            size: data.len(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({"mediaType": self.media_type, "digest": self.digest, "size": self.size})
+    }
+}
+
+/// Pushes `data` as a blob and returns its descriptor.
+pub async fn push_desc(reg: &Reg, repo: &str, media_type: &str, data: &[u8]) -> Desc {
+    push_blob(reg, repo, data).await;
+    Desc::of(media_type, data)
+}
+
+/// An image manifest (OCI or Docker schema2, by `media_type`) as JSON bytes.
+pub fn image_manifest(media_type: &str, config: &Desc, layers: &[Desc]) -> Vec<u8> {
+    let v = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": config.json(),
+        "layers": layers.iter().map(Desc::json).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+/// An index (OCI index or Docker manifest list, by `media_type`) as JSON bytes.
+pub fn index_manifest(media_type: &str, children: &[Desc]) -> Vec<u8> {
+    let manifests: Vec<Value> = children
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut v = d.json();
+            v["platform"] = json!({"architecture": format!("arch{i}"), "os": "linux"});
+            v
+        })
+        .collect();
+    let v = json!({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests});
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+/// PUT a manifest; returns the raw response.
+pub async fn put_manifest(
+    reg: &Reg,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Response {
+    reg.put(&format!("/v2/{repo}/manifests/{reference}"))
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// PUT a manifest, assert 201 with the right Location / digest; returns the digest.
+pub async fn put_manifest_ok(
+    reg: &Reg,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> String {
+    let digest = sha256_digest(body);
+    let resp = put_manifest(reg, repo, reference, media_type, body).await;
+    let location = header(&resp, "location");
+    let dcd = header(&resp, "docker-content-digest");
+    expect_status(resp, 201).await;
+    assert_eq!(dcd.as_deref(), Some(digest.as_str()), "manifest PUT digest");
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/v2/{repo}/manifests/{digest}").as_str()),
+        "manifest PUT Location"
+    );
+    digest
+}
+
+/// Pushes a config and one layer (unique content) and returns the manifest bytes.
+pub async fn make_image(reg: &Reg, repo: &str, media_type: &str) -> Vec<u8> {
+    let (config_type, layer_type) = if media_type == DOCKER_MANIFEST {
+        (DOCKER_CONFIG, DOCKER_LAYER)
+    } else {
+        (OCI_CONFIG, OCI_LAYER)
+    };
+    let config_bytes = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "nonce": hex::encode(random_bytes(8)),
+    }))
+    .unwrap();
+    let config = push_desc(reg, repo, config_type, &config_bytes).await;
+    let layer = push_desc(reg, repo, layer_type, &random_bytes(300)).await;
+    image_manifest(media_type, &config, &[layer])
+}
+
+/// Pushes a complete OCI image under `reference`; returns (manifest bytes, digest).
+pub async fn push_image(reg: &Reg, repo: &str, reference: &str) -> (Vec<u8>, String) {
+    let manifest = make_image(reg, repo, OCI_MANIFEST).await;
+    let digest = put_manifest_ok(reg, repo, reference, OCI_MANIFEST, &manifest).await;
+    (manifest, digest)
+}
+
+/// GET a manifest with a full Accept header.
+pub async fn get_manifest(reg: &Reg, repo: &str, reference: &str) -> Response {
+    reg.get(&format!("/v2/{repo}/manifests/{reference}"))
+        .header("accept", ACCEPT_MANIFESTS)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts that a manifest is gone (404 MANIFEST_UNKNOWN).
+pub async fn assert_no_manifest(reg: &Reg, repo: &str, reference: &str) {
+    let resp = get_manifest(reg, repo, reference).await;
+    expect_error(resp, 404, "MANIFEST_UNKNOWN").await;
+}
+
+/// The tags of a repository (asserts 200).
+pub async fn list_tags(reg: &Reg, repo: &str) -> Vec<String> {
+    let resp = reg
+        .get(&format!("/v2/{repo}/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_status(resp, 200).await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["name"], json!(repo), "tags/list name");
+    v["tags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("tags is not an array: {v}"))
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1.1 client
+
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn error_codes(&self) -> Vec<String> {
+        error_codes(&self.body)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    /// Asserts an OCI error: status, JSON body with `code`, API version header.
+    pub fn expect_error(&self, status: u16, code: &str, what: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{what}: expected {status} {code}; body: {}",
+            self.text()
+        );
+        let ctype = self.header("content-type").unwrap_or_default();
+        assert!(
+            ctype.starts_with("application/json"),
+            "{what}: error Content-Type is {ctype:?}"
+        );
+        assert_eq!(
+            self.header("docker-distribution-api-version"),
+            Some(API_VERSION),
+            "{what}: API version header"
+        );
+        let codes = self.error_codes();
+        assert!(
+            codes.iter().any(|c| c == code),
+            "{what}: expected code {code}, got {codes:?}"
+        );
+    }
+}
+
+pub fn basic_auth_value(user: &str, password: &str) -> String {
+    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+}
+
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Sends one request exactly as given (path not normalised, Host as given)
+/// and reads the whole response.
+pub async fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    host: &str,
+    auth: Option<(&str, &str)>,
+    body: &[u8],
+) -> RawResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some((user, password)) = auth {
+        req.push_str(&format!(
+            "Authorization: {}\r\n",
+            basic_auth_value(user, password)
+        ));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" || method == "PATCH" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let fut = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.expect("read response");
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("raw request timed out");
+    parse_raw(&buf, method == "HEAD")
+}
+
+/// PUTs a body with `Expect: 100-continue`: the body is only sent when the
+/// server asks for it, so an early rejection (e.g. 413 on Content-Length) is
+/// read reliably instead of racing a connection reset.
+pub async fn raw_put_expect_continue(
+    addr: &str,
+    path: &str,
+    auth: (&str, &str),
+    content_type: &str,
+    body: &[u8],
+) -> RawResponse {
+    let req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: {}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        basic_auth_value(auth.0, auth.1),
+        body.len()
+    );
+    let fut = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let n = stream.read(&mut chunk).await.expect("read response");
+            assert!(n > 0, "connection closed before a response");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        if buf.starts_with(b"HTTP/1.1 100") {
+            buf.drain(..head_end);
+            stream.write_all(body).await.expect("send body after 100");
+        }
+        stream.read_to_end(&mut buf).await.expect("read response");
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .expect("raw request timed out");
+    parse_raw(&buf, false)
+}
+
+fn parse_raw(buf: &[u8], head: bool) -> RawResponse {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
+    let head_text = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = head_text.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &buf[end + 4..];
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if head {
+        Vec::new()
+    } else if chunked {
+        decode_chunked(rest)
+    } else {
+        rest.to_vec()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn decode_chunked(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..pos]).to_string();
+        let size_text = size_text.split(';').next().unwrap().trim();
+        let size = usize::from_str_radix(size_text, 16).expect("chunk size");
+        data = &data[pos + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
+}

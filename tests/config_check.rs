@@ -1,0 +1,407 @@
+//! `berth check` and `berth serve` on broken configuration directories: the
+//! exit status and `PATH:LINE` locations in the messages.
+
+mod common;
+
+use common::{berth_bin, ConfigDir, Instance};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `berth SUBCOMMAND --config-dir DIR`, killing it after 20 s.
+fn run(subcommand: &str, dir: &Path) -> Outcome {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out_path = out_dir.path().join("stdout");
+    let err_path = out_dir.path().join("stderr");
+    let mut child = Command::new(berth_bin())
+        .arg(subcommand)
+        .arg("--config-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn berth");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "berth {subcommand} still running after 20 s; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Outcome {
+        code: status.code(),
+        stdout: std::fs::read_to_string(&out_path).unwrap(),
+        stderr: std::fs::read_to_string(&err_path).unwrap(),
+    }
+}
+
+fn check(cfg: &ConfigDir) -> Outcome {
+    run("check", cfg.path())
+}
+
+/// Does `text` contain `PATH:LINE` (not followed by another digit)?
+fn has_location(text: &str, path: &Path, line: usize) -> bool {
+    let needle = format!("{}:{line}", path.display());
+    text.match_indices(&needle).any(|(i, _)| {
+        !text[i + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// Asserts a failed run whose stderr names `path` at `line`.
+fn assert_fails_at(out: &Outcome, path: &Path, line: usize) {
+    assert!(
+        out.code.is_some_and(|c| c != 0),
+        "expected a non-zero exit, got {:?}; stdout:\n{}\nstderr:\n{}",
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        has_location(&out.stderr, path, line),
+        "stderr does not contain {}:{line}; stderr:\n{}",
+        path.display(),
+        out.stderr
+    );
+}
+
+/// Asserts a failed run whose stderr names `path` (no line).
+fn assert_fails_naming(out: &Outcome, path: &Path) {
+    assert!(
+        out.code.is_some_and(|c| c != 0),
+        "expected a non-zero exit, got {:?}; stderr:\n{}",
+        out.code,
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&path.display().to_string()),
+        "stderr does not name {}; stderr:\n{}",
+        path.display(),
+        out.stderr
+    );
+}
+
+fn one_instance() -> ConfigDir {
+    ConfigDir::new(&[Instance::new("ci")])
+}
+
+fn instance_file(cfg: &ConfigDir, name: &str) -> PathBuf {
+    cfg.path().join("instances").join(format!("{name}.toml"))
+}
+
+fn htpasswd_file(cfg: &ConfigDir, name: &str) -> PathBuf {
+    cfg.path()
+        .join("credentials")
+        .join(format!("{name}.htpasswd"))
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::write(path, content).unwrap();
+}
+
+#[test]
+fn valid_config_passes() {
+    let cfg = ConfigDir::new(&[Instance::new("ci"), Instance::new("cache")]);
+    let out = check(&cfg);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "valid config rejected; stderr:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("ci") && out.stdout.contains("cache"),
+        "summary should mention both instances; stdout:\n{}",
+        out.stdout
+    );
+
+    // Every documented key, spelled out.
+    let cfg = one_instance();
+    write(
+        &cfg.path().join("berth.toml"),
+        "[listen]\nhttp = \"127.0.0.1:0\"\n\n[paths]\nstate = \"state\"\n\n[log]\nformat = \"json\"\n",
+    );
+    write(
+        &instance_file(&cfg, "ci"),
+        "hostnames = [\"ci.test\", \"ci.example\"]\nlisten = [\"127.0.0.1:0\"]\n\n\
+         [storage]\nroot = \"data/ci\"\n\n[auth]\nhtpasswd = \"credentials/ci.htpasswd\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+
+    // berth.toml is optional.
+    std::fs::remove_file(cfg.path().join("berth.toml")).unwrap();
+    let out = check(&cfg);
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+}
+
+#[test]
+fn toml_syntax_error() {
+    let cfg = one_instance();
+    let file = instance_file(&cfg, "ci");
+    write(
+        &file,
+        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbad line here\n",
+    );
+    assert_fails_at(&check(&cfg), &file, 3);
+
+    let cfg = one_instance();
+    let file = cfg.path().join("berth.toml");
+    write(&file, "[listen]\nhttp = \"127.0.0.1:0\n");
+    assert_fails_at(&check(&cfg), &file, 2);
+}
+
+#[test]
+fn unknown_key() {
+    let cfg = one_instance();
+    let file = instance_file(&cfg, "ci");
+    write(
+        &file,
+        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbogus = 1\n",
+    );
+    assert_fails_at(&check(&cfg), &file, 3);
+
+    let cfg = one_instance();
+    let file = instance_file(&cfg, "ci");
+    write(
+        &file,
+        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\n[storage]\nroot = \"data/ci\"\nrooot = \"x\"\n",
+    );
+    assert_fails_at(&check(&cfg), &file, 5);
+
+    let cfg = one_instance();
+    let file = cfg.path().join("berth.toml");
+    write(
+        &file,
+        "[listen]\nhttp = \"127.0.0.1:0\"\n[paths]\nstate = \"state\"\ncolour = 1\n",
+    );
+    assert_fails_at(&check(&cfg), &file, 5);
+}
+
+#[test]
+fn wrong_type() {
+    let cfg = one_instance();
+    let file = instance_file(&cfg, "ci");
+    write(
+        &file,
+        "hostnames = \"ci.test\"\nlisten = [\"127.0.0.1:0\"]\n",
+    );
+    assert_fails_at(&check(&cfg), &file, 1);
+
+    let cfg = one_instance();
+    let file = instance_file(&cfg, "ci");
+    write(&file, "hostnames = [\"ci.test\"]\nlisten = 5\n");
+    assert_fails_at(&check(&cfg), &file, 2);
+
+    let cfg = one_instance();
+    let file = cfg.path().join("berth.toml");
+    write(
+        &file,
+        "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = 3\n",
+    );
+    assert_fails_at(&check(&cfg), &file, 4);
+
+    let cfg = one_instance();
+    let file = cfg.path().join("berth.toml");
+    write(
+        &file,
+        "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = \"xml\"\n",
+    );
+    assert_fails_at(&check(&cfg), &file, 4);
+}
+
+#[test]
+fn bad_listen_address() {
+    for addr in [
+        "not-an-address",
+        "127.0.0.1:99999",
+        "127.0.0.1",
+        "300.1.1.1:80",
+    ] {
+        let cfg = one_instance();
+        let file = instance_file(&cfg, "ci");
+        write(
+            &file,
+            &format!("hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\", \"{addr}\"]\n"),
+        );
+        assert_fails_at(&check(&cfg), &file, 2);
+    }
+
+    let cfg = one_instance();
+    let file = cfg.path().join("berth.toml");
+    write(&file, "[listen]\nhttp = \"localhost\"\n");
+    assert_fails_at(&check(&cfg), &file, 2);
+}
+
+#[test]
+fn duplicate_hostname_names_both_files() {
+    let mut ci = Instance::new("ci");
+    ci.hostnames = vec!["unique-ci.test".into(), "same.test".into()];
+    let mut cache = Instance::new("cache");
+    cache.hostnames = vec!["same.test".into()];
+    let cfg = ConfigDir::new(&[ci, cache]);
+    let out = check(&cfg);
+    assert_fails_at(&out, &instance_file(&cfg, "ci"), 1);
+    assert_fails_at(&out, &instance_file(&cfg, "cache"), 1);
+    assert!(out.stderr.contains("same.test"), "stderr:\n{}", out.stderr);
+}
+
+#[test]
+fn same_storage_root_names_both_files() {
+    let mut ci = Instance::new("ci");
+    ci.extra = "[storage]\nroot = \"data/same\"".into();
+    let mut cache = Instance::new("cache");
+    cache.extra = "[storage]\nroot = \"data/same\"".into();
+    let cfg = ConfigDir::new(&[ci, cache]);
+    let out = check(&cfg);
+    let (ci_file, cache_file) = (instance_file(&cfg, "ci"), instance_file(&cfg, "cache"));
+    assert!(
+        has_location(&out.stderr, &ci_file, 4) || has_location(&out.stderr, &cache_file, 4),
+        "stderr locates neither root setting (line 4); stderr:\n{}",
+        out.stderr
+    );
+    assert_fails_naming(&out, &ci_file);
+    assert_fails_naming(&out, &cache_file);
+
+    // An explicit root equal to another instance's default root.
+    let ci = Instance::new("ci");
+    let mut cache = Instance::new("cache");
+    cache.extra = "[storage]\nroot = \"data/ci\"".into();
+    let cfg = ConfigDir::new(&[ci, cache]);
+    let out = check(&cfg);
+    assert_fails_at(&out, &instance_file(&cfg, "cache"), 4);
+    assert_fails_naming(&out, &instance_file(&cfg, "ci"));
+}
+
+#[test]
+fn missing_htpasswd_file() {
+    let cfg = one_instance();
+    let file = htpasswd_file(&cfg, "ci");
+    std::fs::remove_file(&file).unwrap();
+    assert_fails_naming(&check(&cfg), &file);
+
+    let mut ci = Instance::new("ci");
+    ci.extra = "[auth]\nhtpasswd = \"credentials/not-there.htpasswd\"".into();
+    let cfg = ConfigDir::new(&[ci]);
+    let out = check(&cfg);
+    assert_fails_at(&out, &instance_file(&cfg, "ci"), 4);
+    assert!(
+        out.stderr.contains("not-there.htpasswd"),
+        "stderr:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn malformed_htpasswd_line() {
+    let cfg = one_instance();
+    let file = htpasswd_file(&cfg, "ci");
+    let good = std::fs::read_to_string(&file).unwrap();
+    write(&file, &format!("{good}this line has no colon\n"));
+    assert_fails_at(&check(&cfg), &file, 2);
+
+    let cfg = one_instance();
+    let file = htpasswd_file(&cfg, "ci");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let extra = format!("other:{}\n", bcrypt::hash("x", 4).unwrap());
+    write(&file, &format!("{good}{extra}:$2y$04$emptyusername\n"));
+    assert_fails_at(&check(&cfg), &file, 3);
+}
+
+#[test]
+fn non_bcrypt_htpasswd_hash() {
+    let cfg = one_instance();
+    let file = htpasswd_file(&cfg, "ci");
+    let good = std::fs::read_to_string(&file).unwrap();
+    write(
+        &file,
+        &format!("{good}md5user:$apr1$abcdefgh$0123456789abcdefghijkl\n"),
+    );
+    assert_fails_at(&check(&cfg), &file, 2);
+
+    let cfg = one_instance();
+    let file = htpasswd_file(&cfg, "ci");
+    write(&file, "shauser:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
+    assert_fails_at(&check(&cfg), &file, 1);
+}
+
+#[test]
+fn bad_instance_file_name() {
+    let cfg = one_instance();
+    let bad = cfg.path().join("instances").join("Bad Name!.toml");
+    std::fs::copy(instance_file(&cfg, "ci"), &bad).unwrap();
+    let out = check(&cfg);
+    assert!(
+        out.code.is_some_and(|c| c != 0),
+        "expected failure, stderr:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Bad Name!.toml"),
+        "stderr should name the file; stderr:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn serve_refuses_broken_config_with_the_same_message() {
+    let cfg = one_instance();
+    let file = instance_file(&cfg, "ci");
+    write(
+        &file,
+        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbogus = 1\n",
+    );
+    let checked = check(&cfg);
+    assert_fails_at(&checked, &file, 3);
+    let served = run("serve", cfg.path());
+    assert_fails_at(&served, &file, 3);
+    assert!(
+        !served.stdout.contains("berth: ready"),
+        "serve must not become ready; stdout:\n{}",
+        served.stdout
+    );
+    // The same message: check's location line appears in serve's output.
+    let path = file.display().to_string();
+    let line = checked
+        .stderr
+        .lines()
+        .find(|l| has_location(l, &file, 3))
+        .unwrap();
+    let message = line[line.find(&path).unwrap()..].trim();
+    assert!(
+        served.stderr.contains(message),
+        "serve stderr lacks {message:?}; stderr:\n{}",
+        served.stderr
+    );
+
+    let mut ci = Instance::new("ci");
+    ci.hostnames = vec!["same.test".into()];
+    let mut cache = Instance::new("cache");
+    cache.hostnames = vec!["same.test".into()];
+    let cfg = ConfigDir::new(&[ci, cache]);
+    let served = run("serve", cfg.path());
+    assert_fails_at(&served, &instance_file(&cfg, "ci"), 1);
+    assert_fails_at(&served, &instance_file(&cfg, "cache"), 1);
+
+    let cfg = one_instance();
+    let file = htpasswd_file(&cfg, "ci");
+    write(&file, "no colon\n");
+    assert_fails_at(&run("serve", cfg.path()), &file, 1);
+}
