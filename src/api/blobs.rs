@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use axum::http::{header, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{body_stream, empty_response, header_str, query};
+use super::{body_stream, empty, empty_response, header_str, query};
 use crate::oci::{Digest, RegistryError, RepoName};
 use crate::registry::Registry;
 
@@ -123,9 +123,7 @@ pub(super) async fn delete(
     digest: &Digest,
 ) -> Result<Response<Body>, RegistryError> {
     registry.delete_blob(repo, digest).await?;
-    Ok(empty_response(StatusCode::ACCEPTED)
-        .body(Body::empty())
-        .expect("valid response"))
+    Ok(empty(StatusCode::ACCEPTED))
 }
 
 fn blob_created(repo: &RepoName, digest: &Digest) -> Response<Body> {
@@ -169,7 +167,7 @@ pub(super) async fn start_upload(
         registry.put_blob(repo, &digest, body_stream(body)).await?;
         return Ok(blob_created(repo, &digest));
     }
-    let id = registry.start_upload(repo).await?;
+    let id = registry.uploads().start(repo).await?;
     Ok(upload_accepted(repo, &id, 0, StatusCode::ACCEPTED))
 }
 
@@ -178,7 +176,7 @@ pub(super) async fn upload_status(
     repo: &RepoName,
     id: &str,
 ) -> Result<Response<Body>, RegistryError> {
-    let size = registry.upload_size(repo, id).await?;
+    let size = registry.uploads().size(repo, id).await?;
     Ok(upload_accepted(repo, id, size, StatusCode::NO_CONTENT))
 }
 
@@ -217,7 +215,8 @@ pub(super) async fn patch_upload(
 ) -> Result<Response<Body>, RegistryError> {
     let range = content_range(req)?;
     let size = registry
-        .append_upload(repo, id, range, body_stream(body))
+        .uploads()
+        .append(repo, id, range, body_stream(body))
         .await?;
     Ok(upload_accepted(repo, id, size, StatusCode::ACCEPTED))
 }
@@ -236,7 +235,8 @@ pub(super) async fn put_upload(
     })?;
     let range = content_range(req)?;
     registry
-        .finish_upload(repo, id, &digest, range, body_stream(body))
+        .uploads()
+        .finish(repo, id, &digest, range, body_stream(body))
         .await?;
     Ok(blob_created(repo, &digest))
 }
@@ -246,10 +246,8 @@ pub(super) async fn cancel_upload(
     repo: &RepoName,
     id: &str,
 ) -> Result<Response<Body>, RegistryError> {
-    registry.cancel_upload(repo, id).await?;
-    Ok(empty_response(StatusCode::NO_CONTENT)
-        .body(Body::empty())
-        .expect("valid response"))
+    registry.uploads().cancel(repo, id).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 #[cfg(test)]

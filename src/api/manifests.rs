@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use axum::http::{header, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::{empty_response, header_str};
+use super::{empty, empty_response, header_str};
 use crate::oci::{Reference, RegistryError, RepoName};
 use crate::registry::manifest::MAX_MANIFEST_SIZE;
 use crate::registry::Registry;
@@ -80,7 +80,5 @@ pub(super) async fn delete(
     reference: &Reference,
 ) -> Result<Response<Body>, RegistryError> {
     registry.delete_manifest(repo, reference).await?;
-    Ok(empty_response(StatusCode::ACCEPTED)
-        .body(Body::empty())
-        .expect("valid response"))
+    Ok(empty(StatusCode::ACCEPTED))
 }

@@ -152,6 +152,12 @@ fn empty_response(status: StatusCode) -> axum::http::response::Builder {
         .header(header::CONTENT_LENGTH, "0")
 }
 
+fn empty(status: StatusCode) -> Response<Body> {
+    empty_response(status)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
 fn query(req: &Parts) -> HashMap<String, String> {
     axum::extract::Query::<HashMap<String, String>>::try_from_uri(&req.uri)
         .map(|q| q.0)

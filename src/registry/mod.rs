@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 pub use paginate::{paginate, Page};
 pub use uploads::BodyStream;
-use uploads::Uploads;
+pub use uploads::Uploads;
 
 use self::manifest::Descriptor;
 use crate::oci::{Digest, Reference, RegistryError, RepoName};
@@ -147,41 +147,9 @@ impl Registry {
         .await
     }
 
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<String, RegistryError> {
-        self.uploads.start(repo).await
-    }
-
-    /// Current size of an upload.
-    pub async fn upload_size(&self, repo: &RepoName, id: &str) -> Result<u64, RegistryError> {
-        self.uploads.size(repo, id).await
-    }
-
-    /// Appends a chunk; `range` is the client's `Content-Range` (inclusive).
-    pub async fn append_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        range: Option<(u64, u64)>,
-        body: BodyStream,
-    ) -> Result<u64, RegistryError> {
-        self.uploads.append(repo, id, range, body).await
-    }
-
-    /// Appends the last chunk (may be empty), verifies `digest` and moves the
-    /// blob into place.
-    pub async fn finish_upload(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        digest: &Digest,
-        range: Option<(u64, u64)>,
-        body: BodyStream,
-    ) -> Result<(), RegistryError> {
-        self.uploads.finish(repo, id, digest, range, body).await
-    }
-
-    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
-        self.uploads.cancel(repo, id).await
+    /// Upload sessions of this instance.
+    pub fn uploads(&self) -> &Uploads {
+        &self.uploads
     }
 
     /// A whole blob in one request.

@@ -41,7 +41,8 @@ struct Session {
 
 type SessionRef = Arc<tokio::sync::Mutex<Session>>;
 
-pub(super) struct Uploads {
+/// The upload sessions of one instance.
+pub struct Uploads {
     store: Arc<FsStore>,
     sessions: Mutex<HashMap<String, SessionRef>>,
 }
@@ -72,7 +73,8 @@ impl Uploads {
         self.store.upload_dir(repo, id).join("data")
     }
 
-    pub(super) async fn start(&self, repo: &RepoName) -> Result<String, RegistryError> {
+    /// Opens a session; returns its id.
+    pub async fn start(&self, repo: &RepoName) -> Result<String, RegistryError> {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.store.upload_dir(repo, &id);
         blocking(move || {
@@ -128,7 +130,8 @@ impl Uploads {
             .clone())
     }
 
-    pub(super) async fn size(&self, repo: &RepoName, id: &str) -> Result<u64, RegistryError> {
+    /// Bytes received so far.
+    pub async fn size(&self, repo: &RepoName, id: &str) -> Result<u64, RegistryError> {
         let session = self.session(repo, id).await?;
         let s = session.lock().await;
         if s.closed {
@@ -137,7 +140,9 @@ impl Uploads {
         Ok(s.size)
     }
 
-    pub(super) async fn append(
+    /// Appends a chunk; `range` is the client's `Content-Range` (inclusive).
+    /// Returns the new size.
+    pub async fn append(
         &self,
         repo: &RepoName,
         id: &str,
@@ -208,7 +213,9 @@ impl Uploads {
         result
     }
 
-    pub(super) async fn finish(
+    /// Appends the last chunk (may be empty), verifies `digest` and moves
+    /// the blob into place.
+    pub async fn finish(
         &self,
         repo: &RepoName,
         id: &str,
@@ -270,7 +277,7 @@ impl Uploads {
         outcome
     }
 
-    pub(super) async fn cancel(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
+    pub async fn cancel(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
         let session = self.session(repo, id).await?;
         let mut s = session.lock().await;
         if s.closed {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One instance of a test config.
 pub struct Instance {
@@ -54,26 +55,31 @@ impl ConfigDir {
             "[listen]\nhttp = \"127.0.0.1:0\"\n",
         )
         .unwrap();
+        let cfg = ConfigDir { dir };
         for inst in instances {
-            let hostnames: Vec<String> = inst.hostnames.iter().map(|h| format!("{h:?}")).collect();
-            let toml = format!(
-                "hostnames = [{}]\nlisten = [\"127.0.0.1:0\"]\n{}\n",
-                hostnames.join(", "),
-                inst.extra
-            );
-            std::fs::write(root.join(format!("instances/{}.toml", inst.name)), toml).unwrap();
-            let mut htpasswd = String::new();
-            for (user, password) in &inst.users {
-                let hash = bcrypt::hash(password, 4).unwrap();
-                htpasswd.push_str(&format!("{user}:{hash}\n"));
-            }
-            std::fs::write(
-                root.join(format!("credentials/{}.htpasswd", inst.name)),
-                htpasswd,
-            )
-            .unwrap();
+            cfg.add_instance(inst);
         }
-        ConfigDir { dir }
+        cfg
+    }
+
+    /// Writes an instance file (dedicated listener on 127.0.0.1:0) and its
+    /// htpasswd file.
+    pub fn add_instance(&self, inst: &Instance) {
+        let root = self.path();
+        let hostnames: Vec<String> = inst.hostnames.iter().map(|h| format!("{h:?}")).collect();
+        let toml = format!(
+            "hostnames = [{}]\nlisten = [\"127.0.0.1:0\"]\n{}\n",
+            hostnames.join(", "),
+            inst.extra
+        );
+        let mut htpasswd = String::new();
+        for (user, password) in &inst.users {
+            let hash = bcrypt::hash(password, 4).unwrap();
+            htpasswd.push_str(&format!("{user}:{hash}\n"));
+        }
+        let credentials = root.join(format!("credentials/{}.htpasswd", inst.name));
+        std::fs::write(credentials, htpasswd).unwrap();
+        std::fs::write(root.join(format!("instances/{}.toml", inst.name)), toml).unwrap();
     }
 
     pub fn path(&self) -> &Path {
@@ -94,6 +100,8 @@ pub struct Server {
     /// The shared Host-routed listener, if any.
     pub shared_addr: Option<String>,
     pub stderr_log: PathBuf,
+    /// Every stdout line after `berth: ready` (listeners opened by reloads).
+    later_stdout: Arc<Mutex<Vec<String>>>,
 }
 
 pub fn berth_bin() -> &'static str {
@@ -145,12 +153,19 @@ impl Server {
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let later_stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = later_stdout.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         Server {
             child,
             instance_addrs,
             shared_addr,
             stderr_log,
+            later_stdout,
         }
     }
 
@@ -176,6 +191,68 @@ impl Server {
     /// Peak resident set size of the server process in KiB (from /proc).
     pub fn peak_rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// Sends a signal (e.g. "HUP") to the server.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits (bounded) for a reload to announce a listener of `label` and
+    /// returns its "127.0.0.1:PORT".
+    pub fn wait_for_listener(&self, label: &str) -> String {
+        let prefix = format!("berth: {label} listening on http://");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .later_stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.strip_prefix(&prefix).map(str::to_string));
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no listener for {label}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) until the server's stderr contains `needle`.
+    pub fn wait_for_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stderr never said {needle:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for the process to exit; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn stderr(&self) -> String {
