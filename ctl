@@ -5,11 +5,13 @@ set -eu
 ROOT=$(cd "$(dirname "$0")" && pwd)
 CONFIG_DIR=${BERTH_CONFIG_DIR:-$ROOT}
 STATE_DIR=${BERTH_STATE_DIR:-$CONFIG_DIR/state}
-BIN=$ROOT/target/release/berth
+# BERTH_BIN: use this binary instead of building target/release/berth.
+BIN=${BERTH_BIN:-$ROOT/target/release/berth}
 PID_FILE=$STATE_DIR/berth.pid
 LOG_FILE=$STATE_DIR/berth.log
-# Debian packages the tests drive: real clients, the reference registry, tools.
-TEST_PACKAGES="skopeo docker.io docker-registry apache2-utils umoci"
+UNIT=berth.service
+SYSTEMD_DIR=${BERTH_SYSTEMD_DIR:-/etc/systemd/system}
+SERVICE_USER=berth
 
 die() { echo "ctl: $*" >&2; exit 1; }
 
@@ -18,19 +20,28 @@ usage() {
 usage: ./ctl COMMAND [ARGS]
 
   start                 build if needed, create missing credentials, start in the background
-  stop                  stop gracefully (requests in flight finish)
+                        (through systemd once `install` has run and systemd is up)
+  stop                  stop gracefully (requests in flight finish, up to the drain timeout)
   restart               stop, then start
+  reload                re-read berth.toml, instances/*.toml and credentials (SIGHUP);
+                        a config with errors is refused and the running one stays
   status                running or not, pid, instances and their listeners
-  logs                  follow the log
+  logs                  follow the log (journalctl under systemd)
   debug                 run in the foreground with debug logging (Ctrl-C stops)
   check                 validate the configuration (berth check)
   passwd INSTANCE USER [--delete]
                         set a user's password (prompt or stdin), or remove the user
+  install               install the systemd unit for this checkout and a system user
+                        `berth` (needs root); prints what it did
   test                  install the Debian packages the tests need, then run every test
   help                  this text
 
+Exit codes: 0 done, 1 failed, 2 configuration errors, 3 (status) not running,
+64 usage.
+
 Environment: BERTH_CONFIG_DIR (default: this checkout), BERTH_STATE_DIR
-(default: CONFIG_DIR/state; holds berth.pid and berth.log).
+(default: CONFIG_DIR/state; holds berth.pid and berth.log), BERTH_BIN (use
+this binary, build nothing), BERTH_SYSTEMD_DIR (default /etc/systemd/system).
 USAGE
 }
 
@@ -41,6 +52,7 @@ need_cargo() {
 }
 
 build() {
+	[ -n "${BERTH_BIN:-}" ] && return 0
 	if [ ! -x "$BIN" ] || [ -n "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$BIN" 2>/dev/null | head -n 1)" ]; then
 		need_cargo
 		echo "ctl: building berth (release)..."
@@ -48,7 +60,15 @@ build() {
 	fi
 }
 
+systemd_up() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+use_systemd() { [ -f "$SYSTEMD_DIR/$UNIT" ] && systemd_up; }
+
 pid() {
+	if use_systemd; then
+		p=$(systemctl show -p MainPID --value "$UNIT")
+		[ -n "$p" ] && [ "$p" != 0 ] && echo "$p"
+		return
+	fi
 	[ -f "$PID_FILE" ] || return 1
 	p=$(cat "$PID_FILE")
 	[ -n "$p" ] && kill -0 "$p" 2>/dev/null && echo "$p"
@@ -101,6 +121,13 @@ start() {
 	build
 	ensure_credentials
 	"$BIN" check --config-dir "$CONFIG_DIR" >/dev/null || exit 2
+	if use_systemd; then
+		chown -R "$SERVICE_USER:$SERVICE_USER" "$CONFIG_DIR/credentials"
+		systemctl start "$UNIT" || die "systemctl start failed: see ./ctl logs"
+		echo "ctl: berth is running under systemd (pid $(pid))"
+		"$BIN" check --config-dir "$CONFIG_DIR" | sed 1d
+		return 0
+	fi
 	mkdir -p "$STATE_DIR"
 	touch "$LOG_FILE"
 	echo $(($(wc -l <"$LOG_FILE") + 1)) >"$STATE_DIR/berth.run"
@@ -123,6 +150,11 @@ start() {
 }
 
 stop() {
+	if use_systemd; then
+		systemctl stop "$UNIT"
+		echo "ctl: berth stopped"
+		return 0
+	fi
 	if ! p=$(pid); then
 		echo "ctl: berth is not running"
 		rm -f "$PID_FILE"
@@ -143,10 +175,22 @@ stop() {
 	echo "ctl: berth stopped"
 }
 
+reload() {
+	p=$(pid) || die "berth is not running (./ctl start)"
+	"$BIN" check --config-dir "$CONFIG_DIR" >/dev/null ||
+		die "the configuration has errors (above); berth keeps running the previous one"
+	kill -HUP "$p"
+	echo "ctl: asked berth (pid $p) to reload; ./ctl logs shows the result"
+}
+
 status() {
 	if p=$(pid); then
 		echo "berth is running (pid $p)"
-		print_endpoints
+		if use_systemd; then
+			"$BIN" check --config-dir "$CONFIG_DIR" | sed 1d
+		else
+			print_endpoints
+		fi
 		return 0
 	fi
 	echo "berth is not running"
@@ -154,9 +198,50 @@ status() {
 	return 3
 }
 
+# Storage roots of the instances, absolute.
+storage_roots() {
+	for f in "$CONFIG_DIR"/instances/*.toml; do
+		[ -f "$f" ] || continue
+		r=$(sed -n 's/^[[:space:]]*root[[:space:]]*=[[:space:]]*"\(.*\)".*/\1/p' "$f" | head -n 1)
+		[ -n "$r" ] || r=data/$(basename "$f" .toml)
+		case $r in /*) echo "$r" ;; *) echo "$CONFIG_DIR/$r" ;; esac
+	done
+}
+
+install() {
+	[ "$(id -u)" -eq 0 ] || die "install needs root: sudo ./ctl install"
+	build
+	if ! id "$SERVICE_USER" >/dev/null 2>&1; then
+		useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin "$SERVICE_USER"
+		echo "ctl: created system user $SERVICE_USER"
+	fi
+	writable="$STATE_DIR $CONFIG_DIR/credentials $(storage_roots | tr '\n' ' ')"
+	for d in $writable; do
+		mkdir -p "$d"
+		chown -R "$SERVICE_USER:$SERVICE_USER" "$d"
+	done
+	echo "ctl: $SERVICE_USER owns $writable"
+	runuser -u "$SERVICE_USER" -- test -r "$CONFIG_DIR/instances" -a -x "$BIN" ||
+		die "user $SERVICE_USER cannot read $CONFIG_DIR or run $BIN: put the checkout where it can (e.g. /srv/berth) and run install again"
+	case $CONFIG_DIR in /home/* | /root/*) protect_home=read-only ;; *) protect_home=yes ;; esac
+	mkdir -p "$SYSTEMD_DIR"
+	sed -e "s#@BIN@#$BIN#g" -e "s#@CONFIG_DIR@#$CONFIG_DIR#g" \
+		-e "s#@PROTECT_HOME@#$protect_home#g" -e "s#@WRITABLE@#$writable#g" \
+		-e "s#@README@#$ROOT/README.md#g" \
+		"$ROOT/systemd/berth.service" >"$SYSTEMD_DIR/$UNIT"
+	echo "ctl: wrote $SYSTEMD_DIR/$UNIT"
+	if systemd_up; then
+		systemctl daemon-reload
+		systemctl enable "$UNIT" >/dev/null
+		echo "ctl: enabled $UNIT; ./ctl start starts it"
+	else
+		echo "ctl: systemd is not running here; the unit is in place for when it is"
+	fi
+}
+
 install_test_packages() {
 	missing=
-	for cmd in skopeo:skopeo dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils umoci:umoci; do
+	for cmd in skopeo:skopeo dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils umoci:umoci systemd-analyze:systemd; do
 		command -v "${cmd%%:*}" >/dev/null 2>&1 || missing="$missing ${cmd#*:}"
 	done
 	[ -z "$missing" ] && return 0
@@ -175,7 +260,13 @@ start) start ;;
 stop) stop ;;
 restart) stop && start ;;
 status) status ;;
-logs) [ -f "$LOG_FILE" ] || die "no log yet at $LOG_FILE (start berth first)"; exec tail -n 50 -F "$LOG_FILE" ;;
+reload) reload ;;
+install) install ;;
+logs)
+	use_systemd && exec journalctl -u "$UNIT" -n 50 -f
+	[ -f "$LOG_FILE" ] || die "no log yet at $LOG_FILE (start berth first)"
+	exec tail -n 50 -F "$LOG_FILE"
+	;;
 debug)
 	build
 	ensure_credentials
@@ -185,7 +276,11 @@ check) build; exec "$BIN" check --config-dir "$CONFIG_DIR" ;;
 passwd)
 	[ $# -ge 2 ] || die "usage: ./ctl passwd INSTANCE USER [--delete]"
 	build
-	exec "$BIN" passwd --config-dir "$CONFIG_DIR" "$@"
+	"$BIN" passwd --config-dir "$CONFIG_DIR" "$@"
+	file=$(htpasswd_of "$CONFIG_DIR/instances/$1.toml")
+	use_systemd && chown "$SERVICE_USER:$SERVICE_USER" "$file"
+	# A running berth notices within a second anyway; SIGHUP makes it now.
+	if p=$(pid); then kill -HUP "$p"; fi
 	;;
 test)
 	need_cargo

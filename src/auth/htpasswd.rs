@@ -133,12 +133,19 @@ pub fn set_password(
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err)?;
     let tmp = dir.join(format!(".htpasswd.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let previous_owner = std::fs::metadata(path).ok();
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
+        // The replacement keeps the owner of the file it replaces, so that
+        // a service user can still read it after root changed a password.
+        if let Some(meta) = &previous_owner {
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+        }
         f.write_all(out.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

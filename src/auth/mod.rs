@@ -98,6 +98,16 @@ impl Authenticator {
         if now.duration_since(st.checked) < RECHECK {
             return;
         }
+        self.refresh_locked(&mut st, now);
+    }
+
+    /// Re-reads the file now if it changed (on reload).
+    pub fn refresh_now(&self) {
+        let mut st = self.state.lock();
+        self.refresh_locked(&mut st, Instant::now());
+    }
+
+    fn refresh_locked(&self, st: &mut State, now: Instant) {
         st.checked = now;
         let current = stamp(&self.path);
         if current == st.stamp {

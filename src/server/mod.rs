@@ -57,7 +57,10 @@ impl Snapshot {
                 _ => Arc::new(Registry::new(&ic.storage_root)),
             };
             let auth = match old {
-                Some(o) if o.config.htpasswd == ic.htpasswd => Ok(o.auth.clone()),
+                Some(o) if o.config.htpasswd == ic.htpasswd => {
+                    o.auth.refresh_now();
+                    Ok(o.auth.clone())
+                }
                 _ => Authenticator::load(&ic.name, &ic.htpasswd).map(Arc::new),
             };
             match auth {
