@@ -7,12 +7,16 @@ mod common_api;
 
 use common::{sha256_digest, ConfigDir, Instance, Server};
 use common_api::*;
-use reqwest::Method;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Both instances tolerate many failed logins: these tests make dozens on
+/// purpose.
 fn two_instances() -> Env {
-    Env::start_with(vec![Instance::new("ci"), Instance::new("cache")])
+    Env::start_with(vec![
+        Instance::new("ci").tolerating_failed_logins(),
+        Instance::new("cache").tolerating_failed_logins(),
+    ])
 }
 
 /// Asserts a 401 with the exact challenge for `realm`.
@@ -27,29 +31,44 @@ async fn expect_unauthorized(resp: reqwest::Response, realm: &str) {
     );
 }
 
+/// Asserts a raw 401 with the exact challenge for `realm`.
+fn expect_raw_unauthorized(resp: &RawResponse, realm: &str, what: &str) {
+    resp.expect_error(401, "UNAUTHORIZED", what);
+    assert_eq!(
+        resp.header("www-authenticate"),
+        Some(format!("Basic realm=\"{realm}\"").as_str()),
+        "{what}: WWW-Authenticate"
+    );
+}
+
+/// Asserts that a response carries the API version header.
+fn assert_api_version(resp: &reqwest::Response, what: &str) {
+    assert_eq!(
+        header(resp, "docker-distribution-api-version").as_deref(),
+        Some(API_VERSION),
+        "{what} ({}): Docker-Distribution-API-Version",
+        resp.status()
+    );
+}
+
 #[tokio::test]
 async fn missing_credentials_are_401() {
     let env = two_instances();
     for instance in ["ci", "cache"] {
         let reg = env.reg(instance);
-        for path in [
-            "/v2/",
-            "/v2/_catalog",
-            "/v2/repo/tags/list",
-            "/v2/repo/manifests/latest",
+        for (method, path) in [
+            (Method::GET, "/v2/"),
+            (Method::GET, "/v2/_catalog"),
+            (Method::GET, "/v2/repo/tags/list"),
+            (Method::GET, "/v2/repo/manifests/latest"),
             // Auth comes before name validation and routing.
-            "/v2/Upper/tags/list",
-            "/v2/repo/not-a-known-endpoint",
+            (Method::GET, "/v2/Upper/tags/list"),
+            (Method::GET, "/v2/repo/not-a-known-endpoint"),
+            (Method::POST, "/v2/repo/blobs/uploads/"),
         ] {
-            let resp = reg.anon(Method::GET, path).send().await.unwrap();
+            let resp = reg.anon(method, path).send().await.unwrap();
             expect_unauthorized(resp, instance).await;
         }
-        let resp = reg
-            .anon(Method::POST, "/v2/repo/blobs/uploads/")
-            .send()
-            .await
-            .unwrap();
-        expect_unauthorized(resp, instance).await;
     }
 }
 
@@ -68,31 +87,24 @@ async fn wrong_credentials_are_401() {
     ];
     for (user, password) in cases {
         let reg = Reg::new(&ci.base, user, password);
-        let resp = reg.get("/v2/").send().await.unwrap();
-        expect_unauthorized(resp, "ci").await;
-        let resp = reg.get("/v2/_catalog").send().await.unwrap();
-        expect_unauthorized(resp, "ci").await;
+        for path in ["/v2/", "/v2/_catalog"] {
+            expect_unauthorized(reg.send(Method::GET, path).await, "ci").await;
+        }
     }
     let cache = env.reg("cache");
     let reg = Reg::new(&cache.base, "ci-user", "ci-secret");
-    let resp = reg.get("/v2/").send().await.unwrap();
-    expect_unauthorized(resp, "cache").await;
+    expect_unauthorized(reg.send(Method::GET, "/v2/").await, "cache").await;
 
     // Not Basic at all.
-    let resp = ci
-        .anon(Method::GET, "/v2/")
-        .header("authorization", "Bearer abc.def.ghi")
-        .send()
-        .await
-        .unwrap();
-    expect_unauthorized(resp, "ci").await;
-    let resp = ci
-        .anon(Method::GET, "/v2/")
-        .header("authorization", "Basic !!!not-base64")
-        .send()
-        .await
-        .unwrap();
-    expect_unauthorized(resp, "ci").await;
+    for authorization in ["Bearer abc.def.ghi", "Basic !!!not-base64"] {
+        let resp = ci
+            .anon(Method::GET, "/v2/")
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        expect_unauthorized(resp, "ci").await;
+    }
 }
 
 #[tokio::test]
@@ -100,8 +112,7 @@ async fn right_credentials_on_both_instances() {
     let env = two_instances();
     for instance in ["ci", "cache"] {
         let reg = env.reg(instance);
-        let resp = reg.get("/v2/").send().await.unwrap();
-        let body = expect_status(resp, 200).await;
+        let body = reg.expect_status(Method::GET, "/v2/", 200).await;
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v, serde_json::json!({}));
     }
@@ -123,27 +134,22 @@ async fn shared_listener_routes_by_host() {
     let ci_auth = Some(("ci-user", "ci-secret"));
     let cache_auth = Some(("cache-user", "cache-secret"));
 
-    for host in ["ci.test", "ci.test:5000", "ci.test:1"] {
-        let resp = raw_request(&shared, "GET", "/v2/", host, ci_auth, b"").await;
+    // (Host, instance, its credentials, credentials it refuses)
+    let cases = [
+        ("ci.test", "ci", ci_auth, vec![cache_auth, None]),
+        ("ci.test:5000", "ci", ci_auth, vec![cache_auth, None]),
+        ("ci.test:1", "ci", ci_auth, vec![cache_auth, None]),
+        ("cache.test", "cache", cache_auth, vec![ci_auth]),
+        ("cache.test:443", "cache", cache_auth, vec![ci_auth]),
+    ];
+    for (host, realm, good, refused) in cases {
+        let resp = raw_request(&shared, "GET", "/v2/", host, good, b"").await;
         assert_eq!(resp.status, 200, "Host {host}: {}", resp.text());
-        assert_eq!(resp.text().trim(), "{}");
-        // The cache instance's credentials are not valid for ci.
-        let resp = raw_request(&shared, "GET", "/v2/", host, cache_auth, b"").await;
-        resp.expect_error(401, "UNAUTHORIZED", host);
-        assert_eq!(resp.header("www-authenticate"), Some("Basic realm=\"ci\""));
-        let resp = raw_request(&shared, "GET", "/v2/", host, None, b"").await;
-        resp.expect_error(401, "UNAUTHORIZED", host);
-        assert_eq!(resp.header("www-authenticate"), Some("Basic realm=\"ci\""));
-    }
-    for host in ["cache.test", "cache.test:443"] {
-        let resp = raw_request(&shared, "GET", "/v2/", host, cache_auth, b"").await;
-        assert_eq!(resp.status, 200, "Host {host}: {}", resp.text());
-        let resp = raw_request(&shared, "GET", "/v2/", host, ci_auth, b"").await;
-        resp.expect_error(401, "UNAUTHORIZED", host);
-        assert_eq!(
-            resp.header("www-authenticate"),
-            Some("Basic realm=\"cache\"")
-        );
+        assert_eq!(resp.text().trim(), "{}", "Host {host}");
+        for auth in refused {
+            let resp = raw_request(&shared, "GET", "/v2/", host, auth, b"").await;
+            expect_raw_unauthorized(&resp, realm, host);
+        }
     }
 
     // Content pushed through the shared listener lands in the routed instance.
@@ -161,26 +167,11 @@ async fn shared_listener_routes_by_host() {
     assert_eq!(resp.status, 201, "push via shared: {}", resp.text());
     assert_blob(&env.reg("cache"), "routed", &digest, &data).await;
     assert_no_blob(&env.reg("ci"), "routed", &digest).await;
-    let resp = raw_request(
-        &shared,
-        "GET",
-        &format!("/v2/routed/blobs/{digest}"),
-        "cache.test",
-        cache_auth,
-        b"",
-    )
-    .await;
+    let blob = format!("/v2/routed/blobs/{digest}");
+    let resp = raw_request(&shared, "GET", &blob, "cache.test", cache_auth, b"").await;
     assert_eq!(resp.status, 200);
     assert!(resp.body == data);
-    let resp = raw_request(
-        &shared,
-        "GET",
-        &format!("/v2/routed/blobs/{digest}"),
-        "ci.test",
-        ci_auth,
-        b"",
-    )
-    .await;
+    let resp = raw_request(&shared, "GET", &blob, "ci.test", ci_auth, b"").await;
     resp.expect_error(404, "BLOB_UNKNOWN", "ci via shared");
 }
 
@@ -205,8 +196,9 @@ async fn shared_listener_unknown_host() {
 async fn unknown_path_and_wrong_method() {
     let env = Env::start();
     for path in ["/v2/repo/not-a-known-endpoint", "/v2/repo/tags", "/v3/"] {
-        let resp = env.reg.get(path).send().await.unwrap();
-        expect_error(resp, 404, "UNSUPPORTED").await;
+        env.reg
+            .expect_error(Method::GET, path, 404, "UNSUPPORTED")
+            .await;
     }
     push_image(&env.reg, "repo", "v1").await;
     for (method, path) in [
@@ -214,8 +206,7 @@ async fn unknown_path_and_wrong_method() {
         (Method::POST, "/v2/repo/manifests/v1"),
         (Method::PATCH, "/v2/_catalog"),
     ] {
-        let resp = env.reg.req(method, path).send().await.unwrap();
-        expect_error(resp, 405, "UNSUPPORTED").await;
+        env.reg.expect_error(method, path, 405, "UNSUPPORTED").await;
     }
 }
 
@@ -225,129 +216,59 @@ async fn every_response_has_api_version_header() {
     let reg = env.reg("ci");
     let data = random_bytes(50);
     let digest = sha256_digest(&data);
-    let mut responses: Vec<(String, reqwest::Response)> = Vec::new();
-    let mut add = |what: &str, resp: reqwest::Response| responses.push((what.to_string(), resp));
-
-    add("200 /v2/", reg.get("/v2/").send().await.unwrap());
-    add("401", reg.anon(Method::GET, "/v2/").send().await.unwrap());
-    add(
-        "201 blob",
-        reg.post(&format!("/v2/r/blobs/uploads/?digest={digest}"))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap(),
-    );
-    add(
-        "202 session",
-        reg.post("/v2/r/blobs/uploads/").send().await.unwrap(),
-    );
-    add(
-        "200 blob",
-        reg.get(&format!("/v2/r/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap(),
-    );
-    add(
-        "200 HEAD blob",
-        reg.head(&format!("/v2/r/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap(),
-    );
-    add(
-        "206 range",
-        reg.get(&format!("/v2/r/blobs/{digest}"))
-            .header("range", "bytes=0-9")
-            .send()
-            .await
-            .unwrap(),
-    );
-    add(
-        "416 range",
-        reg.get(&format!("/v2/r/blobs/{digest}"))
-            .header("range", "bytes=500-")
-            .send()
-            .await
-            .unwrap(),
-    );
-    add(
-        "404 blob",
-        reg.get(&format!("/v2/r/blobs/{}", random_digest()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    add(
-        "404 HEAD blob",
-        reg.head(&format!("/v2/r/blobs/{}", random_digest()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    add(
-        "400 name",
-        reg.get("/v2/Bad/tags/list").send().await.unwrap(),
-    );
-    add("404 path", reg.get("/v2/r/nothing").send().await.unwrap());
-    add("405", reg.put("/v2/r/tags/list").send().await.unwrap());
-    add("200 catalog", reg.get("/v2/_catalog").send().await.unwrap());
-    add(
-        "202 delete",
-        reg.delete(&format!("/v2/r/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap(),
-    );
-    for (what, resp) in responses {
-        assert_eq!(
-            header(&resp, "docker-distribution-api-version").as_deref(),
-            Some(API_VERSION),
-            "{what} ({}): Docker-Distribution-API-Version",
-            resp.status()
-        );
+    let blob = format!("/v2/r/blobs/{digest}");
+    let unknown_blob = format!("/v2/r/blobs/{}", random_digest());
+    // Sent in this order: the blob is pushed first and deleted last.
+    let requests = [
+        ("200 /v2/", reg.get("/v2/")),
+        ("401", reg.anon(Method::GET, "/v2/")),
+        (
+            "201 blob",
+            reg.post(&format!("/v2/r/blobs/uploads/?digest={digest}"))
+                .body(data.clone()),
+        ),
+        ("202 session", reg.post("/v2/r/blobs/uploads/")),
+        ("200 blob", reg.get(&blob)),
+        ("200 HEAD blob", reg.head(&blob)),
+        ("206 range", reg.get(&blob).header("range", "bytes=0-9")),
+        ("416 range", reg.get(&blob).header("range", "bytes=500-")),
+        ("404 blob", reg.get(&unknown_blob)),
+        ("404 HEAD blob", reg.head(&unknown_blob)),
+        ("400 name", reg.get("/v2/Bad/tags/list")),
+        ("404 path", reg.get("/v2/r/nothing")),
+        ("405", reg.put("/v2/r/tags/list")),
+        ("200 catalog", reg.get("/v2/_catalog")),
+        ("202 delete", reg.delete(&blob)),
+    ];
+    for (what, req) in requests {
+        assert_api_version(&req.send().await.unwrap(), what);
     }
 
-    // Upload status (204) and the shared listener's own 404.
-    let resp = reg.post("/v2/r/blobs/uploads/").send().await.unwrap();
+    // Upload status (204) and cancellation (204).
+    let resp = reg.send(Method::POST, "/v2/r/blobs/uploads/").await;
     let location = must_header(&resp, "location");
-    let resp = reg.get(&location).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
-    assert_eq!(
-        header(&resp, "docker-distribution-api-version").as_deref(),
-        Some(API_VERSION)
-    );
-    let resp = reg.delete(&location).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
-    assert_eq!(
-        header(&resp, "docker-distribution-api-version").as_deref(),
-        Some(API_VERSION)
-    );
+    for (what, method) in [("upload status", Method::GET), ("cancel", Method::DELETE)] {
+        let resp = reg.send(method, &location).await;
+        assert_eq!(resp.status().as_u16(), 204, "{what}");
+        assert_api_version(&resp, what);
+    }
+    // The shared listener's own 404, and its 401.
     let shared = env.server.shared_addr.clone().expect("shared listener");
-    let resp = raw_request(&shared, "GET", "/v2/", "nowhere.test", None, b"").await;
-    assert_eq!(resp.status, 404);
-    assert_eq!(
-        resp.header("docker-distribution-api-version"),
-        Some(API_VERSION)
-    );
-    let resp = raw_request(&shared, "GET", "/v2/", "ci.test", None, b"").await;
-    assert_eq!(resp.status, 401);
-    assert_eq!(
-        resp.header("docker-distribution-api-version"),
-        Some(API_VERSION)
-    );
+    for (host, status) in [("nowhere.test", 404), ("ci.test", 401)] {
+        let resp = raw_request(&shared, "GET", "/v2/", host, None, b"").await;
+        assert_eq!(resp.status, status, "Host {host}");
+        assert_eq!(
+            resp.header("docker-distribution-api-version"),
+            Some(API_VERSION),
+            "Host {host}"
+        );
+    }
 }
 
 /// Status of GET /v2/ with these credentials.
 async fn status_for(base: &str, user: &str, password: &str) -> u16 {
-    Reg::new(base, user, password)
-        .get("/v2/")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let reg = Reg::new(base, user, password);
+    reg.send(Method::GET, "/v2/").await.status().as_u16()
 }
 
 /// Polls until GET /v2/ with these credentials returns `want` (at most 10 s).
@@ -385,10 +306,8 @@ async fn htpasswd_changes_are_picked_up_without_restart() {
     wait_for_status(&base, "new-user", "new-pass", 200).await;
     wait_for_status(&base, "ci-user", "ci-secret", 401).await;
     let resp = Reg::new(&base, "ci-user", "ci-secret")
-        .get("/v2/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/")
+        .await;
     expect_unauthorized(resp, "ci").await;
 
     // Rewrite in place: another user added, password of new-user changed.

@@ -24,6 +24,18 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Pages of the list at `base` (`key`: "tags" or "repositories"): for each
+/// (query, entries, Link) asserts the entries and the Link header (`None`:
+/// no Link).
+async fn assert_pages(reg: &Reg, base: &str, key: &str, pages: &[(&str, &[&str], Option<&str>)]) {
+    for (query, entries, link) in pages {
+        let path = format!("{base}?{query}");
+        let (got, v) = get_json(reg, &path).await;
+        assert_eq!(strings(&v[key]), *entries, "{path}");
+        assert_eq!(got.as_deref(), *link, "{path}: Link");
+    }
+}
+
 /// Pushes one manifest and tags it with every tag.
 async fn tag_all(reg: &Reg, repo: &str, tags: &[&str]) {
     let body = make_image(reg, repo, OCI_MANIFEST).await;
@@ -55,49 +67,38 @@ async fn tags_list_pagination() {
     let env = Env::start();
     tag_all(&env.reg, "app", &["e", "c", "a", "d", "b"]).await;
 
-    let (link, v) = get_json(&env.reg, "/v2/app/tags/list?n=2").await;
-    assert_eq!(strings(&v["tags"]), vec!["a", "b"]);
-    assert_eq!(
-        link.as_deref(),
-        Some("</v2/app/tags/list?n=2&last=b>; rel=\"next\"")
-    );
-
-    let (link, v) = get_json(&env.reg, "/v2/app/tags/list?n=2&last=b").await;
-    assert_eq!(strings(&v["tags"]), vec!["c", "d"]);
-    assert_eq!(
-        link.as_deref(),
-        Some("</v2/app/tags/list?n=2&last=d>; rel=\"next\"")
-    );
-
-    let (link, v) = get_json(&env.reg, "/v2/app/tags/list?n=2&last=d").await;
-    assert_eq!(strings(&v["tags"]), vec!["e"]);
-    assert_eq!(link, None, "last page has no Link");
-
-    // Exactly n left: nothing remains afterwards, so no Link.
-    let (link, v) = get_json(&env.reg, "/v2/app/tags/list?n=2&last=c").await;
-    assert_eq!(strings(&v["tags"]), vec!["d", "e"]);
-    assert_eq!(link, None, "no Link when nothing remains");
-
-    let (link, v) = get_json(&env.reg, "/v2/app/tags/list?n=5").await;
-    assert_eq!(strings(&v["tags"]), vec!["a", "b", "c", "d", "e"]);
-    assert_eq!(link, None);
-
-    let (link, v) = get_json(&env.reg, "/v2/app/tags/list?n=100").await;
-    assert_eq!(strings(&v["tags"]).len(), 5);
-    assert_eq!(link, None);
-
-    // last alone: everything after it; last need not be an existing tag.
-    let (_, v) = get_json(&env.reg, "/v2/app/tags/list?last=c").await;
-    assert_eq!(strings(&v["tags"]), vec!["d", "e"]);
-    let (_, v) = get_json(&env.reg, "/v2/app/tags/list?last=bb").await;
-    assert_eq!(strings(&v["tags"]), vec!["c", "d", "e"]);
-    let (link, v) = get_json(&env.reg, "/v2/app/tags/list?last=e").await;
-    assert_eq!(strings(&v["tags"]), Vec::<String>::new());
-    assert_eq!(link, None);
+    assert_pages(
+        &env.reg,
+        "/v2/app/tags/list",
+        "tags",
+        &[
+            (
+                "n=2",
+                &["a", "b"],
+                Some("</v2/app/tags/list?n=2&last=b>; rel=\"next\""),
+            ),
+            (
+                "n=2&last=b",
+                &["c", "d"],
+                Some("</v2/app/tags/list?n=2&last=d>; rel=\"next\""),
+            ),
+            // The last page has no Link.
+            ("n=2&last=d", &["e"], None),
+            // Exactly n left: nothing remains afterwards, so no Link.
+            ("n=2&last=c", &["d", "e"], None),
+            ("n=5", &["a", "b", "c", "d", "e"], None),
+            ("n=100", &["a", "b", "c", "d", "e"], None),
+            // last alone: everything after it; last need not be an existing tag.
+            ("last=c", &["d", "e"], None),
+            ("last=bb", &["c", "d", "e"], None),
+            ("last=e", &[], None),
+            ("n=0", &[], None),
+        ],
+    )
+    .await;
 
     let (_, v) = get_json(&env.reg, "/v2/app/tags/list?n=0").await;
     assert_eq!(v["name"], json!("app"));
-    assert_eq!(strings(&v["tags"]), Vec::<String>::new());
 
     // Following Link headers from the start visits every tag once.
     let mut path = "/v2/app/tags/list?n=2".to_string();
@@ -136,14 +137,7 @@ async fn tags_list_nested_name_link() {
 async fn tags_list_existing_repo_without_tags() {
     let env = Env::start();
     let body = make_image(&env.reg, "untagged", OCI_MANIFEST).await;
-    put_manifest_ok(
-        &env.reg,
-        "untagged",
-        &sha256_digest(&body),
-        OCI_MANIFEST,
-        &body,
-    )
-    .await;
+    put_manifest_by_digest(&env.reg, "untagged", OCI_MANIFEST, &body).await;
     let (_, v) = get_json(&env.reg, "/v2/untagged/tags/list").await;
     assert_eq!(v, json!({"name": "untagged", "tags": []}));
 }
@@ -153,8 +147,9 @@ async fn tags_list_unknown_repo() {
     let env = Env::start();
     push_image(&env.reg, "known", "v1").await;
     for path in ["/v2/unknown/tags/list", "/v2/known/sub/tags/list"] {
-        let resp = env.reg.get(path).send().await.unwrap();
-        expect_error(resp, 404, "NAME_UNKNOWN").await;
+        env.reg
+            .expect_error(Method::GET, path, 404, "NAME_UNKNOWN")
+            .await;
     }
 }
 
@@ -162,17 +157,16 @@ async fn tags_list_unknown_repo() {
 async fn tags_list_bad_n() {
     let env = Env::start();
     push_image(&env.reg, "app", "v1").await;
-    for n in ["abc", "1x", "ten"] {
-        let resp = env
-            .reg
-            .get(&format!("/v2/app/tags/list?n={n}"))
-            .send()
-            .await
-            .unwrap();
-        expect_error(resp, 400, "PAGINATION_NUMBER_INVALID").await;
+    for path in [
+        "/v2/app/tags/list?n=abc",
+        "/v2/app/tags/list?n=1x",
+        "/v2/app/tags/list?n=ten",
+        "/v2/_catalog?n=abc",
+    ] {
+        env.reg
+            .expect_error(Method::GET, path, 400, "PAGINATION_NUMBER_INVALID")
+            .await;
     }
-    let resp = env.reg.get("/v2/_catalog?n=abc").send().await.unwrap();
-    expect_error(resp, 400, "PAGINATION_NUMBER_INVALID").await;
 }
 
 #[tokio::test]
@@ -203,26 +197,27 @@ async fn catalog_pagination() {
     for repo in ["d", "b/x", "a", "c", "b"] {
         push_image(&env.reg, repo, "v1").await;
     }
-    let (link, v) = get_json(&env.reg, "/v2/_catalog?n=2").await;
-    assert_eq!(strings(&v["repositories"]), vec!["a", "b"]);
-    assert_eq!(
-        link.as_deref(),
-        Some("</v2/_catalog?n=2&last=b>; rel=\"next\"")
-    );
-    let (link, v) = get_json(&env.reg, "/v2/_catalog?n=2&last=b").await;
-    assert_eq!(strings(&v["repositories"]), vec!["b/x", "c"]);
-    assert_eq!(
-        link.as_deref(),
-        Some("</v2/_catalog?n=2&last=c>; rel=\"next\"")
-    );
-    let (link, v) = get_json(&env.reg, "/v2/_catalog?n=2&last=c").await;
-    assert_eq!(strings(&v["repositories"]), vec!["d"]);
-    assert_eq!(link, None);
-
-    let (_, v) = get_json(&env.reg, "/v2/_catalog?last=b/x").await;
-    assert_eq!(strings(&v["repositories"]), vec!["c", "d"]);
-    let (_, v) = get_json(&env.reg, "/v2/_catalog?n=0").await;
-    assert_eq!(strings(&v["repositories"]), Vec::<String>::new());
+    assert_pages(
+        &env.reg,
+        "/v2/_catalog",
+        "repositories",
+        &[
+            (
+                "n=2",
+                &["a", "b"],
+                Some("</v2/_catalog?n=2&last=b>; rel=\"next\""),
+            ),
+            (
+                "n=2&last=b",
+                &["b/x", "c"],
+                Some("</v2/_catalog?n=2&last=c>; rel=\"next\""),
+            ),
+            ("n=2&last=c", &["d"], None),
+            ("last=b/x", &["c", "d"], None),
+            ("n=0", &[], None),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -258,14 +253,7 @@ async fn push_referrers(reg: &Reg, repo: &str) -> Referrers {
         "annotations": {"org.example.kind": "sbom", "org.opencontainers.image.created": "2024-01-01T00:00:00Z"},
     }))
     .unwrap();
-    let sbom = put_manifest_ok(
-        reg,
-        repo,
-        &sha256_digest(&sbom_body),
-        OCI_MANIFEST,
-        &sbom_body,
-    )
-    .await;
+    let sbom = put_manifest_by_digest(reg, repo, OCI_MANIFEST, &sbom_body).await;
 
     let sig_config = push_desc(
         reg,
@@ -294,16 +282,32 @@ async fn push_referrers(reg: &Reg, repo: &str) -> Referrers {
     }
 }
 
-/// GET referrers; asserts 200 and the index envelope; returns (headers, descriptors).
-async fn get_referrers(reg: &Reg, path: &str) -> (reqwest::header::HeaderMap, Vec<Value>) {
-    let resp = reg.get(path).send().await.unwrap();
-    let headers = resp.headers().clone();
+/// GET the referrers of `subject` in `repo`, optionally filtered by an
+/// (already URL-encoded) artifactType. Asserts 200, the index envelope and,
+/// when filtering, `OCI-Filters-Applied: artifactType`. Returns the
+/// descriptors sorted by digest.
+async fn referrers(
+    reg: &Reg,
+    repo: &str,
+    subject: &str,
+    artifact_type: Option<&str>,
+) -> Vec<Value> {
+    let mut path = format!("/v2/{repo}/referrers/{subject}");
+    if let Some(t) = artifact_type {
+        path = format!("{path}?artifactType={t}");
+    }
+    let resp = reg.get(&path).send().await.unwrap();
+    let ctype = header(&resp, "content-type");
+    let applied = header(&resp, "oci-filters-applied");
     let body = expect_status(resp, 200).await;
-    assert_eq!(
-        headers.get("content-type").and_then(|v| v.to_str().ok()),
-        Some(OCI_INDEX),
-        "referrers Content-Type"
-    );
+    assert_eq!(ctype.as_deref(), Some(OCI_INDEX), "referrers Content-Type");
+    if artifact_type.is_some() {
+        assert_eq!(
+            applied.as_deref(),
+            Some("artifactType"),
+            "{path}: OCI-Filters-Applied"
+        );
+    }
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["schemaVersion"], json!(2));
     assert_eq!(v["mediaType"], json!(OCI_INDEX));
@@ -312,15 +316,22 @@ async fn get_referrers(reg: &Reg, path: &str) -> (reqwest::header::HeaderMap, Ve
         .unwrap_or_else(|| panic!("manifests is not an array: {v}"))
         .clone();
     manifests.sort_by_key(|d| d["digest"].as_str().unwrap_or_default().to_string());
-    (headers, manifests)
+    manifests
+}
+
+/// The digests of referrer descriptors, in order.
+fn digests(manifests: &[Value]) -> Vec<&str> {
+    manifests
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap_or_default())
+        .collect()
 }
 
 #[tokio::test]
 async fn referrers_list_descriptors() {
     let env = Env::start();
     let r = push_referrers(&env.reg, "signed").await;
-    let (_, manifests) =
-        get_referrers(&env.reg, &format!("/v2/signed/referrers/{}", r.subject)).await;
+    let manifests = referrers(&env.reg, "signed", &r.subject, None).await;
     assert_eq!(manifests.len(), 2, "{manifests:?}");
     let sbom = manifests
         .iter()
@@ -354,98 +365,56 @@ async fn referrers_list_descriptors() {
 async fn referrers_filter_by_artifact_type() {
     let env = Env::start();
     let r = push_referrers(&env.reg, "signed").await;
-    let (headers, manifests) = get_referrers(
-        &env.reg,
-        &format!(
-            "/v2/signed/referrers/{}?artifactType=application/vnd.example.sbom",
-            r.subject
+    let cases = [
+        ("application/vnd.example.sbom", vec![r.sbom.as_str()]),
+        (
+            "application%2Fvnd.example.sig.config%2Bjson",
+            vec![r.sig.as_str()],
         ),
-    )
-    .await;
-    assert_eq!(
-        headers
-            .get("oci-filters-applied")
-            .and_then(|v| v.to_str().ok()),
-        Some("artifactType")
-    );
-    assert_eq!(manifests.len(), 1, "{manifests:?}");
-    assert_eq!(manifests[0]["digest"], json!(r.sbom));
-
-    let (headers, manifests) = get_referrers(
-        &env.reg,
-        &format!(
-            "/v2/signed/referrers/{}?artifactType=application%2Fvnd.example.sig.config%2Bjson",
-            r.subject
-        ),
-    )
-    .await;
-    assert_eq!(
-        headers
-            .get("oci-filters-applied")
-            .and_then(|v| v.to_str().ok()),
-        Some("artifactType")
-    );
-    assert_eq!(manifests.len(), 1, "{manifests:?}");
-    assert_eq!(manifests[0]["digest"], json!(r.sig));
-
-    let (_, manifests) = get_referrers(
-        &env.reg,
-        &format!(
-            "/v2/signed/referrers/{}?artifactType=application/none",
-            r.subject
-        ),
-    )
-    .await;
-    assert!(manifests.is_empty(), "{manifests:?}");
+        ("application/none", vec![]),
+    ];
+    for (artifact_type, expected) in cases {
+        let manifests = referrers(&env.reg, "signed", &r.subject, Some(artifact_type)).await;
+        assert_eq!(
+            digests(&manifests),
+            expected,
+            "artifactType={artifact_type}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn referrers_of_unknown_subject_is_empty() {
     let env = Env::start();
     let r = push_referrers(&env.reg, "signed").await;
-    let (_, manifests) = get_referrers(
-        &env.reg,
-        &format!("/v2/signed/referrers/{}", random_digest()),
-    )
-    .await;
-    assert!(manifests.is_empty());
-    // The referrers live in "signed" only.
     push_image(&env.reg, "other", "v1").await;
-    let (_, manifests) =
-        get_referrers(&env.reg, &format!("/v2/other/referrers/{}", r.subject)).await;
-    assert!(manifests.is_empty(), "{manifests:?}");
-    // A referrer's own digest has no referrers.
-    let (_, manifests) = get_referrers(&env.reg, &format!("/v2/signed/referrers/{}", r.sbom)).await;
-    assert!(manifests.is_empty());
+    let cases = [
+        ("signed", random_digest(), "an unknown subject"),
+        (
+            "other",
+            r.subject.clone(),
+            "the referrers live in \"signed\" only",
+        ),
+        ("signed", r.sbom.clone(), "a referrer's own digest"),
+    ];
+    for (repo, subject, what) in cases {
+        let manifests = referrers(&env.reg, repo, &subject, None).await;
+        assert!(manifests.is_empty(), "{what}: {manifests:?}");
+    }
 }
 
 #[tokio::test]
 async fn referrer_removed_after_delete() {
     let env = Env::start();
     let r = push_referrers(&env.reg, "signed").await;
-    let resp = env
-        .reg
-        .delete(&format!("/v2/signed/manifests/{}", r.sbom))
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 202).await;
-    let (_, manifests) =
-        get_referrers(&env.reg, &format!("/v2/signed/referrers/{}", r.subject)).await;
-    assert_eq!(manifests.len(), 1, "{manifests:?}");
-    assert_eq!(manifests[0]["digest"], json!(r.sig));
-
-    // Deleting the tagged signature by digest removes it too.
-    let resp = env
-        .reg
-        .delete(&format!("/v2/signed/manifests/{}", r.sig))
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 202).await;
-    let (_, manifests) =
-        get_referrers(&env.reg, &format!("/v2/signed/referrers/{}", r.subject)).await;
-    assert!(manifests.is_empty(), "{manifests:?}");
+    // Deleting a referrer by digest (the SBOM, then the tagged signature)
+    // removes it from the list.
+    for (deleted, left) in [(&r.sbom, vec![r.sig.as_str()]), (&r.sig, vec![])] {
+        let path = format!("/v2/signed/manifests/{deleted}");
+        env.reg.expect_status(Method::DELETE, &path, 202).await;
+        let manifests = referrers(&env.reg, "signed", &r.subject, None).await;
+        assert_eq!(digests(&manifests), left, "after deleting {deleted}");
+    }
 }
 
 #[tokio::test]
@@ -453,13 +422,10 @@ async fn referrers_bad_digest() {
     let env = Env::start();
     push_image(&env.reg, "signed", "v1").await;
     for digest in ["nocolon", "sha256:1234", "sha256:XYZ", "latest"] {
-        let resp = env
-            .reg
-            .get(&format!("/v2/signed/referrers/{digest}"))
-            .send()
-            .await
-            .unwrap();
-        expect_error(resp, 400, "DIGEST_INVALID").await;
+        let path = format!("/v2/signed/referrers/{digest}");
+        env.reg
+            .expect_error(Method::GET, &path, 400, "DIGEST_INVALID")
+            .await;
     }
 }
 
@@ -471,10 +437,10 @@ async fn index_referrer_is_listed_with_its_artifact_type() {
     let mut children = Vec::new();
     for kind in ["a", "b"] {
         let m = make_image(&env.reg, "signed", OCI_MANIFEST).await;
-        put_manifest_ok(&env.reg, "signed", &sha256_digest(&m), OCI_MANIFEST, &m).await;
+        let digest = put_manifest_by_digest(&env.reg, "signed", OCI_MANIFEST, &m).await;
         children.push(json!({
             "mediaType": OCI_MANIFEST,
-            "digest": sha256_digest(&m),
+            "digest": digest,
             "size": m.len(),
             "annotations": {"kind": kind},
         }));
@@ -488,14 +454,10 @@ async fn index_referrer_is_listed_with_its_artifact_type() {
         "annotations": {"org.example.bundle": "yes"},
     }))
     .unwrap();
-    let resp = put_manifest(&env.reg, "signed", "bundle", OCI_INDEX, &index).await;
-    assert_eq!(
-        header(&resp, "oci-subject").as_deref(),
-        Some(subject.as_str())
-    );
-    expect_status(resp, 201).await;
+    let oci_subject = put_manifest_subject(&env.reg, "signed", "bundle", OCI_INDEX, &index).await;
+    assert_eq!(oci_subject.as_deref(), Some(subject.as_str()));
 
-    let (_, manifests) = get_referrers(&env.reg, &format!("/v2/signed/referrers/{subject}")).await;
+    let manifests = referrers(&env.reg, "signed", &subject, None).await;
     assert_eq!(manifests.len(), 1, "{manifests:?}");
     let d = &manifests[0];
     assert_eq!(d["mediaType"], json!(OCI_INDEX));
@@ -505,13 +467,9 @@ async fn index_referrer_is_listed_with_its_artifact_type() {
     assert_eq!(d["annotations"], json!({"org.example.bundle": "yes"}));
 
     // Deleting the tag alone keeps the referrer (the manifest still exists).
-    let resp = env
-        .reg
-        .delete("/v2/signed/manifests/bundle")
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 202).await;
-    let (_, manifests) = get_referrers(&env.reg, &format!("/v2/signed/referrers/{subject}")).await;
+    env.reg
+        .expect_status(Method::DELETE, "/v2/signed/manifests/bundle", 202)
+        .await;
+    let manifests = referrers(&env.reg, "signed", &subject, None).await;
     assert_eq!(manifests.len(), 1, "{manifests:?}");
 }

@@ -10,6 +10,32 @@ use serde_json::json;
 
 const REPO: &str = "team/service";
 
+/// The path of a manifest in `REPO`.
+fn manifest_path(reference: &str) -> String {
+    format!("/v2/{REPO}/manifests/{reference}")
+}
+
+/// Pushes an OCI config blob and a random layer of `layer_size` bytes into
+/// `REPO`; returns their descriptors.
+async fn push_config_and_layer(reg: &Reg, config: &[u8], layer_size: usize) -> (Desc, Desc) {
+    let config = push_desc(reg, REPO, OCI_CONFIG, config).await;
+    let layer = push_desc(reg, REPO, OCI_LAYER, &random_bytes(layer_size)).await;
+    (config, layer)
+}
+
+/// DELETE a manifest of `REPO` and assert the status.
+async fn delete_manifest(reg: &Reg, reference: &str, status: u16) {
+    reg.expect_status(Method::DELETE, &manifest_path(reference), status)
+        .await;
+}
+
+/// DELETE a manifest of `REPO` that does not exist (404 MANIFEST_UNKNOWN).
+async fn delete_unknown(reg: &Reg, reference: &str) {
+    let path = manifest_path(reference);
+    reg.expect_error(Method::DELETE, &path, 404, "MANIFEST_UNKNOWN")
+        .await;
+}
+
 #[tokio::test]
 async fn invalid_json_is_manifest_invalid() {
     let env = Env::start();
@@ -29,8 +55,7 @@ async fn invalid_json_is_manifest_invalid() {
 #[tokio::test]
 async fn missing_fields_are_manifest_invalid() {
     let env = Env::start();
-    let config = push_desc(&env.reg, REPO, OCI_CONFIG, b"{}").await;
-    let layer = push_desc(&env.reg, REPO, OCI_LAYER, &random_bytes(10)).await;
+    let (config, layer) = push_config_and_layer(&env.reg, b"{}", 10).await;
     let bodies = [
         // No config.
         json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [layer.json()]}),
@@ -101,8 +126,7 @@ async fn schema1_is_refused() {
 #[tokio::test]
 async fn oversized_manifest_is_413() {
     let env = Env::start();
-    let config = push_desc(&env.reg, REPO, OCI_CONFIG, b"{}").await;
-    let layer = push_desc(&env.reg, REPO, OCI_LAYER, &random_bytes(10)).await;
+    let (config, layer) = push_config_and_layer(&env.reg, b"{}", 10).await;
     let mut v: serde_json::Value =
         serde_json::from_slice(&image_manifest(OCI_MANIFEST, &config, &[layer])).unwrap();
     v["annotations"] = json!({"filler": "x".repeat(4 * 1024 * 1024 + 100)});
@@ -131,33 +155,24 @@ async fn oversized_manifest_is_413() {
 #[tokio::test]
 async fn missing_layer_or_config_is_manifest_blob_unknown() {
     let env = Env::start();
-    let config = push_desc(&env.reg, REPO, OCI_CONFIG, b"{\"a\":1}").await;
-    let layer = push_desc(&env.reg, REPO, OCI_LAYER, &random_bytes(50)).await;
+    let (config, layer) = push_config_and_layer(&env.reg, b"{\"a\":1}", 50).await;
     let absent_layer = Desc::of(OCI_LAYER, &random_bytes(50));
     let absent_config = Desc::of(OCI_CONFIG, b"{\"never\":\"pushed\"}");
 
-    let body = image_manifest(OCI_MANIFEST, &config, &[layer.clone(), absent_layer]);
-    let resp = put_manifest(&env.reg, REPO, "v1", OCI_MANIFEST, &body).await;
-    expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
-
-    let body = image_manifest(OCI_MANIFEST, &absent_config, std::slice::from_ref(&layer));
-    let resp = put_manifest(&env.reg, REPO, "v1", OCI_MANIFEST, &body).await;
-    expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
-
-    // Docker schema2 is checked the same way.
-    let body = image_manifest(
-        DOCKER_MANIFEST,
-        &absent_config,
-        std::slice::from_ref(&layer),
-    );
-    let resp = put_manifest(&env.reg, REPO, "v1", DOCKER_MANIFEST, &body).await;
-    expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
-
     // A blob that exists only in another repository does not count.
     let elsewhere = push_desc(&env.reg, "other", OCI_LAYER, &random_bytes(50)).await;
-    let body = image_manifest(OCI_MANIFEST, &config, &[elsewhere]);
-    let resp = put_manifest(&env.reg, REPO, "v1", OCI_MANIFEST, &body).await;
-    expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    let cases = [
+        (OCI_MANIFEST, &config, vec![layer.clone(), absent_layer]),
+        (OCI_MANIFEST, &absent_config, vec![layer.clone()]),
+        // Docker schema2 is checked the same way.
+        (DOCKER_MANIFEST, &absent_config, vec![layer]),
+        (OCI_MANIFEST, &config, vec![elsewhere]),
+    ];
+    for (media_type, config, layers) in cases {
+        let body = image_manifest(media_type, config, &layers);
+        let resp = put_manifest(&env.reg, REPO, "v1", media_type, &body).await;
+        expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    }
 
     assert_no_manifest(&env.reg, REPO, "v1").await;
 }
@@ -166,14 +181,7 @@ async fn missing_layer_or_config_is_manifest_blob_unknown() {
 async fn index_with_missing_child_is_manifest_blob_unknown() {
     let env = Env::start();
     let present = make_image(&env.reg, REPO, OCI_MANIFEST).await;
-    put_manifest_ok(
-        &env.reg,
-        REPO,
-        &sha256_digest(&present),
-        OCI_MANIFEST,
-        &present,
-    )
-    .await;
+    put_manifest_by_digest(&env.reg, REPO, OCI_MANIFEST, &present).await;
     let absent = make_image(&env.reg, REPO, OCI_MANIFEST).await; // blobs pushed, manifest not
     let body = index_manifest(
         OCI_INDEX,
@@ -182,14 +190,13 @@ async fn index_with_missing_child_is_manifest_blob_unknown() {
             Desc::of(OCI_MANIFEST, &absent),
         ],
     );
-    let resp = put_manifest(&env.reg, REPO, "multi", OCI_INDEX, &body).await;
-    expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
-
     // A child manifest that lives in another repository does not count.
     let (other_body, _) = push_image(&env.reg, "elsewhere", "v1").await;
-    let body = index_manifest(DOCKER_LIST, &[Desc::of(OCI_MANIFEST, &other_body)]);
-    let resp = put_manifest(&env.reg, REPO, "multi", DOCKER_LIST, &body).await;
-    expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    let elsewhere = index_manifest(DOCKER_LIST, &[Desc::of(OCI_MANIFEST, &other_body)]);
+    for (media_type, body) in [(OCI_INDEX, &body), (DOCKER_LIST, &elsewhere)] {
+        let resp = put_manifest(&env.reg, REPO, "multi", media_type, body).await;
+        expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    }
     assert_no_manifest(&env.reg, REPO, "multi").await;
 
     // With the child present it is accepted.
@@ -213,9 +220,7 @@ async fn digest_reference_mismatch_is_digest_invalid() {
     let dcd = header(&resp, "docker-content-digest");
     expect_status(resp, 201).await;
     assert_eq!(dcd.as_deref(), Some(d512.as_str()));
-    let resp = get_manifest(&env.reg, REPO, &d512).await;
-    let got = expect_status(resp, 200).await;
-    assert!(got == body);
+    assert_manifest_body(&env.reg, REPO, &d512, &body).await;
 }
 
 #[tokio::test]
@@ -255,25 +260,21 @@ async fn subject_sets_oci_subject_header() {
     v["artifactType"] = json!("application/spdx+json");
     v["subject"] = Desc::of(OCI_MANIFEST, &subject_body).json();
     let body = serde_json::to_vec(&v).unwrap();
-    let resp = put_manifest(&env.reg, REPO, &sha256_digest(&body), OCI_MANIFEST, &body).await;
-    let oci_subject = header(&resp, "oci-subject");
-    expect_status(resp, 201).await;
+    let oci_subject =
+        put_manifest_subject(&env.reg, REPO, &sha256_digest(&body), OCI_MANIFEST, &body).await;
     assert_eq!(oci_subject.as_deref(), Some(subject.as_str()));
 
     // The subject need not exist.
     let missing = random_digest();
     v["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": missing, "size": 123});
     let body = serde_json::to_vec(&v).unwrap();
-    let resp = put_manifest(&env.reg, REPO, "dangling", OCI_MANIFEST, &body).await;
-    let oci_subject = header(&resp, "oci-subject");
-    expect_status(resp, 201).await;
+    let oci_subject = put_manifest_subject(&env.reg, REPO, "dangling", OCI_MANIFEST, &body).await;
     assert_eq!(oci_subject.as_deref(), Some(missing.as_str()));
 
     // No subject, no header.
     let plain = make_image(&env.reg, REPO, OCI_MANIFEST).await;
-    let resp = put_manifest(&env.reg, REPO, "plain", OCI_MANIFEST, &plain).await;
-    assert_eq!(header(&resp, "oci-subject"), None);
-    expect_status(resp, 201).await;
+    let oci_subject = put_manifest_subject(&env.reg, REPO, "plain", OCI_MANIFEST, &plain).await;
+    assert_eq!(oci_subject, None);
 }
 
 #[tokio::test]
@@ -289,13 +290,7 @@ async fn delete_by_digest_removes_tags() {
     push_image(&env.reg, REPO, "keep").await;
     assert_eq!(list_tags(&env.reg, REPO).await, vec!["keep", "t1", "t2"]);
 
-    let resp = env
-        .reg
-        .delete(&format!("/v2/{REPO}/manifests/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 202).await;
+    delete_manifest(&env.reg, &digest, 202).await;
     assert_no_manifest(&env.reg, REPO, &digest).await;
     assert_no_manifest(&env.reg, REPO, "t1").await;
     assert_no_manifest(&env.reg, REPO, "t2").await;
@@ -304,13 +299,7 @@ async fn delete_by_digest_removes_tags() {
     expect_status(resp, 200).await;
 
     // Deleting again: unknown.
-    let resp = env
-        .reg
-        .delete(&format!("/v2/{REPO}/manifests/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, "MANIFEST_UNKNOWN").await;
+    delete_unknown(&env.reg, &digest).await;
 }
 
 #[tokio::test]
@@ -319,38 +308,17 @@ async fn delete_by_tag_keeps_digest() {
     let (body, digest) = push_image(&env.reg, REPO, "t1").await;
     put_manifest_ok(&env.reg, REPO, "t2", OCI_MANIFEST, &body).await;
 
-    let resp = env
-        .reg
-        .delete(&format!("/v2/{REPO}/manifests/t1"))
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 202).await;
+    delete_manifest(&env.reg, "t1", 202).await;
     assert_no_manifest(&env.reg, REPO, "t1").await;
-    let got = expect_status(get_manifest(&env.reg, REPO, "t2").await, 200).await;
-    assert!(got == body);
-    let got = expect_status(get_manifest(&env.reg, REPO, &digest).await, 200).await;
-    assert!(got == body);
+    assert_manifest_body(&env.reg, REPO, "t2", &body).await;
+    assert_manifest_body(&env.reg, REPO, &digest, &body).await;
     assert_eq!(list_tags(&env.reg, REPO).await, vec!["t2"]);
 
-    let resp = env
-        .reg
-        .delete(&format!("/v2/{REPO}/manifests/t1"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, "MANIFEST_UNKNOWN").await;
+    delete_unknown(&env.reg, "t1").await;
 
     // Removing the last tag still leaves the manifest by digest.
-    let resp = env
-        .reg
-        .delete(&format!("/v2/{REPO}/manifests/t2"))
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 202).await;
-    let got = expect_status(get_manifest(&env.reg, REPO, &digest).await, 200).await;
-    assert!(got == body);
+    delete_manifest(&env.reg, "t2", 202).await;
+    assert_manifest_body(&env.reg, REPO, &digest, &body).await;
     assert_eq!(list_tags(&env.reg, REPO).await, Vec::<String>::new());
 }
 
@@ -359,13 +327,7 @@ async fn delete_unknown_manifest() {
     let env = Env::start();
     push_image(&env.reg, REPO, "exists").await;
     for reference in ["nope".to_string(), random_digest()] {
-        let resp = env
-            .reg
-            .delete(&format!("/v2/{REPO}/manifests/{reference}"))
-            .send()
-            .await
-            .unwrap();
-        expect_error(resp, 404, "MANIFEST_UNKNOWN").await;
+        delete_unknown(&env.reg, &reference).await;
     }
 }
 
@@ -382,8 +344,7 @@ async fn overwriting_a_tag_moves_it() {
     let got = expect_status(resp, 200).await;
     assert!(got == second, "latest now serves the second manifest");
     // The first one is still there by digest.
-    let got = expect_status(get_manifest(&env.reg, REPO, &first_digest).await, 200).await;
-    assert!(got == first);
+    assert_manifest_body(&env.reg, REPO, &first_digest, &first).await;
     assert_eq!(list_tags(&env.reg, REPO).await, vec!["latest"]);
 
     // Moving the tag to a different media type works too.

@@ -22,6 +22,16 @@ async fn version_check() {
     assert_eq!(v, json!({}));
 }
 
+/// Status of a HEAD request.
+async fn head_status(reg: &Reg, path: &str) -> u16 {
+    reg.send(Method::HEAD, path).await.status().as_u16()
+}
+
+/// GET with a Range header.
+async fn get_range(reg: &Reg, path: &str, range: &str) -> reqwest::Response {
+    reg.get(path).header("range", range).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn blob_get_and_head_headers() {
     let env = Env::start();
@@ -29,42 +39,31 @@ async fn blob_get_and_head_headers() {
     let digest = push_blob(&env.reg, "repo", &data).await;
     let path = format!("/v2/repo/blobs/{digest}");
 
-    let resp = env.reg.get(&path).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(must_header(&resp, "content-length"), "1234");
-    assert_eq!(must_header(&resp, "docker-content-digest"), digest);
-    assert_eq!(must_header(&resp, "accept-ranges"), "bytes");
-    assert_eq!(
-        must_header(&resp, "content-type"),
-        "application/octet-stream"
-    );
-    assert_eq!(
-        must_header(&resp, "docker-distribution-api-version"),
-        API_VERSION
-    );
-    let body = resp.bytes().await.unwrap();
-    assert!(body.as_ref() == data.as_slice(), "blob body");
-
-    let resp = env.reg.head(&path).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(must_header(&resp, "content-length"), "1234");
-    assert_eq!(must_header(&resp, "docker-content-digest"), digest);
-    assert_eq!(must_header(&resp, "accept-ranges"), "bytes");
-    assert_eq!(
-        must_header(&resp, "content-type"),
-        "application/octet-stream"
-    );
-    let body = resp.bytes().await.unwrap();
-    assert!(body.is_empty(), "HEAD has no body");
+    for method in [Method::GET, Method::HEAD] {
+        let resp = env.reg.send(method.clone(), &path).await;
+        assert_eq!(resp.status().as_u16(), 200, "{method}");
+        assert_eq!(must_header(&resp, "content-length"), "1234");
+        assert_eq!(must_header(&resp, "docker-content-digest"), digest);
+        assert_eq!(must_header(&resp, "accept-ranges"), "bytes");
+        assert_eq!(
+            must_header(&resp, "content-type"),
+            "application/octet-stream"
+        );
+        assert_eq!(
+            must_header(&resp, "docker-distribution-api-version"),
+            API_VERSION
+        );
+        let body = resp.bytes().await.unwrap();
+        if method == Method::HEAD {
+            assert!(body.is_empty(), "HEAD has no body");
+        } else {
+            assert!(body.as_ref() == data.as_slice(), "blob body");
+        }
+    }
 
     // HEAD of an unknown blob is a 404 too.
-    let resp = env
-        .reg
-        .head(&format!("/v2/repo/blobs/{}", random_digest()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 404);
+    let path = format!("/v2/repo/blobs/{}", random_digest());
+    assert_eq!(head_status(&env.reg, &path).await, 404);
 }
 
 #[tokio::test]
@@ -81,13 +80,7 @@ async fn blob_range_requests() {
         ("bytes=0-0", 0, 0),
     ];
     for (range, a, b) in cases {
-        let resp = env
-            .reg
-            .get(&path)
-            .header("range", range)
-            .send()
-            .await
-            .unwrap();
+        let resp = get_range(&env.reg, &path, range).await;
         assert_eq!(resp.status().as_u16(), 206, "{range}");
         assert_eq!(
             must_header(&resp, "content-range"),
@@ -104,13 +97,7 @@ async fn blob_range_requests() {
     }
 
     for range in ["bytes=100-", "bytes=200-300", "bytes=150-160"] {
-        let resp = env
-            .reg
-            .get(&path)
-            .header("range", range)
-            .send()
-            .await
-            .unwrap();
+        let resp = get_range(&env.reg, &path, range).await;
         assert_eq!(resp.status().as_u16(), 416, "{range}");
     }
 }
@@ -124,13 +111,8 @@ async fn blob_visible_only_in_linking_repos() {
     assert_blob(&env.reg, "owner", &digest, &data).await;
     assert_no_blob(&env.reg, "bystander", &digest).await;
     assert_no_blob(&env.reg, "never/pushed", &digest).await;
-    let resp = env
-        .reg
-        .head(&format!("/v2/bystander/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 404);
+    let path = format!("/v2/bystander/blobs/{digest}");
+    assert_eq!(head_status(&env.reg, &path).await, 404);
 
     // Pushing the same content into a second repo links it there too.
     push_blob(&env.reg, "bystander", &data).await;
@@ -145,50 +127,47 @@ async fn blob_delete() {
     push_blob(&env.reg, "two", &data).await;
     let path = format!("/v2/one/blobs/{digest}");
 
-    let resp = env.reg.delete(&path).send().await.unwrap();
-    expect_status(resp, 202).await;
+    env.reg.expect_status(Method::DELETE, &path, 202).await;
     assert_no_blob(&env.reg, "one", &digest).await;
-    let resp = env.reg.delete(&path).send().await.unwrap();
-    expect_error(resp, 404, "BLOB_UNKNOWN").await;
+    env.reg
+        .expect_error(Method::DELETE, &path, 404, "BLOB_UNKNOWN")
+        .await;
     // Unlinking from one repository leaves the other intact.
     assert_blob(&env.reg, "two", &digest, &data).await;
 
-    let resp = env
-        .reg
-        .delete(&format!("/v2/two/blobs/{}", random_digest()))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, "BLOB_UNKNOWN").await;
+    let path = format!("/v2/two/blobs/{}", random_digest());
+    env.reg
+        .expect_error(Method::DELETE, &path, 404, "BLOB_UNKNOWN")
+        .await;
 }
 
 /// Asserts GET and HEAD of a manifest by `reference`.
 async fn assert_manifest(reg: &Reg, repo: &str, reference: &str, media_type: &str, body: &[u8]) {
     let digest = sha256_digest(body);
-    let resp = get_manifest(reg, repo, reference).await;
-    assert_eq!(resp.status().as_u16(), 200, "GET {repo}:{reference}");
-    assert_eq!(must_header(&resp, "content-type"), media_type);
-    assert_eq!(must_header(&resp, "docker-content-digest"), digest);
-    assert_eq!(must_header(&resp, "content-length"), body.len().to_string());
-    let got = resp.bytes().await.unwrap();
-    assert!(
-        got.as_ref() == body,
-        "GET {repo}:{reference}: body differs:\n{}\nvs pushed\n{}",
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(body)
-    );
-
-    let resp = reg
-        .head(&format!("/v2/{repo}/manifests/{reference}"))
-        .header("accept", ACCEPT_MANIFESTS)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "HEAD {repo}:{reference}");
-    assert_eq!(must_header(&resp, "content-type"), media_type);
-    assert_eq!(must_header(&resp, "docker-content-digest"), digest);
-    assert_eq!(must_header(&resp, "content-length"), body.len().to_string());
-    assert!(resp.bytes().await.unwrap().is_empty(), "HEAD has no body");
+    let path = format!("/v2/{repo}/manifests/{reference}");
+    for method in [Method::GET, Method::HEAD] {
+        let resp = reg
+            .req(method.clone(), &path)
+            .header("accept", ACCEPT_MANIFESTS)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{method} {repo}:{reference}");
+        assert_eq!(must_header(&resp, "content-type"), media_type);
+        assert_eq!(must_header(&resp, "docker-content-digest"), digest);
+        assert_eq!(must_header(&resp, "content-length"), body.len().to_string());
+        let got = resp.bytes().await.unwrap();
+        if method == Method::HEAD {
+            assert!(got.is_empty(), "HEAD has no body");
+        } else {
+            assert!(
+                got.as_ref() == body,
+                "GET {repo}:{reference}: body differs:\n{}\nvs pushed\n{}",
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 }
 
 /// Re-indents JSON oddly so a server that re-serialises would change the bytes.
@@ -202,59 +181,58 @@ fn odd_formatting(body: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Pushes `body` under `tag` and asserts it is served by tag and by digest.
+async fn push_and_assert_manifest(reg: &Reg, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
+    let digest = put_manifest_ok(reg, repo, tag, media_type, body).await;
+    assert_manifest(reg, repo, tag, media_type, body).await;
+    assert_manifest(reg, repo, &digest, media_type, body).await;
+}
+
+/// An image of `media_type`, oddly formatted, by tag and by digest.
+async fn image_by_tag_and_digest(media_type: &str) {
+    let env = Env::start();
+    let body = odd_formatting(&make_image(&env.reg, "img", media_type).await);
+    push_and_assert_manifest(&env.reg, "img", "v1", media_type, &body).await;
+}
+
+/// An index of `index_type` over two images of `child_type` (pushed by
+/// digest), oddly formatted, by tag and by digest; the children stay
+/// reachable by digest with their own type.
+async fn index_by_tag_and_digest(index_type: &str, child_type: &str) {
+    let env = Env::start();
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let m = make_image(&env.reg, "multi", child_type).await;
+        put_manifest_by_digest(&env.reg, "multi", child_type, &m).await;
+        children.push(Desc::of(child_type, &m));
+    }
+    let body = odd_formatting(&index_manifest(index_type, &children));
+    push_and_assert_manifest(&env.reg, "multi", "latest", index_type, &body).await;
+    for child in &children {
+        let resp = get_manifest(&env.reg, "multi", &child.digest).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(must_header(&resp, "content-type"), child_type);
+    }
+}
+
 #[tokio::test]
 async fn oci_image_manifest_by_tag_and_digest() {
-    let env = Env::start();
-    let body = odd_formatting(&make_image(&env.reg, "img", OCI_MANIFEST).await);
-    let digest = put_manifest_ok(&env.reg, "img", "v1", OCI_MANIFEST, &body).await;
-    assert_manifest(&env.reg, "img", "v1", OCI_MANIFEST, &body).await;
-    assert_manifest(&env.reg, "img", &digest, OCI_MANIFEST, &body).await;
+    image_by_tag_and_digest(OCI_MANIFEST).await;
 }
 
 #[tokio::test]
 async fn docker_schema2_manifest_by_tag_and_digest() {
-    let env = Env::start();
-    let body = odd_formatting(&make_image(&env.reg, "img", DOCKER_MANIFEST).await);
-    let digest = put_manifest_ok(&env.reg, "img", "v1", DOCKER_MANIFEST, &body).await;
-    assert_manifest(&env.reg, "img", "v1", DOCKER_MANIFEST, &body).await;
-    assert_manifest(&env.reg, "img", &digest, DOCKER_MANIFEST, &body).await;
+    image_by_tag_and_digest(DOCKER_MANIFEST).await;
 }
 
 #[tokio::test]
 async fn oci_index_by_tag_and_digest() {
-    let env = Env::start();
-    let mut children = Vec::new();
-    for _ in 0..2 {
-        let m = make_image(&env.reg, "multi", OCI_MANIFEST).await;
-        let d = put_manifest_ok(&env.reg, "multi", &sha256_digest(&m), OCI_MANIFEST, &m).await;
-        assert_eq!(d, sha256_digest(&m));
-        children.push(Desc::of(OCI_MANIFEST, &m));
-    }
-    let body = odd_formatting(&index_manifest(OCI_INDEX, &children));
-    let digest = put_manifest_ok(&env.reg, "multi", "latest", OCI_INDEX, &body).await;
-    assert_manifest(&env.reg, "multi", "latest", OCI_INDEX, &body).await;
-    assert_manifest(&env.reg, "multi", &digest, OCI_INDEX, &body).await;
+    index_by_tag_and_digest(OCI_INDEX, OCI_MANIFEST).await;
 }
 
 #[tokio::test]
 async fn docker_manifest_list_by_tag_and_digest() {
-    let env = Env::start();
-    let mut children = Vec::new();
-    for _ in 0..2 {
-        let m = make_image(&env.reg, "multi", DOCKER_MANIFEST).await;
-        put_manifest_ok(&env.reg, "multi", &sha256_digest(&m), DOCKER_MANIFEST, &m).await;
-        children.push(Desc::of(DOCKER_MANIFEST, &m));
-    }
-    let body = odd_formatting(&index_manifest(DOCKER_LIST, &children));
-    let digest = put_manifest_ok(&env.reg, "multi", "latest", DOCKER_LIST, &body).await;
-    assert_manifest(&env.reg, "multi", "latest", DOCKER_LIST, &body).await;
-    assert_manifest(&env.reg, "multi", &digest, DOCKER_LIST, &body).await;
-    // The children stay reachable by digest with their own type.
-    for child in &children {
-        let resp = get_manifest(&env.reg, "multi", &child.digest).await;
-        assert_eq!(resp.status().as_u16(), 200);
-        assert_eq!(must_header(&resp, "content-type"), DOCKER_MANIFEST);
-    }
+    index_by_tag_and_digest(DOCKER_LIST, DOCKER_MANIFEST).await;
 }
 
 #[tokio::test]
@@ -283,9 +261,8 @@ async fn deeply_nested_repository_name() {
     let data = random_bytes(77);
     let digest = push_blob(&env.reg, repo, &data).await;
     assert_blob(&env.reg, repo, &digest, &data).await;
-    let (body, mdigest) = push_image(&env.reg, repo, "deep").await;
-    assert_manifest(&env.reg, repo, "deep", OCI_MANIFEST, &body).await;
-    assert_manifest(&env.reg, repo, &mdigest, OCI_MANIFEST, &body).await;
+    let body = make_image(&env.reg, repo, OCI_MANIFEST).await;
+    push_and_assert_manifest(&env.reg, repo, "deep", OCI_MANIFEST, &body).await;
     assert_eq!(list_tags(&env.reg, repo).await, vec!["deep".to_string()]);
     // A prefix of the name is a different (unknown) repository.
     assert_no_blob(&env.reg, "a/b/c/d", &digest).await;
@@ -342,13 +319,7 @@ async fn unknown_manifest_is_manifest_unknown() {
     push_image(&env.reg, "known", "v1").await;
     assert_no_manifest(&env.reg, "known", "nope").await;
     assert_no_manifest(&env.reg, "known", &random_digest()).await;
-    let resp = env
-        .reg
-        .head("/v2/known/manifests/nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(head_status(&env.reg, "/v2/known/manifests/nope").await, 404);
     // A config blob's digest is not a manifest.
     let cfg = push_blob(&env.reg, "known", b"{\"not\":\"a manifest\"}").await;
     assert_no_manifest(&env.reg, "known", &cfg).await;

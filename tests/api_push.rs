@@ -10,40 +10,91 @@ use common_api::*;
 
 const REPO: &str = "library/app";
 
-/// Starts an upload session and returns its Location (asserting the 202 headers).
-async fn start_upload(reg: &Reg, repo: &str) -> String {
-    let resp = reg
-        .post(&format!("/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+/// Asserts a new upload session (202 with the session's Location, its UUID,
+/// Range `0-0`, an empty body and the API version header); returns the Location.
+fn expect_session(resp: &reqwest::Response, repo: &str) -> String {
     assert_eq!(resp.status().as_u16(), 202, "POST upload session");
-    let location = must_header(&resp, "location");
-    let uuid = must_header(&resp, "docker-upload-uuid");
+    let location = must_header(resp, "location");
+    let uuid = must_header(resp, "docker-upload-uuid");
     assert_eq!(
         location,
         format!("/v2/{repo}/blobs/uploads/{uuid}"),
         "session Location"
     );
-    assert_eq!(must_header(&resp, "range"), "0-0", "Range of a new session");
-    assert_eq!(must_header(&resp, "content-length"), "0");
+    assert_eq!(must_header(resp, "range"), "0-0", "Range of a new session");
+    assert_eq!(must_header(resp, "content-length"), "0");
     assert_eq!(
-        header(&resp, "docker-distribution-api-version").as_deref(),
+        header(resp, "docker-distribution-api-version").as_deref(),
         Some(API_VERSION)
     );
     location
 }
 
+/// Starts an upload session and returns its Location (asserting the 202 headers).
+async fn start_upload(reg: &Reg, repo: &str) -> String {
+    let resp = reg
+        .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .await;
+    expect_session(&resp, repo)
+}
+
+/// POST a mount request (`from` optional) and return the raw response.
+async fn mount(reg: &Reg, repo: &str, digest: &str, from: Option<&str>) -> reqwest::Response {
+    let from = from.map(|f| format!("&from={f}")).unwrap_or_default();
+    let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}{from}");
+    reg.send(Method::POST, &path).await
+}
+
+/// PATCH a body, with a Content-Range header when `range` is given.
+async fn patch(
+    reg: &Reg,
+    location: &str,
+    range: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut req = reg
+        .patch(location)
+        .header("content-type", "application/octet-stream");
+    if let Some(range) = range {
+        req = req.header("content-range", range);
+    }
+    req.body(body).send().await.unwrap()
+}
+
 /// PATCH a chunk with an explicit Content-Range.
 async fn patch_range(reg: &Reg, location: &str, start: usize, data: &[u8]) -> reqwest::Response {
     let end = start + data.len() - 1;
-    reg.patch(location)
+    let range = format!("{start}-{end}");
+    patch(reg, location, Some(&range), data.to_vec()).await
+}
+
+/// `patch_range` that asserts success (see `assert_patch_ok`); returns the
+/// new Location.
+async fn patch_ok(reg: &Reg, repo: &str, location: &str, start: usize, data: &[u8]) -> String {
+    let resp = patch_range(reg, location, start, data).await;
+    assert_patch_ok(&resp, repo, start + data.len())
+}
+
+/// Starts an upload session and PATCHes its first chunk; returns the new Location.
+async fn start_with(reg: &Reg, repo: &str, first: &[u8]) -> String {
+    let location = start_upload(reg, repo).await;
+    patch_ok(reg, repo, &location, 0, first).await
+}
+
+/// PUT `?digest=` (with an optional body) to a session Location.
+async fn put_digest(reg: &Reg, location: &str, digest: &str, body: &[u8]) -> reqwest::Response {
+    reg.put(&with_query(location, &format!("digest={digest}")))
         .header("content-type", "application/octet-stream")
-        .header("content-range", format!("{start}-{end}"))
-        .body(data.to_vec())
+        .body(body.to_vec())
         .send()
         .await
         .unwrap()
+}
+
+/// Asserts that an upload session no longer exists (GET 404 BLOB_UPLOAD_UNKNOWN).
+async fn assert_no_session(reg: &Reg, location: &str) {
+    reg.expect_error(Method::GET, location, 404, "BLOB_UPLOAD_UNKNOWN")
+        .await;
 }
 
 /// Asserts a successful PATCH: 202, Location, Range `0-(size-1)`, Docker-Upload-UUID.
@@ -69,23 +120,12 @@ async fn upload_range(reg: &Reg, location: &str) -> String {
     must_header(&resp, "range")
 }
 
-/// PUT to finish an upload; asserts 201 with the blob Location and digest.
-async fn finish(reg: &Reg, repo: &str, location: &str, digest: &str, body: &[u8]) {
-    let resp = reg
-        .put(&with_query(location, &format!("digest={digest}")))
-        .header("content-type", "application/octet-stream")
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let loc = header(&resp, "location");
-    let dcd = header(&resp, "docker-content-digest");
-    expect_status(resp, 201).await;
-    assert_eq!(
-        loc.as_deref(),
-        Some(format!("/v2/{repo}/blobs/{digest}").as_str())
-    );
-    assert_eq!(dcd.as_deref(), Some(digest));
+/// PUT to finish an upload with `body` as its last chunk; asserts 201 with
+/// the blob Location and digest, and that the blob then holds exactly `whole`.
+async fn finish(reg: &Reg, repo: &str, location: &str, digest: &str, body: &[u8], whole: &[u8]) {
+    let resp = put_digest(reg, location, digest, body).await;
+    expect_blob_created(resp, repo, digest).await;
+    assert_blob(reg, repo, digest, whole).await;
 }
 
 #[tokio::test]
@@ -93,22 +133,8 @@ async fn monolithic_post_with_digest() {
     let env = Env::start();
     let data = random_bytes(10_000);
     let digest = sha256_digest(&data);
-    let resp = env
-        .reg
-        .post(&format!("/v2/{REPO}/blobs/uploads/?digest={digest}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    let location = header(&resp, "location");
-    let dcd = header(&resp, "docker-content-digest");
-    expect_status(resp, 201).await;
-    assert_eq!(
-        location.as_deref(),
-        Some(format!("/v2/{REPO}/blobs/{digest}").as_str())
-    );
-    assert_eq!(dcd.as_deref(), Some(digest.as_str()));
+    let resp = post_blob(&env.reg, REPO, &digest, &data).await;
+    expect_blob_created(resp, REPO, &digest).await;
     assert_blob(&env.reg, REPO, &digest, &data).await;
 }
 
@@ -129,11 +155,9 @@ async fn session_post_then_single_put() {
     let data = random_bytes(5000);
     let digest = sha256_digest(&data);
     let location = start_upload(&env.reg, REPO).await;
-    finish(&env.reg, REPO, &location, &digest, &data).await;
-    assert_blob(&env.reg, REPO, &digest, &data).await;
+    finish(&env.reg, REPO, &location, &digest, &data, &data).await;
     // The session is gone once completed.
-    let resp = env.reg.get(&location).send().await.unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_no_session(&env.reg, &location).await;
 }
 
 #[tokio::test]
@@ -143,15 +167,13 @@ async fn chunked_patch_with_content_range_then_put() {
     let digest = sha256_digest(&data);
     let mut location = start_upload(&env.reg, REPO).await;
     for (i, chunk) in data.chunks(1000).enumerate() {
-        let resp = patch_range(&env.reg, &location, i * 1000, chunk).await;
-        location = assert_patch_ok(&resp, REPO, (i + 1) * 1000);
+        location = patch_ok(&env.reg, REPO, &location, i * 1000, chunk).await;
         assert_eq!(
             upload_range(&env.reg, &location).await,
             format!("0-{}", (i + 1) * 1000 - 1)
         );
     }
-    finish(&env.reg, REPO, &location, &digest, b"").await;
-    assert_blob(&env.reg, REPO, &digest, &data).await;
+    finish(&env.reg, REPO, &location, &digest, b"", &data).await;
 }
 
 #[tokio::test]
@@ -170,32 +192,17 @@ async fn streamed_patch_without_content_range() {
         .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
         .collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces));
-    let resp = env
-        .reg
-        .patch(&location)
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = patch(&env.reg, &location, None, body).await;
     let location = assert_patch_ok(&resp, REPO, part1.len());
 
     // Second PATCH: plain body, no Content-Range; appended.
-    let resp = env
-        .reg
-        .patch(&location)
-        .header("content-type", "application/octet-stream")
-        .body(part2.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = patch(&env.reg, &location, None, part2.clone()).await;
     let location = assert_patch_ok(&resp, REPO, all.len());
     assert_eq!(
         upload_range(&env.reg, &location).await,
         format!("0-{}", all.len() - 1)
     );
-    finish(&env.reg, REPO, &location, &digest, b"").await;
-    assert_blob(&env.reg, REPO, &digest, &all).await;
+    finish(&env.reg, REPO, &location, &digest, b"", &all).await;
 }
 
 #[tokio::test]
@@ -203,11 +210,8 @@ async fn final_chunk_in_put_body() {
     let env = Env::start();
     let data = random_bytes(2500);
     let digest = sha256_digest(&data);
-    let location = start_upload(&env.reg, REPO).await;
-    let resp = patch_range(&env.reg, &location, 0, &data[..1500]).await;
-    let location = assert_patch_ok(&resp, REPO, 1500);
-    finish(&env.reg, REPO, &location, &digest, &data[1500..]).await;
-    assert_blob(&env.reg, REPO, &digest, &data).await;
+    let location = start_with(&env.reg, REPO, &data[..1500]).await;
+    finish(&env.reg, REPO, &location, &digest, &data[1500..], &data).await;
 }
 
 #[tokio::test]
@@ -215,9 +219,7 @@ async fn final_chunk_in_put_body_with_content_range() {
     let env = Env::start();
     let data = random_bytes(2000);
     let digest = sha256_digest(&data);
-    let location = start_upload(&env.reg, REPO).await;
-    let resp = patch_range(&env.reg, &location, 0, &data[..1200]).await;
-    let location = assert_patch_ok(&resp, REPO, 1200);
+    let location = start_with(&env.reg, REPO, &data[..1200]).await;
     let resp = env
         .reg
         .put(&with_query(&location, &format!("digest={digest}")))
@@ -234,41 +236,28 @@ async fn final_chunk_in_put_body_with_content_range() {
 #[tokio::test]
 async fn upload_status_ranges() {
     let env = Env::start();
-    let location = start_upload(&env.reg, REPO).await;
+    let mut location = start_upload(&env.reg, REPO).await;
     assert_eq!(upload_range(&env.reg, &location).await, "0-0");
-    let resp = patch_range(&env.reg, &location, 0, &[7u8; 10]).await;
-    let location = assert_patch_ok(&resp, REPO, 10);
-    assert_eq!(upload_range(&env.reg, &location).await, "0-9");
-    let resp = patch_range(&env.reg, &location, 10, &[8u8; 5]).await;
-    let location = assert_patch_ok(&resp, REPO, 15);
-    assert_eq!(upload_range(&env.reg, &location).await, "0-14");
+    for (start, chunk, range) in [(0, &[7u8; 10][..], "0-9"), (10, &[8u8; 5][..], "0-14")] {
+        location = patch_ok(&env.reg, REPO, &location, start, chunk).await;
+        assert_eq!(upload_range(&env.reg, &location).await, range);
+    }
 }
 
 #[tokio::test]
 async fn delete_upload_session() {
     let env = Env::start();
-    let location = start_upload(&env.reg, REPO).await;
-    let resp = patch_range(&env.reg, &location, 0, b"some bytes").await;
-    let location = assert_patch_ok(&resp, REPO, 10);
-    let resp = env.reg.delete(&location).send().await.unwrap();
-    expect_status(resp, 204).await;
+    let location = start_with(&env.reg, REPO, b"some bytes").await;
+    env.reg.expect_status(Method::DELETE, &location, 204).await;
 
-    let resp = env.reg.get(&location).send().await.unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_no_session(&env.reg, &location).await;
     let resp = patch_range(&env.reg, &location, 10, b"more").await;
     expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let resp = env
-        .reg
-        .put(&with_query(
-            &location,
-            &format!("digest={}", sha256_digest(b"some bytes")),
-        ))
-        .send()
-        .await
-        .unwrap();
+    let resp = put_digest(&env.reg, &location, &sha256_digest(b"some bytes"), b"").await;
     expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let resp = env.reg.delete(&location).send().await.unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    env.reg
+        .expect_error(Method::DELETE, &location, 404, "BLOB_UPLOAD_UNKNOWN")
+        .await;
     assert_no_blob(&env.reg, REPO, &sha256_digest(b"some bytes")).await;
 }
 
@@ -277,24 +266,18 @@ async fn out_of_order_chunk_is_416_and_offset_unchanged() {
     let env = Env::start();
     let data = random_bytes(300);
     let digest = sha256_digest(&data);
-    let location = start_upload(&env.reg, REPO).await;
-    let resp = patch_range(&env.reg, &location, 0, &data[..100]).await;
-    let location = assert_patch_ok(&resp, REPO, 100);
+    let location = start_with(&env.reg, REPO, &data[..100]).await;
 
-    // Skips ahead.
-    let resp = patch_range(&env.reg, &location, 200, &data[200..]).await;
-    expect_error(resp, 416, "BLOB_UPLOAD_INVALID").await;
-    assert_eq!(upload_range(&env.reg, &location).await, "0-99");
-    // Goes back.
-    let resp = patch_range(&env.reg, &location, 50, &data[50..150]).await;
-    expect_error(resp, 416, "BLOB_UPLOAD_INVALID").await;
-    assert_eq!(upload_range(&env.reg, &location).await, "0-99");
+    // Skips ahead, then goes back.
+    for (start, chunk) in [(200, &data[200..]), (50, &data[50..150])] {
+        let resp = patch_range(&env.reg, &location, start, chunk).await;
+        expect_error(resp, 416, "BLOB_UPLOAD_INVALID").await;
+        assert_eq!(upload_range(&env.reg, &location).await, "0-99");
+    }
 
     // The session still works with the right offset.
-    let resp = patch_range(&env.reg, &location, 100, &data[100..]).await;
-    let location = assert_patch_ok(&resp, REPO, 300);
-    finish(&env.reg, REPO, &location, &digest, b"").await;
-    assert_blob(&env.reg, REPO, &digest, &data).await;
+    let location = patch_ok(&env.reg, REPO, &location, 100, &data[100..]).await;
+    finish(&env.reg, REPO, &location, &digest, b"", &data).await;
 }
 
 #[tokio::test]
@@ -302,28 +285,9 @@ async fn malformed_content_range_is_400() {
     let env = Env::start();
     let location = start_upload(&env.reg, REPO).await;
     for bad in ["abc", "0-x", "-5", "5", "0_4"] {
-        let resp = env
-            .reg
-            .patch(&location)
-            .header("content-type", "application/octet-stream")
-            .header("content-range", bad)
-            .body(b"12345".to_vec())
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body = resp.bytes().await.unwrap();
-        assert_eq!(
-            status.as_u16(),
-            400,
-            "Content-Range {bad:?}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        let codes = error_codes(&body);
-        assert!(
-            codes.iter().any(|c| c == "BLOB_UPLOAD_INVALID"),
-            "Content-Range {bad:?}: codes {codes:?}"
-        );
+        let resp = patch(&env.reg, &location, Some(bad), b"12345".to_vec()).await;
+        let what = format!("Content-Range {bad:?}:");
+        expect_error_for(resp, 400, "BLOB_UPLOAD_INVALID", &what).await;
         assert_eq!(upload_range(&env.reg, &location).await, "0-0");
     }
 }
@@ -333,40 +297,17 @@ async fn body_length_mismatch_is_size_invalid_and_chunk_discarded() {
     let env = Env::start();
     let data = random_bytes(40);
     let digest = sha256_digest(&data);
-    let location = start_upload(&env.reg, REPO).await;
-    let resp = patch_range(&env.reg, &location, 0, &data[..20]).await;
-    let location = assert_patch_ok(&resp, REPO, 20);
+    let location = start_with(&env.reg, REPO, &data[..20]).await;
 
-    // Claims 20 bytes (20-39), sends 10.
-    let resp = env
-        .reg
-        .patch(&location)
-        .header("content-type", "application/octet-stream")
-        .header("content-range", "20-39")
-        .body(data[20..30].to_vec())
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 400, "SIZE_INVALID").await;
-    assert_eq!(upload_range(&env.reg, &location).await, "0-19");
+    // Claims 20 bytes (20-39) but sends 10, then claims 5 (20-24) but sends 20.
+    for (range, body) in [("20-39", &data[20..30]), ("20-24", &data[20..])] {
+        let resp = patch(&env.reg, &location, Some(range), body.to_vec()).await;
+        expect_error(resp, 400, "SIZE_INVALID").await;
+        assert_eq!(upload_range(&env.reg, &location).await, "0-19");
+    }
 
-    // Claims 5 bytes (20-24), sends 20.
-    let resp = env
-        .reg
-        .patch(&location)
-        .header("content-type", "application/octet-stream")
-        .header("content-range", "20-24")
-        .body(data[20..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 400, "SIZE_INVALID").await;
-    assert_eq!(upload_range(&env.reg, &location).await, "0-19");
-
-    let resp = patch_range(&env.reg, &location, 20, &data[20..]).await;
-    let location = assert_patch_ok(&resp, REPO, 40);
-    finish(&env.reg, REPO, &location, &digest, b"").await;
-    assert_blob(&env.reg, REPO, &digest, &data).await;
+    let location = patch_ok(&env.reg, REPO, &location, 20, &data[20..]).await;
+    finish(&env.reg, REPO, &location, &digest, b"", &data).await;
 }
 
 #[tokio::test]
@@ -374,20 +315,12 @@ async fn digest_mismatch_on_put_stores_nothing_and_drops_session() {
     let env = Env::start();
     let data = random_bytes(1000);
     let wrong = sha256_digest(b"something else entirely");
-    let location = start_upload(&env.reg, REPO).await;
-    let resp = patch_range(&env.reg, &location, 0, &data).await;
-    let location = assert_patch_ok(&resp, REPO, 1000);
-    let resp = env
-        .reg
-        .put(&with_query(&location, &format!("digest={wrong}")))
-        .send()
-        .await
-        .unwrap();
+    let location = start_with(&env.reg, REPO, &data).await;
+    let resp = put_digest(&env.reg, &location, &wrong, b"").await;
     expect_error(resp, 400, "DIGEST_INVALID").await;
     assert_no_blob(&env.reg, REPO, &wrong).await;
     assert_no_blob(&env.reg, REPO, &sha256_digest(&data)).await;
-    let resp = env.reg.get(&location).send().await.unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_no_session(&env.reg, &location).await;
 }
 
 #[tokio::test]
@@ -395,14 +328,7 @@ async fn digest_mismatch_on_monolithic_post_stores_nothing() {
     let env = Env::start();
     let data = random_bytes(1000);
     let wrong = sha256_digest(b"not the data");
-    let resp = env
-        .reg
-        .post(&format!("/v2/{REPO}/blobs/uploads/?digest={wrong}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_blob(&env.reg, REPO, &wrong, &data).await;
     expect_error(resp, 400, "DIGEST_INVALID").await;
     assert_no_blob(&env.reg, REPO, &wrong).await;
     assert_no_blob(&env.reg, REPO, &sha256_digest(&data)).await;
@@ -412,11 +338,10 @@ async fn digest_mismatch_on_monolithic_post_stores_nothing() {
 async fn put_without_digest_is_digest_invalid() {
     let env = Env::start();
     let data = random_bytes(100);
-    let location = start_upload(&env.reg, REPO).await;
-    let resp = patch_range(&env.reg, &location, 0, &data).await;
-    let location = assert_patch_ok(&resp, REPO, 100);
-    let resp = env.reg.put(&location).send().await.unwrap();
-    expect_error(resp, 400, "DIGEST_INVALID").await;
+    let location = start_with(&env.reg, REPO, &data).await;
+    env.reg
+        .expect_error(Method::PUT, &location, 400, "DIGEST_INVALID")
+        .await;
     assert_no_blob(&env.reg, REPO, &sha256_digest(&data)).await;
 }
 
@@ -428,29 +353,16 @@ async fn unknown_upload_uuid_all_methods() {
     let location = format!("/v2/{REPO}/blobs/uploads/6c2bd0b4-44c5-4f4e-9d0e-93a43a2e3f1d");
     let digest = sha256_digest(b"x");
 
-    let resp = env.reg.get(&location).send().await.unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let resp = env
-        .reg
-        .patch(&location)
-        .header("content-type", "application/octet-stream")
-        .body(b"x".to_vec())
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let resp = patch_range(&env.reg, &location, 0, b"x").await;
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let resp = env
-        .reg
-        .put(&format!("{location}?digest={digest}"))
-        .body(b"x".to_vec())
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    let resp = env.reg.delete(&location).send().await.unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    let responses = [
+        env.reg.send(Method::GET, &location).await,
+        patch(&env.reg, &location, None, b"x".to_vec()).await,
+        patch_range(&env.reg, &location, 0, b"x").await,
+        put_digest(&env.reg, &location, &digest, b"x").await,
+        env.reg.send(Method::DELETE, &location).await,
+    ];
+    for resp in responses {
+        expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    }
     assert_no_blob(&env.reg, REPO, &digest).await;
 }
 
@@ -459,9 +371,7 @@ async fn upload_session_of_one_repo_is_unknown_in_another() {
     let env = Env::start();
     let location = start_upload(&env.reg, REPO).await;
     let uuid = location.rsplit('/').next().unwrap().to_string();
-    let other = format!("/v2/other/blobs/uploads/{uuid}");
-    let resp = env.reg.get(&other).send().await.unwrap();
-    expect_error(resp, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    assert_no_session(&env.reg, &format!("/v2/other/blobs/uploads/{uuid}")).await;
     // The original session is unaffected.
     assert_eq!(upload_range(&env.reg, &location).await, "0-0");
 }
@@ -471,22 +381,8 @@ async fn cross_repo_mount_with_from() {
     let env = Env::start();
     let data = random_bytes(4096);
     let digest = push_blob(&env.reg, "src/repo", &data).await;
-    let resp = env
-        .reg
-        .post(&format!(
-            "/v2/dst/repo/blobs/uploads/?mount={digest}&from=src/repo"
-        ))
-        .send()
-        .await
-        .unwrap();
-    let location = header(&resp, "location");
-    let dcd = header(&resp, "docker-content-digest");
-    expect_status(resp, 201).await;
-    assert_eq!(
-        location.as_deref(),
-        Some(format!("/v2/dst/repo/blobs/{digest}").as_str())
-    );
-    assert_eq!(dcd.as_deref(), Some(digest.as_str()));
+    let resp = mount(&env.reg, "dst/repo", &digest, Some("src/repo")).await;
+    expect_blob_created(resp, "dst/repo", &digest).await;
     assert_blob(&env.reg, "dst/repo", &digest, &data).await;
     assert_blob(&env.reg, "src/repo", &digest, &data).await;
 }
@@ -498,23 +394,12 @@ async fn cross_repo_mount_from_repo_lacking_blob_opens_session() {
     // The blob exists in the instance, but not in the `from` repository.
     let digest = push_blob(&env.reg, "holder", &data).await;
     push_blob(&env.reg, "unrelated", b"other content").await;
-    let resp = env
-        .reg
-        .post(&format!(
-            "/v2/dst/blobs/uploads/?mount={digest}&from=unrelated"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let location = must_header(&resp, "location");
-    let uuid = must_header(&resp, "docker-upload-uuid");
-    assert_eq!(location, format!("/v2/dst/blobs/uploads/{uuid}"));
+    let resp = mount(&env.reg, "dst", &digest, Some("unrelated")).await;
+    let location = expect_session(&resp, "dst");
     assert_no_blob(&env.reg, "dst", &digest).await;
 
     // The session is usable.
-    finish(&env.reg, "dst", &location, &digest, &data).await;
-    assert_blob(&env.reg, "dst", &digest, &data).await;
+    finish(&env.reg, "dst", &location, &digest, &data, &data).await;
 }
 
 #[tokio::test]
@@ -522,34 +407,14 @@ async fn mount_without_from() {
     let env = Env::start();
     let data = random_bytes(1024);
     let digest = push_blob(&env.reg, "somewhere/else", &data).await;
-    let resp = env
-        .reg
-        .post(&format!("/v2/target/blobs/uploads/?mount={digest}"))
-        .send()
-        .await
-        .unwrap();
-    let location = header(&resp, "location");
-    expect_status(resp, 201).await;
-    assert_eq!(
-        location.as_deref(),
-        Some(format!("/v2/target/blobs/{digest}").as_str())
-    );
+    let resp = mount(&env.reg, "target", &digest, None).await;
+    expect_blob_created(resp, "target", &digest).await;
     assert_blob(&env.reg, "target", &digest, &data).await;
 
     // A digest that exists nowhere: a new session instead.
     let missing = random_digest();
-    let resp = env
-        .reg
-        .post(&format!("/v2/target/blobs/uploads/?mount={missing}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let location = must_header(&resp, "location");
-    assert!(
-        location.starts_with("/v2/target/blobs/uploads/"),
-        "{location}"
-    );
+    let resp = mount(&env.reg, "target", &missing, None).await;
+    expect_session(&resp, "target");
     assert_no_blob(&env.reg, "target", &missing).await;
 }
 
@@ -562,20 +427,10 @@ async fn mount_does_not_cross_instances() {
     let cache = env.reg("cache");
     let data = random_bytes(512);
     let digest = push_blob(&env.reg, "shared/name", &data).await;
-    let resp = cache
-        .post(&format!(
-            "/v2/shared/name/blobs/uploads/?mount={digest}&from=shared/name"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let resp = cache
-        .post(&format!("/v2/mine/blobs/uploads/?mount={digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    let resp = mount(&cache, "shared/name", &digest, Some("shared/name")).await;
+    expect_session(&resp, "shared/name");
+    let resp = mount(&cache, "mine", &digest, None).await;
+    expect_session(&resp, "mine");
     assert_no_blob(&cache, "shared/name", &digest).await;
     assert_no_blob(&cache, "mine", &digest).await;
 }
@@ -585,38 +440,19 @@ async fn sha512_monolithic_and_session() {
     let env = Env::start();
     let data = random_bytes(3333);
     let digest = sha512_digest(&data);
-    let resp = env
-        .reg
-        .post(&format!("/v2/{REPO}/blobs/uploads/?digest={digest}"))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    let dcd = header(&resp, "docker-content-digest");
-    expect_status(resp, 201).await;
-    assert_eq!(dcd.as_deref(), Some(digest.as_str()));
+    let resp = post_blob(&env.reg, REPO, &digest, &data).await;
+    expect_blob_created(resp, REPO, &digest).await;
     assert_blob(&env.reg, REPO, &digest, &data).await;
 
     let data2 = random_bytes(5000);
     let digest2 = sha512_digest(&data2);
-    let location = start_upload(&env.reg, REPO).await;
-    let resp = patch_range(&env.reg, &location, 0, &data2[..2500]).await;
-    let location = assert_patch_ok(&resp, REPO, 2500);
-    let resp = patch_range(&env.reg, &location, 2500, &data2[2500..]).await;
-    let location = assert_patch_ok(&resp, REPO, 5000);
-    finish(&env.reg, REPO, &location, &digest2, b"").await;
-    assert_blob(&env.reg, REPO, &digest2, &data2).await;
+    let location = start_with(&env.reg, REPO, &data2[..2500]).await;
+    let location = patch_ok(&env.reg, REPO, &location, 2500, &data2[2500..]).await;
+    finish(&env.reg, REPO, &location, &digest2, b"", &data2).await;
 
     // A sha512 mismatch is rejected like a sha256 one.
     let wrong = sha512_digest(b"nope");
-    let resp = env
-        .reg
-        .post(&format!("/v2/{REPO}/blobs/uploads/?digest={wrong}"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_blob(&env.reg, REPO, &wrong, &data).await;
     expect_error(resp, 400, "DIGEST_INVALID").await;
     assert_no_blob(&env.reg, REPO, &wrong).await;
 }
@@ -628,32 +464,17 @@ async fn unsupported_digest_algorithm() {
     let sha384 = format!("sha384:{}", "ab".repeat(48));
     let md5 = format!("md5:{}", "0f".repeat(16));
     for digest in [&sha384, &md5] {
-        let resp = env
-            .reg
-            .post(&format!("/v2/{REPO}/blobs/uploads/?digest={digest}"))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
+        let resp = post_blob(&env.reg, REPO, digest, &data).await;
         expect_error(resp, 400, "UNSUPPORTED").await;
 
         let location = start_upload(&env.reg, REPO).await;
-        let resp = env
-            .reg
-            .put(&with_query(&location, &format!("digest={digest}")))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
+        let resp = put_digest(&env.reg, &location, digest, &data).await;
         expect_error(resp, 400, "UNSUPPORTED").await;
 
-        let resp = env
-            .reg
-            .get(&format!("/v2/{REPO}/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap();
-        expect_error(resp, 400, "UNSUPPORTED").await;
+        let path = format!("/v2/{REPO}/blobs/{digest}");
+        env.reg
+            .expect_error(Method::GET, &path, 400, "UNSUPPORTED")
+            .await;
     }
 }
 
@@ -672,46 +493,25 @@ async fn malformed_digest_is_digest_invalid() {
         format!(":{good_hex}"),
     ];
     for digest in &malformed {
+        let resp = post_blob(&env.reg, REPO, digest, &data).await;
+        expect_error_for(
+            resp,
+            400,
+            "DIGEST_INVALID",
+            &format!("POST digest {digest:?}:"),
+        )
+        .await;
         let resp = env
             .reg
-            .post(&format!("/v2/{REPO}/blobs/uploads/?digest={digest}"))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body = resp.bytes().await.unwrap();
-        assert_eq!(
-            status.as_u16(),
+            .send(Method::GET, &format!("/v2/{REPO}/blobs/{digest}"))
+            .await;
+        expect_error_for(
+            resp,
             400,
-            "POST digest {digest:?}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        assert!(
-            error_codes(&body).iter().any(|c| c == "DIGEST_INVALID"),
-            "POST digest {digest:?}: {}",
-            String::from_utf8_lossy(&body)
-        );
-
-        let resp = env
-            .reg
-            .get(&format!("/v2/{REPO}/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body = resp.bytes().await.unwrap();
-        assert_eq!(
-            status.as_u16(),
-            400,
-            "GET blob {digest:?}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        assert!(
-            error_codes(&body).iter().any(|c| c == "DIGEST_INVALID"),
-            "GET blob {digest:?}: {}",
-            String::from_utf8_lossy(&body)
-        );
+            "DIGEST_INVALID",
+            &format!("GET blob {digest:?}:"),
+        )
+        .await;
     }
     // Nothing was stored under the real digest either.
     assert_no_blob(&env.reg, REPO, &sha256_digest(&data)).await;

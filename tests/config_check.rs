@@ -65,8 +65,8 @@ fn has_location(text: &str, path: &Path, line: usize) -> bool {
     })
 }
 
-/// Asserts a failed run whose stderr names `path` at `line`.
-fn assert_fails_at(out: &Outcome, path: &Path, line: usize) {
+/// Asserts a run that failed (non-zero exit).
+fn assert_failed(out: &Outcome) {
     assert!(
         out.code.is_some_and(|c| c != 0),
         "expected a non-zero exit, got {:?}; stdout:\n{}\nstderr:\n{}",
@@ -74,6 +74,16 @@ fn assert_fails_at(out: &Outcome, path: &Path, line: usize) {
         out.stdout,
         out.stderr
     );
+}
+
+/// Asserts a successful run (exit 0).
+fn assert_passes(out: &Outcome) {
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+}
+
+/// Asserts a failed run whose stderr names `path` at `line`.
+fn assert_fails_at(out: &Outcome, path: &Path, line: usize) {
+    assert_failed(out);
     assert!(
         has_location(&out.stderr, path, line),
         "stderr does not contain {}:{line}; stderr:\n{}",
@@ -82,24 +92,37 @@ fn assert_fails_at(out: &Outcome, path: &Path, line: usize) {
     );
 }
 
-/// Asserts a failed run whose stderr names `path` (no line).
-fn assert_fails_naming(out: &Outcome, path: &Path) {
+/// Asserts that a run's stderr contains `needle`.
+fn assert_stderr_contains(out: &Outcome, needle: &str) {
     assert!(
-        out.code.is_some_and(|c| c != 0),
-        "expected a non-zero exit, got {:?}; stderr:\n{}",
-        out.code,
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&path.display().to_string()),
-        "stderr does not name {}; stderr:\n{}",
-        path.display(),
+        out.stderr.contains(needle),
+        "stderr does not contain {needle:?}; stderr:\n{}",
         out.stderr
     );
 }
 
+/// Asserts a failed run whose stderr names `path` (no line).
+fn assert_fails_naming(out: &Outcome, path: &Path) {
+    assert_failed(out);
+    assert_stderr_contains(out, &path.display().to_string());
+}
+
 fn one_instance() -> ConfigDir {
     ConfigDir::new(&[Instance::new("ci")])
+}
+
+/// `ci` and `cache`, both with the hostname `same.test` (`ci` first with
+/// `ci_first` when given).
+fn same_hostname(ci_first: Option<&str>) -> ConfigDir {
+    let mut ci = Instance::new("ci");
+    ci.hostnames = ci_first
+        .into_iter()
+        .chain(["same.test"])
+        .map(String::from)
+        .collect();
+    let mut cache = Instance::new("cache");
+    cache.hostnames = vec!["same.test".into()];
+    ConfigDir::new(&[ci, cache])
 }
 
 fn instance_file(cfg: &ConfigDir, name: &str) -> PathBuf {
@@ -114,6 +137,53 @@ fn htpasswd_file(cfg: &ConfigDir, name: &str) -> PathBuf {
 
 fn write(path: &Path, content: &str) {
     std::fs::write(path, content).unwrap();
+}
+
+/// A file of the single-instance config.
+#[derive(Clone, Copy)]
+enum ConfigFile {
+    /// `berth.toml`
+    BerthToml,
+    /// `instances/ci.toml`
+    CiToml,
+    /// `credentials/ci.htpasswd`
+    CiHtpasswd,
+}
+use ConfigFile::*;
+
+impl ConfigFile {
+    fn path(self, cfg: &ConfigDir) -> PathBuf {
+        match self {
+            BerthToml => cfg.path().join("berth.toml"),
+            CiToml => instance_file(cfg, "ci"),
+            CiHtpasswd => htpasswd_file(cfg, "ci"),
+        }
+    }
+}
+
+/// A fresh single-instance config with `file` rewritten by `edit` (given the
+/// file's current content); returns the config and the file's path.
+fn broken(file: ConfigFile, edit: impl FnOnce(&str) -> String) -> (ConfigDir, PathBuf) {
+    let cfg = one_instance();
+    let path = file.path(&cfg);
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    write(&path, &edit(&old));
+    (cfg, path)
+}
+
+/// Asserts that `berth check` fails at `line` of `file` once `edit` has
+/// rewritten it.
+fn assert_edit_fails_at(file: ConfigFile, line: usize, edit: impl FnOnce(&str) -> String) {
+    let (cfg, path) = broken(file, edit);
+    assert_fails_at(&check(&cfg), &path, line);
+}
+
+/// Asserts, for each (file, content, line), that `berth check` fails at that
+/// line of a single-instance config whose file has that content.
+fn assert_each_fails_at(cases: &[(ConfigFile, &str, usize)]) {
+    for &(file, content, line) in cases {
+        assert_edit_fails_at(file, line, |_| content.to_string());
+    }
 }
 
 #[test]
@@ -135,96 +205,74 @@ fn valid_config_passes() {
     // Every documented key, spelled out.
     let cfg = one_instance();
     write(
-        &cfg.path().join("berth.toml"),
+        &BerthToml.path(&cfg),
         "[listen]\nhttp = \"127.0.0.1:0\"\n\n[paths]\nstate = \"state\"\n\n[log]\nformat = \"json\"\n",
     );
     write(
-        &instance_file(&cfg, "ci"),
+        &CiToml.path(&cfg),
         "hostnames = [\"ci.test\", \"ci.example\"]\nlisten = [\"127.0.0.1:0\"]\n\n\
          [storage]\nroot = \"data/ci\"\n\n[auth]\nhtpasswd = \"credentials/ci.htpasswd\"\n",
     );
-    let out = check(&cfg);
-    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+    assert_passes(&check(&cfg));
 
     // berth.toml is optional.
-    std::fs::remove_file(cfg.path().join("berth.toml")).unwrap();
-    let out = check(&cfg);
-    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+    std::fs::remove_file(BerthToml.path(&cfg)).unwrap();
+    assert_passes(&check(&cfg));
 }
 
 #[test]
 fn toml_syntax_error() {
-    let cfg = one_instance();
-    let file = instance_file(&cfg, "ci");
-    write(
-        &file,
-        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbad line here\n",
-    );
-    assert_fails_at(&check(&cfg), &file, 3);
-
-    let cfg = one_instance();
-    let file = cfg.path().join("berth.toml");
-    write(&file, "[listen]\nhttp = \"127.0.0.1:0\n");
-    assert_fails_at(&check(&cfg), &file, 2);
+    assert_each_fails_at(&[
+        (
+            CiToml,
+            "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbad line here\n",
+            3,
+        ),
+        (BerthToml, "[listen]\nhttp = \"127.0.0.1:0\n", 2),
+    ]);
 }
 
 #[test]
 fn unknown_key() {
-    let cfg = one_instance();
-    let file = instance_file(&cfg, "ci");
-    write(
-        &file,
-        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbogus = 1\n",
-    );
-    assert_fails_at(&check(&cfg), &file, 3);
-
-    let cfg = one_instance();
-    let file = instance_file(&cfg, "ci");
-    write(
-        &file,
-        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\n[storage]\nroot = \"data/ci\"\nrooot = \"x\"\n",
-    );
-    assert_fails_at(&check(&cfg), &file, 5);
-
-    let cfg = one_instance();
-    let file = cfg.path().join("berth.toml");
-    write(
-        &file,
-        "[listen]\nhttp = \"127.0.0.1:0\"\n[paths]\nstate = \"state\"\ncolour = 1\n",
-    );
-    assert_fails_at(&check(&cfg), &file, 5);
+    assert_each_fails_at(&[
+        (
+            CiToml,
+            "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbogus = 1\n",
+            3,
+        ),
+        (
+            CiToml,
+            "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\n[storage]\nroot = \"data/ci\"\nrooot = \"x\"\n",
+            5,
+        ),
+        (
+            BerthToml,
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[paths]\nstate = \"state\"\ncolour = 1\n",
+            5,
+        ),
+    ]);
 }
 
 #[test]
 fn wrong_type() {
-    let cfg = one_instance();
-    let file = instance_file(&cfg, "ci");
-    write(
-        &file,
-        "hostnames = \"ci.test\"\nlisten = [\"127.0.0.1:0\"]\n",
-    );
-    assert_fails_at(&check(&cfg), &file, 1);
-
-    let cfg = one_instance();
-    let file = instance_file(&cfg, "ci");
-    write(&file, "hostnames = [\"ci.test\"]\nlisten = 5\n");
-    assert_fails_at(&check(&cfg), &file, 2);
-
-    let cfg = one_instance();
-    let file = cfg.path().join("berth.toml");
-    write(
-        &file,
-        "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = 3\n",
-    );
-    assert_fails_at(&check(&cfg), &file, 4);
-
-    let cfg = one_instance();
-    let file = cfg.path().join("berth.toml");
-    write(
-        &file,
-        "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = \"xml\"\n",
-    );
-    assert_fails_at(&check(&cfg), &file, 4);
+    assert_each_fails_at(&[
+        (
+            CiToml,
+            "hostnames = \"ci.test\"\nlisten = [\"127.0.0.1:0\"]\n",
+            1,
+        ),
+        (CiToml, "hostnames = [\"ci.test\"]\nlisten = 5\n", 2),
+        (
+            BerthToml,
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = 3\n",
+            4,
+        ),
+        (
+            BerthToml,
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = \"xml\"\n",
+            4,
+        ),
+    ]);
 }
 
 #[test]
@@ -235,32 +283,20 @@ fn bad_listen_address() {
         "127.0.0.1",
         "300.1.1.1:80",
     ] {
-        let cfg = one_instance();
-        let file = instance_file(&cfg, "ci");
-        write(
-            &file,
-            &format!("hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\", \"{addr}\"]\n"),
-        );
-        assert_fails_at(&check(&cfg), &file, 2);
+        assert_edit_fails_at(CiToml, 2, |_| {
+            format!("hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\", \"{addr}\"]\n")
+        });
     }
-
-    let cfg = one_instance();
-    let file = cfg.path().join("berth.toml");
-    write(&file, "[listen]\nhttp = \"localhost\"\n");
-    assert_fails_at(&check(&cfg), &file, 2);
+    assert_each_fails_at(&[(BerthToml, "[listen]\nhttp = \"localhost\"\n", 2)]);
 }
 
 #[test]
 fn duplicate_hostname_names_both_files() {
-    let mut ci = Instance::new("ci");
-    ci.hostnames = vec!["unique-ci.test".into(), "same.test".into()];
-    let mut cache = Instance::new("cache");
-    cache.hostnames = vec!["same.test".into()];
-    let cfg = ConfigDir::new(&[ci, cache]);
+    let cfg = same_hostname(Some("unique-ci.test"));
     let out = check(&cfg);
     assert_fails_at(&out, &instance_file(&cfg, "ci"), 1);
     assert_fails_at(&out, &instance_file(&cfg, "cache"), 1);
-    assert!(out.stderr.contains("same.test"), "stderr:\n{}", out.stderr);
+    assert_stderr_contains(&out, "same.test");
 }
 
 #[test]
@@ -293,7 +329,7 @@ fn same_storage_root_names_both_files() {
 #[test]
 fn missing_htpasswd_file() {
     let cfg = one_instance();
-    let file = htpasswd_file(&cfg, "ci");
+    let file = CiHtpasswd.path(&cfg);
     std::fs::remove_file(&file).unwrap();
     assert_fails_naming(&check(&cfg), &file);
 
@@ -302,72 +338,43 @@ fn missing_htpasswd_file() {
     let cfg = ConfigDir::new(&[ci]);
     let out = check(&cfg);
     assert_fails_at(&out, &instance_file(&cfg, "ci"), 4);
-    assert!(
-        out.stderr.contains("not-there.htpasswd"),
-        "stderr:\n{}",
-        out.stderr
-    );
+    assert_stderr_contains(&out, "not-there.htpasswd");
 }
 
 #[test]
 fn malformed_htpasswd_line() {
-    let cfg = one_instance();
-    let file = htpasswd_file(&cfg, "ci");
-    let good = std::fs::read_to_string(&file).unwrap();
-    write(&file, &format!("{good}this line has no colon\n"));
-    assert_fails_at(&check(&cfg), &file, 2);
-
-    let cfg = one_instance();
-    let file = htpasswd_file(&cfg, "ci");
-    let good = std::fs::read_to_string(&file).unwrap();
+    assert_edit_fails_at(CiHtpasswd, 2, |good| {
+        format!("{good}this line has no colon\n")
+    });
     let extra = format!("other:{}\n", bcrypt::hash("x", 4).unwrap());
-    write(&file, &format!("{good}{extra}:$2y$04$emptyusername\n"));
-    assert_fails_at(&check(&cfg), &file, 3);
+    assert_edit_fails_at(CiHtpasswd, 3, |good| {
+        format!("{good}{extra}:$2y$04$emptyusername\n")
+    });
 }
 
 #[test]
 fn non_bcrypt_htpasswd_hash() {
-    let cfg = one_instance();
-    let file = htpasswd_file(&cfg, "ci");
-    let good = std::fs::read_to_string(&file).unwrap();
-    write(
-        &file,
-        &format!("{good}md5user:$apr1$abcdefgh$0123456789abcdefghijkl\n"),
-    );
-    assert_fails_at(&check(&cfg), &file, 2);
-
-    let cfg = one_instance();
-    let file = htpasswd_file(&cfg, "ci");
-    write(&file, "shauser:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
-    assert_fails_at(&check(&cfg), &file, 1);
+    assert_edit_fails_at(CiHtpasswd, 2, |good| {
+        format!("{good}md5user:$apr1$abcdefgh$0123456789abcdefghijkl\n")
+    });
+    assert_each_fails_at(&[(CiHtpasswd, "shauser:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", 1)]);
 }
 
 #[test]
 fn bad_instance_file_name() {
     let cfg = one_instance();
     let bad = cfg.path().join("instances").join("Bad Name!.toml");
-    std::fs::copy(instance_file(&cfg, "ci"), &bad).unwrap();
+    std::fs::copy(CiToml.path(&cfg), &bad).unwrap();
     let out = check(&cfg);
-    assert!(
-        out.code.is_some_and(|c| c != 0),
-        "expected failure, stderr:\n{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("Bad Name!.toml"),
-        "stderr should name the file; stderr:\n{}",
-        out.stderr
-    );
+    assert_failed(&out);
+    assert_stderr_contains(&out, "Bad Name!.toml");
 }
 
 #[test]
 fn serve_refuses_broken_config_with_the_same_message() {
-    let cfg = one_instance();
-    let file = instance_file(&cfg, "ci");
-    write(
-        &file,
-        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbogus = 1\n",
-    );
+    let (cfg, file) = broken(CiToml, |_| {
+        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\nbogus = 1\n".to_string()
+    });
     let checked = check(&cfg);
     assert_fails_at(&checked, &file, 3);
     let served = run("serve", cfg.path());
@@ -391,17 +398,11 @@ fn serve_refuses_broken_config_with_the_same_message() {
         served.stderr
     );
 
-    let mut ci = Instance::new("ci");
-    ci.hostnames = vec!["same.test".into()];
-    let mut cache = Instance::new("cache");
-    cache.hostnames = vec!["same.test".into()];
-    let cfg = ConfigDir::new(&[ci, cache]);
+    let cfg = same_hostname(None);
     let served = run("serve", cfg.path());
     assert_fails_at(&served, &instance_file(&cfg, "ci"), 1);
     assert_fails_at(&served, &instance_file(&cfg, "cache"), 1);
 
-    let cfg = one_instance();
-    let file = htpasswd_file(&cfg, "ci");
-    write(&file, "no colon\n");
+    let (cfg, file) = broken(CiHtpasswd, |_| "no colon\n".to_string());
     assert_fails_at(&run("serve", cfg.path()), &file, 1);
 }

@@ -24,34 +24,15 @@ struct Pushed {
 fn push_fixtures(addr: &str, creds: &str) -> Pushed {
     let image = make_image("v1");
     let multi = make_multiarch("multi");
-    skopeo_push(
-        &image.reference("v1"),
-        &format!("docker://{addr}/interop/app:v1"),
-        creds,
-        &["--format", "oci"],
-    );
-    skopeo_push(
-        &image.reference("v1"),
-        &format!("docker://{addr}/interop/app:v2s2"),
-        creds,
-        &["--format", "v2s2"],
-    );
-    skopeo_push(
-        &multi.reference("multi"),
-        &format!("docker://{addr}/interop/nested/multi:latest"),
-        creds,
-        &["--all"],
-    );
     let mut raw = Vec::new();
-    for repo_tag in [
-        "interop/app:v1",
-        "interop/app:v2s2",
-        "interop/nested/multi:latest",
+    for (layout, tag, repo_tag, extra) in [
+        (&image, "v1", "interop/app:v1", &["--format", "oci"][..]),
+        (&image, "v1", "interop/app:v2s2", &["--format", "v2s2"]),
+        (&multi, "multi", "interop/nested/multi:latest", &["--all"]),
     ] {
-        raw.push((
-            repo_tag.to_string(),
-            skopeo_raw(&format!("docker://{addr}/{repo_tag}"), creds),
-        ));
+        let target = format!("docker://{addr}/{repo_tag}");
+        skopeo_push(&layout.reference(tag), &target, creds, extra);
+        raw.push((repo_tag.to_string(), skopeo_raw(&target, creds)));
     }
     assert_eq!(
         raw[0].1.as_bytes(),
@@ -74,13 +55,7 @@ fn verify_fixtures(addr: &str, creds: &str, pushed: &Pushed) {
         );
     }
 
-    let back = OciLayout::empty();
-    skopeo_pull(
-        &format!("docker://{addr}/interop/app:v1"),
-        &back.reference("v1"),
-        creds,
-        &[],
-    );
+    let back = pull_layout(&format!("docker://{addr}/interop/app:v1"), "v1", creds, &[]);
     let orig = pushed.image.digest("v1");
     assert_eq!(
         back.digest("v1"),
@@ -88,16 +63,13 @@ fn verify_fixtures(addr: &str, creds: &str, pushed: &Pushed) {
         "OCI manifest digest after the round trip"
     );
     assert_eq!(back.image_digests(&orig), pushed.image.image_digests(&orig));
-    for layer in back.image_digests(&orig).layers {
-        assert_eq!(format!("sha256:{}", sha256_hex(&back.blob(&layer))), layer);
-    }
+    back.assert_layers_intact(&orig);
 
     // The schema2 copy comes back as OCI with the same layers (skopeo
     // rewrites the config at each format conversion, not its rootfs).
-    let back2 = OciLayout::empty();
-    skopeo_pull(
+    let back2 = pull_layout(
         &format!("docker://{addr}/interop/app:v2s2"),
-        &back2.reference("v2s2"),
+        "v2s2",
         creds,
         &[],
     );
@@ -113,10 +85,9 @@ fn verify_fixtures(addr: &str, creds: &str, pushed: &Pushed) {
         "diff_ids in the config of the schema2 copy"
     );
 
-    let multi_back = OciLayout::empty();
-    skopeo_pull(
+    let multi_back = pull_layout(
         &format!("docker://{addr}/interop/nested/multi:latest"),
-        &multi_back.reference("latest"),
+        "latest",
         creds,
         &["--all"],
     );
@@ -140,13 +111,10 @@ fn reference_registry_round_trip() {
     let reg = DistRegistry::start(&data.path().join("root"), "ref-user", "ref-secret");
     let pushed = push_fixtures(&reg.addr, &reg.creds());
     verify_fixtures(&reg.addr, &reg.creds(), &pushed);
-    assert_auth_error(&skopeo_fails(&[
-        "inspect",
-        "--tls-verify=false",
-        "--creds",
-        "ref-user:wrong",
+    assert_auth_error(&skopeo_raw_fails(
         &reg.image("interop/app:v1"),
-    ]));
+        "ref-user:wrong",
+    ));
 }
 
 /// A data directory written by the reference registry is served by berth.
@@ -184,13 +152,7 @@ fn berth_serves_reference_registry_data() {
             "v2s2".to_string()
         ]
     );
-    let back = OciLayout::empty();
-    skopeo_pull(
-        &reg.image("interop/app:from-berth"),
-        &back.reference("t"),
-        &reg.creds(),
-        &[],
-    );
+    let back = pull_layout(&reg.image("interop/app:from-berth"), "t", &reg.creds(), &[]);
     assert_eq!(back.digest("t"), pushed.image.digest("v1"));
 }
 

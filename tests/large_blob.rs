@@ -115,17 +115,34 @@ fn header_str<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
         .unwrap()
 }
 
-async fn expect_status(
-    resp: reqwest::Response,
+/// Sends a request and asserts its status; returns the response.
+async fn send_expect(
+    req: reqwest::RequestBuilder,
     status: StatusCode,
     what: &str,
 ) -> reqwest::Response {
+    let resp = req.send().await.unwrap();
     if resp.status() != status {
         let got = resp.status();
         let body = resp.text().await.unwrap_or_default();
         panic!("{what}: expected {status}, got {got}: {body}");
     }
     resp
+}
+
+/// Asserts the headers of the whole blob: its size and digest.
+fn assert_whole_blob(resp: &reqwest::Response, digest: &str) {
+    assert_eq!(header_str(resp, "content-length"), SIZE.to_string());
+    assert_eq!(header_str(resp, "docker-content-digest"), digest);
+}
+
+/// Asserts the headers of a completed upload: the digest and the blob's Location.
+fn assert_blob_created(resp: &reqwest::Response, repo: &str, digest: &str) {
+    assert_eq!(header_str(resp, "docker-content-digest"), digest);
+    assert_eq!(
+        header_str(resp, "location"),
+        format!("/v2/{repo}/blobs/{digest}")
+    );
 }
 
 fn assert_rss(server: &Server, when: &str) {
@@ -140,14 +157,9 @@ fn assert_rss(server: &Server, when: &str) {
 /// Streams a blob from the registry, hashing it; checks size and digest.
 async fn pull_and_verify(reg: Registry, path: String, digest: String) {
     let start = Instant::now();
-    let resp = reg
-        .request(reqwest::Method::GET, &path)
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::OK, &format!("GET {path}")).await;
-    assert_eq!(header_str(&resp, "content-length"), SIZE.to_string());
-    assert_eq!(header_str(&resp, "docker-content-digest"), digest);
+    let req = reg.request(reqwest::Method::GET, &path);
+    let resp = send_expect(req, StatusCode::OK, &format!("GET {path}")).await;
+    assert_whole_blob(&resp, &digest);
     let mut body = resp.bytes_stream();
     let mut hasher = Sha256::new();
     let mut len = 0u64;
@@ -180,18 +192,11 @@ async fn check_ranges(reg: &Registry, path: &str, content: &Content) {
         ),
     ];
     for (range, start, end) in cases {
-        let resp = reg
+        let req = reg
             .request(reqwest::Method::GET, path)
-            .header(header::RANGE, &range)
-            .send()
-            .await
-            .unwrap();
-        let resp = expect_status(
-            resp,
-            StatusCode::PARTIAL_CONTENT,
-            &format!("GET {path} {range}"),
-        )
-        .await;
+            .header(header::RANGE, &range);
+        let what = format!("GET {path} {range}");
+        let resp = send_expect(req, StatusCode::PARTIAL_CONTENT, &what).await;
         assert_eq!(
             header_str(&resp, "content-range"),
             format!("bytes {start}-{end}/{SIZE}"),
@@ -227,28 +232,21 @@ async fn check_ranges(reg: &Registry, path: &str, content: &Content) {
 async fn push_streamed(reg: &Registry, repo: &str, content: &Arc<Content>) -> String {
     let start = Instant::now();
     let hasher = Arc::new(Mutex::new(Sha256::new()));
-    let resp = reg
-        .request(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::ACCEPTED, "POST upload").await;
+    let req = reg.request(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/"));
+    let resp = send_expect(req, StatusCode::ACCEPTED, "POST upload").await;
     let location = header_str(&resp, "location").to_string();
     let half = CHUNKS / 2;
-    let resp = reg
+    let req = reg
         .request(reqwest::Method::PATCH, &location)
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(content.body(0..half, hasher.clone()))
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::ACCEPTED, "streamed PATCH").await;
+        .body(content.body(0..half, hasher.clone()));
+    let resp = send_expect(req, StatusCode::ACCEPTED, "streamed PATCH").await;
     assert_eq!(
         header_str(&resp, "range"),
         format!("0-{}", half * CHUNK - 1)
     );
     let location = header_str(&resp, "location").to_string();
-    let resp = reg
+    let req = reg
         .request(reqwest::Method::PATCH, &location)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(
@@ -256,37 +254,22 @@ async fn push_streamed(reg: &Registry, repo: &str, content: &Arc<Content>) -> St
             format!("{}-{}", half * CHUNK, SIZE - 1),
         )
         .header(header::CONTENT_LENGTH, (SIZE - half * CHUNK).to_string())
-        .body(content.body(half..CHUNKS, hasher.clone()))
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::ACCEPTED, "PATCH with Content-Range").await;
+        .body(content.body(half..CHUNKS, hasher.clone()));
+    let resp = send_expect(req, StatusCode::ACCEPTED, "PATCH with Content-Range").await;
     assert_eq!(header_str(&resp, "range"), format!("0-{}", SIZE - 1));
     let location = header_str(&resp, "location").to_string();
-    let resp = reg
-        .request(reqwest::Method::GET, &location)
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::NO_CONTENT, "GET upload status").await;
+    let req = reg.request(reqwest::Method::GET, &location);
+    let resp = send_expect(req, StatusCode::NO_CONTENT, "GET upload status").await;
     assert_eq!(header_str(&resp, "range"), format!("0-{}", SIZE - 1));
     let hasher = std::mem::take(&mut *hasher.lock().unwrap());
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let sep = if location.contains('?') { '&' } else { '?' };
-    let resp = reg
-        .request(
-            reqwest::Method::PUT,
-            &format!("{location}{sep}digest={digest}"),
-        )
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::CREATED, "PUT to finish the upload").await;
-    assert_eq!(header_str(&resp, "docker-content-digest"), digest);
-    assert_eq!(
-        header_str(&resp, "location"),
-        format!("/v2/{repo}/blobs/{digest}")
+    let req = reg.request(
+        reqwest::Method::PUT,
+        &format!("{location}{sep}digest={digest}"),
     );
+    let resp = send_expect(req, StatusCode::CREATED, "PUT to finish the upload").await;
+    assert_blob_created(&resp, repo, &digest);
     eprintln!("streamed PATCH + PUT of 1 GiB in {:?}", start.elapsed());
     digest
 }
@@ -295,23 +278,16 @@ async fn push_streamed(reg: &Registry, repo: &str, content: &Arc<Content>) -> St
 async fn push_monolithic(reg: &Registry, repo: &str, content: &Arc<Content>, digest: &str) {
     let start = Instant::now();
     let unused = Arc::new(Mutex::new(Sha256::new()));
-    let resp = reg
+    let req = reg
         .request(
             reqwest::Method::POST,
             &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
         )
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, SIZE.to_string())
-        .body(content.body(0..CHUNKS, unused))
-        .send()
-        .await
-        .unwrap();
-    let resp = expect_status(resp, StatusCode::CREATED, "monolithic POST").await;
-    assert_eq!(header_str(&resp, "docker-content-digest"), digest);
-    assert_eq!(
-        header_str(&resp, "location"),
-        format!("/v2/{repo}/blobs/{digest}")
-    );
+        .body(content.body(0..CHUNKS, unused));
+    let resp = send_expect(req, StatusCode::CREATED, "monolithic POST").await;
+    assert_blob_created(&resp, repo, digest);
     eprintln!("monolithic POST of 1 GiB in {:?}", start.elapsed());
 }
 
@@ -333,42 +309,29 @@ async fn one_gib_blob_streams_in_and_out_in_bounded_memory() {
     assert_rss(&server, "after the monolithic upload");
 
     // HEAD, then both pulled back at once, streamed and hashed.
-    for (reg, path) in [
-        (&ci, format!("/v2/big/chunked/blobs/{digest}")),
-        (&cache, format!("/v2/big/monolithic/blobs/{digest}")),
-    ] {
-        let resp = reg
-            .request(reqwest::Method::HEAD, &path)
-            .send()
-            .await
-            .unwrap();
-        let resp = expect_status(resp, StatusCode::OK, &format!("HEAD {path}")).await;
-        assert_eq!(header_str(&resp, "content-length"), SIZE.to_string());
-        assert_eq!(header_str(&resp, "docker-content-digest"), digest);
-    }
-    let pulls = [
-        tokio::spawn(pull_and_verify(
-            Registry::new(&server, "ci"),
-            format!("/v2/big/chunked/blobs/{digest}"),
-            digest.clone(),
-        )),
-        tokio::spawn(pull_and_verify(
-            Registry::new(&server, "cache"),
-            format!("/v2/big/monolithic/blobs/{digest}"),
-            digest.clone(),
-        )),
+    let blobs = [
+        ("ci", format!("/v2/big/chunked/blobs/{digest}")),
+        ("cache", format!("/v2/big/monolithic/blobs/{digest}")),
     ];
+    for (instance, path) in &blobs {
+        let req = Registry::new(&server, instance).request(reqwest::Method::HEAD, path);
+        let resp = send_expect(req, StatusCode::OK, &format!("HEAD {path}")).await;
+        assert_whole_blob(&resp, &digest);
+    }
+    let pulls = blobs.clone().map(|(instance, path)| {
+        tokio::spawn(pull_and_verify(
+            Registry::new(&server, instance),
+            path,
+            digest.clone(),
+        ))
+    });
     for pull in pulls {
         pull.await.unwrap();
     }
     assert_rss(&server, "after the pulls");
 
-    check_ranges(&ci, &format!("/v2/big/chunked/blobs/{digest}"), &content).await;
-    check_ranges(
-        &cache,
-        &format!("/v2/big/monolithic/blobs/{digest}"),
-        &content,
-    )
-    .await;
+    for (instance, path) in &blobs {
+        check_ranges(&Registry::new(&server, instance), path, &content).await;
+    }
     assert_rss(&server, "at the end");
 }

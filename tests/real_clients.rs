@@ -11,8 +11,19 @@ use common::{ConfigDir, Instance, Server};
 const CI_CREDS: &str = "ci-user:ci-secret";
 const CACHE_CREDS: &str = "cache-user:cache-secret";
 
+/// Asserts that `copy` holds the same bytes as `orig` for every layer.
+fn assert_same_layers(copy: &OciLayout, orig: &OciLayout, layers: &[String], what: &str) {
+    for layer in layers {
+        assert_eq!(copy.blob(layer), orig.blob(layer), "layer {layer} {what}");
+    }
+}
+
 fn start_two() -> (ConfigDir, Server, LogOnPanic) {
-    let cfg = ConfigDir::new(&[Instance::new("ci"), Instance::new("cache")]);
+    // The wrong-credentials test fails logins on purpose, many times.
+    let cfg = ConfigDir::new(&[
+        Instance::new("ci").tolerating_failed_logins(),
+        Instance::new("cache").tolerating_failed_logins(),
+    ]);
     let server = Server::start(&cfg);
     let log = log_on_panic("berth stderr", &server.stderr_log);
     (cfg, server, log)
@@ -28,28 +39,21 @@ fn skopeo_round_trips_through_two_instances() {
     let orig_digests = image.image_digests(&orig);
 
     // OCI to ci, Docker schema2 to cache.
-    skopeo_push(
-        &image.reference("v1"),
-        &format!("docker://{ci}/e2e/app:v1"),
-        CI_CREDS,
-        &["--format", "oci"],
-    );
-    skopeo_push(
-        &image.reference("v1"),
-        &format!("docker://{cache}/e2e/app:v1"),
-        CACHE_CREDS,
-        &["--format", "v2s2"],
-    );
+    let ci_app = format!("docker://{ci}/e2e/app:v1");
+    let cache_app = format!("docker://{cache}/e2e/app:v1");
+    let v1 = image.reference("v1");
+    skopeo_push(&v1, &ci_app, CI_CREDS, &["--format", "oci"]);
+    skopeo_push(&v1, &cache_app, CACHE_CREDS, &["--format", "v2s2"]);
 
     // inspect --raw: ci serves the OCI manifest byte for byte; cache a
     // schema2 manifest with the same layers.
-    let raw_ci = skopeo_raw(&format!("docker://{ci}/e2e/app:v1"), CI_CREDS);
+    let raw_ci = skopeo_raw(&ci_app, CI_CREDS);
     assert_eq!(
         raw_ci.as_bytes(),
         image.blob(&orig),
         "ci serves the manifest as pushed"
     );
-    let raw_cache = skopeo_raw(&format!("docker://{cache}/e2e/app:v1"), CACHE_CREDS);
+    let raw_cache = skopeo_raw(&cache_app, CACHE_CREDS);
     let v2s2: serde_json::Value = serde_json::from_str(&raw_cache).unwrap();
     assert_eq!(v2s2["mediaType"], DOCKER_MANIFEST);
     assert_eq!(ImageDigests::of(&v2s2).layers, orig_digests.layers);
@@ -58,48 +62,24 @@ fn skopeo_round_trips_through_two_instances() {
         "--tls-verify=false",
         "--creds",
         CACHE_CREDS,
-        &format!("docker://{cache}/e2e/app:v1"),
+        &cache_app,
     ]))
     .unwrap();
     assert_eq!(inspect["Layers"], serde_json::json!(orig_digests.layers));
     assert_eq!(inspect["Architecture"], "amd64");
 
     // Copy back from each instance into a new OCI layout.
-    let back_ci = OciLayout::empty();
-    skopeo_pull(
-        &format!("docker://{ci}/e2e/app:v1"),
-        &back_ci.reference("v1"),
-        CI_CREDS,
-        &[],
-    );
+    let back_ci = pull_layout(&ci_app, "v1", CI_CREDS, &[]);
     assert_eq!(back_ci.digest("v1"), orig, "manifest digest after ci");
     assert_eq!(back_ci.image_digests(&orig), orig_digests);
-    for layer in &orig_digests.layers {
-        assert_eq!(
-            back_ci.blob(layer),
-            image.blob(layer),
-            "layer {layer} after ci"
-        );
-    }
-    let back_cache = OciLayout::empty();
-    skopeo_pull(
-        &format!("docker://{cache}/e2e/app:v1"),
-        &back_cache.reference("v1"),
-        CACHE_CREDS,
-        &[],
-    );
+    assert_same_layers(&back_ci, &image, &orig_digests.layers, "after ci");
+    let back_cache = pull_layout(&cache_app, "v1", CACHE_CREDS, &[]);
     let cache_digests = back_cache.image_digests(&back_cache.digest("v1"));
     assert_eq!(
         cache_digests.layers, orig_digests.layers,
         "layers after cache"
     );
-    for layer in &orig_digests.layers {
-        assert_eq!(
-            back_cache.blob(layer),
-            image.blob(layer),
-            "layer {layer} after cache"
-        );
-    }
+    assert_same_layers(&back_cache, &image, &orig_digests.layers, "after cache");
     assert_eq!(
         back_cache.blob_json(&cache_digests.config)["rootfs"],
         image.blob_json(&orig_digests.config)["rootfs"]
@@ -108,31 +88,15 @@ fn skopeo_round_trips_through_two_instances() {
     // list-tags, then delete: skopeo deletes by digest, so every tag on
     // that manifest goes and the other manifest stays.
     let other = make_image("other");
-    skopeo_push(
-        &image.reference("v1"),
-        &format!("docker://{ci}/e2e/app:v2"),
-        CI_CREDS,
-        &[],
-    );
-    skopeo_push(
-        &other.reference("other"),
-        &format!("docker://{ci}/e2e/app:other"),
-        CI_CREDS,
-        &[],
-    );
+    let ci_other = format!("docker://{ci}/e2e/app:other");
+    skopeo_push(&v1, &format!("docker://{ci}/e2e/app:v2"), CI_CREDS, &[]);
+    skopeo_push(&other.reference("other"), &ci_other, CI_CREDS, &[]);
     assert_eq!(
         skopeo_tags(&format!("docker://{ci}/e2e/app"), CI_CREDS),
         ["other", "v1", "v2"]
     );
     // Instances do not share repositories: `other` went to ci only.
-    let missing = skopeo_fails(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--creds",
-        CACHE_CREDS,
-        &format!("docker://{cache}/e2e/app:other"),
-    ]);
+    let missing = skopeo_raw_fails(&format!("docker://{cache}/e2e/app:other"), CACHE_CREDS);
     assert!(missing.contains("manifest unknown"), "{missing}");
 
     skopeo(&[
@@ -143,14 +107,7 @@ fn skopeo_round_trips_through_two_instances() {
         &format!("docker://{ci}/e2e/app:v2"),
     ]);
     for reference in [":v1".to_string(), ":v2".to_string(), format!("@{orig}")] {
-        let err = skopeo_fails(&[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            CI_CREDS,
-            &format!("docker://{ci}/e2e/app{reference}"),
-        ]);
+        let err = skopeo_raw_fails(&format!("docker://{ci}/e2e/app{reference}"), CI_CREDS);
         assert!(
             err.contains("manifest unknown"),
             "after delete, e2e/app{reference}: {err}"
@@ -164,7 +121,7 @@ fn skopeo_round_trips_through_two_instances() {
         skopeo_tags(&format!("docker://{cache}/e2e/app"), CACHE_CREDS),
         ["v1"]
     );
-    let raw_other = skopeo_raw(&format!("docker://{ci}/e2e/app:other"), CI_CREDS);
+    let raw_other = skopeo_raw(&ci_other, CI_CREDS);
     assert_eq!(raw_other.as_bytes(), other.blob(&other.digest("other")));
 
     // Registry to registry: promote from ci to cache.
@@ -176,7 +133,7 @@ fn skopeo_round_trips_through_two_instances() {
         "--dest-tls-verify=false",
         "--dest-creds",
         CACHE_CREDS,
-        &format!("docker://{ci}/e2e/app:other"),
+        &ci_other,
         &format!("docker://{cache}/promoted/app:other"),
     ]);
     assert_eq!(
@@ -195,17 +152,10 @@ fn skopeo_round_trips_through_two_instances() {
             multi.blob(&multi.digest("multi")),
             "index on {addr}"
         );
-        let back = OciLayout::empty();
-        skopeo_pull(&target, &back.reference("1.0"), creds, &["--all"]);
+        let back = pull_layout(&target, "1.0", creds, &["--all"]);
         assert_same_multiarch(&multi, "multi", &back, "1.0");
         // A single platform out of the index.
-        let arm = OciLayout::empty();
-        skopeo_pull(
-            &target,
-            &arm.reference("arm"),
-            creds,
-            &["--override-arch", "arm64"],
-        );
+        let arm = pull_layout(&target, "arm", creds, &["--override-arch", "arm64"]);
         let arm_digest = multi.digest("multi-arm64");
         assert_eq!(arm.digest("arm"), arm_digest);
     }
@@ -217,18 +167,14 @@ fn skopeo_is_refused_with_wrong_credentials() {
     let ci = server.addr("ci");
     let cache = server.addr("cache");
     let image = make_image("v1");
-    skopeo_push(
-        &image.reference("v1"),
-        &format!("docker://{ci}/e2e/app:v1"),
-        CI_CREDS,
-        &[],
-    );
-    skopeo_push(
-        &image.reference("v1"),
-        &format!("docker://{cache}/e2e/app:v1"),
-        CACHE_CREDS,
-        &[],
-    );
+    for (addr, creds) in [(ci, CI_CREDS), (cache, CACHE_CREDS)] {
+        skopeo_push(
+            &image.reference("v1"),
+            &format!("docker://{addr}/e2e/app:v1"),
+            creds,
+            &[],
+        );
+    }
 
     let refused = [
         (ci, CACHE_CREDS, "cache's credentials on ci"),
@@ -242,32 +188,19 @@ fn skopeo_is_refused_with_wrong_credentials() {
         (ci, "nobody:ci-secret", "an unknown user on ci"),
     ];
     for (addr, creds, what) in refused {
-        let err = skopeo_fails(&[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            creds,
+        assert_auth_error(&skopeo_raw_fails(
             &format!("docker://{addr}/e2e/app:v1"),
-        ]);
-        assert_auth_error(&err);
-        let err = skopeo_fails(&[
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
             creds,
+        ));
+        assert_auth_error(&skopeo_push_fails(
             &image.reference("v1"),
             &format!("docker://{addr}/e2e/refused:v1"),
-        ]);
-        assert_auth_error(&err);
-        let err = skopeo_fails(&[
-            "list-tags",
-            "--tls-verify=false",
-            "--creds",
             creds,
+        ));
+        assert_auth_error(&skopeo_tags_fails(
             &format!("docker://{addr}/e2e/app"),
-        ]);
-        assert_auth_error(&err);
+            creds,
+        ));
         eprintln!("refused as expected: {what}");
     }
     // No credentials at all.
@@ -284,13 +217,7 @@ fn skopeo_is_refused_with_wrong_credentials() {
         skopeo_tags(&format!("docker://{ci}/e2e/app"), CI_CREDS),
         ["v1"]
     );
-    let err = skopeo_fails(&[
-        "list-tags",
-        "--tls-verify=false",
-        "--creds",
-        CI_CREDS,
-        &format!("docker://{ci}/e2e/refused"),
-    ]);
+    let err = skopeo_tags_fails(&format!("docker://{ci}/e2e/refused"), CI_CREDS);
     assert!(
         err.contains("404"),
         "a refused push created e2e/refused: {err}"

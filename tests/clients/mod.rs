@@ -170,32 +170,73 @@ pub fn skopeo_fails(args: &[&str]) -> String {
     run_fails(&mut skopeo_cmd(args))
 }
 
-/// `skopeo copy` from anything to a plain-HTTP registry with credentials.
-pub fn skopeo_push(src: &str, dest: &str, creds: &str, extra: &[&str]) {
-    let mut args = vec!["copy", "--dest-tls-verify=false", "--dest-creds", creds];
+/// Arguments of `skopeo copy SRC DEST` where `side` ("src" or "dest") is a
+/// plain-HTTP registry with credentials.
+fn copy_args<'a>(
+    side: &str,
+    src: &'a str,
+    dest: &'a str,
+    creds: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let (tls, creds_flag) = match side {
+        "src" => ("--src-tls-verify=false", "--src-creds"),
+        "dest" => ("--dest-tls-verify=false", "--dest-creds"),
+        _ => panic!("side is \"src\" or \"dest\", not {side:?}"),
+    };
+    let mut args = vec!["copy", tls, creds_flag, creds];
     args.extend_from_slice(extra);
     args.extend_from_slice(&[src, dest]);
-    skopeo(&args);
+    args
+}
+
+/// `skopeo copy` from anything to a plain-HTTP registry with credentials.
+pub fn skopeo_push(src: &str, dest: &str, creds: &str, extra: &[&str]) {
+    skopeo(&copy_args("dest", src, dest, creds, extra));
+}
+
+/// `skopeo_push` expected to fail; returns its error output.
+pub fn skopeo_push_fails(src: &str, dest: &str, creds: &str) -> String {
+    skopeo_fails(&copy_args("dest", src, dest, creds, &[]))
 }
 
 /// `skopeo copy` from a plain-HTTP registry with credentials to anything.
 pub fn skopeo_pull(src: &str, dest: &str, creds: &str, extra: &[&str]) {
-    let mut args = vec!["copy", "--src-tls-verify=false", "--src-creds", creds];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[src, dest]);
-    skopeo(&args);
+    skopeo(&copy_args("src", src, dest, creds, extra));
 }
 
-/// `skopeo inspect --raw`: the manifest bytes as the registry serves them.
-pub fn skopeo_raw(image: &str, creds: &str) -> String {
-    skopeo(&[
+/// `skopeo_pull` of `src` into a new OCI layout, as `tag`.
+pub fn pull_layout(src: &str, tag: &str, creds: &str, extra: &[&str]) -> OciLayout {
+    let layout = OciLayout::empty();
+    skopeo_pull(src, &layout.reference(tag), creds, extra);
+    layout
+}
+
+/// Arguments of `skopeo inspect --raw` of a plain-HTTP registry's image.
+fn raw_args<'a>(image: &'a str, creds: &'a str) -> [&'a str; 6] {
+    [
         "inspect",
         "--raw",
         "--tls-verify=false",
         "--creds",
         creds,
         image,
-    ])
+    ]
+}
+
+/// `skopeo inspect --raw`: the manifest bytes as the registry serves them.
+pub fn skopeo_raw(image: &str, creds: &str) -> String {
+    skopeo(&raw_args(image, creds))
+}
+
+/// `skopeo_raw` expected to fail; returns its error output.
+pub fn skopeo_raw_fails(image: &str, creds: &str) -> String {
+    skopeo_fails(&raw_args(image, creds))
+}
+
+/// `skopeo list-tags` expected to fail; returns its error output.
+pub fn skopeo_tags_fails(repo: &str, creds: &str) -> String {
+    skopeo_fails(&["list-tags", "--tls-verify=false", "--creds", creds, repo])
 }
 
 /// `skopeo list-tags`: the tags of a repository.
@@ -278,6 +319,19 @@ impl OciLayout {
     pub fn image_digests(&self, manifest_digest: &str) -> ImageDigests {
         let m = self.blob_json(manifest_digest);
         ImageDigests::of(&m)
+    }
+
+    /// Asserts that every layer blob of an image manifest in this layout
+    /// has the content its digest names.
+    pub fn assert_layers_intact(&self, manifest_digest: &str) {
+        for layer in self.image_digests(manifest_digest).layers {
+            assert_eq!(
+                format!("sha256:{}", sha256_hex(&self.blob(&layer))),
+                layer,
+                "layer blob in {}",
+                self.path().display()
+            );
+        }
     }
 
     /// For an index: (platform architecture, manifest digest) of each child.
@@ -451,9 +505,7 @@ pub fn assert_same_multiarch(orig: &OciLayout, orig_tag: &str, copy: &OciLayout,
             orig.image_digests(digest),
             "{arch} image after the round trip"
         );
-        for layer in copy.image_digests(digest).layers {
-            assert_eq!(format!("sha256:{}", sha256_hex(&copy.blob(&layer))), layer);
-        }
+        copy.assert_layers_intact(digest);
     }
 }
 

@@ -28,6 +28,13 @@ impl Instance {
         }
     }
 
+    /// Lifts the failed-login limit, for tests that fail logins on purpose
+    /// many times (the limiter itself is tested in tests/access.rs).
+    pub fn tolerating_failed_logins(mut self) -> Self {
+        self.extra.push_str("\n[auth]\nmax_login_failures = 1000\n");
+        self
+    }
+
     pub fn user(&self) -> &str {
         &self.users[0].0
     }

@@ -4,7 +4,8 @@
 //! custom Host headers).
 #![allow(dead_code)] // each test binary uses a different part of the helpers
 
-use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+pub use reqwest::Method;
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -99,6 +100,23 @@ impl Reg {
     /// Request without credentials.
     pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
+    }
+
+    /// Sends a request without a body.
+    pub async fn send(&self, method: Method, path: &str) -> Response {
+        self.req(method, path).send().await.unwrap()
+    }
+
+    /// Sends a request without a body and asserts its status (see
+    /// `expect_status`); returns the body.
+    pub async fn expect_status(&self, method: Method, path: &str, status: u16) -> Vec<u8> {
+        expect_status(self.send(method, path).await, status).await
+    }
+
+    /// Sends a request without a body and asserts an OCI error (see
+    /// `expect_error`); returns the parsed body.
+    pub async fn expect_error(&self, method: Method, path: &str, status: u16, code: &str) -> Value {
+        expect_error(self.send(method, path).await, status, code).await
     }
 }
 
@@ -196,8 +214,16 @@ pub fn error_codes(body: &[u8]) -> Vec<String> {
 /// Asserts an OCI error response: status, JSON Content-Type, the API version
 /// header and that `code` is among the error codes. Returns the parsed body.
 pub async fn expect_error(resp: Response, status: u16, code: &str) -> Value {
+    expect_error_for(resp, status, code, "").await
+}
+
+/// `expect_error` with `what` (e.g. the input under test) in its messages.
+pub async fn expect_error_for(resp: Response, status: u16, code: &str, what: &str) -> Value {
     let got = resp.status();
-    let url = resp.url().clone();
+    let url = match what {
+        "" => resp.url().to_string(),
+        _ => format!("{what} {}", resp.url()),
+    };
     let api = header(&resp, "docker-distribution-api-version");
     let ctype = header(&resp, "content-type").unwrap_or_default();
     let body = resp.bytes().await.expect("read body").to_vec();
@@ -233,27 +259,43 @@ pub fn with_query(location: &str, query: &str) -> String {
     }
 }
 
-/// Pushes a blob with a monolithic `POST ?digest=` and returns its digest.
-pub async fn push_blob(reg: &Reg, repo: &str, data: &[u8]) -> String {
-    let digest = sha256_digest(data);
-    let resp = reg
-        .post(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"))
+/// A monolithic `POST ?digest=` upload of `data` (which need not match `digest`).
+pub async fn post_blob(reg: &Reg, repo: &str, digest: &str, data: &[u8]) -> Response {
+    reg.post(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"))
         .header("content-type", "application/octet-stream")
         .body(data.to_vec())
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Asserts a completed blob upload or mount: 201 with the blob's Location and
+/// Docker-Content-Digest.
+pub async fn expect_blob_created(resp: Response, repo: &str, digest: &str) {
+    let location = header(&resp, "location");
+    let dcd = header(&resp, "docker-content-digest");
     expect_status(resp, 201).await;
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/v2/{repo}/blobs/{digest}").as_str()),
+        "blob Location"
+    );
+    assert_eq!(dcd.as_deref(), Some(digest), "blob Docker-Content-Digest");
+}
+
+/// Pushes a blob with a monolithic `POST ?digest=` and returns its digest.
+pub async fn push_blob(reg: &Reg, repo: &str, data: &[u8]) -> String {
+    let digest = sha256_digest(data);
+    let resp = post_blob(reg, repo, &digest, data).await;
+    expect_blob_created(resp, repo, &digest).await;
     digest
 }
 
 /// GETs a blob and asserts that it has exactly `data` and the digest header.
 pub async fn assert_blob(reg: &Reg, repo: &str, digest: &str, data: &[u8]) {
     let resp = reg
-        .get(&format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
+        .await;
     let dcd = header(&resp, "docker-content-digest");
     let body = expect_status(resp, 200).await;
     assert_eq!(
@@ -267,12 +309,9 @@ pub async fn assert_blob(reg: &Reg, repo: &str, digest: &str, data: &[u8]) {
 
 /// Asserts that a blob is not available in a repository (404 BLOB_UNKNOWN).
 pub async fn assert_no_blob(reg: &Reg, repo: &str, digest: &str) {
-    let resp = reg
-        .get(&format!("/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, "BLOB_UNKNOWN").await;
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    reg.expect_error(Method::GET, &path, 404, "BLOB_UNKNOWN")
+        .await;
 }
 
 /// A descriptor of pushed content.
@@ -367,6 +406,30 @@ pub async fn put_manifest_ok(
     digest
 }
 
+/// PUT a manifest by its own sha256 digest (`put_manifest_ok`); returns the digest.
+pub async fn put_manifest_by_digest(
+    reg: &Reg,
+    repo: &str,
+    media_type: &str,
+    body: &[u8],
+) -> String {
+    put_manifest_ok(reg, repo, &sha256_digest(body), media_type, body).await
+}
+
+/// PUT a manifest, assert 201 and return its OCI-Subject header (if any).
+pub async fn put_manifest_subject(
+    reg: &Reg,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Option<String> {
+    let resp = put_manifest(reg, repo, reference, media_type, body).await;
+    let subject = header(&resp, "oci-subject");
+    expect_status(resp, 201).await;
+    subject
+}
+
 /// Pushes a config and one layer (unique content) and returns the manifest bytes.
 pub async fn make_image(reg: &Reg, repo: &str, media_type: &str) -> Vec<u8> {
     let (config_type, layer_type) = if media_type == DOCKER_MANIFEST {
@@ -402,6 +465,16 @@ pub async fn get_manifest(reg: &Reg, repo: &str, reference: &str) -> Response {
         .unwrap()
 }
 
+/// GETs a manifest and asserts 200 with exactly `body`.
+pub async fn assert_manifest_body(reg: &Reg, repo: &str, reference: &str, body: &[u8]) {
+    let got = expect_status(get_manifest(reg, repo, reference).await, 200).await;
+    assert!(
+        got == body,
+        "{repo}:{reference} serves other bytes than expected:\n{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 /// Asserts that a manifest is gone (404 MANIFEST_UNKNOWN).
 pub async fn assert_no_manifest(reg: &Reg, repo: &str, reference: &str) {
     let resp = get_manifest(reg, repo, reference).await;
@@ -410,12 +483,8 @@ pub async fn assert_no_manifest(reg: &Reg, repo: &str, reference: &str) {
 
 /// The tags of a repository (asserts 200).
 pub async fn list_tags(reg: &Reg, repo: &str) -> Vec<String> {
-    let resp = reg
-        .get(&format!("/v2/{repo}/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(resp, 200).await;
+    let path = format!("/v2/{repo}/tags/list");
+    let body = reg.expect_status(Method::GET, &path, 200).await;
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["name"], json!(repo), "tags/list name");
     v["tags"]
