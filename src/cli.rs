@@ -92,7 +92,10 @@ fn load_checked(dir: &Path) -> anyhow::Result<(config::Config, Snapshot)> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config_dir } => {
-            let (cfg, _) = load_checked(&config_dir)?;
+            let (cfg, snapshot) = load_checked(&config_dir)?;
+            for w in &snapshot.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("{}: configuration is valid", cfg.dir.display());
             for i in &cfg.instances {
                 println!(
@@ -139,6 +142,9 @@ async fn serve(dir: &Path, cfg: config::Config, snapshot: Snapshot) -> anyhow::R
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    for w in &snapshot.warnings {
+        tracing::warn!("{w}");
+    }
     let (mut server, opened) = Server::start(cfg, snapshot).await?;
     announce(&opened)?;
     println!("berth: ready");

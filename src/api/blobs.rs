@@ -150,18 +150,29 @@ fn digest_param(req: &Parts) -> Result<Option<Digest>, RegistryError> {
         .transpose()
 }
 
+/// POST: a monolithic upload, a mount, or a new session. A mount takes the
+/// blob from `from` when the user may pull there, or without `from` from any
+/// repository the user may pull; otherwise a session starts, as the spec
+/// asks.
 pub(super) async fn start_upload(
     registry: &Registry,
     repo: &RepoName,
     req: &Parts,
     body: Body,
+    may_pull: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Response<Body>, RegistryError> {
     let q = query(req);
     if let Some(mount) = q.get("mount") {
         let digest = Digest::parse(mount)?;
-        let from = q.get("from").map(|f| RepoName::parse(f)).transpose()?;
-        if registry.mount_blob(repo, &digest, from.as_ref()).await? {
-            return Ok(blob_created(repo, &digest));
+        let sources = match q.get("from") {
+            Some(from) => vec![RepoName::parse(from)?.to_string()],
+            None => registry.repositories_with_blobs().await?,
+        };
+        for source in sources.iter().filter(|s| may_pull(s)) {
+            let source = RepoName::parse(source)?;
+            if registry.mount_blob(repo, &digest, &source).await? {
+                return Ok(blob_created(repo, &digest));
+            }
         }
     } else if let Some(digest) = digest_param(req)? {
         registry.put_blob(repo, &digest, body_stream(body)).await?;

@@ -57,12 +57,16 @@ pub(super) async fn tags(
     ))
 }
 
+/// The repositories `may_pull` lets the user see.
 pub(super) async fn catalog(
     registry: &Registry,
     req: &Parts,
+    may_pull: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Response<Body>, RegistryError> {
     let (n, last) = page_params(req)?;
-    let page = paginate(registry.catalog().await?, n, last.as_deref());
+    let mut repos = registry.catalog().await?;
+    repos.retain(|r| may_pull(r));
+    let page = paginate(repos, n, last.as_deref());
     let body = serde_json::json!({ "repositories": page.items });
     Ok(page_response("/v2/_catalog", n, &page, body))
 }

@@ -8,7 +8,7 @@ mod manifests;
 pub mod route;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::http::request::Parts;
@@ -16,8 +16,11 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, Stat
 use base64::Engine as _;
 use futures_util::TryStreamExt;
 
-use crate::auth::Authenticator;
-use crate::oci::RegistryError;
+use axum::extract::ConnectInfo;
+
+use crate::auth::{Authenticator, Refused};
+use crate::config::{Access, Action, Anonymous};
+use crate::oci::{RegistryError, RepoName};
 use crate::registry::{BodyStream, Registry};
 use route::Route;
 
@@ -42,16 +45,6 @@ pub fn error_response(err: &RegistryError) -> Response<Body> {
         .expect("valid response")
 }
 
-fn unauthorized(realm: &str, message: &str) -> Response<Body> {
-    let mut resp = error_response(&RegistryError::Unauthorized(message.to_string()));
-    let challenge = format!("Basic realm=\"{}\"", realm.replace('"', ""));
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_str(&challenge).expect("realm is a header-safe instance name"),
-    );
-    resp
-}
-
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
@@ -66,19 +59,45 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// What a request is checked against: one instance's content, users and
+/// access policy.
+pub struct Instance<'a> {
+    pub registry: &'a Registry,
+    pub auth: &'a Authenticator,
+    pub access: &'a Access,
+}
+
 /// Handles one request for an instance.
-pub async fn handle(
-    registry: &Registry,
-    auth: &Arc<Authenticator>,
-    req: Request<Body>,
-) -> Response<Body> {
-    let Some((user, password)) = basic_credentials(req.headers()) else {
-        return unauthorized(auth.realm(), "authentication required");
+pub async fn handle(inst: Instance<'_>, req: Request<Body>) -> Response<Body> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let user = match basic_credentials(req.headers()) {
+        Some((user, password)) => match inst.auth.authenticate(peer, &user, &password).await {
+            Ok(()) => Some(user),
+            Err(Refused::Invalid) => {
+                return challenge(
+                    inst.auth,
+                    error_response(&RegistryError::Unauthorized(
+                        "invalid user name or password".into(),
+                    )),
+                )
+            }
+            Err(Refused::Throttled(wait)) => {
+                tracing::warn!(%peer, user, "too many failed logins: throttled");
+                let mut resp = error_response(&RegistryError::TooManyRequests(
+                    "too many failed logins; try again later".into(),
+                ));
+                let secs = wait.as_secs().max(1);
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return resp;
+            }
+        },
+        None => None,
     };
-    if !auth.verify(&user, &password).await {
-        return unauthorized(auth.realm(), "invalid user name or password");
-    }
-    let mut resp = match dispatch(registry, req).await {
+    let mut resp = match dispatch(&inst, user.as_deref(), req).await {
         Ok(r) => r,
         Err(e) => {
             if let RegistryError::Internal(cause) = &e {
@@ -87,17 +106,89 @@ pub async fn handle(
             error_response(&e)
         }
     };
-    resp.extensions_mut().insert(AuthenticatedUser(user));
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        resp = challenge(inst.auth, resp);
+    }
+    if let Some(user) = user {
+        resp.extensions_mut().insert(AuthenticatedUser(user));
+    }
     resp
 }
 
+/// Adds the Basic challenge of the instance to a 401.
+fn challenge(auth: &Authenticator, mut resp: Response<Body>) -> Response<Body> {
+    let value = format!("Basic realm=\"{}\"", auth.realm().replace('"', ""));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_str(&value).expect("realm is a header-safe instance name"),
+    );
+    resp
+}
+
+/// The repository a route acts on and what that needs.
+fn needs(route: &Route, method: &Method) -> Option<(RepoName, Action)> {
+    let action = match (route, *method == Method::GET || *method == Method::HEAD) {
+        (Route::Base | Route::Catalog, _) => return None,
+        (Route::Tags(_) | Route::Referrers(..), _) => Action::Pull,
+        (Route::Manifest(..) | Route::Blob(..), true) => Action::Pull,
+        (Route::Manifest(..), false) if *method == Method::PUT => Action::Push,
+        (Route::Manifest(..) | Route::Blob(..), false) => Action::Delete,
+        (Route::UploadStart(_) | Route::Upload(..), _) => Action::Push,
+    };
+    let repo = match route {
+        Route::Base | Route::Catalog => return None,
+        Route::Tags(r)
+        | Route::Referrers(r, _)
+        | Route::Manifest(r, _)
+        | Route::Blob(r, _)
+        | Route::UploadStart(r)
+        | Route::Upload(r, _) => r.clone(),
+    };
+    Some((repo, action))
+}
+
+/// Refuses what `user` may not do: 401 (so that the client logs in) without
+/// credentials, 403 with them.
+fn authorize(
+    access: &Access,
+    user: Option<&str>,
+    repo: &RepoName,
+    needed: Action,
+) -> Result<(), RegistryError> {
+    if access.permits(user, repo.as_str(), needed) {
+        return Ok(());
+    }
+    Err(match user {
+        None => RegistryError::Unauthorized("authentication required".into()),
+        Some(u) => RegistryError::Denied(format!(
+            "user '{u}' may not {} repository '{repo}'",
+            match needed {
+                Action::None | Action::Pull => "pull from",
+                Action::Push => "push to",
+                Action::Delete => "delete in",
+            }
+        )),
+    })
+}
+
 async fn dispatch(
-    registry: &Registry,
+    inst: &Instance<'_>,
+    user: Option<&str>,
     req: Request<Body>,
 ) -> Result<Response<Body>, RegistryError> {
     let (req, body) = req.into_parts();
+    let registry = inst.registry;
+    if user.is_none() && inst.access.anonymous == Anonymous::None {
+        return Err(RegistryError::Unauthorized(
+            "authentication required".into(),
+        ));
+    }
     let route = route::parse(req.uri.path())?;
     let method = req.method.clone();
+    if let Some((repo, needed)) = needs(&route, &method) {
+        authorize(inst.access, user, &repo, needed)?;
+    }
+    let may_pull = |r: &str| inst.access.permits(user, r, Action::Pull);
     let not_allowed = || {
         Err(RegistryError::MethodNotAllowed(format!(
             "{method} is not allowed here"
@@ -105,7 +196,7 @@ async fn dispatch(
     };
     match (&route, &method) {
         (Route::Base, &Method::GET | &Method::HEAD) => Ok(json_response(StatusCode::OK, "{}")),
-        (Route::Catalog, &Method::GET) => discovery::catalog(registry, &req).await,
+        (Route::Catalog, &Method::GET) => discovery::catalog(registry, &req, &may_pull).await,
         (Route::Tags(repo), &Method::GET) => discovery::tags(registry, repo, &req).await,
         (Route::Referrers(repo, d), &Method::GET) => {
             discovery::referrers(registry, repo, d, &req).await
@@ -122,7 +213,7 @@ async fn dispatch(
         }
         (Route::Blob(repo, d), &Method::DELETE) => blobs::delete(registry, repo, d).await,
         (Route::UploadStart(repo), &Method::POST) => {
-            blobs::start_upload(registry, repo, &req, body).await
+            blobs::start_upload(registry, repo, &req, body, &may_pull).await
         }
         (Route::Upload(repo, id), &Method::GET) => blobs::upload_status(registry, repo, id).await,
         (Route::Upload(repo, id), &Method::PATCH) => {

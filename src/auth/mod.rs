@@ -6,13 +6,15 @@
 //! most once per [`RECHECK`]. Fails closed: no readable file, no access.
 
 mod htpasswd;
+mod limiter;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use htpasswd::{set_password, HtpasswdError, Users};
+use limiter::Limiter;
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 
@@ -67,11 +69,23 @@ pub struct Authenticator {
     realm: String,
     path: PathBuf,
     state: Mutex<State>,
+    limiter: Limiter,
+}
+
+/// Why a login was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Wrong user or password.
+    Invalid,
+    /// Too many failures lately; try again after this long.
+    Throttled(Duration),
 }
 
 impl Authenticator {
     /// Loads the htpasswd file; errors name the file and line.
-    pub fn load(realm: &str, path: &Path) -> Result<Self, HtpasswdError> {
+    /// `max_failures`: failed logins per minute from one address before it
+    /// is throttled.
+    pub fn load(realm: &str, path: &Path, max_failures: u32) -> Result<Self, HtpasswdError> {
         let st = stamp(path);
         let users = htpasswd::load(path)?;
         Ok(Authenticator {
@@ -84,6 +98,7 @@ impl Authenticator {
                 checked: Instant::now(),
                 verified: HashMap::new(),
             }),
+            limiter: Limiter::new(max_failures),
         })
     }
 
@@ -115,6 +130,8 @@ impl Authenticator {
         }
         st.stamp = current;
         st.verified.clear();
+        // Failures against the old users say nothing about the new ones.
+        self.limiter.clear();
         match htpasswd::load(&self.path) {
             Ok(users) => {
                 tracing::info!(realm = %self.realm, users = users.len(), "htpasswd reloaded");
@@ -128,9 +145,16 @@ impl Authenticator {
         }
     }
 
-    /// Checks a user and password; bcrypt runs on the blocking pool, and only
-    /// for credentials not verified recently.
-    pub async fn verify(self: &Arc<Self>, user: &str, password: &str) -> bool {
+    /// Checks a user and password from `addr`. Credentials verified
+    /// recently pass at once; others pay one bcrypt verification on the
+    /// blocking pool, unless failures from this address or for this user
+    /// throttle them first.
+    pub async fn authenticate(
+        &self,
+        addr: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<(), Refused> {
         let now = Instant::now();
         self.refresh(now);
         let key: [u8; 32] = {
@@ -140,29 +164,38 @@ impl Authenticator {
             h.update(password.as_bytes());
             h.finalize().into()
         };
-        let hash = {
+        let (known, hash) = {
             let st = self.state.lock();
             if st.verified.get(&key).is_some_and(|exp| *exp > now) {
-                return true;
+                return Ok(());
             }
             match st.users.get(user) {
                 Some(h) => (true, h.to_string()),
                 None => (false, st.dummy.clone()),
             }
         };
-        let (known, hash) = hash;
+        if let Some(wait) = self.limiter.throttled(addr, user, now) {
+            return Err(Refused::Throttled(wait));
+        }
         let password = password.to_string();
         let ok =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
                 .unwrap_or(false);
-        if ok && known {
-            let mut st = self.state.lock();
-            if st.verified.len() >= CACHE_MAX {
-                st.verified.clear();
-            }
-            st.verified.insert(key, now + CACHE_TTL);
+        if !(ok && known) {
+            self.limiter.failed(addr, user, now);
+            return Err(Refused::Invalid);
         }
-        ok && known
+        let mut st = self.state.lock();
+        if st.verified.len() >= CACHE_MAX {
+            st.verified.clear();
+        }
+        st.verified.insert(key, now + CACHE_TTL);
+        Ok(())
+    }
+
+    /// Whether a user of this name is in the file (for config warnings).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.state.lock().users.get(user).is_some()
     }
 }

@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod access;
+pub use access::{Access, Action, Anonymous, Pattern, Rule};
+
 /// Validated configuration of the whole process.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -40,7 +43,13 @@ pub struct InstanceConfig {
     pub listen: Vec<SocketAddr>,
     pub storage_root: PathBuf,
     pub htpasswd: PathBuf,
+    /// Failed logins per minute from one address before it is throttled.
+    pub max_login_failures: u32,
+    pub access: Access,
 }
+
+/// Default of `[auth] max_login_failures`.
+pub const DEFAULT_MAX_LOGIN_FAILURES: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,6 +157,8 @@ struct InstanceFile {
     storage: StorageSection,
     #[serde(default)]
     auth: AuthSection,
+    #[serde(default)]
+    access: access::AccessSection,
 }
 
 #[derive(Deserialize, Default)]
@@ -160,6 +171,7 @@ struct StorageSection {
 #[serde(deny_unknown_fields)]
 struct AuthSection {
     htpasswd: Option<Spanned<String>>,
+    max_login_failures: Option<Spanned<u32>>,
 }
 
 /// A file's text, for turning byte offsets into line:column.
@@ -413,7 +425,15 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
             listen: Vec::new(),
             storage_root: resolve(&dir, &format!("data/{name}")),
             htpasswd: resolve(&dir, &format!("credentials/{name}.htpasswd")),
+            max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
+            access: access::build(&src, f.access, &mut errors),
         };
+        if let Some(n) = &f.auth.max_login_failures {
+            if *n.get_ref() == 0 {
+                errors.push(src.error_spanned(n, "max_login_failures must be at least 1"));
+            }
+            inst.max_login_failures = *n.get_ref();
+        }
         for h in &f.hostnames {
             let host = h.get_ref();
             if !valid_hostname(host) {
@@ -574,7 +594,7 @@ mod tests {
     fn errors_carry_file_and_line() {
         let d = Dir::new();
         d.instance("ci", "hostnames = [\"a.test\"]\n\nbogus = 1\n");
-        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`"]);
+        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`"]);
         d.instance("ci", "hostnames = [\"a.test\"\n");
         assert_eq!(
             d.errors(),
@@ -631,6 +651,39 @@ mod tests {
         assert!(d.errors()[0].contains("no instances"));
         d.instance("ci", "");
         assert!(d.errors()[0].contains("neither hostnames nor listen"));
+    }
+
+    #[test]
+    fn access_rules() {
+        let d = Dir::new();
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\n[access]\nanonymous = \"pull\"\ndefault = \"pull\"\n\
+             [[access.rule]]\nusers = [\"release-*\"]\nrepositories = [\"releases/**\"]\nallow = \"delete\"\n",
+        );
+        let c = load(d.0.path()).unwrap();
+        let a = &c.instances[0].access;
+        assert_eq!(a.anonymous, Anonymous::Pull);
+        assert_eq!(a.allowed(Some("release-7"), "releases/x"), Action::Delete);
+        assert_eq!(a.allowed(Some("bob"), "releases/x"), Action::Pull);
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\n[[access.rule]]\nusers = [\"a\"]\nrepositories = [\"x/[y\"]\nallow = \"pull\"\n",
+        );
+        assert!(
+            d.errors()[0].starts_with("instances/ci.toml:4:17: invalid pattern 'x/[y'"),
+            "{:?}",
+            d.errors()
+        );
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\n[access]\ndefault = \"admin\"\n",
+        );
+        assert!(
+            d.errors()[0].starts_with("instances/ci.toml:3:11: unknown variant `admin`"),
+            "{:?}",
+            d.errors()
+        );
     }
 
     #[test]

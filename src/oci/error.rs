@@ -39,6 +39,8 @@ pub enum RegistryError {
     #[error("{0}")]
     Denied(String),
     #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
     NotFound(String),
@@ -70,6 +72,7 @@ impl RegistryError {
             PaginationNumberInvalid(_) => "PAGINATION_NUMBER_INVALID",
             Unauthorized(_) => "UNAUTHORIZED",
             Denied(_) => "DENIED",
+            TooManyRequests(_) => "TOOMANYREQUESTS",
             Unsupported(_) | MethodNotAllowed(_) | NotFound(_) => "UNSUPPORTED",
             StorageFull(_) | Internal(_) => "UNKNOWN",
         }
@@ -83,6 +86,7 @@ impl RegistryError {
             | NotFound(_) => 404,
             Unauthorized(_) => 401,
             Denied(_) => 403,
+            TooManyRequests(_) => 429,
             MethodNotAllowed(_) => 405,
             ManifestTooLarge(_) => 413,
             RangeInvalid(_) | RangeNotSatisfiable(_) => 416,

@@ -116,28 +116,22 @@ impl Registry {
         .await
     }
 
-    /// Links an existing blob into `repo`: from `from` when given, else from
-    /// anywhere in this instance. `false` when there is nothing to mount.
+    /// Links a blob of `from` into `repo`; `false` when `from` does not
+    /// have it.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        from: Option<&RepoName>,
+        from: &RepoName,
     ) -> Result<bool, RegistryError> {
         let (store, repo, digest, from) = (
             self.store.clone(),
             repo.clone(),
             digest.clone(),
-            from.cloned(),
+            from.clone(),
         );
         blocking(move || {
-            let present = match &from {
-                Some(from) => Self::linked_blob_size(&store, from, &digest)?.is_some(),
-                None => store
-                    .blob_size(&digest)
-                    .map_err(io_err("reading blob"))?
-                    .is_some(),
-            };
+            let present = Self::linked_blob_size(&store, &from, &digest)?.is_some();
             if present {
                 storage::write_link(&store.layer_link(&repo, &digest), &digest)
                     .map_err(io_err("linking blob"))?;
@@ -334,6 +328,17 @@ impl Registry {
                 .ok_or_else(|| {
                     RegistryError::NameUnknown(format!("repository {repo} is not known"))
                 })
+        })
+        .await
+    }
+
+    /// Repositories that have blobs linked, manifests or not (mount sources).
+    pub async fn repositories_with_blobs(&self) -> Result<Vec<String>, RegistryError> {
+        let store = self.store.clone();
+        blocking(move || {
+            store
+                .list_repositories_with("_layers")
+                .map_err(io_err("listing repositories"))
         })
         .await
     }

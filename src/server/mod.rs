@@ -39,6 +39,8 @@ pub struct Instance {
 pub struct Snapshot {
     pub instances: BTreeMap<String, Arc<Instance>>,
     by_host: HashMap<String, Arc<Instance>>,
+    /// Things that work but look wrong (access rules naming unknown users).
+    pub warnings: Vec<String>,
 }
 
 impl Snapshot {
@@ -50,6 +52,7 @@ impl Snapshot {
         let mut instances = BTreeMap::new();
         let mut by_host = HashMap::new();
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
         for ic in &config.instances {
             let old = previous.and_then(|p| p.instances.get(&ic.name));
             let registry = match old {
@@ -57,14 +60,31 @@ impl Snapshot {
                 _ => Arc::new(Registry::new(&ic.storage_root)),
             };
             let auth = match old {
-                Some(o) if o.config.htpasswd == ic.htpasswd => {
+                Some(o)
+                    if o.config.htpasswd == ic.htpasswd
+                        && o.config.max_login_failures == ic.max_login_failures =>
+                {
                     o.auth.refresh_now();
                     Ok(o.auth.clone())
                 }
-                _ => Authenticator::load(&ic.name, &ic.htpasswd).map(Arc::new),
+                _ => {
+                    Authenticator::load(&ic.name, &ic.htpasswd, ic.max_login_failures).map(Arc::new)
+                }
             };
             match auth {
                 Ok(auth) => {
+                    for rule in &ic.access.rules {
+                        for u in rule.users.iter().filter(|u| u.is_literal()) {
+                            if !auth.has_user(&u.text) {
+                                warnings.push(format!(
+                                    "{}: access rule names user '{}', who is not in {}",
+                                    ic.file.display(),
+                                    u.text,
+                                    ic.htpasswd.display()
+                                ));
+                            }
+                        }
+                    }
                     let inst = Arc::new(Instance {
                         config: ic.clone(),
                         registry,
@@ -79,7 +99,11 @@ impl Snapshot {
             }
         }
         if errors.is_empty() {
-            Ok(Snapshot { instances, by_host })
+            Ok(Snapshot {
+                instances,
+                by_host,
+                warnings,
+            })
         } else {
             Err(errors)
         }
@@ -131,7 +155,14 @@ async fn handle(snapshot: Arc<Snapshot>, target: Target, req: Request<Body>) -> 
     };
     drop(snapshot);
     let mut resp = match &instance {
-        Some(inst) => api::handle(&inst.registry, &inst.auth, req).await,
+        Some(inst) => {
+            let ctx = api::Instance {
+                registry: &inst.registry,
+                auth: &inst.auth,
+                access: &inst.config.access,
+            };
+            api::handle(ctx, req).await
+        }
         None => api::error_response(&RegistryError::NameUnknown(format!(
             "no registry is served for host '{host}'"
         ))),
@@ -296,6 +327,9 @@ impl Server {
     pub async fn reload(&mut self, config: Config) -> Result<Vec<Opened>, Vec<String>> {
         refuse_https(&config).map_err(|e| vec![e.to_string()])?;
         let snapshot = Snapshot::build(&config, Some(&self.snapshot.load_full()))?;
+        for w in &snapshot.warnings {
+            tracing::warn!("{w}");
+        }
         let bound = self
             .bind_new(&config)
             .await

@@ -128,6 +128,11 @@ impl FsStore {
     /// `_manifests` is a repository; `_`-prefixed directories are skipped.
     /// Sorted.
     pub fn list_repositories(&self) -> io::Result<Vec<String>> {
+        self.list_repositories_with("_manifests")
+    }
+
+    /// Repositories holding `marker` (`_manifests`, `_layers`), sorted.
+    pub fn list_repositories_with(&self, marker: &str) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
         let root = self.repositories_dir();
         let mut stack = vec![(root.clone(), String::new())];
@@ -143,7 +148,7 @@ impl FsStore {
                     continue;
                 }
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name == "_manifests" && !prefix.is_empty() {
+                if name == marker && !prefix.is_empty() {
                     out.push(prefix.clone());
                 } else if !name.starts_with('_') {
                     let child = if prefix.is_empty() {

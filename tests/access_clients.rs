@@ -1,0 +1,90 @@
+//! Access control seen from real clients: a pull-only robot can pull with
+//! docker and inspect with skopeo but not push; a pushing user cannot delete.
+
+#[path = "clients/mod.rs"]
+mod clients;
+mod common;
+
+use clients::*;
+use common::{ConfigDir, Instance, Server};
+
+const ACCESS: &str = r#"
+[access]
+default = "push"
+[[access.rule]]
+users = ["robot"]
+repositories = ["**"]
+allow = "pull"
+[[access.rule]]
+users = ["admin"]
+repositories = ["**"]
+allow = "delete"
+"#;
+
+#[test]
+fn pull_only_and_push_only_users_with_skopeo_and_docker() {
+    let mut ci = Instance::new("ci");
+    ci.users = ["admin", "dev", "robot"]
+        .iter()
+        .map(|u| (u.to_string(), format!("{u}-pw")))
+        .collect();
+    ci.extra = ACCESS.to_string();
+    let cfg = ConfigDir::new(&[ci]);
+    let server = Server::start(&cfg);
+    let _log = log_on_panic("berth log", &server.stderr_log);
+    let addr = server.addr("ci").to_string();
+    let image = make_image("v1");
+    let app = format!("docker://{addr}/base/app:v1");
+    skopeo_push(&image.reference("v1"), &app, "admin:admin-pw", &[]);
+
+    // skopeo: the robot inspects, but may not push.
+    let raw = skopeo_raw(&app, "robot:robot-pw");
+    assert!(raw.contains("schemaVersion"), "{raw}");
+    let err = skopeo_push_fails(
+        &image.reference("v1"),
+        &format!("docker://{addr}/base/other:v1"),
+        "robot:robot-pw",
+    );
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+
+    // skopeo: dev pushes but may not delete; admin may.
+    skopeo_push(
+        &image.reference("v1"),
+        &format!("docker://{addr}/dev/app:v1"),
+        "dev:dev-pw",
+        &[],
+    );
+    let delete = |creds: &str| {
+        skopeo_cmd(&[
+            "delete",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+            &format!("docker://{addr}/dev/app:v1"),
+        ])
+    };
+    let err = run_fails(&mut delete("dev:dev-pw"));
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+    run(&mut delete("admin:admin-pw"));
+
+    // docker: the robot logs in and pulls, and its push is refused, saying why.
+    let archive = tempfile::tempdir().unwrap();
+    let tar = archive.path().join("image.tar");
+    skopeo(&[
+        "copy",
+        &image.reference("v1"),
+        &format!("docker-archive:{}:local/app:v1", tar.display()),
+    ]);
+    let docker = Dockerd::start(&[&addr]);
+    let _dockerd_log = log_on_panic("dockerd log", &docker.log_path());
+    let out = docker
+        .login(&addr, "robot", "robot-pw")
+        .expect("robot login");
+    assert!(out.contains("Login Succeeded"), "{out}");
+    docker.run(&["pull", &format!("{addr}/base/app:v1")]);
+    docker.run(&["load", "-i", tar.to_str().unwrap()]);
+    let target = format!("{addr}/robot/app:v1");
+    docker.run(&["tag", "local/app:v1", &target]);
+    let err = docker.run_fails(&["push", &target]);
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+}
