@@ -241,7 +241,7 @@ install() {
 
 install_test_packages() {
 	missing=
-	for cmd in skopeo:skopeo dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils umoci:umoci systemd-analyze:systemd; do
+	for cmd in skopeo:skopeo dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils umoci:umoci systemd-analyze:systemd pebble:pebble openssl:openssl curl:curl; do
 		command -v "${cmd%%:*}" >/dev/null 2>&1 || missing="$missing ${cmd#*:}"
 	done
 	[ -z "$missing" ] && return 0

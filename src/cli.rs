@@ -33,6 +33,13 @@ enum Command {
         #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
         config_dir: PathBuf,
     },
+    /// Print the path of berth's local CA certificate (created if missing),
+    /// which clients of `tls.mode = "self-signed"` instances trust, e.g. as
+    /// /etc/docker/certs.d/HOST/ca.crt.
+    CaPath {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+    },
     /// Set a user's password in an instance's htpasswd file (bcrypt), or
     /// delete the user. The password is read from standard input (a prompt
     /// on a terminal).
@@ -119,6 +126,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime.block_on(serve(&config_dir, cfg, snapshot))
         }
+        Command::CaPath { config_dir } => {
+            let cfg = config::load(&config_dir).map_err(|e| config_error(e.to_string()))?;
+            crate::server::tls::local_ca(&cfg.state_dir).map_err(anyhow::Error::msg)?;
+            println!("{}", crate::server::tls::ca_path(&cfg.state_dir).display());
+            Ok(())
+        }
         Command::Passwd {
             config_dir,
             instance,
@@ -129,11 +142,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+
 /// Tells on stdout where the listeners are (scripts and tests read it).
 fn announce(opened: &[Opened]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     for o in opened {
-        writeln!(out, "berth: {} listening on http://{}", o.label, o.local)?;
+        let scheme = if o.tls { "https" } else { "http" };
+        writeln!(
+            out,
+            "berth: {} listening on {scheme}://{}",
+            o.label, o.local
+        )?;
     }
     out.flush()
 }

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod access;
+mod tls;
 pub use access::{Access, Action, Anonymous, Pattern, Rule};
+pub use tls::{AcmeChallenge, Tls, LETS_ENCRYPT};
 
 /// Validated configuration of the whole process.
 #[derive(Debug, Clone)]
@@ -46,6 +48,7 @@ pub struct InstanceConfig {
     /// Failed logins per minute from one address before it is throttled.
     pub max_login_failures: u32,
     pub access: Access,
+    pub tls: Tls,
 }
 
 /// Default of `[auth] max_login_failures`.
@@ -159,6 +162,8 @@ struct InstanceFile {
     auth: AuthSection,
     #[serde(default)]
     access: access::AccessSection,
+    #[serde(default)]
+    tls: tls::TlsSection,
 }
 
 #[derive(Deserialize, Default)]
@@ -427,7 +432,14 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
             htpasswd: resolve(&dir, &format!("credentials/{name}.htpasswd")),
             max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
             access: access::build(&src, f.access, &mut errors),
+            tls: tls::build(&src, &dir, &f.tls, &mut errors),
         };
+        if inst.tls.is_on() && f.hostnames.is_empty() {
+            errors.push(src.error_at(
+                None,
+                "a TLS instance needs hostnames: its certificate is issued for them",
+            ));
+        }
         if let Some(n) = &f.auth.max_login_failures {
             if *n.get_ref() == 0 {
                 errors.push(src.error_spanned(n, "max_login_failures must be at least 1"));
@@ -510,6 +522,48 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
             });
         }
         instances.push(inst);
+    }
+    let tls_instances: Vec<&InstanceConfig> = instances.iter().filter(|i| i.tls.is_on()).collect();
+    let server_err = |key: &str, message: String| match (&server_src, key) {
+        (Some(src), "https") => match &server.listen.https {
+            Some(v) => src.error_spanned(v, message),
+            None => src.error_at(None, message),
+        },
+        _ => ConfigError {
+            file: server_path.clone(),
+            position: None,
+            message,
+        },
+    };
+    if https.is_some() && tls_instances.is_empty() {
+        errors.push(server_err(
+            "https",
+            "listen.https is set, but no instance has a [tls] mode other than \"off\"".to_string(),
+        ));
+    }
+    for inst in &tls_instances {
+        if let Tls::Acme { challenge, .. } = &inst.tls {
+            let (needed, listener) = match challenge {
+                AcmeChallenge::TlsAlpn01 => (https.is_none(), "https"),
+                AcmeChallenge::Http01 => (http.is_none(), "http"),
+            };
+            if needed {
+                errors.push(ConfigError {
+                    file: inst.file.clone(),
+                    position: None,
+                    message: format!(
+                        "ACME validates this instance over the shared {listener} listener: set [listen] {listener} in berth.toml"
+                    ),
+                });
+            }
+        }
+        if https.is_none() && inst.listen.is_empty() {
+            errors.push(ConfigError {
+                file: inst.file.clone(),
+                position: None,
+                message: "a TLS instance needs [listen] https in berth.toml or listen addresses of its own".to_string(),
+            });
+        }
     }
     if instances.is_empty() && errors.is_empty() {
         errors.push(ConfigError {

@@ -46,6 +46,9 @@ pub enum RegistryError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The request's host is not served on this TLS connection (421).
+    #[error("{0}")]
+    Misdirected(String),
     #[error("{0}")]
     RangeNotSatisfiable(String),
     #[error("storage is full: {0}")]
@@ -73,7 +76,7 @@ impl RegistryError {
             Unauthorized(_) => "UNAUTHORIZED",
             Denied(_) => "DENIED",
             TooManyRequests(_) => "TOOMANYREQUESTS",
-            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) => "UNSUPPORTED",
+            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_) => "UNSUPPORTED",
             StorageFull(_) | Internal(_) => "UNKNOWN",
         }
     }
@@ -88,6 +91,7 @@ impl RegistryError {
             Denied(_) => 403,
             TooManyRequests(_) => 429,
             MethodNotAllowed(_) => 405,
+            Misdirected(_) => 421,
             ManifestTooLarge(_) => 413,
             RangeInvalid(_) | RangeNotSatisfiable(_) => 416,
             StorageFull(_) => 507,

@@ -7,16 +7,27 @@
 //! in flight finish on their old config. Every response carries
 //! `Docker-Distribution-API-Version`, and every request gets one access-log
 //! line.
+//!
+//! TLS: the shared `https` listener reads the ClientHello, picks the
+//! instance by SNI (a name no instance serves gets no handshake), and serves
+//! that instance's certificate; a request whose `Host` belongs elsewhere gets
+//! 421. Dedicated listeners of a TLS instance speak TLS with its certificate.
+//! On the shared plain listener, TLS instances answer ACME HTTP-01
+//! challenges and redirect everything else to https.
+
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Request, Response};
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,11 +39,12 @@ use crate::config::{Config, InstanceConfig};
 use crate::oci::RegistryError;
 use crate::registry::Registry;
 
-/// One registry as served: its config, content and credentials.
+/// One registry as served: its config, content, credentials and TLS.
 pub struct Instance {
     pub config: InstanceConfig,
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
+    pub tls: Option<Arc<tls::InstanceTls>>,
 }
 
 /// Every instance of one config, by name and by hostname.
@@ -41,6 +53,8 @@ pub struct Snapshot {
     by_host: HashMap<String, Arc<Instance>>,
     /// Things that work but look wrong (access rules naming unknown users).
     pub warnings: Vec<String>,
+    /// Port of the shared https listener, for redirects (0: none).
+    https_port: AtomicU16,
 }
 
 impl Snapshot {
@@ -71,6 +85,20 @@ impl Snapshot {
                     Authenticator::load(&ic.name, &ic.htpasswd, ic.max_login_failures).map(Arc::new)
                 }
             };
+            let tls = match old {
+                Some(o) if o.config.tls == ic.tls && o.config.hostnames == ic.hostnames => {
+                    Ok(o.tls.clone())
+                }
+                _ => tls::InstanceTls::build(&ic.name, &ic.hostnames, &ic.tls, &config.state_dir)
+                    .map(|t| t.map(Arc::new)),
+            };
+            let tls = match tls {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
             match auth {
                 Ok(auth) => {
                     for rule in &ic.access.rules {
@@ -89,6 +117,7 @@ impl Snapshot {
                         config: ic.clone(),
                         registry,
                         auth,
+                        tls,
                     });
                     for h in &ic.hostnames {
                         by_host.insert(h.clone(), inst.clone());
@@ -99,10 +128,12 @@ impl Snapshot {
             }
         }
         if errors.is_empty() {
+            let https_port = previous.map_or(0, |p| p.https_port.load(Ordering::Relaxed));
             Ok(Snapshot {
                 instances,
                 by_host,
                 warnings,
+                https_port: AtomicU16::new(https_port),
             })
         } else {
             Err(errors)
@@ -110,11 +141,24 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Starts what the instances' TLS needs in the background (ACME).
+    fn start_tls(&self) {
+        for (name, inst) in &self.instances {
+            if let Some(t) = &inst.tls {
+                t.start(name);
+            }
+        }
+    }
+}
+
 /// Which instance a listener serves.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
-    /// The shared listener: the instance owning the request's `Host`.
+    /// The shared plain listener: the instance owning the request's `Host`.
     ByHost,
+    /// The shared TLS listener: the instance owning the SNI name.
+    Https,
     /// A dedicated listener of the named instance.
     Instance(String),
 }
@@ -123,9 +167,23 @@ impl Target {
     fn label(&self) -> &str {
         match self {
             Target::ByHost => "shared",
+            Target::Https => "shared-tls",
             Target::Instance(name) => name,
         }
     }
+}
+
+/// How a request arrived.
+#[derive(Clone, Debug)]
+enum Via {
+    /// Plain HTTP on a listener.
+    Plain(Target),
+    /// TLS: the instance was chosen by SNI (shared listener, `host_checked`)
+    /// or by the dedicated listener.
+    Tls {
+        instance: String,
+        host_checked: bool,
+    },
 }
 
 /// The host a request is for, lowercased and without port.
@@ -144,18 +202,86 @@ fn request_host(req: &Request<Body>) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-async fn handle(snapshot: Arc<Snapshot>, target: Target, req: Request<Body>) -> Response<Body> {
+fn redirect(location: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::PERMANENT_REDIRECT)
+        .header(header::LOCATION, location)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+/// A TLS instance on the plain listener: ACME HTTP-01 answers, else https.
+fn plain_for_tls(
+    snapshot: &Snapshot,
+    inst: &Instance,
+    host: &str,
+    req: &Request<Body>,
+) -> Response<Body> {
+    let tls = inst.tls.as_ref().expect("called for TLS instances");
+    if let Some(token) = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/acme-challenge/")
+    {
+        return match tls.http01_key_auth(token) {
+            Some(key_auth) => Response::builder()
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::from(key_auth))
+                .expect("valid response"),
+            None => api::error_response(&RegistryError::NotFound("no such ACME challenge".into())),
+        };
+    }
+    let port = match snapshot.https_port.load(Ordering::Relaxed) {
+        0 | 443 => String::new(),
+        p => format!(":{p}"),
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    redirect(&format!("https://{host}{port}{path}"))
+}
+
+async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let host = request_host(&req).unwrap_or_default();
-    let instance = match &target {
-        Target::Instance(name) => snapshot.instances.get(name).cloned(),
-        Target::ByHost => snapshot.by_host.get(&host).cloned(),
+    let unknown_host = || {
+        api::error_response(&RegistryError::NameUnknown(format!(
+            "no registry is served for host '{host}'"
+        )))
+    };
+    let (instance, early) = match &via {
+        Via::Plain(Target::Instance(name)) => (snapshot.instances.get(name).cloned(), None),
+        Via::Plain(_) => match snapshot.by_host.get(&host) {
+            Some(inst) if inst.tls.is_some() => (
+                Some(inst.clone()),
+                Some(plain_for_tls(&snapshot, inst, &host, &req)),
+            ),
+            Some(inst) => (Some(inst.clone()), None),
+            None => (None, Some(unknown_host())),
+        },
+        Via::Tls {
+            instance,
+            host_checked,
+        } => {
+            let inst = snapshot.instances.get(instance).cloned();
+            let misdirected = *host_checked
+                && snapshot
+                    .by_host
+                    .get(&host)
+                    .is_none_or(|h| h.config.name != *instance);
+            let early = misdirected.then(|| {
+                api::error_response(&RegistryError::Misdirected(format!(
+                    "host '{host}' is not served on this connection (TLS name of {instance}); connect to it by its own name"
+                )))
+            });
+            (inst, early)
+        }
     };
     drop(snapshot);
-    let mut resp = match &instance {
-        Some(inst) => {
+    let mut resp = match (early, &instance) {
+        (Some(resp), _) => resp,
+        (None, Some(inst)) => {
             let ctx = api::Instance {
                 registry: &inst.registry,
                 auth: &inst.auth,
@@ -163,10 +289,14 @@ async fn handle(snapshot: Arc<Snapshot>, target: Target, req: Request<Body>) -> 
             };
             api::handle(ctx, req).await
         }
-        None => api::error_response(&RegistryError::NameUnknown(format!(
-            "no registry is served for host '{host}'"
-        ))),
+        (None, None) => unknown_host(),
     };
+    if matches!(via, Via::Tls { .. }) {
+        resp.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
@@ -194,11 +324,92 @@ async fn handle(snapshot: Arc<Snapshot>, target: Target, req: Request<Body>) -> 
     resp
 }
 
-/// The one app builder: the router of a listener, reading the current
-/// snapshot at each request. Used by [`Server`] and usable by tests.
+/// The one app builder: the router of a plain listener, reading the
+/// current snapshot at each request. Used by [`Server`] and usable by tests.
 pub fn app(snapshot: Arc<ArcSwap<Snapshot>>, target: Target) -> Router {
-    Router::new()
-        .fallback(move |req: Request<Body>| handle(snapshot.load_full(), target.clone(), req))
+    Router::new().fallback(move |req: Request<Body>| {
+        handle(snapshot.load_full(), Via::Plain(target.clone()), req)
+    })
+}
+
+/// Limit on the TLS handshake, so that silent clients do not pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One TLS connection: handshake with the certificate of the instance the
+/// SNI name (shared listener) or the listener (dedicated) says, then HTTP/1.1
+/// or h2 as ALPN agreed.
+async fn serve_tls_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    target: Target,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let Ok(Ok(start)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await else {
+        return;
+    };
+    let hello = start.client_hello();
+    let snap = snapshot.load_full();
+    let (instance, host_checked) = match &target {
+        Target::Instance(name) => (snap.instances.get(name).cloned(), false),
+        _ => {
+            let sni = hello.server_name().map(str::to_ascii_lowercase);
+            (sni.and_then(|n| snap.by_host.get(&n).cloned()), true)
+        }
+    };
+    // No certificate for names nobody here serves: the handshake just ends.
+    let Some((inst, tls)) = instance.and_then(|i| i.tls.clone().map(|t| (i, t))) else {
+        return;
+    };
+    let config = tls.config_for(&hello);
+    drop(snap);
+    let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await
+    else {
+        return;
+    };
+    let via = Via::Tls {
+        instance: inst.config.name.clone(),
+        host_checked,
+    };
+    drop(inst);
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let (snapshot, via) = (snapshot.load_full(), via.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(snapshot, via, req).await) }
+    });
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder
+        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, "TLS connection ended: {e}");
+    }
+}
+
+/// Accepts TLS connections until `stop`, then waits for the open ones.
+async fn serve_tls(
+    listener: TcpListener,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    target: Target,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, peer)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let conn = serve_tls_connection(tcp, peer, snapshot.clone(), target.clone(), graceful.watcher());
+                tokio::spawn(conn);
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 struct Running {
@@ -207,46 +418,41 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// A listener: configured address (port 0 stays port 0), target, TLS or not.
+type Key = (SocketAddr, Target, bool);
+
 /// The process's listeners and what they route to.
 pub struct Server {
     config: Config,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    /// Keyed by the configured address (port 0 stays port 0) and target.
-    listeners: BTreeMap<(SocketAddr, Target), Running>,
+    listeners: BTreeMap<Key, Running>,
 }
 
 /// The listeners a config asks for.
-fn wanted(config: &Config) -> Vec<(SocketAddr, Target)> {
+fn wanted(config: &Config) -> Vec<Key> {
     let mut out = Vec::new();
     if let Some(addr) = config.http {
-        out.push((addr, Target::ByHost));
+        out.push((addr, Target::ByHost, false));
+    }
+    if let Some(addr) = config.https {
+        out.push((addr, Target::Https, true));
     }
     for ic in &config.instances {
         for addr in &ic.listen {
-            out.push((*addr, Target::Instance(ic.name.clone())));
+            out.push((*addr, Target::Instance(ic.name.clone()), ic.tls.is_on()));
         }
     }
     out
-}
-
-fn refuse_https(config: &Config) -> anyhow::Result<()> {
-    if let Some(https) = config.https {
-        anyhow::bail!(
-            "{}: listen.https = {https} needs TLS certificates, and no instance is configured with TLS; \
-             remove the key to serve plain HTTP",
-            config.dir.join("berth.toml").display()
-        );
-    }
-    Ok(())
 }
 
 /// A listener that has been bound and is ready to be served.
 pub struct Opened {
     pub label: String,
     pub local: SocketAddr,
+    pub tls: bool,
 }
 
-type Bound = Vec<(SocketAddr, Target, TcpListener)>;
+type Bound = Vec<(Key, TcpListener)>;
 
 impl Server {
     /// Binds every listener of `config` and serves them.
@@ -254,7 +460,7 @@ impl Server {
         config: Config,
         snapshot: Snapshot,
     ) -> anyhow::Result<(Server, Vec<Opened>)> {
-        refuse_https(&config)?;
+        snapshot.start_tls();
         let mut server = Server {
             config: config.clone(),
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -272,14 +478,15 @@ impl Server {
     /// Binds the listeners `config` adds, changing nothing yet.
     async fn bind_new(&self, config: &Config) -> anyhow::Result<Bound> {
         let mut bound = Vec::new();
-        for (addr, target) in wanted(config) {
-            if self.listeners.contains_key(&(addr, target.clone())) {
+        for key in wanted(config) {
+            if self.listeners.contains_key(&key) {
                 continue;
             }
+            let (addr, target, _) = &key;
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for {}", target.label()))?;
-            bound.push((addr, target, l));
+            bound.push((key, l));
         }
         Ok(bound)
     }
@@ -288,26 +495,43 @@ impl Server {
     /// (they finish their requests in flight).
     fn activate(&mut self, bound: Bound, config: &Config) -> Vec<Opened> {
         let mut opened = Vec::new();
-        for (addr, target, listener) in bound {
-            let local = listener.local_addr().unwrap_or(addr);
+        for (key, listener) in bound {
+            let (addr, target, tls) = &key;
+            let local = listener.local_addr().unwrap_or(*addr);
+            if *target == Target::Https {
+                self.snapshot
+                    .load()
+                    .https_port
+                    .store(local.port(), Ordering::Relaxed);
+            }
             let (stop, mut rx) = watch::channel(false);
-            let router = app(self.snapshot.clone(), target.clone());
-            let task = tokio::spawn(async move {
-                let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                let result = axum::serve(listener, service)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.wait_for(|stop| *stop).await;
-                    })
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(listener = %local, "listener failed: {e}");
-                }
-            });
+            let snapshot = self.snapshot.clone();
+            let target2 = target.clone();
+            let task = if *tls {
+                tokio::spawn(serve_tls(listener, snapshot, target2, rx))
+            } else {
+                let router = app(snapshot, target2);
+                tokio::spawn(async move {
+                    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                    let result = axum::serve(listener, service)
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.wait_for(|stop| *stop).await;
+                        })
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(listener = %local, "listener failed: {e}");
+                    }
+                })
+            };
             let label = target.label().to_string();
-            tracing::info!(listener = %local, serves = %label, "listening");
-            opened.push(Opened { label, local });
-            self.listeners
-                .insert((addr, target), Running { local, stop, task });
+            let scheme = if *tls { "https" } else { "http" };
+            tracing::info!(listener = %local, serves = %label, scheme, "listening");
+            opened.push(Opened {
+                label,
+                local,
+                tls: *tls,
+            });
+            self.listeners.insert(key, Running { local, stop, task });
         }
         let wanted = wanted(config);
         self.listeners.retain(|key, r| {
@@ -325,7 +549,6 @@ impl Server {
     /// opened and closed. A config that fails (an htpasswd file that does not
     /// parse, an address that cannot be bound) changes nothing.
     pub async fn reload(&mut self, config: Config) -> Result<Vec<Opened>, Vec<String>> {
-        refuse_https(&config).map_err(|e| vec![e.to_string()])?;
         let snapshot = Snapshot::build(&config, Some(&self.snapshot.load_full()))?;
         for w in &snapshot.warnings {
             tracing::warn!("{w}");
@@ -334,6 +557,7 @@ impl Server {
             .bind_new(&config)
             .await
             .map_err(|e| vec![format!("{e:#}")])?;
+        snapshot.start_tls();
         self.snapshot.store(Arc::new(snapshot));
         let opened = self.activate(bound, &config);
         self.config = config;

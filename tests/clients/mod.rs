@@ -728,6 +728,19 @@ impl Dockerd {
     /// Starts dockerd trusting the given plain-HTTP registries
     /// ("127.0.0.1:PORT") and waits until it answers.
     pub fn start(insecure_registries: &[&str]) -> Dockerd {
+        Self::start_with(insecure_registries, &[], &[])
+    }
+
+    /// A dockerd that resolves `names` to 127.0.0.1 and trusts `cas`
+    /// (`("host:port", ca.crt)`, as /etc/docker/certs.d has them). It runs in
+    /// a mount namespace of its own where its /etc/hosts and /etc/docker are
+    /// bind-mounted from its temporary directory; the machine's files stay
+    /// untouched.
+    pub fn start_with(
+        insecure_registries: &[&str],
+        names: &[&str],
+        cas: &[(String, PathBuf)],
+    ) -> Dockerd {
         let dockerd = tool("dockerd");
         let docker = tool("docker");
         let dir = tempfile::Builder::new()
@@ -741,7 +754,35 @@ impl Dockerd {
         )
         .unwrap();
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
-        let child = Command::new(dockerd)
+        let mut command = if names.is_empty() && cas.is_empty() {
+            Command::new(dockerd)
+        } else {
+            let hosts = d.join("hosts");
+            std::fs::write(
+                &hosts,
+                format!("127.0.0.1 localhost\n127.0.0.1 {}\n", names.join(" ")),
+            )
+            .unwrap();
+            let etc_docker = d.join("etc-docker");
+            for (host_port, ca) in cas {
+                let dir = etc_docker.join("certs.d").join(host_port);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::copy(ca, dir.join("ca.crt")).unwrap();
+            }
+            std::fs::create_dir_all(&etc_docker).unwrap();
+            let mut c = Command::new(tool("unshare"));
+            c.args(["-m", "sh", "-c"])
+                .arg(
+                    "mount --make-rprivate / && mount --bind \"$HOSTS\" /etc/hosts && \
+                     mkdir -p /etc/docker && mount --bind \"$ETC_DOCKER\" /etc/docker && exec \"$@\"",
+                )
+                .arg("sh")
+                .arg(dockerd)
+                .env("HOSTS", &hosts)
+                .env("ETC_DOCKER", &etc_docker);
+            c
+        };
+        let child = command
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["--storage-driver=vfs"])
             .arg("--data-root")

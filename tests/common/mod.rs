@@ -150,7 +150,7 @@ impl Server {
             }
             if let Some(rest) = line.strip_prefix("berth: ") {
                 if let Some((who, url)) = rest.split_once(" listening on ") {
-                    let addr = url.trim_start_matches("http://").to_string();
+                    let addr = url.split_once("://").map_or(url, |(_, a)| a).to_string();
                     if who == "shared" {
                         shared_addr = Some(addr);
                     } else {
@@ -213,15 +213,13 @@ impl Server {
     /// Waits (bounded) for a reload to announce a listener of `label` and
     /// returns its "127.0.0.1:PORT".
     pub fn wait_for_listener(&self, label: &str) -> String {
-        let prefix = format!("berth: {label} listening on http://");
+        let prefix = format!("berth: {label} listening on ");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let found = self
-                .later_stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|l| l.strip_prefix(&prefix).map(str::to_string));
+            let found = self.later_stdout.lock().unwrap().iter().find_map(|l| {
+                let url = l.strip_prefix(&prefix)?;
+                Some(url.split_once("://").map_or(url, |(_, a)| a).to_string())
+            });
             if let Some(addr) = found {
                 return addr;
             }

@@ -1,0 +1,155 @@
+//! The `[tls]` table of an instance: where its certificate comes from.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{resolve, ConfigError, Source};
+
+/// Let's Encrypt's production directory, the default ACME server.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+/// How an instance gets its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Tls {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// Ordered from an ACME server (Let's Encrypt by default), cached under
+    /// the state directory and renewed before it expires.
+    Acme {
+        email: Option<String>,
+        directory: String,
+        /// Extra root to trust for the ACME server itself.
+        ca: Option<PathBuf>,
+        challenge: AcmeChallenge,
+    },
+    /// A PEM chain and key, re-read when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Issued by berth's own local CA (kept in the state directory).
+    SelfSigned,
+}
+
+impl Tls {
+    pub fn is_on(&self) -> bool {
+        *self != Tls::Off
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    #[default]
+    Off,
+    Acme,
+    Files,
+    SelfSigned,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsSection {
+    #[serde(default)]
+    mode: Mode,
+    acme_email: Option<String>,
+    acme_directory: Option<Spanned<String>>,
+    acme_ca: Option<Spanned<String>>,
+    acme_challenge: Option<AcmeChallenge>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+}
+
+/// An existing file named by `key`, or an error at its span.
+fn existing_file(
+    src: &Source,
+    dir: &std::path::Path,
+    key: &str,
+    value: &Option<Spanned<String>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<PathBuf> {
+    let Some(v) = value else {
+        errors.push(src.error_at(None, format!("tls.{key} is required for this tls.mode")));
+        return None;
+    };
+    let path = resolve(dir, v.get_ref());
+    if !path.is_file() {
+        errors.push(src.error_spanned(v, format!("tls.{key}: {} does not exist", path.display())));
+        return None;
+    }
+    Some(path)
+}
+
+pub(super) fn build(
+    src: &Source,
+    dir: &std::path::Path,
+    raw: &TlsSection,
+    errors: &mut Vec<ConfigError>,
+) -> Tls {
+    let misplaced = |key: &str, set: bool, errors: &mut Vec<ConfigError>| {
+        if set {
+            errors.push(src.error_at(None, format!("tls.{key} does not apply to this tls.mode")));
+        }
+    };
+    let acme_keys = raw.acme_email.is_some()
+        || raw.acme_directory.is_some()
+        || raw.acme_ca.is_some()
+        || raw.acme_challenge.is_some();
+    match raw.mode {
+        Mode::Off | Mode::SelfSigned => {
+            misplaced("acme_*", acme_keys, errors);
+            misplaced("cert/key", raw.cert.is_some() || raw.key.is_some(), errors);
+            if raw.mode == Mode::Off {
+                Tls::Off
+            } else {
+                Tls::SelfSigned
+            }
+        }
+        Mode::Files => {
+            misplaced("acme_*", acme_keys, errors);
+            let cert = existing_file(src, dir, "cert", &raw.cert, errors);
+            let key = existing_file(src, dir, "key", &raw.key, errors);
+            match (cert, key) {
+                (Some(cert), Some(key)) => Tls::Files { cert, key },
+                _ => Tls::Off,
+            }
+        }
+        Mode::Acme => {
+            misplaced("cert/key", raw.cert.is_some() || raw.key.is_some(), errors);
+            let directory = match &raw.acme_directory {
+                Some(d) if !d.get_ref().starts_with("https://") => {
+                    errors.push(src.error_spanned(d, "tls.acme_directory must be an https:// URL"));
+                    LETS_ENCRYPT.to_string()
+                }
+                Some(d) => d.get_ref().clone(),
+                None => LETS_ENCRYPT.to_string(),
+            };
+            let ca = raw
+                .acme_ca
+                .as_ref()
+                .and_then(|_| existing_file(src, dir, "acme_ca", &raw.acme_ca, errors));
+            if let Some(email) = &raw.acme_email {
+                if !email.contains('@') {
+                    errors.push(src.error_at(
+                        None,
+                        format!("tls.acme_email '{email}' is not an e-mail address"),
+                    ));
+                }
+            }
+            Tls::Acme {
+                email: raw.acme_email.clone(),
+                directory,
+                ca,
+                challenge: raw.acme_challenge.unwrap_or(AcmeChallenge::TlsAlpn01),
+            }
+        }
+    }
+}
