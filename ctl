@@ -104,12 +104,12 @@ current_run() {
 
 print_endpoints() {
 	current_run | sed -n '/^berth: ready$/q;/^berth: .* listening on /p' | while read -r _ who _ _ url; do
-		addr=${url#http://}
-		if [ "$who" = shared ]; then
-			echo "  shared listener $url (routes by Host)"
-		else
-			echo "  $who: $url    docker login $addr"
-		fi
+		addr=${url#*://}
+		case $who in
+		shared) echo "  shared listener $url (routes by Host)" ;;
+		shared-tls) echo "  shared TLS listener $url (routes by SNI; docker login <hostname>)" ;;
+		*) echo "  $who: $url    docker login $addr" ;;
+		esac
 	done
 }
 
