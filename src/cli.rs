@@ -33,6 +33,18 @@ enum Command {
         #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
         config_dir: PathBuf,
     },
+    /// Run retention and garbage collection once, online, and print what was
+    /// deleted (or, with --dry-run, what would be) and the usage.
+    Gc {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// Only this instance.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Report only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the path of berth's local CA certificate (created if missing),
     /// which clients of `tls.mode = "self-signed"` instances trust, e.g. as
     /// /etc/docker/certs.d/HOST/ca.crt.
@@ -55,6 +67,21 @@ enum Command {
         /// bcrypt cost.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
         cost: u32,
+    },
+    /// Verify every instance's storage: blob digests, links, tags and
+    /// manifest references. Exits 0 when clean, 1 when problems remain,
+    /// 2 on configuration errors.
+    Fsck {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// Only this instance.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Quarantine corrupt blobs (under <storage root>/quarantine/, never
+        /// deleted), remove dangling links and leftover temp files. Meant for
+        /// a stopped server.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -126,6 +153,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime.block_on(serve(&config_dir, cfg, snapshot))
         }
+        Command::Gc {
+            config_dir,
+            instance,
+            dry_run,
+        } => gc(&config_dir, instance.as_deref(), dry_run),
         Command::CaPath { config_dir } => {
             let cfg = config::load(&config_dir).map_err(|e| config_error(e.to_string()))?;
             crate::server::tls::local_ca(&cfg.state_dir).map_err(anyhow::Error::msg)?;
@@ -139,9 +171,75 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             delete,
             cost,
         } => passwd(&config_dir, &instance, &user, delete, cost),
+        Command::Fsck {
+            config_dir,
+            instance,
+            repair,
+        } => fsck(&config_dir, instance.as_deref(), repair),
     }
 }
 
+/// `berth gc`: retention and garbage collection of the chosen instances.
+fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+    let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
+    let instances: Vec<_> = cfg
+        .instances
+        .iter()
+        .filter(|i| only.is_none_or(|n| i.name == n))
+        .collect();
+    if let (Some(name), true) = (only, instances.is_empty()) {
+        return Err(config_error(format!("no instance '{name}'")));
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    for inst in instances {
+        let registry = crate::registry::Registry::new(&inst.storage_root);
+        let run = registry.collect_garbage(&inst.retention, std::time::SystemTime::now(), dry_run);
+        let report = runtime
+            .block_on(run)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", inst.name))?;
+        print!("{}", report.render(&inst.name));
+    }
+    Ok(())
+}
+
+/// `berth fsck`: the checks live in [`crate::registry::fsck`]; this picks
+/// the instances, prints the reports and sets the exit code.
+fn fsck(dir: &Path, only: Option<&str>, repair: bool) -> anyhow::Result<()> {
+    use crate::registry::fsck;
+    let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
+    let instances: Vec<_> = cfg
+        .instances
+        .iter()
+        .filter(|i| only.is_none_or(|name| i.name == name))
+        .collect();
+    if let (Some(name), true) = (only, instances.is_empty()) {
+        let names: Vec<_> = cfg.instances.iter().map(|i| i.name.as_str()).collect();
+        return Err(config_error(format!(
+            "no instance '{name}' (instances: {})",
+            names.join(", ")
+        )));
+    }
+    let mut unresolved = 0;
+    for inst in instances {
+        let mut progress = fsck::TerminalProgress::new(&inst.name);
+        let report = fsck::check(&inst.storage_root, &fsck::Options { repair }, &mut |p| {
+            progress.update(p)
+        });
+        progress.finish();
+        print!("{}", report.render(&inst.name));
+        std::io::stdout().flush()?;
+        unresolved += report.unresolved();
+    }
+    if unresolved > 0 {
+        let message = if repair {
+            format!("{unresolved} problem(s) could not be repaired")
+        } else {
+            format!("{unresolved} problem(s) found; `berth fsck --repair` repairs what it can")
+        };
+        return Err(ExitError { code: 1, message }.into());
+    }
+    Ok(())
+}
 
 /// Tells on stdout where the listeners are (scripts and tests read it).
 fn announce(opened: &[Opened]) -> std::io::Result<()> {

@@ -2,9 +2,9 @@
 //! names to 127.0.0.1 and trusting berth's local CA through certs.d logs in,
 //! pushes and pulls on one https port serving two instances.
 
-mod common;
 #[path = "clients/mod.rs"]
 mod clients;
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -23,17 +23,29 @@ fn docker_login_push_pull_by_hostname_over_tls() {
         })
         .collect();
     let cfg = ConfigDir::new(&instances);
-    std::fs::write(cfg.path().join("berth.toml"), "[listen]\nhttps = \"127.0.0.1:0\"\n").unwrap();
+    std::fs::write(
+        cfg.path().join("berth.toml"),
+        "[listen]\nhttps = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
     let server = Server::start(&cfg);
     let _log = log_on_panic("berth log", &server.stderr_log);
-    let port = server.addr("shared-tls").rsplit(':').next().unwrap().to_string();
+    let port = server
+        .addr("shared-tls")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
     let ca = Command::new(common::berth_bin())
         .args(["ca-path", "--config-dir"])
         .arg(cfg.path())
         .output()
         .unwrap();
     let ca = PathBuf::from(String::from_utf8(ca.stdout).unwrap().trim());
-    let hosts: Vec<String> = ["ci.test", "cache.test"].iter().map(|h| format!("{h}:{port}")).collect();
+    let hosts: Vec<String> = ["ci.test", "cache.test"]
+        .iter()
+        .map(|h| format!("{h}:{port}"))
+        .collect();
     let cas: Vec<(String, PathBuf)> = hosts.iter().map(|h| (h.clone(), ca.clone())).collect();
     let docker = Dockerd::start_with(&[], &["ci.test", "cache.test"], &cas);
     let _dockerd_log = log_on_panic("dockerd log", &docker.log_path());
@@ -41,15 +53,23 @@ fn docker_login_push_pull_by_hostname_over_tls() {
     let image = make_image("v1");
     let archive = tempfile::tempdir().unwrap();
     let tar = archive.path().join("image.tar");
-    skopeo(&["copy", &image.reference("v1"), &format!("docker-archive:{}:local/app:v1", tar.display())]);
+    skopeo(&[
+        "copy",
+        &image.reference("v1"),
+        &format!("docker-archive:{}:local/app:v1", tar.display()),
+    ]);
     docker.run(&["load", "-i", tar.to_str().unwrap()]);
     let id = docker.image_id("local/app:v1");
 
     // Each name has its own users; the other instance's are refused.
-    let err = docker.login(&hosts[0], "cache-user", "cache-secret").expect_err("cache's user on ci");
+    let err = docker
+        .login(&hosts[0], "cache-user", "cache-secret")
+        .expect_err("cache's user on ci");
     assert_auth_error(&err);
     for (host, name) in hosts.iter().zip(["ci", "cache"]) {
-        let out = docker.login(host, &format!("{name}-user"), &format!("{name}-secret")).expect("login");
+        let out = docker
+            .login(host, &format!("{name}-user"), &format!("{name}-secret"))
+            .expect("login");
         assert!(out.contains("Login Succeeded"), "{out}");
         let target = format!("{host}/team/app:v1");
         docker.run(&["tag", "local/app:v1", &target]);

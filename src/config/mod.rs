@@ -14,8 +14,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod access;
+mod retention;
 mod tls;
 pub use access::{Access, Action, Anonymous, Pattern, Rule};
+pub use retention::{parse_size, Retention, Untagged};
 pub use tls::{AcmeChallenge, Tls, LETS_ENCRYPT};
 
 /// Validated configuration of the whole process.
@@ -49,6 +51,7 @@ pub struct InstanceConfig {
     pub max_login_failures: u32,
     pub access: Access,
     pub tls: Tls,
+    pub retention: Retention,
 }
 
 /// Default of `[auth] max_login_failures`.
@@ -164,6 +167,8 @@ struct InstanceFile {
     access: access::AccessSection,
     #[serde(default)]
     tls: tls::TlsSection,
+    #[serde(default)]
+    retention: retention::RetentionSection,
 }
 
 #[derive(Deserialize, Default)]
@@ -433,6 +438,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
             max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
             access: access::build(&src, f.access, &mut errors),
             tls: tls::build(&src, &dir, &f.tls, &mut errors),
+            retention: retention::build(&src, &f.retention, &mut errors),
         };
         if inst.tls.is_on() && f.hostnames.is_empty() {
             errors.push(src.error_at(
@@ -648,7 +654,7 @@ mod tests {
     fn errors_carry_file_and_line() {
         let d = Dir::new();
         d.instance("ci", "hostnames = [\"a.test\"]\n\nbogus = 1\n");
-        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`"]);
+        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`"]);
         d.instance("ci", "hostnames = [\"a.test\"\n");
         assert_eq!(
             d.errors(),

@@ -109,7 +109,8 @@ impl RegistryError {
 
     /// Wraps an I/O failure; a full disk becomes [`RegistryError::StorageFull`].
     pub fn io(context: &str, err: io::Error) -> Self {
-        if err.raw_os_error() == Some(28) {
+        // ENOSPC, and EDQUOT (a quota is as full as a disk).
+        if matches!(err.raw_os_error(), Some(28 | 122)) {
             RegistryError::StorageFull(format!("{context}: no space left on device"))
         } else {
             RegistryError::Internal(format!("{context}: {err}"))

@@ -2,13 +2,18 @@
 //! manifests, tags and referrers over a [`FsStore`]. Knows nothing of HTTP;
 //! every storage call runs on the blocking pool, never on the async runtime.
 
+pub mod fsck;
+pub mod gc;
 pub mod manifest;
 mod paginate;
+pub mod retention;
 mod uploads;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 pub use paginate::{paginate, Page};
@@ -23,6 +28,36 @@ use crate::storage::{self, FsStore};
 pub struct Registry {
     store: Arc<FsStore>,
     uploads: Uploads,
+    pulls: PullLog,
+}
+
+/// Last pull of each tag ("repo:tag"), kept in memory and written to
+/// `<root>/berth/pulls.json` in batches (by [`Registry::flush_pulls`]), not
+/// on every pull.
+#[derive(Default)]
+struct PullLog {
+    times: parking_lot::Mutex<(HashMap<String, SystemTime>, bool)>,
+}
+
+fn pulls_path(store: &FsStore) -> PathBuf {
+    store.berth_dir().join("pulls.json")
+}
+
+/// Reads the pull log of a storage root (seconds since the epoch per tag).
+pub fn load_pulls(root: &std::path::Path) -> HashMap<String, SystemTime> {
+    let store = FsStore::new(root);
+    let raw: HashMap<String, u64> = std::fs::read(pulls_path(&store))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    raw.into_iter()
+        .map(|(k, secs)| {
+            (
+                k,
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            )
+        })
+        .collect()
 }
 
 /// A blob ready to be streamed.
@@ -62,9 +97,12 @@ fn io_err(context: &'static str) -> impl Fn(io::Error) -> RegistryError {
 impl Registry {
     pub fn new(root: &std::path::Path) -> Self {
         let store = Arc::new(FsStore::new(root));
+        let pulls = PullLog::default();
+        pulls.times.lock().0 = load_pulls(root);
         Registry {
             uploads: Uploads::new(store.clone()),
             store,
+            pulls,
         }
     }
 
@@ -131,6 +169,7 @@ impl Registry {
             from.clone(),
         );
         blocking(move || {
+            let _gc = store.gc_lock(false).map_err(io_err("locking"))?;
             let present = Self::linked_blob_size(&store, &from, &digest)?.is_some();
             if present {
                 storage::write_link(&store.layer_link(&repo, &digest), &digest)
@@ -191,6 +230,9 @@ impl Registry {
         );
         let subject = parsed.subject.clone();
         blocking(move || {
+            // Held while the references are checked and written, so that a
+            // concurrent garbage collection sees them before it deletes.
+            let _gc = store.gc_lock(false).map_err(io_err("locking"))?;
             for blob in &parsed.blobs {
                 if Self::linked_blob_size(&store, &repo, blob)?.is_none() {
                     return Err(RegistryError::ManifestBlobUnknown(format!(
@@ -255,8 +297,12 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<StoredManifest, RegistryError> {
+        let pulled_tag = match reference {
+            Reference::Tag(tag) => Some(format!("{repo}:{tag}")),
+            Reference::Digest(_) => None,
+        };
         let (store, repo, reference) = (self.store.clone(), repo.clone(), reference.clone());
-        blocking(move || {
+        let found = blocking(move || {
             let digest = Self::resolve(&store, &repo, &reference)?
                 .ok_or_else(|| Self::manifest_unknown(&repo, &reference))?;
             let bytes = store
@@ -269,7 +315,13 @@ impl Registry {
                 bytes: Bytes::from(bytes),
             })
         })
-        .await
+        .await;
+        if let (Ok(_), Some(key)) = (&found, pulled_tag) {
+            let mut log = self.pulls.times.lock();
+            log.0.insert(key, SystemTime::now());
+            log.1 = true;
+        }
+        found
     }
 
     /// Deletes a tag, or a manifest with every tag pointing at it.
@@ -314,6 +366,60 @@ impl Registry {
                 }
             }
             Ok(())
+        })
+        .await
+    }
+
+    /// Writes the pull log if it changed since the last time.
+    pub async fn flush_pulls(&self) -> Result<(), RegistryError> {
+        let snapshot = {
+            let mut log = self.pulls.times.lock();
+            if !log.1 {
+                return Ok(());
+            }
+            log.1 = false;
+            log.0.clone()
+        };
+        let store = self.store.clone();
+        blocking(move || {
+            let secs: HashMap<String, u64> = snapshot
+                .into_iter()
+                .map(|(k, t)| {
+                    (
+                        k,
+                        t.duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    )
+                })
+                .collect();
+            let json =
+                serde_json::to_vec(&secs).map_err(|e| RegistryError::Internal(e.to_string()))?;
+            storage::atomic_write(&pulls_path(&store), &json)
+                .map_err(io_err("writing the pull log"))
+        })
+        .await
+    }
+
+    /// Runs retention and garbage collection once ([`gc`]).
+    pub async fn collect_garbage(
+        &self,
+        policy: &crate::config::Retention,
+        now: SystemTime,
+        dry_run: bool,
+    ) -> Result<gc::Report, RegistryError> {
+        self.flush_pulls().await?;
+        let pulls = self.pulls.times.lock().0.clone();
+        let (store, policy) = (self.store.clone(), policy.clone());
+        blocking(move || {
+            gc::run(
+                &store,
+                &gc::Run {
+                    policy: &policy,
+                    pulls: &pulls,
+                    now,
+                    dry_run,
+                },
+            )
         })
         .await
     }

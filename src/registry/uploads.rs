@@ -78,12 +78,18 @@ impl Uploads {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.store.upload_dir(repo, &id);
         blocking(move || {
-            let e = io_err("starting upload");
-            std::fs::create_dir_all(&dir).map_err(&e)?;
-            std::fs::File::create(dir.join("data")).map_err(&e)?;
-            let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-            storage::atomic_write(&dir.join("startedat"), started.to_string().as_bytes())
-                .map_err(&e)
+            let result = (|| {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::File::create(dir.join("data"))?;
+                let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                storage::atomic_write(&dir.join("startedat"), started.to_string().as_bytes())
+            })();
+            if result.is_err() {
+                // No client knows this session's id: leave nothing behind
+                // (e.g. an empty `data` when the disk filled up).
+                let _ = storage::remove_dir_all(&dir);
+            }
+            result.map_err(io_err("starting upload"))
         })
         .await?;
         let session = Session {
@@ -256,6 +262,7 @@ impl Uploads {
                 )));
             }
             let e = io_err("storing blob");
+            let _gc = store.gc_lock(false).map_err(&e)?;
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(&e)?;

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -45,6 +45,58 @@ pub struct Instance {
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub tls: Option<Arc<tls::InstanceTls>>,
+    /// Background work: writing the pull log, scheduled retention runs.
+    jobs: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(j) = self.jobs.lock().take() {
+            j.abort();
+        }
+    }
+}
+
+/// How often the pull log is written.
+const FLUSH_PULLS: Duration = Duration::from_secs(30);
+
+impl Instance {
+    /// Starts the background jobs: the pull log every [`FLUSH_PULLS`], and
+    /// retention + garbage collection every `[retention] interval`.
+    fn start_jobs(self: &Arc<Self>) {
+        let mut jobs = self.jobs.lock();
+        if jobs.is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let interval = self.config.retention.interval;
+        let tick = interval.map_or(FLUSH_PULLS, |i| i.min(FLUSH_PULLS));
+        let name = self.config.name.clone();
+        *jobs = Some(tokio::spawn(async move {
+            let mut last_gc = Instant::now();
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(inst) = weak.upgrade() else { return };
+                if let Err(e) = inst.registry.flush_pulls().await {
+                    tracing::warn!(instance = %name, "cannot write the pull log: {e}");
+                }
+                if interval.is_some_and(|i| last_gc.elapsed() >= i) {
+                    last_gc = Instant::now();
+                    let run = inst.registry.collect_garbage(
+                        &inst.config.retention,
+                        SystemTime::now(),
+                        false,
+                    );
+                    match run.await {
+                        Ok(report) => {
+                            tracing::info!(instance = %name, "retention: {}", report.render(&name).trim_end())
+                        }
+                        Err(e) => tracing::error!(instance = %name, "retention failed: {e}"),
+                    }
+                }
+            }
+        }));
+    }
 }
 
 /// Every instance of one config, by name and by hostname.
@@ -118,6 +170,7 @@ impl Snapshot {
                         registry,
                         auth,
                         tls,
+                        jobs: parking_lot::Mutex::new(None),
                     });
                     for h in &ic.hostnames {
                         by_host.insert(h.clone(), inst.clone());
@@ -142,12 +195,13 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// Starts what the instances' TLS needs in the background (ACME).
-    fn start_tls(&self) {
+    /// Starts the instances' background work: ACME, pull log, retention.
+    fn start_background(&self) {
         for (name, inst) in &self.instances {
             if let Some(t) = &inst.tls {
                 t.start(name);
             }
+            inst.start_jobs();
         }
     }
 }
@@ -460,7 +514,7 @@ impl Server {
         config: Config,
         snapshot: Snapshot,
     ) -> anyhow::Result<(Server, Vec<Opened>)> {
-        snapshot.start_tls();
+        snapshot.start_background();
         let mut server = Server {
             config: config.clone(),
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -513,6 +567,10 @@ impl Server {
                 let router = app(snapshot, target2);
                 tokio::spawn(async move {
                     let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                    // Small responses must not wait for Nagle's algorithm.
+                    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                     let result = axum::serve(listener, service)
                         .with_graceful_shutdown(async move {
                             let _ = rx.wait_for(|stop| *stop).await;
@@ -557,7 +615,7 @@ impl Server {
             .bind_new(&config)
             .await
             .map_err(|e| vec![format!("{e:#}")])?;
-        snapshot.start_tls();
+        snapshot.start_background();
         self.snapshot.store(Arc::new(snapshot));
         let opened = self.activate(bound, &config);
         self.config = config;
@@ -565,8 +623,9 @@ impl Server {
     }
 
     /// Stops accepting, lets requests in flight finish for at most `drain`,
-    /// then returns.
+    /// writes what is kept in memory, then returns.
     pub async fn shutdown(self, drain: Duration) {
+        let snapshot = self.snapshot.load_full();
         let mut tasks = Vec::new();
         for (_, r) in self.listeners {
             let _ = r.stop.send(true);
@@ -578,6 +637,11 @@ impl Server {
                 drain_secs = drain.as_secs(),
                 "requests still in flight after the drain timeout; stopping anyway"
             );
+        }
+        for (name, inst) in &snapshot.instances {
+            if let Err(e) = inst.registry.flush_pulls().await {
+                tracing::warn!(instance = %name, "cannot write the pull log: {e}");
+            }
         }
     }
 }

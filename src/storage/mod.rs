@@ -27,6 +27,7 @@ use crate::oci::{Algorithm, Digest, RepoName, Tag};
 /// One instance's storage root.
 #[derive(Debug, Clone)]
 pub struct FsStore {
+    root: PathBuf,
     /// `<root>/docker/registry/v2`
     v2: PathBuf,
 }
@@ -34,6 +35,7 @@ pub struct FsStore {
 impl FsStore {
     pub fn new(root: &Path) -> Self {
         FsStore {
+            root: root.to_path_buf(),
             v2: root.join("docker/registry/v2"),
         }
     }
@@ -50,6 +52,16 @@ impl FsStore {
 
     pub fn repositories_dir(&self) -> PathBuf {
         self.v2.join("repositories")
+    }
+
+    /// `<root>/docker/registry/v2`, the top of everything registry:2 reads.
+    pub fn v2_dir(&self) -> &Path {
+        &self.v2
+    }
+
+    /// `<root>/docker/registry/v2/blobs`.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.v2.join("blobs")
     }
 
     pub fn repo_dir(&self, repo: &RepoName) -> PathBuf {
@@ -158,6 +170,44 @@ impl FsStore {
                     };
                     stack.push((entry.path(), child));
                 }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every repository directory, whatever it holds: a directory with at
+    /// least one `_`-prefixed subdirectory (`_manifests`, `_layers`,
+    /// `_uploads`, `_referrers`). Sorted.
+    pub fn list_repository_dirs(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.repositories_dir(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut is_repo = false;
+            for entry in entries {
+                let entry = entry?;
+                if !entry.file_type()?.is_dir() {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('_') {
+                    is_repo = true;
+                } else {
+                    let child = if prefix.is_empty() {
+                        name
+                    } else {
+                        format!("{prefix}/{name}")
+                    };
+                    stack.push((entry.path(), child));
+                }
+            }
+            if is_repo && !prefix.is_empty() {
+                out.push(prefix);
             }
         }
         out.sort();
@@ -274,6 +324,12 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Whether a file name is one of [`atomic_write`]'s temporary names
+/// (`.NAME.<uuid>.tmp`); one that outlives its write was left by a crash.
+pub fn is_temp_name(name: &str) -> bool {
+    name.len() > ".x.tmp".len() && name.starts_with('.') && name.ends_with(".tmp")
+}
+
 /// fsyncs a directory so that a rename into it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -316,6 +372,87 @@ pub fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
         Algorithm::Sha512 => run!(sha2::Sha512::new()),
     };
     Ok(Digest::from_parts(algorithm, hex))
+}
+
+/// A stored blob as garbage collection sees it.
+pub struct BlobEntry {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
+impl FsStore {
+    /// Every blob in the store with its size and modification time.
+    pub fn list_blobs(&self) -> io::Result<Vec<BlobEntry>> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let alg_dir = self.v2.join("blobs").join(alg.as_str());
+            let prefixes = match fs::read_dir(&alg_dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for prefix in prefixes {
+                for entry in fs::read_dir(prefix?.path())? {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let Ok(digest) = Digest::parse(&format!("{}:{name}", alg.as_str())) else {
+                        continue;
+                    };
+                    match fs::metadata(entry.path().join("data")) {
+                        Ok(m) => out.push(BlobEntry {
+                            digest,
+                            size: m.len(),
+                            modified: m.modified()?,
+                        }),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `<root>/berth`: berth's own state beside the registry:2 tree (which
+    /// registry:2 never looks at).
+    pub fn berth_dir(&self) -> PathBuf {
+        self.root.join("berth")
+    }
+
+    /// The lock between garbage collection (exclusive, while it deletes
+    /// blobs) and writers that make blobs referenced (shared), across
+    /// processes; released when dropped.
+    pub fn gc_lock(&self, exclusive: bool) -> io::Result<File> {
+        let dir = self.berth_dir();
+        fs::create_dir_all(&dir)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("gc.lock"))?;
+        if exclusive {
+            f.lock()?;
+        } else {
+            f.lock_shared()?;
+        }
+        Ok(f)
+    }
+
+    /// Removes a blob's data and directory; `false` when it was not there.
+    pub fn remove_blob(&self, d: &Digest) -> io::Result<bool> {
+        let path = self.blob_path(d);
+        remove_dir_all(path.parent().expect("blob path has a parent"))
+    }
+}
+
+/// Modification time of a file, `None` when it does not exist.
+pub fn modified(path: &Path) -> io::Result<Option<std::time::SystemTime>> {
+    match fs::metadata(path) {
+        Ok(m) => m.modified().map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,214 @@
+//! Retention and garbage collection through `berth gc`, on a running server.
+
+mod common;
+#[path = "common_api/mod.rs"]
+mod common_api;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use common::{ConfigDir, Instance, Server};
+use common_api::*;
+
+fn gc(cfg: &ConfigDir, extra: &[&str]) -> String {
+    let out = Command::new(common::berth_bin())
+        .args(["gc", "--config-dir"])
+        .arg(cfg.path())
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Makes a tag look pushed `age` ago.
+fn age_tag(cfg: &ConfigDir, repo: &str, tag: &str, age: Duration) {
+    let link = cfg.storage_root("ci").join(format!(
+        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
+    ));
+    let f = std::fs::File::options().write(true).open(link).unwrap();
+    f.set_modified(SystemTime::now() - age).unwrap();
+}
+
+fn layers(manifest: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    let mut out = vec![v["config"]["digest"].as_str().unwrap().to_string()];
+    out.extend(
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string()),
+    );
+    out
+}
+
+fn blob_file(cfg: &ConfigDir, digest: &str) -> PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    cfg.storage_root("ci").join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ))
+}
+
+#[tokio::test]
+async fn keep_last_two_plus_protected_and_the_rest_is_swept() {
+    let mut ci = Instance::new("ci");
+    ci.extra = "[retention]\nkeep_last = 2\nprotect = [\"latest\"]\ngc_grace = \"0s\"\n".into();
+    let cfg = ConfigDir::new(&[ci]);
+    let server = Server::start(&cfg);
+    let reg = Reg::for_instance(&server, "ci");
+    let mut pushed = Vec::new();
+    for (i, tag) in ["v1", "v2", "v3", "v4", "v5", "latest"].iter().enumerate() {
+        let (manifest, digest) = push_image(&reg, "app", tag).await;
+        age_tag(
+            &cfg,
+            "app",
+            tag,
+            Duration::from_secs(3600 * (10 - i as u64)),
+        );
+        pushed.push((tag.to_string(), manifest, digest));
+    }
+    // "latest" is the oldest push of all but protected.
+    age_tag(&cfg, "app", "latest", Duration::from_secs(3600 * 100));
+
+    let before = files_under(&cfg.storage_root("ci"));
+    let dry = gc(&cfg, &["--dry-run"]);
+    assert!(
+        dry.contains("ci: would delete 3 tags, 3 manifests, 9 blobs"),
+        "{dry}"
+    );
+    assert_eq!(
+        files_under(&cfg.storage_root("ci")),
+        before,
+        "a dry run changes nothing"
+    );
+
+    let report = gc(&cfg, &[]);
+    assert!(
+        report.contains("ci: deleted 3 tags, 3 manifests, 9 blobs"),
+        "{report}"
+    );
+    for t in ["app:v1", "app:v2", "app:v3"] {
+        assert!(report.contains(&format!("tag {t}")), "{report}");
+    }
+    assert!(
+        report.contains("ci: usage") && report.contains("3 tags"),
+        "{report}"
+    );
+    assert_eq!(list_tags(&reg, "app").await, ["latest", "v4", "v5"]);
+    for (tag, manifest, _) in &pushed {
+        let kept = ["v4", "v5", "latest"].contains(&tag.as_str());
+        for d in layers(manifest) {
+            assert_eq!(blob_file(&cfg, &d).exists(), kept, "{tag} blob {d}");
+            if kept {
+                let resp = reg.send(Method::GET, &format!("/v2/app/blobs/{d}")).await;
+                assert_eq!(resp.status().as_u16(), 200);
+            }
+        }
+        let resp = get_manifest(&reg, "app", tag).await;
+        assert_eq!(
+            resp.status().as_u16(),
+            if kept { 200 } else { 404 },
+            "{tag}"
+        );
+    }
+    drop(server);
+}
+
+#[tokio::test]
+async fn gc_concurrent_with_pushes_loses_nothing() {
+    let mut ci = Instance::new("ci");
+    // Every tag is deleted once it is old, to make garbage while pushes go on;
+    // what a push just wrote is protected by the grace period.
+    ci.extra = "[retention]\nmax_age = \"1h\"\ngc_grace = \"1s\"\n".into();
+    let cfg = ConfigDir::new(&[ci]);
+    let server = Server::start(&cfg);
+    let reg = Reg::for_instance(&server, "ci");
+    for i in 0..10 {
+        let tag = format!("old{i}");
+        push_image(&reg, "app", &tag).await;
+        age_tag(&cfg, "app", &tag, Duration::from_secs(7200));
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let pusher = {
+        let reg = reg.clone();
+        tokio::spawn(async move {
+            let mut done = Vec::new();
+            for i in 0..60 {
+                let tag = format!("new{i}");
+                let (manifest, digest) = push_image(&reg, "app", &tag).await;
+                done.push((tag, manifest, digest));
+            }
+            done
+        })
+    };
+    let cfg_path = cfg.path().to_path_buf();
+    let collector = tokio::task::spawn_blocking(move || {
+        let mut reports = Vec::new();
+        for _ in 0..5 {
+            let out = Command::new(common::berth_bin())
+                .args(["gc", "--config-dir"])
+                .arg(&cfg_path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            reports.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        reports
+    });
+    let pushed = pusher.await.unwrap();
+    let reports = collector.await.unwrap();
+    assert!(
+        reports.iter().any(|r| r.contains("tag app:old0")),
+        "{reports:?}"
+    );
+    gc(&cfg, &[]);
+    for (tag, manifest, digest) in &pushed {
+        let resp = get_manifest(&reg, "app", tag).await;
+        assert_eq!(resp.status().as_u16(), 200, "{tag} lost");
+        assert_eq!(
+            header(&resp, "docker-content-digest").as_deref(),
+            Some(digest.as_str())
+        );
+        for d in layers(manifest) {
+            assert_blob_present(&reg, &d).await;
+        }
+    }
+}
+
+async fn assert_blob_present(reg: &Reg, digest: &str) {
+    let resp = reg
+        .send(Method::GET, &format!("/v2/app/blobs/{digest}"))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200, "blob {digest} lost");
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(common::sha256_digest(&body), digest);
+}
