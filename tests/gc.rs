@@ -212,3 +212,103 @@ async fn assert_blob_present(reg: &Reg, digest: &str) {
     let body = resp.bytes().await.unwrap();
     assert_eq!(common::sha256_digest(&body), digest);
 }
+
+/// A signature-like referrer of `subject` (OCI artifact with a subject),
+/// pushed by digest.
+async fn push_referrer(reg: &Reg, repo: &str, subject: &str, subject_size: usize) -> String {
+    let config = push_desc(reg, repo, "application/vnd.oci.empty.v1+json", b"{}").await;
+    let layer = push_desc(
+        reg,
+        repo,
+        "application/vnd.example.sig",
+        format!("sig of {subject}").as_bytes(),
+    )
+    .await;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&image_manifest(OCI_MANIFEST, &config, &[layer])).unwrap();
+    v["artifactType"] = "application/vnd.example.sig".into();
+    v["subject"] =
+        serde_json::json!({"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_size});
+    let body = serde_json::to_vec(&v).unwrap();
+    let digest = common::sha256_digest(&body);
+    put_manifest_subject(reg, repo, &digest, OCI_MANIFEST, &body).await;
+    digest
+}
+
+#[tokio::test]
+async fn referrers_go_with_their_subject_and_empty_repositories_leave_the_catalog() {
+    let mut ci = Instance::new("ci");
+    ci.extra = "[retention]\nmax_age = \"1h\"\ngc_grace = \"0s\"\n".into();
+    let cfg = ConfigDir::new(&[ci]);
+    let server = Server::start(&cfg);
+    let reg = Reg::for_instance(&server, "ci");
+    let (old, old_digest) = push_image(&reg, "gone/app", "v1").await;
+    let old_sig = push_referrer(&reg, "gone/app", &old_digest, old.len()).await;
+    age_tag(&cfg, "gone/app", "v1", Duration::from_secs(7200));
+    let (new, new_digest) = push_image(&reg, "kept/app", "v1").await;
+    let new_sig = push_referrer(&reg, "kept/app", &new_digest, new.len()).await;
+
+    let report = gc(&cfg, &[]);
+    assert!(
+        report.contains(&format!("manifest gone/app@{old_digest}")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("manifest gone/app@{old_sig}")),
+        "{report}"
+    );
+    assert!(report.contains("repository gone/app"), "{report}");
+    assert!(!report.contains("kept/app"), "{report}");
+    let body = reg.expect_status(Method::GET, "/v2/_catalog", 200).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["repositories"], serde_json::json!(["kept/app"]));
+    let body = reg
+        .expect_status(
+            Method::GET,
+            &format!("/v2/kept/app/referrers/{new_digest}"),
+            200,
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["manifests"][0]["digest"], serde_json::json!(new_sig));
+    assert_eq!(
+        get_manifest(&reg, "kept/app", &new_sig)
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn abandoned_uploads_are_purged_and_scheduled_runs_happen() {
+    let mut ci = Instance::new("ci");
+    ci.extra = "[retention]\nmax_age = \"1h\"\ninterval = \"1s\"\nupload_ttl = \"1h\"\ngc_grace = \"0s\"\n".into();
+    let cfg = ConfigDir::new(&[ci]);
+    let server = Server::start(&cfg);
+    let reg = Reg::for_instance(&server, "ci");
+    let resp = reg.send(Method::POST, "/v2/app/blobs/uploads/").await;
+    let location = header(&resp, "location").unwrap();
+    let id = location.rsplit('/').next().unwrap().to_string();
+    let uploads = cfg
+        .storage_root("ci")
+        .join("docker/registry/v2/repositories/app/_uploads");
+    let fresh = reg.send(Method::POST, "/v2/app/blobs/uploads/").await;
+    let fresh_id = header(&fresh, "location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let started = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(7200));
+    std::fs::write(uploads.join(&id).join("startedat"), started.to_string()).unwrap();
+    push_image(&reg, "app", "old").await;
+    age_tag(&cfg, "app", "old", Duration::from_secs(7200));
+    // The server's own scheduled run deletes the old tag and the old session.
+    let log = server.wait_for_stderr("tag app:old");
+    assert!(log.contains("retention: ci: deleted 1 tags"), "{log}");
+    assert!(!uploads.join(&id).exists(), "abandoned upload kept");
+    assert!(uploads.join(&fresh_id).exists(), "fresh upload purged");
+    let resp = reg.send(Method::GET, &location).await;
+    assert_eq!(resp.status().as_u16(), 404);
+}

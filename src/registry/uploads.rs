@@ -111,10 +111,17 @@ impl Uploads {
             return Err(unknown(id));
         }
         let key = Self::key(repo, id);
-        if let Some(s) = self.sessions.lock().get(&key) {
-            return Ok(s.clone());
-        }
         let path = self.data_path(repo, id);
+        let known = self.sessions.lock().get(&key).cloned();
+        if let Some(s) = known {
+            // Garbage collection may have purged an abandoned session.
+            let check = path.clone();
+            if blocking(move || Ok(check.exists())).await? {
+                return Ok(s);
+            }
+            self.sessions.lock().remove(&key);
+            return Err(unknown(id));
+        }
         let size = blocking(move || match std::fs::metadata(&path) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
