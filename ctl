@@ -25,7 +25,7 @@ usage: ./ctl COMMAND [ARGS]
   restart               stop, then start
   reload                re-read berth.toml, instances/*.toml and credentials (SIGHUP);
                         a config with errors is refused and the running one stays
-  status                running or not, pid, instances and their listeners
+  status                running or not, pid, instances, listeners and usage
   logs                  follow the log (journalctl under systemd)
   debug                 run in the foreground with debug logging (Ctrl-C stops)
   check                 validate the configuration (berth check)
@@ -175,6 +175,11 @@ stop() {
 	echo "ctl: berth stopped"
 }
 
+# What each instance holds (a dry run of garbage collection measures it).
+print_usage() {
+	"$BIN" gc --config-dir "$CONFIG_DIR" --dry-run 2>/dev/null | sed -n 's/^\([^ ]*\): usage /  \1 holds /p'
+}
+
 reload() {
 	p=$(pid) || die "berth is not running (./ctl start)"
 	"$BIN" check --config-dir "$CONFIG_DIR" >/dev/null ||
@@ -191,10 +196,11 @@ status() {
 		else
 			print_endpoints
 		fi
+		print_usage
 		return 0
 	fi
 	echo "berth is not running"
-	[ -x "$BIN" ] && "$BIN" check --config-dir "$CONFIG_DIR" | sed 1d
+	[ -x "$BIN" ] && "$BIN" check --config-dir "$CONFIG_DIR" | sed 1d && print_usage
 	return 3
 }
 
