@@ -8,43 +8,27 @@ mod common_api;
 
 use std::time::{Duration, Instant};
 
-use common::{ConfigDir, Instance, Server};
+use common::{access_rule, ConfigDir, Instance, Server};
 use common_api::*;
 use reqwest::Method;
 
-const RULES: &str = r#"
-[access]
-default = "push"
-[[access.rule]]
-users = ["bot"]
-repositories = ["**"]
-allow = "pull"
-[[access.rule]]
-users = ["release-*"]
-repositories = ["releases/**"]
-allow = "delete"
-[[access.rule]]
-users = ["release-*"]
-repositories = ["**"]
-allow = "pull"
-[[access.rule]]
-users = ["admin"]
-repositories = ["**"]
-allow = "delete"
-[[access.rule]]
-users = ["dev"]
-repositories = ["secret/**"]
-allow = "none"
-"#;
+/// The rules of most tests; `bot` gets `bot_allow` everywhere.
+fn rules(bot_allow: &str) -> String {
+    [
+        "[access]\ndefault = \"push\"\n".to_string(),
+        access_rule(&["bot"], &["**"], bot_allow),
+        access_rule(&["release-*"], &["releases/**"], "delete"),
+        access_rule(&["release-*"], &["**"], "pull"),
+        access_rule(&["admin"], &["**"], "delete"),
+        access_rule(&["dev"], &["secret/**"], "none"),
+    ]
+    .concat()
+}
 
 const USERS: [&str; 4] = ["admin", "dev", "bot", "release-1"];
 
 fn ci_with(access: &str) -> Instance {
-    let mut ci = Instance::new("ci");
-    ci.users = USERS
-        .iter()
-        .map(|u| (u.to_string(), format!("{u}-pw")))
-        .collect();
+    let mut ci = Instance::new("ci").with_users(&USERS);
     ci.extra = access.to_string();
     ci
 }
@@ -141,7 +125,7 @@ impl Op {
 
 #[tokio::test]
 async fn every_role_against_every_endpoint_class() {
-    let cfg = ConfigDir::new(&[ci_with(RULES)]);
+    let cfg = ConfigDir::new(&[ci_with(&rules("pull"))]);
     let server = Server::start(&cfg);
     let admin = as_user(&server, Some("admin"));
     // user, repository, highest level allowed (None: nothing)
@@ -230,7 +214,7 @@ async fn anonymous_pull_on_and_off() {
 
 #[tokio::test]
 async fn catalog_lists_only_what_the_user_may_pull() {
-    let cfg = ConfigDir::new(&[ci_with(RULES)]);
+    let cfg = ConfigDir::new(&[ci_with(&rules("pull"))]);
     let server = Server::start(&cfg);
     let admin = as_user(&server, Some("admin"));
     for repo in ["base/app", "releases/app", "secret/keys"] {
@@ -270,7 +254,7 @@ async fn catalog_lists_only_what_the_user_may_pull() {
 
 #[tokio::test]
 async fn mount_needs_pull_on_the_source() {
-    let cfg = ConfigDir::new(&[ci_with(RULES)]);
+    let cfg = ConfigDir::new(&[ci_with(&rules("pull"))]);
     let server = Server::start(&cfg);
     let admin = as_user(&server, Some("admin"));
     let secret = push_blob(&admin, "secret/keys", b"top secret layer").await;
@@ -335,15 +319,12 @@ async fn failed_logins_are_throttled_per_address_not_for_others() {
 
 #[tokio::test]
 async fn rules_reload_with_the_config() {
-    let cfg = ConfigDir::new(&[ci_with(RULES)]);
+    let cfg = ConfigDir::new(&[ci_with(&rules("pull"))]);
     let server = Server::start(&cfg);
     let bot = as_user(&server, Some("bot"));
     let resp = bot.send(Method::POST, "/v2/base/app/blobs/uploads/").await;
     expect_error(resp, 403, "DENIED").await;
-    cfg.add_instance(&ci_with(&RULES.replace(
-        "users = [\"bot\"]\nrepositories = [\"**\"]\nallow = \"pull\"",
-        "users = [\"bot\"]\nrepositories = [\"**\"]\nallow = \"push\"",
-    )));
+    cfg.add_instance(&ci_with(&rules("push")));
     server.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -363,32 +344,30 @@ async fn rules_reload_with_the_config() {
     }
 }
 
-#[test]
-fn check_warns_of_unknown_users_and_refuses_bad_globs() {
-    let cfg = ConfigDir::new(&[ci_with(
-        "[[access.rule]]\nusers = [\"ghost\"]\nrepositories = [\"**\"]\nallow = \"pull\"\n",
-    )]);
+/// Runs `berth check` on the config directory; whether it succeeded, and
+/// its stderr.
+fn berth_check(cfg: &ConfigDir) -> (bool, String) {
     let out = std::process::Command::new(common::berth_bin())
         .args(["check", "--config-dir"])
         .arg(cfg.path())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), stderr)
+}
+
+#[test]
+fn check_warns_of_unknown_users_and_refuses_bad_globs() {
+    let cfg = ConfigDir::new(&[ci_with(&access_rule(&["ghost"], &["**"], "pull"))]);
+    let (ok, stderr) = berth_check(&cfg);
+    assert!(ok, "{stderr}");
     assert!(
         stderr.contains("warning:") && stderr.contains("'ghost'"),
         "{stderr}"
     );
-    cfg.add_instance(&ci_with(
-        "[[access.rule]]\nusers = [\"a\"]\nrepositories = [\"x/[y\"]\nallow = \"pull\"\n",
-    ));
-    let out = std::process::Command::new(common::berth_bin())
-        .args(["check", "--config-dir"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    cfg.add_instance(&ci_with(&access_rule(&["a"], &["x/[y"], "pull")));
+    let (ok, stderr) = berth_check(&cfg);
+    assert!(!ok);
     assert!(
         stderr.contains("instances/ci.toml:5:17: invalid pattern 'x/[y'"),
         "{stderr}"

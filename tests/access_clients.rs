@@ -6,29 +6,16 @@ mod clients;
 mod common;
 
 use clients::*;
-use common::{ConfigDir, Instance, Server};
-
-const ACCESS: &str = r#"
-[access]
-default = "push"
-[[access.rule]]
-users = ["robot"]
-repositories = ["**"]
-allow = "pull"
-[[access.rule]]
-users = ["admin"]
-repositories = ["**"]
-allow = "delete"
-"#;
+use common::{access_rule, ConfigDir, Instance, Server};
 
 #[test]
 fn pull_only_and_push_only_users_with_skopeo_and_docker() {
-    let mut ci = Instance::new("ci");
-    ci.users = ["admin", "dev", "robot"]
-        .iter()
-        .map(|u| (u.to_string(), format!("{u}-pw")))
-        .collect();
-    ci.extra = ACCESS.to_string();
+    let mut ci = Instance::new("ci").with_users(&["admin", "dev", "robot"]);
+    ci.extra = format!(
+        "[access]\ndefault = \"push\"\n{}{}",
+        access_rule(&["robot"], &["**"], "pull"),
+        access_rule(&["admin"], &["**"], "delete")
+    );
     let cfg = ConfigDir::new(&[ci]);
     let server = Server::start(&cfg);
     let _log = log_on_panic("berth log", &server.stderr_log);
@@ -68,13 +55,6 @@ fn pull_only_and_push_only_users_with_skopeo_and_docker() {
     run(&mut delete("admin:admin-pw"));
 
     // docker: the robot logs in and pulls, and its push is refused, saying why.
-    let archive = tempfile::tempdir().unwrap();
-    let tar = archive.path().join("image.tar");
-    skopeo(&[
-        "copy",
-        &image.reference("v1"),
-        &format!("docker-archive:{}:local/app:v1", tar.display()),
-    ]);
     let docker = Dockerd::start(&[&addr]);
     let _dockerd_log = log_on_panic("dockerd log", &docker.log_path());
     let out = docker
@@ -82,7 +62,7 @@ fn pull_only_and_push_only_users_with_skopeo_and_docker() {
         .expect("robot login");
     assert!(out.contains("Login Succeeded"), "{out}");
     docker.run(&["pull", &format!("{addr}/base/app:v1")]);
-    docker.run(&["load", "-i", tar.to_str().unwrap()]);
+    docker.load(&image, "v1", "local/app:v1");
     let target = format!("{addr}/robot/app:v1");
     docker.run(&["tag", "local/app:v1", &target]);
     let err = docker.run_fails(&["push", &target]);

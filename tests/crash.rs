@@ -31,7 +31,7 @@ use common::{berth_bin, sha256_digest, ConfigDir, Instance, Server};
 use common_api::*;
 use futures_util::StreamExt;
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WORKERS: usize = 6;
 /// Requests in flight while verifying.
@@ -307,17 +307,10 @@ impl Verifier {
                 top.get_or_insert(dcd);
                 continue;
             }
-            let m: Value = serde_json::from_slice(&bytes).unwrap();
-            for child in m["manifests"].as_array().into_iter().flatten() {
-                todo.push(child["digest"].as_str().unwrap().to_string());
-            }
-            let blobs = m["layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .chain(std::iter::once(&m["config"]).filter(|c| c.is_object()));
+            let (children, blobs) = manifest_refs(&bytes);
+            todo.extend(children);
             for b in blobs {
-                self.blob(reg, repo, b["digest"].as_str().unwrap()).await;
+                self.blob(reg, repo, &b).await;
             }
             self.mark(repo, &dcd);
             top.get_or_insert(dcd);

@@ -166,7 +166,12 @@ fn start_status_passwd_reload_stop() {
         .unwrap();
     for (name, addr, _) in &found {
         assert!(shown.contains(&format!("{name}: http://{addr}")), "{shown}");
-        assert!(shown.contains(&format!("{name} holds 0 bytes in 0 blobs, 0 repositories, 0 tags")), "{shown}");
+        assert!(
+            shown.contains(&format!(
+                "{name} holds 0 bytes in 0 blobs, 0 repositories, 0 tags"
+            )),
+            "{shown}"
+        );
     }
 
     // Users added and removed take effect without a restart.

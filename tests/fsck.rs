@@ -121,17 +121,9 @@ async fn assert_pullable(reg: &Reg, repo: &str, reference: &str) {
         if r.starts_with("sha256:") {
             assert_eq!(dcd, r);
         }
-        let m: Value = serde_json::from_slice(&bytes).unwrap();
-        for child in m["manifests"].as_array().into_iter().flatten() {
-            todo.push(child["digest"].as_str().unwrap().to_string());
-        }
-        let blobs = m["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(std::iter::once(&m["config"]).filter(|c| c.is_object()));
-        for b in blobs {
-            let digest = b["digest"].as_str().unwrap();
+        let (children, blobs) = manifest_refs(&bytes);
+        todo.extend(children);
+        for digest in blobs {
             let path = format!("/v2/{repo}/blobs/{digest}");
             let data = reg.expect_status(Method::GET, &path, 200).await;
             assert_eq!(sha256_digest(&data), digest, "{repo} blob {digest}");

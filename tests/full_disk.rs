@@ -95,6 +95,16 @@ fn upload_dirs(root: &Path) -> Vec<String> {
     out
 }
 
+/// PATCHes `data` as the chunk at `range` of the upload session `session`.
+async fn patch_chunk(reg: &Reg, session: &str, range: &str, data: &[u8]) -> reqwest::Response {
+    reg.patch(session)
+        .header("content-range", range)
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Asserts the 507 OCI error of a full disk.
 async fn expect_full(resp: reqwest::Response, what: &str) {
     let v = expect_error_for(resp, 507, "UNKNOWN", what).await;
@@ -162,13 +172,7 @@ async fn enospc_fails_cleanly_and_pulls_keep_working() {
     let session = must_header(&resp, "location");
     expect_status(resp, 202).await;
     let first = random_bytes(100 * 1024);
-    let resp = reg
-        .patch(&session)
-        .header("content-range", format!("0-{}", first.len() - 1))
-        .body(first.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = patch_chunk(&reg, &session, &format!("0-{}", first.len() - 1), &first).await;
     let session = must_header(&resp, "location");
     expect_status(resp, 202).await;
     let sessions_before = upload_dirs(&mnt);
@@ -212,13 +216,7 @@ async fn enospc_fails_cleanly_and_pulls_keep_working() {
     expect_full(resp, "upload session start on a full disk").await;
     let second = random_bytes(300 * 1024);
     let range = format!("{}-{}", first.len(), first.len() + second.len() - 1);
-    let resp = reg
-        .patch(&session)
-        .header("content-range", &range)
-        .body(second.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = patch_chunk(&reg, &session, &range, &second).await;
     expect_full(resp, "chunk on a full disk").await;
     let (config, layers) = descriptors_of(&early);
     let manifest = image_manifest(OCI_MANIFEST, &config, &layers);
@@ -261,13 +259,7 @@ async fn enospc_fails_cleanly_and_pulls_keep_working() {
     // Freeing space lets pushes through again; the session resumes.
     std::fs::remove_file(&brim).unwrap();
     std::fs::remove_file(&ballast).unwrap();
-    let resp = reg
-        .patch(&session)
-        .header("content-range", &range)
-        .body(second.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = patch_chunk(&reg, &session, &range, &second).await;
     let session = must_header(&resp, "location");
     expect_status(resp, 202).await;
     let whole = [first, second].concat();

@@ -230,17 +230,10 @@ fn docker_push_and_pull_through_two_instances() {
     let ci = server.addr("ci").to_string();
     let cache = server.addr("cache").to_string();
     let image = make_image("v1");
-    let archive = tempfile::tempdir().unwrap();
-    let tar = archive.path().join("image.tar");
-    skopeo(&[
-        "copy",
-        &image.reference("v1"),
-        &format!("docker-archive:{}:e2e/docker-app:v1", tar.display()),
-    ]);
 
     let docker = Dockerd::start(&[&ci, &cache]);
     let _dockerd_log = log_on_panic("dockerd log", &docker.log_path());
-    let loaded = docker.run(&["load", "-i", tar.to_str().unwrap()]);
+    let loaded = docker.load(&image, "v1", "e2e/docker-app:v1");
     assert!(loaded.contains("e2e/docker-app:v1"), "{loaded}");
     let id = docker.image_id("e2e/docker-app:v1");
     assert_eq!(
@@ -273,8 +266,7 @@ fn docker_push_and_pull_through_two_instances() {
     ];
     let mut pushed_digests = Vec::new();
     for target in &targets {
-        docker.run(&["tag", "e2e/docker-app:v1", target]);
-        let out = docker.run(&["push", target]);
+        let out = docker.tag_and_push("e2e/docker-app:v1", target);
         let digest = out
             .split_whitespace()
             .skip_while(|w| *w != "digest:")
@@ -322,8 +314,7 @@ fn docker_push_and_pull_through_two_instances() {
     // Another repository of the same instance: docker mounts the layers
     // from the repository it pushed them to instead of uploading them.
     let sibling = format!("{ci}/e2e/sibling:v1");
-    docker.run(&["tag", &by_digest, &sibling]);
-    let out = docker.run(&["push", &sibling]);
+    let out = docker.tag_and_push(&by_digest, &sibling);
     assert!(
         out.contains("Mounted from e2e/docker-app"),
         "docker push {sibling}:\n{out}"

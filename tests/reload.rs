@@ -36,17 +36,38 @@ fn slow_body(data: Vec<u8>, chunks: usize, pause: Duration) -> reqwest::Body {
     reqwest::Body::wrap_stream(stream)
 }
 
+/// A request to `path` on `ci`, as its user.
+fn ci_request(server: &Server, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    let ci = Instance::new("ci");
+    client()
+        .request(method, format!("{}{path}", server.url("ci")))
+        .basic_auth(ci.user(), Some(ci.password()))
+}
+
+/// Sends a request without a body to `path` on `ci`, as its user.
+async fn ci_send(server: &Server, method: reqwest::Method, path: &str) -> reqwest::Response {
+    ci_request(server, method, path).send().await.unwrap()
+}
+
 /// Starts an upload on `ci` and returns its Location path.
 async fn start_upload(server: &Server, repo: &str) -> String {
-    let ci = Instance::new("ci");
-    let resp = client()
-        .post(format!("{}/v2/{repo}/blobs/uploads/", server.url("ci")))
-        .basic_auth(ci.user(), Some(ci.password()))
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/v2/{repo}/blobs/uploads/");
+    let resp = ci_send(server, reqwest::Method::POST, &path).await;
     assert_eq!(resp.status().as_u16(), 202);
     resp.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// Sends `body` to the upload at `location` on `ci` in a PATCH of its own
+/// task; the task ends with the status.
+fn spawn_patch(
+    server: &Server,
+    location: &str,
+    body: reqwest::Body,
+) -> tokio::task::JoinHandle<reqwest::Result<u16>> {
+    let send = ci_request(server, reqwest::Method::PATCH, location)
+        .body(body)
+        .send();
+    tokio::spawn(async move { send.await.map(|r| r.status().as_u16()) })
 }
 
 #[tokio::test]
@@ -59,21 +80,11 @@ async fn reload_adds_changes_and_removes_instances_while_a_push_goes_on() {
     let location = start_upload(&server, "app").await;
 
     // A PATCH that takes about two seconds, in flight across the reloads.
-    let patch = tokio::spawn({
-        let url = format!("{}{location}", server.url("ci"));
-        let body = slow_body(data.clone(), 20, Duration::from_millis(100));
-        async move {
-            client()
-                .patch(url)
-                .basic_auth("ci-user", Some("ci-secret"))
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    });
+    let patch = spawn_patch(
+        &server,
+        &location,
+        slow_body(data.clone(), 20, Duration::from_millis(100)),
+    );
 
     // Added: a new instance serves on its own listener with its own users.
     let extra = Instance::new("extra");
@@ -128,20 +139,13 @@ async fn reload_adds_changes_and_removes_instances_while_a_push_goes_on() {
     }
 
     // The push in flight all along completes and is whole.
-    assert_eq!(patch.await.unwrap(), 202);
-    let resp = client()
-        .put(format!("{}{location}?digest={digest}", server.url("ci")))
-        .basic_auth(ci.user(), Some(ci.password()))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(patch.await.unwrap().unwrap(), 202);
+    let put = format!("{location}?digest={digest}");
+    let resp = ci_send(&server, reqwest::Method::PUT, &put).await;
     assert_eq!(resp.status().as_u16(), 201);
-    let pulled = client()
-        .get(format!("{}/v2/app/blobs/{digest}", server.url("ci")))
-        .basic_auth(ci.user(), Some(ci.password()))
-        .send()
+    let get = format!("/v2/app/blobs/{digest}");
+    let pulled = ci_send(&server, reqwest::Method::GET, &get)
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
@@ -154,19 +158,11 @@ async fn sigterm_lets_a_transfer_in_flight_finish() {
     let mut server = Server::start(&cfg);
     let location = start_upload(&server, "app").await;
     let data = vec![7u8; 1_000_000];
-    let patch = tokio::spawn({
-        let url = format!("{}{location}", server.url("ci"));
-        let body = slow_body(data, 10, Duration::from_millis(100));
-        async move {
-            client()
-                .patch(url)
-                .basic_auth("ci-user", Some("ci-secret"))
-                .body(body)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
-    });
+    let patch = spawn_patch(
+        &server,
+        &location,
+        slow_body(data, 10, Duration::from_millis(100)),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.signal("TERM");
     assert_eq!(patch.await.unwrap().unwrap(), 202);
@@ -187,18 +183,11 @@ async fn drain_timeout_bounds_shutdown() {
     let mut server = Server::start(&cfg);
     let location = start_upload(&server, "app").await;
     // Far slower than the drain timeout: 60 pieces, one every 500 ms.
-    let patch = tokio::spawn({
-        let url = format!("{}{location}", server.url("ci"));
-        let body = slow_body(vec![1u8; 60], 60, Duration::from_millis(500));
-        async move {
-            client()
-                .patch(url)
-                .basic_auth("ci-user", Some("ci-secret"))
-                .body(body)
-                .send()
-                .await
-        }
-    });
+    let patch = spawn_patch(
+        &server,
+        &location,
+        slow_body(vec![1u8; 60], 60, Duration::from_millis(500)),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let asked = Instant::now();
     server.signal("TERM");

@@ -50,15 +50,7 @@ fn docker_login_push_pull_by_hostname_over_tls() {
     let docker = Dockerd::start_with(&[], &["ci.test", "cache.test"], &cas);
     let _dockerd_log = log_on_panic("dockerd log", &docker.log_path());
 
-    let image = make_image("v1");
-    let archive = tempfile::tempdir().unwrap();
-    let tar = archive.path().join("image.tar");
-    skopeo(&[
-        "copy",
-        &image.reference("v1"),
-        &format!("docker-archive:{}:local/app:v1", tar.display()),
-    ]);
-    docker.run(&["load", "-i", tar.to_str().unwrap()]);
+    docker.load(&make_image("v1"), "v1", "local/app:v1");
     let id = docker.image_id("local/app:v1");
 
     // Each name has its own users; the other instance's are refused.
@@ -72,8 +64,7 @@ fn docker_login_push_pull_by_hostname_over_tls() {
             .expect("login");
         assert!(out.contains("Login Succeeded"), "{out}");
         let target = format!("{host}/team/app:v1");
-        docker.run(&["tag", "local/app:v1", &target]);
-        docker.run(&["push", &target]);
+        docker.tag_and_push("local/app:v1", &target);
         docker.run(&["rmi", &target]);
         docker.run(&["pull", &target]);
         assert_eq!(docker.image_id(&target), id);

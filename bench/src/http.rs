@@ -176,23 +176,24 @@ impl Conn {
         body: Body<'_>,
         keep_body: bool,
     ) -> Result<Response> {
-        let r = self
-            .send_inner(method, path, headers, body, keep_body)
-            .await;
+        let r = match self.write_request(method, path, headers, body).await {
+            Ok(()) => self.read_response(method == "HEAD", keep_body).await,
+            Err(e) => Err(e),
+        };
         if r.is_err() {
             self.stream = None;
         }
         r.with_context(|| format!("{method} {path}"))
     }
 
-    async fn send_inner(
+    /// Writes the request head and body.
+    async fn write_request(
         &mut self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
         body: Body<'_>,
-        keep_body: bool,
-    ) -> Result<Response> {
+    ) -> Result<()> {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nUser-Agent: berth-bench\r\n",
             self.host, self.auth
@@ -246,7 +247,7 @@ impl Conn {
                 stream.write_all(b"0\r\n\r\n").await?;
             }
         }
-        self.read_response(method == "HEAD", keep_body).await
+        Ok(())
     }
 
     /// Reads more bytes into the buffer; false at end of stream.

@@ -23,8 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::http::{basic_auth, Blob, Body, Conn};
 use crate::report::{Agg, Better, Limits, Metric, Results, Target};
-use crate::servers::{proc_status_kib, RssSampler, Server};
-use crate::workloads::Request;
+use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server};
+use crate::workloads::{Request, Upload};
 
 const MIB: u64 = 1 << 20;
 const USER: &str = "bench";
@@ -265,18 +265,6 @@ fn machine(reference: &Path) -> serde_json::Value {
     })
 }
 
-fn proc_file_kib(path: &str, field: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -391,147 +379,76 @@ fn metrics(plan: &Plan) -> Vec<Metric> {
     };
     use Agg::*;
     use Better::*;
+    // The kinds of metric: throughput, request rate, latency and memory.
+    let mbps = |key, label, target| m(key, label, "MB/s", Higher, Median, target);
+    let rps = |key, label, target| m(key, label, "req/s", Higher, Median, target);
+    let ms = |key, label: &str, target| m(key, label.into(), "ms", Lower, Median, target);
+    let rss = |key, label, agg, target| m(key, label, "MiB", Lower, agg, target);
+    let push = Target::RatioAndLimit(4.0, 0.6);
+    let big = size(plan.big);
+    let (push_n, push_size) = (plan.conc_push.0, size(plan.conc_push.1));
+    let (pull_n, pull_size) = (plan.conc_pull.0, size(plan.conc_pull.1));
     vec![
-        m(
-            "push_mono",
-            format!("push-mono {} (POST + PUT)", size(plan.big)),
-            "MB/s",
-            Higher,
-            Median,
-            Target::RatioAndLimit(4.0, 0.6),
-        ),
-        m(
+        mbps("push_mono", format!("push-mono {big} (POST + PUT)"), push),
+        mbps(
             "push_stream",
-            format!("push-chunked {} (streamed PATCH)", size(plan.big)),
-            "MB/s",
-            Higher,
-            Median,
-            Target::RatioAndLimit(4.0, 0.6),
+            format!("push-chunked {big} (streamed PATCH)"),
+            push,
         ),
-        m(
+        mbps(
             "push_conc",
-            format!(
-                "push-chunked {}×{} concurrent",
-                plan.conc_push.0,
-                size(plan.conc_push.1)
-            ),
-            "MB/s",
-            Higher,
-            Median,
-            Target::RatioAndLimit(4.0, 0.6),
+            format!("push-chunked {push_n}×{push_size} concurrent"),
+            push,
         ),
-        m(
-            "pull",
-            format!("pull {}", size(plan.big)),
-            "MB/s",
-            Higher,
-            Median,
-            Target::Ratio(1.5),
-        ),
-        m(
+        mbps("pull", format!("pull {big}"), Target::Ratio(1.5)),
+        mbps(
             "pull_conc",
-            format!(
-                "pull {}×{} concurrent",
-                plan.conc_pull.0,
-                size(plan.conc_pull.1)
-            ),
-            "MB/s",
-            Higher,
-            Median,
+            format!("pull {pull_n}×{pull_size} concurrent"),
             Target::Ratio(1.5),
         ),
-        m(
+        rps(
             "manifest_rps",
             format!("manifest GET by tag, {} conns", plan.conns),
-            "req/s",
-            Higher,
-            Median,
             Target::Ratio(20.0),
         ),
-        m(
-            "manifest_p50",
-            "manifest GET p50".into(),
-            "ms",
-            Lower,
-            Median,
-            Target::None,
-        ),
-        m(
-            "manifest_p99",
-            "manifest GET p99".into(),
-            "ms",
-            Lower,
-            Median,
-            Target::AtMost(10.0),
-        ),
-        m(
+        ms("manifest_p50", "manifest GET p50", Target::None),
+        ms("manifest_p99", "manifest GET p99", Target::AtMost(10.0)),
+        rps(
             "tags_rps",
             format!("tags/list, {} tags, {} conns", plan.tags, plan.list_conns),
-            "req/s",
-            Higher,
-            Median,
             Target::Ratio(5.0),
         ),
-        m(
+        rps(
             "catalog_rps",
             format!(
                 "_catalog pages (n={}), {} repos, {} conns",
                 plan.catalog_page, plan.repos, plan.list_conns
             ),
-            "req/s",
-            Higher,
-            Median,
             Target::Ratio(5.0),
         ),
-        m(
-            "rss_idle",
-            "RSS idle".into(),
-            "MiB",
-            Lower,
-            Median,
-            Target::AtMost(15.0),
-        ),
-        m(
+        rss("rss_idle", "RSS idle".into(), Median, Target::AtMost(15.0)),
+        rss(
             "rss_push_stream",
-            format!("peak RSS, push-chunked {}", size(plan.big)),
-            "MiB",
-            Lower,
+            format!("peak RSS, push-chunked {big}"),
             Max,
             Target::None,
         ),
-        m(
+        rss(
             "rss_push_conc",
-            format!(
-                "peak RSS, {}×{} pushes",
-                plan.conc_push.0,
-                size(plan.conc_push.1)
-            ),
-            "MiB",
-            Lower,
+            format!("peak RSS, {push_n}×{push_size} pushes"),
             Max,
             Target::AtMost(64.0),
         ),
-        m(
-            "rss_pull",
-            "peak RSS, pulls".into(),
-            "MiB",
-            Lower,
-            Max,
-            Target::None,
-        ),
-        m(
+        rss("rss_pull", "peak RSS, pulls".into(), Max, Target::None),
+        rss(
             "rss_after",
             "RSS after the workloads".into(),
-            "MiB",
-            Lower,
             Median,
             Target::None,
         ),
-        m(
+        rss(
             "vmhwm",
             "VmHWM (peak RSS since start)".into(),
-            "MiB",
-            Lower,
             Max,
             Target::None,
         ),
@@ -744,49 +661,39 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     let base = Blob::base_block();
     let n = servers.len();
 
-    // push-mono
-    for round in 0..plan.rounds * usize::from(opts.wants("push-mono")) {
-        for i in order(round, n) {
-            let s = &mut servers[i];
-            let blob = Blob::new(base.clone(), next_seed(), plan.big);
-            let digest = blob.digest();
-            sync_disk();
-            let d = workloads::push_mono(s.addr, &auth, "bench/push", &blob, &digest)
-                .await
-                .with_context(|| format!("{}: push-mono", s.name))?;
-            res.add("push_mono", i, mbps(plan.big, d));
-            say(&format!(
-                "push-mono      round {} {:>9}: {:8.0} MB/s",
-                round + 1,
-                s.name,
-                mbps(plan.big, d)
-            ));
-            remove_blob(s, "bench/push", &digest);
-            s.check_alive()?;
-        }
-    }
-
-    // push-chunked: one streamed upload
-    for round in 0..plan.rounds * usize::from(opts.wants("push-chunked")) {
-        for i in order(round, n) {
-            let s = &mut servers[i];
-            let blob = Blob::new(base.clone(), next_seed(), plan.big);
-            let digest = blob.digest();
-            sync_disk();
-            let sampler = RssSampler::start(s.pid());
-            let d = workloads::push_streamed(s.addr, &auth, "bench/push", &blob, &digest)
-                .await
-                .with_context(|| format!("{}: push-chunked", s.name))?;
-            res.add("rss_push_stream", i, mib(sampler.stop()));
-            res.add("push_stream", i, mbps(plan.big, d));
-            say(&format!(
-                "push-chunked   round {} {:>9}: {:8.0} MB/s",
-                round + 1,
-                s.name,
-                mbps(plan.big, d)
-            ));
-            remove_blob(s, "bench/push", &digest);
-            s.check_alive()?;
+    // push-mono, and push-chunked: one streamed upload
+    for (name, how, key, rss_key) in [
+        ("push-mono", Upload::Mono, "push_mono", None),
+        (
+            "push-chunked",
+            Upload::Streamed,
+            "push_stream",
+            Some("rss_push_stream"),
+        ),
+    ] {
+        for round in 0..plan.rounds * usize::from(opts.wants(name)) {
+            for i in order(round, n) {
+                let s = &mut servers[i];
+                let blob = Blob::new(base.clone(), next_seed(), plan.big);
+                let digest = blob.digest();
+                sync_disk();
+                let sampler = rss_key.map(|_| RssSampler::start(s.pid()));
+                let d = workloads::push(how, s.addr, &auth, "bench/push", &blob, &digest)
+                    .await
+                    .with_context(|| format!("{}: {name}", s.name))?;
+                if let (Some(rss_key), Some(sampler)) = (rss_key, sampler) {
+                    res.add(rss_key, i, mib(sampler.stop()));
+                }
+                res.add(key, i, mbps(plan.big, d));
+                say(&format!(
+                    "{name:<14} round {} {:>9}: {:8.0} MB/s",
+                    round + 1,
+                    s.name,
+                    mbps(plan.big, d)
+                ));
+                remove_blob(s, "bench/push", &digest);
+                s.check_alive()?;
+            }
         }
     }
 
@@ -831,8 +738,9 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     let small = Blob::new(base.clone(), 0x5A11, psize);
     let small_digest = small.digest();
     for s in servers.iter().take(pull_rounds.min(1) * n) {
-        workloads::push_mono(s.addr, &auth, "bench/pull", &big, &big_digest).await?;
-        workloads::push_mono(s.addr, &auth, "bench/pull", &small, &small_digest).await?;
+        for (blob, digest) in [(&big, &big_digest), (&small, &small_digest)] {
+            workloads::push(Upload::Mono, s.addr, &auth, "bench/pull", blob, digest).await?;
+        }
     }
     sync_disk();
     // One read of each first so both pull from the page cache.

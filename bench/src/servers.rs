@@ -225,7 +225,13 @@ pub async fn start_reference(
 
 /// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`).
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_file_kib(&format!("/proc/{pid}/status"), field)
+}
+
+/// The number after `field` in a `/proc` file of `FIELD: N kB` lines (0 when
+/// there is none).
+pub fn proc_file_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -19,8 +19,19 @@ fn expect(r: &Response, status: u16, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Monolithic upload: `POST` then `PUT ?digest=` with the whole blob.
-pub async fn push_mono(
+/// How a blob is uploaded.
+#[derive(Clone, Copy)]
+pub enum Upload {
+    /// Monolithic: `POST` then `PUT ?digest=` with the whole blob.
+    Mono,
+    /// Docker's way: `POST`, one streamed `PATCH` (chunked transfer
+    /// encoding), then an empty `PUT ?digest=`.
+    Streamed,
+}
+
+/// One blob upload.
+pub async fn push(
+    how: Upload,
     addr: SocketAddr,
     auth: &str,
     repo: &str,
@@ -39,40 +50,32 @@ pub async fn push_mono(
         )
         .await?;
     expect(&r, 202, "POST upload")?;
-    let put = with_query(&r.location()?, &format!("digest={digest}"));
-    let r = c.send("PUT", &put, &[], Body::Blob(blob), true).await?;
-    expect(&r, 201, "PUT blob")?;
+    let (location, body, what) = match how {
+        Upload::Mono => (r.location()?, Body::Blob(blob), "PUT blob"),
+        Upload::Streamed => {
+            let r = c
+                .send("PATCH", &r.location()?, &[], Body::BlobChunked(blob), true)
+                .await?;
+            expect(&r, 202, "PATCH upload")?;
+            (r.location()?, Body::Empty, "PUT upload")
+        }
+    };
+    let put = with_query(&location, &format!("digest={digest}"));
+    let r = c.send("PUT", &put, &[], body, true).await?;
+    expect(&r, 201, what)?;
     Ok(t.elapsed())
 }
 
-/// Docker's way: `POST`, one streamed `PATCH` (chunked transfer encoding),
-/// then an empty `PUT ?digest=`.
-pub async fn push_streamed(
-    addr: SocketAddr,
-    auth: &str,
-    repo: &str,
-    blob: &Blob,
-    digest: &str,
-) -> Result<Duration> {
-    let mut c = Conn::new(addr, auth);
+/// Runs `jobs` at once; the wall time of all of them.
+async fn all_at_once<F>(jobs: impl IntoIterator<Item = F>) -> Result<Duration>
+where
+    F: std::future::Future<Output = Result<Duration>> + Send + 'static,
+{
     let t = Instant::now();
-    let r = c
-        .send(
-            "POST",
-            &format!("/v2/{repo}/blobs/uploads/"),
-            &[],
-            Body::Empty,
-            true,
-        )
-        .await?;
-    expect(&r, 202, "POST upload")?;
-    let r = c
-        .send("PATCH", &r.location()?, &[], Body::BlobChunked(blob), true)
-        .await?;
-    expect(&r, 202, "PATCH upload")?;
-    let put = with_query(&r.location()?, &format!("digest={digest}"));
-    let r = c.send("PUT", &put, &[], Body::Empty, true).await?;
-    expect(&r, 201, "PUT upload")?;
+    let tasks: Vec<_> = jobs.into_iter().map(tokio::spawn).collect();
+    for task in tasks {
+        task.await??;
+    }
     Ok(t.elapsed())
 }
 
@@ -83,23 +86,16 @@ pub async fn push_concurrent(
     repo: &str,
     blobs: &[(Blob, String)],
 ) -> Result<Duration> {
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for (blob, digest) in blobs {
+    all_at_once(blobs.iter().map(|(blob, digest)| {
         let (auth, repo, blob, digest) = (
             auth.to_string(),
             repo.to_string(),
             blob.clone(),
             digest.clone(),
         );
-        tasks.push(tokio::spawn(async move {
-            push_streamed(addr, &auth, &repo, &blob, &digest).await
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(t.elapsed())
+        async move { push(Upload::Streamed, addr, &auth, &repo, &blob, &digest).await }
+    }))
+    .await
 }
 
 /// `GET` of a blob, body read and dropped.
@@ -139,18 +135,11 @@ pub async fn pull_concurrent(
     size: u64,
     n: usize,
 ) -> Result<Duration> {
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..n {
+    all_at_once((0..n).map(|_| {
         let (auth, repo, digest) = (auth.to_string(), repo.to_string(), digest.to_string());
-        tasks.push(tokio::spawn(async move {
-            pull(addr, &auth, &repo, &digest, size).await
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(t.elapsed())
+        async move { pull(addr, &auth, &repo, &digest, size).await }
+    }))
+    .await
 }
 
 pub struct Rate {

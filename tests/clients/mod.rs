@@ -882,6 +882,26 @@ impl Dockerd {
         }
     }
 
+    /// Loads tag `tag` of `image` into the daemon as `name` (through a
+    /// docker-archive that skopeo writes); returns `docker load`'s output.
+    pub fn load(&self, image: &OciLayout, tag: &str, name: &str) -> String {
+        let archive = tempfile::tempdir().unwrap();
+        let tar = archive.path().join("image.tar");
+        skopeo(&[
+            "copy",
+            &image.reference(tag),
+            &format!("docker-archive:{}:{name}", tar.display()),
+        ]);
+        self.run(&["load", "-i", tar.to_str().unwrap()])
+    }
+
+    /// Tags the local image `local` as `target`; returns the output of
+    /// `docker push target`.
+    pub fn tag_and_push(&self, local: &str, target: &str) -> String {
+        self.run(&["tag", local, target]);
+        self.run(&["push", target])
+    }
+
     /// The image ID (config digest) of a local image.
     pub fn image_id(&self, image: &str) -> String {
         self.run(&["image", "inspect", "--format", "{{.Id}}", image])

@@ -35,6 +35,15 @@ impl Instance {
         self
     }
 
+    /// Replaces the users with `users`, each with the password `USER-pw`.
+    pub fn with_users(mut self, users: &[&str]) -> Self {
+        self.users = users
+            .iter()
+            .map(|u| (u.to_string(), format!("{u}-pw")))
+            .collect();
+        self
+    }
+
     pub fn user(&self) -> &str {
         &self.users[0].0
     }
@@ -42,6 +51,13 @@ impl Instance {
     pub fn password(&self) -> &str {
         &self.users[0].1
     }
+}
+
+/// One `[[access.rule]]` table of an instance file.
+pub fn access_rule(users: &[&str], repositories: &[&str], allow: &str) -> String {
+    format!(
+        "[[access.rule]]\nusers = {users:?}\nrepositories = {repositories:?}\nallow = {allow:?}\n"
+    )
 }
 
 /// A config directory with `berth.toml`, `instances/*.toml` and htpasswd files.

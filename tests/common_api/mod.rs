@@ -457,6 +457,24 @@ pub async fn push_image(reg: &Reg, repo: &str, reference: &str) -> (Vec<u8>, Str
 }
 
 /// GET a manifest with a full Accept header.
+/// What a manifest refers to: the digests of its child manifests (an
+/// index's) and of its blobs (the layers, then the config).
+pub fn manifest_refs(manifest: &[u8]) -> (Vec<String>, Vec<String>) {
+    let m: Value = serde_json::from_slice(manifest).unwrap();
+    let digests = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| d["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut blobs = digests(&m["layers"]);
+    if m["config"].is_object() {
+        blobs.push(m["config"]["digest"].as_str().unwrap().to_string());
+    }
+    (digests(&m["manifests"]), blobs)
+}
+
 pub async fn get_manifest(reg: &Reg, repo: &str, reference: &str) -> Response {
     reg.get(&format!("/v2/{repo}/manifests/{reference}"))
         .header("accept", ACCEPT_MANIFESTS)
