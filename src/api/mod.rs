@@ -127,24 +127,16 @@ fn challenge(auth: &Authenticator, mut resp: Response<Body>) -> Response<Body> {
 
 /// The repository a route acts on and what that needs.
 fn needs(route: &Route, method: &Method) -> Option<(RepoName, Action)> {
-    let action = match (route, *method == Method::GET || *method == Method::HEAD) {
-        (Route::Base | Route::Catalog, _) => return None,
-        (Route::Tags(_) | Route::Referrers(..), _) => Action::Pull,
-        (Route::Manifest(..) | Route::Blob(..), true) => Action::Pull,
-        (Route::Manifest(..), false) if *method == Method::PUT => Action::Push,
-        (Route::Manifest(..) | Route::Blob(..), false) => Action::Delete,
-        (Route::UploadStart(_) | Route::Upload(..), _) => Action::Push,
-    };
-    let repo = match route {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let action = match route {
         Route::Base | Route::Catalog => return None,
-        Route::Tags(r)
-        | Route::Referrers(r, _)
-        | Route::Manifest(r, _)
-        | Route::Blob(r, _)
-        | Route::UploadStart(r)
-        | Route::Upload(r, _) => r.clone(),
+        Route::Tags(_) | Route::Referrers(..) => Action::Pull,
+        Route::Manifest(..) | Route::Blob(..) if read => Action::Pull,
+        Route::Manifest(..) if *method == Method::PUT => Action::Push,
+        Route::Manifest(..) | Route::Blob(..) => Action::Delete,
+        Route::UploadStart(_) | Route::Upload(..) => Action::Push,
     };
-    Some((repo, action))
+    Some((route.repo()?.clone(), action))
 }
 
 /// Refuses what `user` may not do: 401 (so that the client logs in) without

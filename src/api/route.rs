@@ -15,6 +15,21 @@ pub enum Route {
     Referrers(RepoName, Digest),
 }
 
+impl Route {
+    /// The repository the route acts on, if any.
+    pub fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags(r)
+            | Route::Referrers(r, _)
+            | Route::Manifest(r, _)
+            | Route::Blob(r, _)
+            | Route::UploadStart(r)
+            | Route::Upload(r, _) => Some(r),
+        }
+    }
+}
+
 fn not_found(path: &str) -> RegistryError {
     RegistryError::NotFound(format!("{path} is not an endpoint of the registry API"))
 }

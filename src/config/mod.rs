@@ -530,22 +530,13 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
         instances.push(inst);
     }
     let tls_instances: Vec<&InstanceConfig> = instances.iter().filter(|i| i.tls.is_on()).collect();
-    let server_err = |key: &str, message: String| match (&server_src, key) {
-        (Some(src), "https") => match &server.listen.https {
-            Some(v) => src.error_spanned(v, message),
-            None => src.error_at(None, message),
-        },
-        _ => ConfigError {
-            file: server_path.clone(),
-            position: None,
-            message,
-        },
-    };
-    if https.is_some() && tls_instances.is_empty() {
-        errors.push(server_err(
-            "https",
-            "listen.https is set, but no instance has a [tls] mode other than \"off\"".to_string(),
-        ));
+    if let (Some(src), Some(v), Some(_)) = (&server_src, &server.listen.https, https) {
+        if tls_instances.is_empty() {
+            errors.push(src.error_spanned(
+                v,
+                "listen.https is set, but no instance has a [tls] mode other than \"off\"",
+            ));
+        }
     }
     for inst in &tls_instances {
         if let Tls::Acme { challenge, .. } = &inst.tls {
@@ -752,6 +743,11 @@ mod tests {
         d.instance("ci", "hostnames = [\"ci.test\"]\n");
         d.write("berth.toml", "[listen]\nhttps = \"0.0.0.0\"\n");
         assert_eq!(d.errors(), vec!["berth.toml:2:9: invalid listen address '0.0.0.0': expected IP:PORT such as 127.0.0.1:5000"]);
+        d.write("berth.toml", "[listen]\nhttps = \"127.0.0.1:443\"\n");
+        assert_eq!(
+            d.errors(),
+            vec!["berth.toml:2:9: listen.https is set, but no instance has a [tls] mode other than \"off\""]
+        );
         d.write("berth.toml", "[server]\ndrain_timeout = \"soon\"\n");
         assert!(
             d.errors()[0].starts_with("berth.toml:2:17: invalid duration 'soon'"),
