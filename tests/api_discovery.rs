@@ -4,7 +4,7 @@ mod common;
 #[path = "common_api/mod.rs"]
 mod common_api;
 
-use common::{sha256_digest, Instance};
+use common::{settle_dir, sha256_digest, Instance};
 use common_api::*;
 use serde_json::{json, Value};
 
@@ -225,6 +225,59 @@ async fn catalog_empty_instance() {
     let env = Env::start();
     let (_, v) = get_json(&env.reg, "/v2/_catalog").await;
     assert_eq!(v, json!({"repositories": []}));
+}
+
+#[tokio::test]
+async fn listings_are_fresh_after_pushes_deletes_and_changes_on_disk() {
+    let env = Env::start();
+    let reg = &env.reg;
+    let tags_dir = env.cfg.tags_dir("ci", "app");
+    let (body, digest) = push_image(reg, "app", "v1").await;
+    // Each step lists twice: once to fill the cache from a settled
+    // directory, once after the change.
+    settle_dir(&tags_dir);
+    assert_eq!(list_tags(reg, "app").await, ["v1"]);
+    put_manifest_ok(reg, "app", "v2", OCI_MANIFEST, &body).await;
+    assert_eq!(list_tags(reg, "app").await, ["v1", "v2"]);
+
+    settle_dir(&tags_dir);
+    assert_eq!(list_tags(reg, "app").await, ["v1", "v2"]);
+    reg.expect_status(Method::DELETE, "/v2/app/manifests/v1", 202)
+        .await;
+    assert_eq!(list_tags(reg, "app").await, ["v2"]);
+
+    // Another process tags the manifest on disk, links last.
+    settle_dir(&tags_dir);
+    assert_eq!(list_tags(reg, "app").await, ["v2"]);
+    let hex = digest.trim_start_matches("sha256:");
+    for link in [
+        format!("v3/index/sha256/{hex}/link"),
+        "v3/current/link".into(),
+    ] {
+        let path = tags_dir.join(link);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &digest).unwrap();
+    }
+    assert_eq!(list_tags(reg, "app").await, ["v2", "v3"]);
+
+    // ... and removes one.
+    settle_dir(&tags_dir);
+    assert_eq!(list_tags(reg, "app").await, ["v2", "v3"]);
+    std::fs::remove_dir_all(tags_dir.join("v2")).unwrap();
+    assert_eq!(list_tags(reg, "app").await, ["v3"]);
+
+    // A repository created by a push is in the very next catalog.
+    assert_eq!(list_catalog(reg).await, ["app"]);
+    push_image(reg, "new/repo", "v1").await;
+    assert_eq!(list_catalog(reg).await, ["app", "new/repo"]);
+    put_manifest_by_digest(
+        reg,
+        "other",
+        OCI_MANIFEST,
+        &make_image(reg, "other", OCI_MANIFEST).await,
+    )
+    .await;
+    assert_eq!(list_catalog(reg).await, ["app", "new/repo", "other"]);
 }
 
 struct Referrers {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::{ConfigDir, Instance, Server};
+use common::{settle_dir, ConfigDir, Instance, Server};
 use common_api::*;
 
 fn gc(cfg: &ConfigDir, extra: &[&str]) -> String {
@@ -94,6 +94,12 @@ async fn keep_last_two_plus_protected_and_the_rest_is_swept() {
     }
     // "latest" is the oldest push of all but protected.
     age_tag(&cfg, "app", "latest", Duration::from_secs(3600 * 100));
+    // The server keeps this list; `berth gc` changes the tags behind it.
+    settle_dir(&cfg.tags_dir("ci", "app"));
+    assert_eq!(
+        list_tags(&reg, "app").await,
+        ["latest", "v1", "v2", "v3", "v4", "v5"]
+    );
 
     let before = files_under(&cfg.storage_root("ci"));
     let dry = gc(&cfg, &["--dry-run"]);
@@ -247,6 +253,10 @@ async fn referrers_go_with_their_subject_and_empty_repositories_leave_the_catalo
     age_tag(&cfg, "gone/app", "v1", Duration::from_secs(7200));
     let (new, new_digest) = push_image(&reg, "kept/app", "v1").await;
     let new_sig = push_referrer(&reg, "kept/app", &new_digest, new.len()).await;
+    // The server keeps these lists; `berth gc` changes the tree behind them.
+    settle_dir(&cfg.tags_dir("ci", "gone/app"));
+    assert_eq!(list_tags(&reg, "gone/app").await, ["v1"]);
+    assert_eq!(list_catalog(&reg).await, ["gone/app", "kept/app"]);
 
     let report = gc(&cfg, &[]);
     assert!(
@@ -259,9 +269,9 @@ async fn referrers_go_with_their_subject_and_empty_repositories_leave_the_catalo
     );
     assert!(report.contains("repository gone/app"), "{report}");
     assert!(!report.contains("kept/app"), "{report}");
-    let body = reg.expect_status(Method::GET, "/v2/_catalog", 200).await;
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["repositories"], serde_json::json!(["kept/app"]));
+    assert_eq!(list_catalog(&reg).await, ["kept/app"]);
+    reg.expect_error(Method::GET, "/v2/gone/app/tags/list", 404, "NAME_UNKNOWN")
+        .await;
     let body = reg
         .expect_status(
             Method::GET,
@@ -303,6 +313,9 @@ async fn abandoned_uploads_are_purged_and_scheduled_runs_happen() {
     let started = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(7200));
     std::fs::write(uploads.join(&id).join("startedat"), started.to_string()).unwrap();
     push_image(&reg, "app", "old").await;
+    settle_dir(&cfg.tags_dir("ci", "app"));
+    assert_eq!(list_tags(&reg, "app").await, ["old"]);
+    assert_eq!(list_catalog(&reg).await, ["app"]);
     age_tag(&cfg, "app", "old", Duration::from_secs(7200));
     // The server's own scheduled run deletes the old tag and the old session.
     let log = server.wait_for_stderr("tag app:old");
@@ -311,4 +324,8 @@ async fn abandoned_uploads_are_purged_and_scheduled_runs_happen() {
     assert!(uploads.join(&fresh_id).exists(), "fresh upload purged");
     let resp = reg.send(Method::GET, &location).await;
     assert_eq!(resp.status().as_u16(), 404);
+    // The emptied repository left the listings (its fresh upload stays).
+    assert!(list_catalog(&reg).await.is_empty());
+    reg.expect_error(Method::GET, "/v2/app/tags/list", 404, "NAME_UNKNOWN")
+        .await;
 }

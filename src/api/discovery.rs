@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, Response, StatusCode};
+use serde::Serialize;
 
 use super::{json_response, query};
 use crate::oci::{media, Digest, RegistryError, RepoName};
@@ -24,21 +25,35 @@ fn page_params(req: &Parts) -> Result<(Option<usize>, Option<String>), RegistryE
     Ok((n, q.get("last").cloned()))
 }
 
+/// Body of `tags/list`.
+#[derive(Serialize)]
+struct TagsBody<'a> {
+    name: &'a str,
+    tags: &'a [&'a str],
+}
+
+/// Body of `_catalog`.
+#[derive(Serialize)]
+struct CatalogBody<'a> {
+    repositories: &'a [&'a str],
+}
+
 /// A JSON list response with a `Link` header when more pages follow.
 fn page_response(
     path: &str,
     n: Option<usize>,
     page: &Page,
-    body: serde_json::Value,
-) -> Response<Body> {
-    let mut resp = json_response(StatusCode::OK, body.to_string());
-    if let (Some(n), Some(last)) = (n, &page.next_last) {
+    body: &impl Serialize,
+) -> Result<Response<Body>, RegistryError> {
+    let body = serde_json::to_string(body).map_err(|e| RegistryError::Internal(e.to_string()))?;
+    let mut resp = json_response(StatusCode::OK, body);
+    if let (Some(n), Some(last)) = (n, page.next_last) {
         let last = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
         let link = format!("<{path}?n={n}&last={last}>; rel=\"next\"");
         resp.headers_mut()
             .insert(header::LINK, link.parse().expect("valid header"));
     }
-    resp
+    Ok(resp)
 }
 
 pub(super) async fn tags(
@@ -47,14 +62,13 @@ pub(super) async fn tags(
     req: &Parts,
 ) -> Result<Response<Body>, RegistryError> {
     let (n, last) = page_params(req)?;
-    let page = paginate(registry.tags(repo).await?, n, last.as_deref());
-    let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
-    Ok(page_response(
-        &format!("/v2/{repo}/tags/list"),
-        n,
-        &page,
-        body,
-    ))
+    let tags = registry.tags(repo).await?;
+    let page = paginate(&tags, n, last.as_deref(), |_| true);
+    let body = TagsBody {
+        name: repo.as_str(),
+        tags: &page.items,
+    };
+    page_response(&format!("/v2/{repo}/tags/list"), n, &page, &body)
 }
 
 /// The repositories `may_pull` lets the user see.
@@ -64,11 +78,12 @@ pub(super) async fn catalog(
     may_pull: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Response<Body>, RegistryError> {
     let (n, last) = page_params(req)?;
-    let mut repos = registry.catalog().await?;
-    repos.retain(|r| may_pull(r));
-    let page = paginate(repos, n, last.as_deref());
-    let body = serde_json::json!({ "repositories": page.items });
-    Ok(page_response("/v2/_catalog", n, &page, body))
+    let repos = registry.catalog().await?;
+    let page = paginate(&repos, n, last.as_deref(), may_pull);
+    let body = CatalogBody {
+        repositories: &page.items,
+    };
+    page_response("/v2/_catalog", n, &page, &body)
 }
 
 pub(super) async fn referrers(

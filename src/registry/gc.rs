@@ -11,7 +11,8 @@
 //!    referenced hold it shared): manifests and layer links written since the
 //!    scan began are marked too, then unmarked blobs older than `gc_grace`
 //!    are deleted. A blob that a push refers to is therefore never deleted.
-//! 5. Repositories left without tags and manifests disappear; upload
+//! 5. Repositories left without tags and manifests disappear (and the
+//!    catalog token is renewed, so running servers walk again); upload
 //!    sessions older than `upload_ttl` are purged.
 //!
 //! A dry run computes the same report and changes nothing.
@@ -400,6 +401,11 @@ pub fn run(store: &FsStore, r: &Run) -> Result<Report, RegistryError> {
         }
         for &ri in &emptied {
             remove_repo_if_empty(store, &repos[ri].name).map_err(&e)?;
+        }
+        if !emptied.is_empty() {
+            // After the removals: a server that walks before this sees the
+            // old token and walks again.
+            store.repositories_changed().map_err(&e)?;
         }
     }
     report.uploads = purge_uploads(store, &repos, r)?;

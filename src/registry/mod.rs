@@ -22,6 +22,7 @@ pub use uploads::Uploads;
 
 use self::manifest::Descriptor;
 use crate::oci::{Digest, Reference, RegistryError, RepoName};
+use crate::storage::listing::{Listings, Names};
 use crate::storage::{self, FsStore};
 
 /// One instance's registry.
@@ -29,6 +30,7 @@ pub struct Registry {
     store: Arc<FsStore>,
     uploads: Uploads,
     pulls: PullLog,
+    listings: Arc<Listings>,
 }
 
 /// Last pull of each tag ("repo:tag"), kept in memory and written to
@@ -103,6 +105,7 @@ impl Registry {
             uploads: Uploads::new(store.clone()),
             store,
             pulls,
+            listings: Arc::default(),
         }
     }
 
@@ -222,8 +225,9 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(crate::oci::Algorithm::Sha256, &bytes),
         };
-        let (store, repo, reference, d) = (
+        let (store, listings, repo, reference, d) = (
             self.store.clone(),
+            self.listings.clone(),
             repo.clone(),
             reference.clone(),
             digest.clone(),
@@ -255,6 +259,7 @@ impl Registry {
             let e = io_err("storing manifest");
             store.write_blob(&d, &bytes).map_err(&e)?;
             storage::write_link(&store.revision_link(&repo, &d), &d).map_err(&e)?;
+            listings.repository_added(&repo);
             if let Some(subject) = &parsed.subject {
                 storage::write_link(&store.referrer_link(&repo, subject, &d), &d).map_err(&e)?;
             }
@@ -425,11 +430,11 @@ impl Registry {
     }
 
     /// Sorted tags of a repository.
-    pub async fn tags(&self, repo: &RepoName) -> Result<Vec<String>, RegistryError> {
-        let (store, repo) = (self.store.clone(), repo.clone());
+    pub async fn tags(&self, repo: &RepoName) -> Result<Names, RegistryError> {
+        let (store, listings, repo) = (self.store.clone(), self.listings.clone(), repo.clone());
         blocking(move || {
-            store
-                .list_tags(&repo)
+            listings
+                .tags(&store, &repo)
                 .map_err(io_err("listing tags"))?
                 .ok_or_else(|| {
                     RegistryError::NameUnknown(format!("repository {repo} is not known"))
@@ -450,11 +455,11 @@ impl Registry {
     }
 
     /// Sorted repository names.
-    pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
-        let store = self.store.clone();
+    pub async fn catalog(&self) -> Result<Names, RegistryError> {
+        let (store, listings) = (self.store.clone(), self.listings.clone());
         blocking(move || {
-            store
-                .list_repositories()
+            listings
+                .catalog(&store)
                 .map_err(io_err("listing repositories"))
         })
         .await

@@ -18,11 +18,23 @@
 //! or the new content, never a torn file. This module owns the paths and the
 //! atomic file operations; it knows nothing of manifests or HTTP.
 
+pub mod listing;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::oci::{Algorithm, Digest, RepoName, Tag};
+
+/// What a repository's `_manifests/tags` holds.
+#[derive(Debug, Default)]
+pub struct TagScan {
+    /// Tags with a `current/link`, sorted.
+    pub tags: Vec<String>,
+    /// Directories without one: a push between creating the tag directory
+    /// and writing its link, or history registry:2 keeps of a deleted tag.
+    pub unlinked: Vec<String>,
+}
 
 /// One instance's storage root.
 #[derive(Debug, Clone)]
@@ -220,21 +232,56 @@ impl FsStore {
         if !self.repo_dir(repo).join("_manifests").is_dir() {
             return Ok(None);
         }
-        let mut tags = Vec::new();
-        match fs::read_dir(self.tags_dir(repo)) {
-            Ok(entries) => {
-                for entry in entries {
-                    let entry = entry?;
-                    if entry.path().join("current/link").is_file() {
-                        tags.push(entry.file_name().to_string_lossy().into_owned());
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(Some(self.scan_tags(repo)?.tags))
+    }
+
+    /// Reads a repository's `_manifests/tags` (nothing when it is absent).
+    pub fn scan_tags(&self, repo: &RepoName) -> io::Result<TagScan> {
+        let mut scan = TagScan::default();
+        let entries = match fs::read_dir(self.tags_dir(repo)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
             Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().join("current/link").is_file() {
+                scan.tags.push(name);
+            } else if entry.file_type()?.is_dir() {
+                scan.unlinked.push(name);
+            }
         }
-        tags.sort();
-        Ok(Some(tags))
+        scan.tags.sort();
+        Ok(scan)
+    }
+
+    /// Whether the tag directory `name` of `repo` has a `current/link`.
+    pub fn tag_is_linked(&self, repo: &RepoName, name: &str) -> bool {
+        self.tags_dir(repo)
+            .join(name)
+            .join("current/link")
+            .is_file()
+    }
+
+    /// Token in `<root>/berth/repositories.changed`; `None` before anyone
+    /// wrote one.
+    pub fn repositories_token(&self) -> io::Result<Option<Vec<u8>>> {
+        read_optional(&self.repositories_marker())
+    }
+
+    /// Writes a new token to `<root>/berth/repositories.changed`: done by
+    /// whatever removes repositories (garbage collection, in this process or
+    /// another), so that a running server rebuilds its cached catalog.
+    pub fn repositories_changed(&self) -> io::Result<()> {
+        atomic_write(
+            &self.repositories_marker(),
+            uuid::Uuid::new_v4().simple().to_string().as_bytes(),
+        )
+    }
+
+    fn repositories_marker(&self) -> PathBuf {
+        self.berth_dir().join("repositories.changed")
     }
 
     /// Digests linked under `dir/<alg>/<hex>/link` (revisions, referrers).

@@ -113,6 +113,24 @@ impl ConfigDir {
     pub fn storage_root(&self, instance: &str) -> PathBuf {
         self.path().join("data").join(instance)
     }
+
+    /// The `_manifests/tags` directory of `repo` in an instance.
+    pub fn tags_dir(&self, instance: &str, repo: &str) -> PathBuf {
+        self.storage_root(instance).join(format!(
+            "docker/registry/v2/repositories/{repo}/_manifests/tags"
+        ))
+    }
+}
+
+/// Sets a directory's mtime an hour back, as if its last change were long
+/// past: from then on the server keeps the tag list it reads from it, and
+/// only a change of the directory shows it something new.
+pub fn settle_dir(dir: &Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::open(dir)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
 }
 
 /// A running `berth serve`.

@@ -499,18 +499,29 @@ pub async fn assert_no_manifest(reg: &Reg, repo: &str, reference: &str) {
     expect_error(resp, 404, "MANIFEST_UNKNOWN").await;
 }
 
-/// The tags of a repository (asserts 200).
-pub async fn list_tags(reg: &Reg, repo: &str) -> Vec<String> {
-    let path = format!("/v2/{repo}/tags/list");
-    let body = reg.expect_status(Method::GET, &path, 200).await;
+/// GET a name list (asserts 200); returns the document and its `key` list.
+async fn get_list(reg: &Reg, path: &str, key: &str) -> (Value, Vec<String>) {
+    let body = reg.expect_status(Method::GET, path, 200).await;
     let v: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["name"], json!(repo), "tags/list name");
-    v["tags"]
+    let list = v[key]
         .as_array()
-        .unwrap_or_else(|| panic!("tags is not an array: {v}"))
+        .unwrap_or_else(|| panic!("{key} is not an array: {v}"))
         .iter()
         .map(|t| t.as_str().unwrap().to_string())
-        .collect()
+        .collect();
+    (v, list)
+}
+
+/// The tags of a repository (asserts 200).
+pub async fn list_tags(reg: &Reg, repo: &str) -> Vec<String> {
+    let (v, tags) = get_list(reg, &format!("/v2/{repo}/tags/list"), "tags").await;
+    assert_eq!(v["name"], json!(repo), "tags/list name");
+    tags
+}
+
+/// The repositories of the whole catalog (asserts 200).
+pub async fn list_catalog(reg: &Reg) -> Vec<String> {
+    get_list(reg, "/v2/_catalog", "repositories").await.1
 }
 
 // ---------------------------------------------------------------------------
