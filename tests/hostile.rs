@@ -169,7 +169,15 @@ async fn oversized_request_heads() {
     // Long request targets.
     let long_name = vec!["a"; 5000].join("/");
     let path = format!("/v2/{long_name}/tags/list");
-    let resp = raw_request(&addr, "GET", &path, "ci", Some((&env.reg.user, &env.reg.password)), b"").await;
+    let resp = raw_request(
+        &addr,
+        "GET",
+        &path,
+        "ci",
+        Some((&env.reg.user, &env.reg.password)),
+        b"",
+    )
+    .await;
     resp.expect_error(414, "UNSUPPORTED", "10 KB path");
     let path = format!("/v2/_catalog?last={}", "b".repeat(100 << 10));
     let resp = raw_request(&addr, "GET", &path, "ci", None, b"").await;
@@ -318,9 +326,11 @@ async fn uploads_over_max_blob_size_are_413() {
     let mut chunk = format!("{:x}\r\n", 600).into_bytes();
     chunk.extend_from_slice(&big[..600]);
     chunk.extend_from_slice(b"\r\n");
-    send_partial(&addr, &head, &chunk)
-        .await
-        .expect_error(413, "SIZE_INVALID", "streamed PATCH past the limit");
+    send_partial(&addr, &head, &chunk).await.expect_error(
+        413,
+        "SIZE_INVALID",
+        "streamed PATCH past the limit",
+    );
     assert_eq!(upload_range(&env.reg, &location).await, "0-599");
     let [dir] = &upload_dirs(&env, REPO)[..] else {
         panic!("expected one upload directory")
@@ -365,7 +375,10 @@ async fn upload_sessions_per_user_are_bounded() {
     let body = alice
         .expect_error(Method::POST, &post, 429, "TOOMANYREQUESTS")
         .await;
-    assert!(body.to_string().contains("3 upload sessions open"), "{body}");
+    assert!(
+        body.to_string().contains("3 upload sessions open"),
+        "{body}"
+    );
     // Others have their own slots; monolithic uploads need no session.
     session_with(&bob, b"").await;
     assert_others_served(&bob).await;
@@ -410,22 +423,87 @@ async fn path_tricks_and_invalid_utf8() {
     let creds = Some((env.reg.user.as_str(), env.reg.password.as_str()));
     let d = random_digest();
     for (method, path, status, code) in [
-        ("GET", "/v2/../../etc/passwd/tags/list".to_string(), 400, "NAME_INVALID"),
-        ("GET", "/v2/a/%2e%2e/%2e%2e/tags/list".to_string(), 400, "NAME_INVALID"),
-        ("GET", "/v2//etc/passwd/tags/list".to_string(), 400, "NAME_INVALID"),
-        ("GET", "/v2/%2Fetc/passwd/tags/list".to_string(), 400, "NAME_INVALID"),
-        ("GET", "/v2/a%00b/tags/list".to_string(), 400, "NAME_INVALID"),
+        (
+            "GET",
+            "/v2/../../etc/passwd/tags/list".to_string(),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/a/%2e%2e/%2e%2e/tags/list".to_string(),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "GET",
+            "/v2//etc/passwd/tags/list".to_string(),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/%2Fetc/passwd/tags/list".to_string(),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/a%00b/tags/list".to_string(),
+            400,
+            "NAME_INVALID",
+        ),
         ("GET", "/v2/a%ff/tags/list".to_string(), 400, "NAME_INVALID"),
         ("GET", format!("/v2/a/blobs/{d}%00"), 400, "DIGEST_INVALID"),
-        ("GET", "/v2/a/blobs/sha256:..%2F..%2Fx".to_string(), 400, "DIGEST_INVALID"),
+        (
+            "GET",
+            "/v2/a/blobs/sha256:..%2F..%2Fx".to_string(),
+            400,
+            "DIGEST_INVALID",
+        ),
         ("GET", "/v2/a/blobs/%ff%fe".to_string(), 400, "NAME_INVALID"),
-        ("GET", "/v2/a/manifests/..%2F..%2Fetc".to_string(), 400, "MANIFEST_INVALID"),
-        ("GET", "/v2/a/manifests/%00".to_string(), 400, "MANIFEST_INVALID"),
-        ("GET", "/v2/a/blobs/uploads/..%2F..%2Fdata".to_string(), 404, "BLOB_UPLOAD_UNKNOWN"),
-        ("PATCH", "/v2/a/blobs/uploads/%00".to_string(), 404, "BLOB_UPLOAD_UNKNOWN"),
-        ("POST", "/v2/a/blobs/uploads/?digest=%ff%fe".to_string(), 400, "DIGEST_INVALID"),
-        ("POST", "/v2/a/blobs/uploads/?mount=sha256:%00&from=a".to_string(), 400, "DIGEST_INVALID"),
-        ("POST", format!("/v2/a/blobs/uploads/?mount={d}&from=..%2Fb"), 400, "NAME_INVALID"),
+        (
+            "GET",
+            "/v2/a/manifests/..%2F..%2Fetc".to_string(),
+            400,
+            "MANIFEST_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/a/manifests/%00".to_string(),
+            400,
+            "MANIFEST_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/a/blobs/uploads/..%2F..%2Fdata".to_string(),
+            404,
+            "BLOB_UPLOAD_UNKNOWN",
+        ),
+        (
+            "PATCH",
+            "/v2/a/blobs/uploads/%00".to_string(),
+            404,
+            "BLOB_UPLOAD_UNKNOWN",
+        ),
+        (
+            "POST",
+            "/v2/a/blobs/uploads/?digest=%ff%fe".to_string(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "POST",
+            "/v2/a/blobs/uploads/?mount=sha256:%00&from=a".to_string(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "POST",
+            format!("/v2/a/blobs/uploads/?mount={d}&from=..%2Fb"),
+            400,
+            "NAME_INVALID",
+        ),
     ] {
         let resp = raw_request(&addr, method, &path, "ci", creds, b"").await;
         resp.expect_error(status, code, &format!("{method} {path}"));
@@ -446,23 +524,31 @@ async fn path_tricks_and_invalid_utf8() {
     }
     // Header values that are not text.
     let req = b"GET /v2/ HTTP/1.1\r\nHost: ci\r\nConnection: close\r\nAuthorization: Basic \xff\xfe\r\n\r\n";
-    raw_exchange(&addr, req, false)
-        .await
-        .expect_error(401, "UNAUTHORIZED", "non-UTF-8 Authorization");
+    raw_exchange(&addr, req, false).await.expect_error(
+        401,
+        "UNAUTHORIZED",
+        "non-UTF-8 Authorization",
+    );
     let location = session_with(&env.reg, b"").await;
     let mut req = format!(
         "PATCH {location} HTTP/1.1\r\nHost: ci\r\nConnection: close\r\nAuthorization: {auth}\r\nContent-Length: 3\r\nContent-Range: 0-2"
     )
     .into_bytes();
     req.extend_from_slice(b"\xff\r\n\r\nabc");
-    raw_exchange(&addr, &req, false)
-        .await
-        .expect_error(400, "BLOB_UPLOAD_INVALID", "non-UTF-8 Content-Range");
+    raw_exchange(&addr, &req, false).await.expect_error(
+        400,
+        "BLOB_UPLOAD_INVALID",
+        "non-UTF-8 Content-Range",
+    );
     assert_eq!(upload_range(&env.reg, &location).await, "0-0");
     let shared = env.server.shared_addr.clone().unwrap();
-    raw_exchange(&shared, b"GET /v2/ HTTP/1.1\r\nHost: \xff.test\r\nConnection: close\r\n\r\n", false)
-        .await
-        .expect_error(404, "NAME_UNKNOWN", "non-UTF-8 Host");
+    raw_exchange(
+        &shared,
+        b"GET /v2/ HTTP/1.1\r\nHost: \xff.test\r\nConnection: close\r\n\r\n",
+        false,
+    )
+    .await
+    .expect_error(404, "NAME_UNKNOWN", "non-UTF-8 Host");
 
     assert_others_served(&env.reg).await;
 }
@@ -507,9 +593,11 @@ async fn inconsistent_lengths_and_ranges() {
         );
         let mut req = head.into_bytes();
         req.extend_from_slice(&data[10..20]);
-        raw_exchange(&addr, &req, false)
-            .await
-            .expect_error(400, "BLOB_UPLOAD_INVALID", "two Content-Range headers");
+        raw_exchange(&addr, &req, false).await.expect_error(
+            400,
+            "BLOB_UPLOAD_INVALID",
+            "two Content-Range headers",
+        );
         assert_eq!(upload_range(&env.reg, &location).await, "0-9");
     }
 
@@ -520,7 +608,12 @@ async fn inconsistent_lengths_and_ranges() {
     let mut req = head.into_bytes();
     req.extend_from_slice(&data[10..30]);
     let resp = raw_exchange(&addr, &req, false).await;
-    assert_eq!(resp.status, 400, "conflicting Content-Length: {}", resp.text());
+    assert_eq!(
+        resp.status,
+        400,
+        "conflicting Content-Length: {}",
+        resp.text()
+    );
     assert_eq!(upload_range(&env.reg, &location).await, "0-9");
 
     // Content-Range disagreeing with Content-Length.
@@ -529,9 +622,11 @@ async fn inconsistent_lengths_and_ranges() {
     );
     let mut req = head.into_bytes();
     req.extend_from_slice(&data[10..30]);
-    raw_exchange(&addr, &req, false)
-        .await
-        .expect_error(400, "SIZE_INVALID", "Content-Range longer than the body");
+    raw_exchange(&addr, &req, false).await.expect_error(
+        400,
+        "SIZE_INVALID",
+        "Content-Range longer than the body",
+    );
     assert_eq!(upload_range(&env.reg, &location).await, "0-9");
 
     // A body shorter than its Content-Length (the client gives up sending).
@@ -542,9 +637,11 @@ async fn inconsistent_lengths_and_ranges() {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&data[10..30]).await.unwrap();
     stream.shutdown().await.unwrap();
-    read_response(&mut stream)
-        .await
-        .expect_error(400, "BLOB_UPLOAD_INVALID", "body shorter than Content-Length");
+    read_response(&mut stream).await.expect_error(
+        400,
+        "BLOB_UPLOAD_INVALID",
+        "body shorter than Content-Length",
+    );
     assert_eq!(upload_range(&env.reg, &location).await, "0-9");
 
     // A body longer than its Content-Length: the rest is not part of it
@@ -556,7 +653,10 @@ async fn inconsistent_lengths_and_ranges() {
     let mut stream = TcpStream::connect(&addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&data[10..20]).await.unwrap();
-    stream.write_all(b"\x01\x02 not http\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"\x01\x02 not http\r\n\r\n")
+        .await
+        .unwrap();
     let first = read_response(&mut stream).await;
     assert_eq!(first.status, 202, "{}", first.text());
     assert_eq!(first.header("range"), Some("0-19"));

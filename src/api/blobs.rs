@@ -197,7 +197,13 @@ pub(super) async fn upload_status(
 /// `Content-Range` of a chunk: `a-b`, also accepted as `bytes a-b/*` or
 /// `bytes=a-b`.
 fn content_range(req: &Parts) -> Result<Option<(u64, u64)>, RegistryError> {
-    if req.headers.get_all(header::CONTENT_RANGE).iter().nth(1).is_some() {
+    if req
+        .headers
+        .get_all(header::CONTENT_RANGE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
         return Err(RegistryError::BlobUploadInvalid(
             "more than one Content-Range header".into(),
         ));
@@ -234,7 +240,9 @@ pub(super) async fn patch_upload(
     limits: &UploadLimits<'_>,
 ) -> Result<Response<Body>, RegistryError> {
     let range = content_range(req)?;
-    let (body, guard) = limits.body(registry, repo, Some(id), req, range, body).await?;
+    let (body, guard) = limits
+        .body(registry, repo, Some(id), req, range, body)
+        .await?;
     let size = guard.outcome(registry.uploads().append(repo, id, range, body).await)?;
     Ok(upload_accepted(repo, id, size, StatusCode::ACCEPTED))
 }
@@ -253,7 +261,9 @@ pub(super) async fn put_upload(
         )
     })?;
     let range = content_range(req)?;
-    let (body, guard) = limits.body(registry, repo, Some(id), req, range, body).await?;
+    let (body, guard) = limits
+        .body(registry, repo, Some(id), req, range, body)
+        .await?;
     guard.outcome(
         registry
             .uploads()

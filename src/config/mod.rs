@@ -401,8 +401,11 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
     };
     let sec = &server.server;
     let drain_timeout = server_duration(&sec.drain_timeout, DEFAULT_DRAIN_TIMEOUT, "drain_timeout");
-    let header_timeout =
-        server_duration(&sec.header_timeout, DEFAULT_HEADER_TIMEOUT, "header_timeout");
+    let header_timeout = server_duration(
+        &sec.header_timeout,
+        DEFAULT_HEADER_TIMEOUT,
+        "header_timeout",
+    );
     let body_timeout = server_duration(&sec.body_timeout, DEFAULT_BODY_TIMEOUT, "body_timeout");
     let state_dir = resolve(
         &dir,
@@ -818,7 +821,10 @@ mod tests {
                 "instances/ci.toml:3:1: unknown field `max_sessions`",
             ),
         ] {
-            d.instance("ci", &format!("hostnames = [\"ci.test\"]\n[limits]\n{text}\n"));
+            d.instance(
+                "ci",
+                &format!("hostnames = [\"ci.test\"]\n[limits]\n{text}\n"),
+            );
             let errs = d.errors();
             assert!(errs[0].starts_with(error), "{text}: {errs:?}");
         }
@@ -846,7 +852,10 @@ mod tests {
             load(d.0.path()).unwrap().drain_timeout,
             Duration::from_secs(5)
         );
-        d.write("berth.toml", "[server]\nheader_timeout = \"2s\"\nbody_timeout = \"3m\"\n");
+        d.write(
+            "berth.toml",
+            "[server]\nheader_timeout = \"2s\"\nbody_timeout = \"3m\"\n",
+        );
         let c = load(d.0.path()).unwrap();
         assert_eq!(c.header_timeout, Duration::from_secs(2));
         assert_eq!(c.body_timeout, Duration::from_secs(180));

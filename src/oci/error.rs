@@ -87,11 +87,7 @@ impl RegistryError {
             Unauthorized(_) => "UNAUTHORIZED",
             Denied(_) => "DENIED",
             TooManyRequests(_) => "TOOMANYREQUESTS",
-            Unsupported(_)
-            | MethodNotAllowed(_)
-            | NotFound(_)
-            | Misdirected(_)
-            | UriTooLong(_)
+            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_) | UriTooLong(_)
             | HeadersTooLarge(_) => "UNSUPPORTED",
             StorageFull(_) | Internal(_) => "UNKNOWN",
         }

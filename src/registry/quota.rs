@@ -50,7 +50,9 @@ impl SessionQuota {
         if slots.len() >= max {
             slots.retain(|s| {
                 s.opened.elapsed() < ttl
-                    && s.session.as_ref().is_none_or(|(repo, id)| is_open(repo, id))
+                    && s.session
+                        .as_ref()
+                        .is_none_or(|(repo, id)| is_open(repo, id))
             });
         }
         if slots.len() >= max {
@@ -129,6 +131,8 @@ mod tests {
         drop(q.reserve("v", 2, ttl, open).unwrap());
         q.reserve("v", 2, ttl, open).unwrap().fill(&repo, "v2");
         // Sessions older than the TTL stop counting.
-        q.reserve("u", 2, Duration::ZERO, open).unwrap().fill(&repo, "s4");
+        q.reserve("u", 2, Duration::ZERO, open)
+            .unwrap()
+            .fill(&repo, "s4");
     }
 }

@@ -90,18 +90,17 @@ pub struct IdleTimeout {
     waiting: bool,
 }
 
-impl IdleTimeout {
-    pub fn new(inner: Body, timeout: Duration) -> Body {
-        if hyper::body::Body::is_end_stream(&inner) {
-            return inner;
-        }
-        Body::new(IdleTimeout {
-            inner,
-            timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
-            waiting: false,
-        })
+/// `inner` with an [`IdleTimeout`] (bodies already at their end as they are).
+pub fn idle_timeout(inner: Body, timeout: Duration) -> Body {
+    if hyper::body::Body::is_end_stream(&inner) {
+        return inner;
     }
+    Body::new(IdleTimeout {
+        inner,
+        timeout,
+        sleep: Box::pin(tokio::time::sleep(timeout)),
+        waiting: false,
+    })
 }
 
 impl hyper::body::Body for IdleTimeout {
@@ -174,14 +173,17 @@ mod tests {
         let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|chunk| (chunk, rx))
         });
-        let mut body = IdleTimeout::new(Body::from_stream(chunks), Duration::from_secs(5));
+        let mut body = idle_timeout(Body::from_stream(chunks), Duration::from_secs(5));
         tx.send(Ok(Bytes::from_static(b"abc"))).unwrap();
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "abc");
         // Time passing while nobody reads the body does not count.
         tokio::time::advance(Duration::from_secs(60)).await;
         tx.send(Ok(Bytes::from_static(b"de"))).unwrap();
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "de");
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "de"
+        );
         // Nothing arrives: the paused clock runs ahead to the deadline.
         let err = body.frame().await.unwrap().unwrap_err();
         assert_eq!(err.to_string(), "the client sent no data for 5s");

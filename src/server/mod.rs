@@ -303,7 +303,7 @@ fn plain_for_tls(
 async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let too_large = limits::check_request(&req).err();
-    let req = req.map(|body| limits::IdleTimeout::new(body, snapshot.body_timeout));
+    let req = req.map(|body| limits::idle_timeout(body, snapshot.body_timeout));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let host = request_host(&req).unwrap_or_default();
