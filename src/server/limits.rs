@@ -3,7 +3,7 @@
 //! request line and headers may be.
 //!
 //! Two layers: hyper refuses what it cannot even parse into a request
-//! (more than [`MAX_HEADERS`] headers, or more than its read buffer, ~400 KiB,
+//! (more than 100 header fields, or more than its read buffer, ~400 KiB,
 //! of request head: a bare 431 or 414, then the connection closes); requests
 //! it parsed are checked against the tighter [`MAX_URI_BYTES`] and
 //! [`MAX_HEADER_BYTES`] here and get an OCI error.
@@ -28,8 +28,6 @@ use crate::oci::RegistryError;
 pub const MAX_URI_BYTES: usize = 8 << 10;
 /// Largest request head: request line and every header line.
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
-/// Most header fields in one request (hyper's limit for HTTP/1.1).
-pub const MAX_HEADERS: usize = 100;
 
 /// Refuses a request whose target or headers are larger than allowed.
 pub fn check_request(req: &Request<Body>) -> Result<(), RegistryError> {
@@ -64,11 +62,9 @@ pub fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecut
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_headers(MAX_HEADERS);
+        .header_read_timeout(header_timeout);
     builder
         .http2()
-        .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     builder
 }
