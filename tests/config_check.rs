@@ -406,3 +406,29 @@ fn serve_refuses_broken_config_with_the_same_message() {
     let (cfg, file) = broken(CiHtpasswd, |_| "no colon\n".to_string());
     assert_fails_at(&run("serve", cfg.path()), &file, 1);
 }
+
+#[test]
+fn bad_limits_and_timeouts() {
+    assert_each_fails_at(&[
+        (
+            CiToml,
+            "hostnames = [\"ci.test\"]\n[limits]\nmax_blob_size = \"big\"\n",
+            3,
+        ),
+        (
+            CiToml,
+            "hostnames = [\"ci.test\"]\n[limits]\nmax_upload_sessions = 0\n",
+            3,
+        ),
+        (
+            BerthToml,
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[server]\nbody_timeout = \"0s\"\n",
+            4,
+        ),
+        (
+            BerthToml,
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[server]\nheader_timeout = \"soon\"\n",
+            4,
+        ),
+    ]);
+}

@@ -5,7 +5,8 @@ use axum::http::request::Parts;
 use axum::http::{header, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{body_stream, empty, empty_response, header_str, query};
+use super::limits::UploadLimits;
+use super::{empty, empty_response, header_str, query};
 use crate::oci::{Digest, RegistryError, RepoName};
 use crate::registry::Registry;
 
@@ -160,6 +161,7 @@ pub(super) async fn start_upload(
     req: &Parts,
     body: Body,
     may_pull: &(dyn Fn(&str) -> bool + Sync),
+    limits: &UploadLimits<'_>,
 ) -> Result<Response<Body>, RegistryError> {
     let q = query(req);
     if let Some(mount) = q.get("mount") {
@@ -175,10 +177,11 @@ pub(super) async fn start_upload(
             }
         }
     } else if let Some(digest) = digest_param(req)? {
-        registry.put_blob(repo, &digest, body_stream(body)).await?;
+        let (body, guard) = limits.body(registry, repo, None, req, None, body).await?;
+        guard.outcome(registry.put_blob(repo, &digest, body).await)?;
         return Ok(blob_created(repo, &digest));
     }
-    let id = registry.uploads().start(repo).await?;
+    let id = limits.start_session(registry, repo).await?;
     Ok(upload_accepted(repo, &id, 0, StatusCode::ACCEPTED))
 }
 
@@ -194,6 +197,17 @@ pub(super) async fn upload_status(
 /// `Content-Range` of a chunk: `a-b`, also accepted as `bytes a-b/*` or
 /// `bytes=a-b`.
 fn content_range(req: &Parts) -> Result<Option<(u64, u64)>, RegistryError> {
+    if req
+        .headers
+        .get_all(header::CONTENT_RANGE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(RegistryError::BlobUploadInvalid(
+            "more than one Content-Range header".into(),
+        ));
+    }
     let Some(raw) = header_str(req, header::CONTENT_RANGE) else {
         if req.headers.contains_key(header::CONTENT_RANGE) {
             return Err(RegistryError::BlobUploadInvalid(
@@ -223,12 +237,13 @@ pub(super) async fn patch_upload(
     id: &str,
     req: &Parts,
     body: Body,
+    limits: &UploadLimits<'_>,
 ) -> Result<Response<Body>, RegistryError> {
     let range = content_range(req)?;
-    let size = registry
-        .uploads()
-        .append(repo, id, range, body_stream(body))
+    let (body, guard) = limits
+        .body(registry, repo, Some(id), req, range, body)
         .await?;
+    let size = guard.outcome(registry.uploads().append(repo, id, range, body).await)?;
     Ok(upload_accepted(repo, id, size, StatusCode::ACCEPTED))
 }
 
@@ -238,6 +253,7 @@ pub(super) async fn put_upload(
     id: &str,
     req: &Parts,
     body: Body,
+    limits: &UploadLimits<'_>,
 ) -> Result<Response<Body>, RegistryError> {
     let digest = digest_param(req)?.ok_or_else(|| {
         RegistryError::DigestInvalid(
@@ -245,10 +261,15 @@ pub(super) async fn put_upload(
         )
     })?;
     let range = content_range(req)?;
-    registry
-        .uploads()
-        .finish(repo, id, &digest, range, body_stream(body))
+    let (body, guard) = limits
+        .body(registry, repo, Some(id), req, range, body)
         .await?;
+    guard.outcome(
+        registry
+            .uploads()
+            .finish(repo, id, &digest, range, body)
+            .await,
+    )?;
     Ok(blob_created(repo, &digest))
 }
 

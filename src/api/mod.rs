@@ -4,6 +4,7 @@
 
 mod blobs;
 mod discovery;
+mod limits;
 mod manifests;
 pub mod route;
 
@@ -19,7 +20,7 @@ use futures_util::TryStreamExt;
 use axum::extract::ConnectInfo;
 
 use crate::auth::{Authenticator, Refused};
-use crate::config::{Access, Action, Anonymous};
+use crate::config::{Access, Action, Anonymous, Limits};
 use crate::oci::{RegistryError, RepoName};
 use crate::registry::{BodyStream, Registry};
 use route::Route;
@@ -65,6 +66,9 @@ pub struct Instance<'a> {
     pub registry: &'a Registry,
     pub auth: &'a Authenticator,
     pub access: &'a Access,
+    pub limits: &'a Limits,
+    /// Upload sessions older than this are abandoned.
+    pub upload_ttl: std::time::Duration,
 }
 
 /// Handles one request for an instance.
@@ -181,6 +185,11 @@ async fn dispatch(
         authorize(inst.access, user, &repo, needed)?;
     }
     let may_pull = |r: &str| inst.access.permits(user, r, Action::Pull);
+    let limits = limits::UploadLimits {
+        limits: inst.limits,
+        user,
+        upload_ttl: inst.upload_ttl,
+    };
     let not_allowed = || {
         Err(RegistryError::MethodNotAllowed(format!(
             "{method} is not allowed here"
@@ -205,14 +214,14 @@ async fn dispatch(
         }
         (Route::Blob(repo, d), &Method::DELETE) => blobs::delete(registry, repo, d).await,
         (Route::UploadStart(repo), &Method::POST) => {
-            blobs::start_upload(registry, repo, &req, body, &may_pull).await
+            blobs::start_upload(registry, repo, &req, body, &may_pull, &limits).await
         }
         (Route::Upload(repo, id), &Method::GET) => blobs::upload_status(registry, repo, id).await,
         (Route::Upload(repo, id), &Method::PATCH) => {
-            blobs::patch_upload(registry, repo, id, &req, body).await
+            blobs::patch_upload(registry, repo, id, &req, body, &limits).await
         }
         (Route::Upload(repo, id), &Method::PUT) => {
-            blobs::put_upload(registry, repo, id, &req, body).await
+            blobs::put_upload(registry, repo, id, &req, body, &limits).await
         }
         (Route::Upload(repo, id), &Method::DELETE) => {
             blobs::cancel_upload(registry, repo, id).await

@@ -14,9 +14,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod access;
+mod limits;
 mod retention;
 mod tls;
 pub use access::{Access, Action, Anonymous, Pattern, Rule};
+pub use limits::{Limits, DEFAULT_MAX_UPLOAD_SESSIONS};
 pub use retention::{parse_size, Retention, Untagged};
 pub use tls::{AcmeChallenge, Tls, LETS_ENCRYPT};
 
@@ -32,11 +34,20 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long a shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// How long a client may take to send a request's headers (and how long
+    /// an idle connection stays open).
+    pub header_timeout: Duration,
+    /// How long a request body may go without sending data.
+    pub body_timeout: Duration,
     pub instances: Vec<InstanceConfig>,
 }
 
 /// Default of `[server] drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `[server] header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `[server] body_timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One registry.
 #[derive(Debug, Clone)]
@@ -52,6 +63,7 @@ pub struct InstanceConfig {
     pub access: Access,
     pub tls: Tls,
     pub retention: Retention,
+    pub limits: Limits,
 }
 
 /// Default of `[auth] max_login_failures`.
@@ -130,6 +142,8 @@ struct ServerFile {
 #[serde(deny_unknown_fields)]
 struct ServerSection {
     drain_timeout: Option<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    body_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -169,6 +183,8 @@ struct InstanceFile {
     tls: tls::TlsSection,
     #[serde(default)]
     retention: retention::RetentionSection,
+    #[serde(default)]
+    limits: limits::LimitsSection,
 }
 
 #[derive(Deserialize, Default)]
@@ -359,19 +375,38 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
             }
         }
     }
-    let mut drain_timeout = DEFAULT_DRAIN_TIMEOUT;
-    if let (Some(src), Some(d)) = (&server_src, &server.server.drain_timeout) {
+    // A timeout of 0 would refuse every request; a drain timeout of 0 stops
+    // at once.
+    let mut server_duration = |value: &Option<Spanned<String>>, default: Duration, key: &str| {
+        let (Some(src), Some(d)) = (&server_src, value) else {
+            return default;
+        };
         match humantime::parse_duration(d.get_ref()) {
-            Ok(v) => drain_timeout = v,
-            Err(e) => errors.push(src.error_spanned(
-                d,
-                format!(
-                    "invalid duration '{}': {e} (e.g. \"30s\", \"2m\")",
-                    d.get_ref()
-                ),
-            )),
+            Ok(v) if v.is_zero() && key != "drain_timeout" => {
+                errors.push(src.error_spanned(d, format!("server.{key} must be more than 0")));
+                default
+            }
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(src.error_spanned(
+                    d,
+                    format!(
+                        "invalid duration '{}': {e} (e.g. \"30s\", \"2m\")",
+                        d.get_ref()
+                    ),
+                ));
+                default
+            }
         }
-    }
+    };
+    let sec = &server.server;
+    let drain_timeout = server_duration(&sec.drain_timeout, DEFAULT_DRAIN_TIMEOUT, "drain_timeout");
+    let header_timeout = server_duration(
+        &sec.header_timeout,
+        DEFAULT_HEADER_TIMEOUT,
+        "header_timeout",
+    );
+    let body_timeout = server_duration(&sec.body_timeout, DEFAULT_BODY_TIMEOUT, "body_timeout");
     let state_dir = resolve(
         &dir,
         server
@@ -439,6 +474,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
             access: access::build(&src, f.access, &mut errors),
             tls: tls::build(&src, &dir, &f.tls, &mut errors),
             retention: retention::build(&src, &f.retention, &mut errors),
+            limits: limits::build(&src, &f.limits, &mut errors),
         };
         if inst.tls.is_on() && f.hostnames.is_empty() {
             errors.push(src.error_at(
@@ -579,6 +615,8 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
         state_dir,
         log_format: server.log.format,
         drain_timeout,
+        header_timeout,
+        body_timeout,
         instances,
     })
 }
@@ -645,7 +683,7 @@ mod tests {
     fn errors_carry_file_and_line() {
         let d = Dir::new();
         d.instance("ci", "hostnames = [\"a.test\"]\n\nbogus = 1\n");
-        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`"]);
+        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`"]);
         d.instance("ci", "hostnames = [\"a.test\"\n");
         assert_eq!(
             d.errors(),
@@ -738,6 +776,61 @@ mod tests {
     }
 
     #[test]
+    fn limits() {
+        let d = Dir::new();
+        d.instance("ci", "hostnames = [\"ci.test\"]\n");
+        let c = load(d.0.path()).unwrap();
+        assert_eq!(c.instances[0].limits, Limits::default());
+        assert_eq!(c.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(c.body_timeout, DEFAULT_BODY_TIMEOUT);
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\n[limits]\nmax_blob_size = \"2GiB\"\nmax_upload_sessions = 8\n",
+        );
+        let c = load(d.0.path()).unwrap();
+        assert_eq!(
+            c.instances[0].limits,
+            Limits {
+                max_blob_size: Some(2 << 30),
+                max_upload_sessions: 8
+            }
+        );
+        for (text, error) in [
+            (
+                "max_blob_size = \"huge\"",
+                "instances/ci.toml:3:17: limits.max_blob_size: 'huge' is not a size",
+            ),
+            (
+                "max_blob_size = \"3 parsecs\"",
+                "instances/ci.toml:3:17: limits.max_blob_size: unknown size unit 'parsecs'",
+            ),
+            (
+                "max_blob_size = \"0MiB\"",
+                "instances/ci.toml:3:17: limits.max_blob_size must be more than 0 bytes",
+            ),
+            (
+                "max_upload_sessions = 0",
+                "instances/ci.toml:3:23: limits.max_upload_sessions must be at least 1",
+            ),
+            (
+                "max_upload_sessions = -1",
+                "instances/ci.toml:3:23: invalid value: integer `-1`",
+            ),
+            (
+                "max_sessions = 5",
+                "instances/ci.toml:3:1: unknown field `max_sessions`",
+            ),
+        ] {
+            d.instance(
+                "ci",
+                &format!("hostnames = [\"ci.test\"]\n[limits]\n{text}\n"),
+            );
+            let errs = d.errors();
+            assert!(errs[0].starts_with(error), "{text}: {errs:?}");
+        }
+    }
+
+    #[test]
     fn server_file_errors() {
         let d = Dir::new();
         d.instance("ci", "hostnames = [\"ci.test\"]\n");
@@ -758,6 +851,24 @@ mod tests {
         assert_eq!(
             load(d.0.path()).unwrap().drain_timeout,
             Duration::from_secs(5)
+        );
+        d.write(
+            "berth.toml",
+            "[server]\nheader_timeout = \"2s\"\nbody_timeout = \"3m\"\n",
+        );
+        let c = load(d.0.path()).unwrap();
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.body_timeout, Duration::from_secs(180));
+        d.write("berth.toml", "[server]\nbody_timeout = \"0s\"\n");
+        assert_eq!(
+            d.errors(),
+            vec!["berth.toml:2:16: server.body_timeout must be more than 0"]
+        );
+        d.write("berth.toml", "[server]\nheader_timeout = \"fast\"\n");
+        assert!(
+            d.errors()[0].starts_with("berth.toml:2:18: invalid duration 'fast'"),
+            "{:?}",
+            d.errors()
         );
         d.write("berth.toml", "[log]\nformat = \"xml\"\n");
         assert!(

@@ -26,6 +26,15 @@ pub enum RegistryError {
     ManifestUnknown(String),
     #[error("{0}")]
     ManifestTooLarge(String),
+    /// A blob larger than the instance's `max_blob_size` (413).
+    #[error("{0}")]
+    BlobTooLarge(String),
+    /// A request target longer than the server accepts (414).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// Request headers larger than the server accepts (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("{0}")]
     NameInvalid(String),
     #[error("{0}")]
@@ -69,14 +78,17 @@ impl RegistryError {
             ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
             ManifestInvalid(_) => "MANIFEST_INVALID",
             ManifestUnknown(_) => "MANIFEST_UNKNOWN",
-            ManifestTooLarge(_) | SizeInvalid(_) | RangeNotSatisfiable(_) => "SIZE_INVALID",
+            ManifestTooLarge(_) | BlobTooLarge(_) | SizeInvalid(_) | RangeNotSatisfiable(_) => {
+                "SIZE_INVALID"
+            }
             NameInvalid(_) => "NAME_INVALID",
             NameUnknown(_) => "NAME_UNKNOWN",
             PaginationNumberInvalid(_) => "PAGINATION_NUMBER_INVALID",
             Unauthorized(_) => "UNAUTHORIZED",
             Denied(_) => "DENIED",
             TooManyRequests(_) => "TOOMANYREQUESTS",
-            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_) => "UNSUPPORTED",
+            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_) | UriTooLong(_)
+            | HeadersTooLarge(_) => "UNSUPPORTED",
             StorageFull(_) | Internal(_) => "UNKNOWN",
         }
     }
@@ -92,7 +104,9 @@ impl RegistryError {
             TooManyRequests(_) => 429,
             MethodNotAllowed(_) => 405,
             Misdirected(_) => 421,
-            ManifestTooLarge(_) => 413,
+            ManifestTooLarge(_) | BlobTooLarge(_) => 413,
+            UriTooLong(_) => 414,
+            HeadersTooLarge(_) => 431,
             RangeInvalid(_) | RangeNotSatisfiable(_) => 416,
             StorageFull(_) => 507,
             Internal(_) => 500,

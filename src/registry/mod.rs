@@ -6,6 +6,7 @@ pub mod fsck;
 pub mod gc;
 pub mod manifest;
 mod paginate;
+mod quota;
 pub mod retention;
 mod uploads;
 
@@ -31,6 +32,7 @@ pub struct Registry {
     uploads: Uploads,
     pulls: PullLog,
     listings: Arc<Listings>,
+    sessions: quota::SessionQuota,
 }
 
 /// Last pull of each tag ("repo:tag"), kept in memory and written to
@@ -106,6 +108,7 @@ impl Registry {
             store,
             pulls,
             listings: Arc::default(),
+            sessions: quota::SessionQuota::default(),
         }
     }
 
@@ -186,6 +189,23 @@ impl Registry {
     /// Upload sessions of this instance.
     pub fn uploads(&self) -> &Uploads {
         &self.uploads
+    }
+
+    /// Opens an upload session for `user`, who may hold at most `max` open
+    /// sessions; those older than `ttl` no longer count.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        user: &str,
+        max: usize,
+        ttl: std::time::Duration,
+    ) -> Result<String, RegistryError> {
+        let slot = self
+            .sessions
+            .reserve(user, max, ttl, |r, id| self.uploads.is_open(r, id))?;
+        let id = self.uploads.start(repo).await?;
+        slot.fill(repo, &id);
+        Ok(id)
     }
 
     /// A whole blob in one request.

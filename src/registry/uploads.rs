@@ -104,6 +104,12 @@ impl Uploads {
         Ok(id)
     }
 
+    /// Whether this process knows the session as open (not finished,
+    /// cancelled or found purged).
+    pub(super) fn is_open(&self, repo: &RepoName, id: &str) -> bool {
+        self.sessions.lock().contains_key(&Self::key(repo, id))
+    }
+
     /// The session of an upload, recovered from disk when this process has
     /// not seen it (e.g. after a restart).
     async fn session(&self, repo: &RepoName, id: &str) -> Result<SessionRef, RegistryError> {

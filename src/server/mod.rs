@@ -15,6 +15,7 @@
 //! On the shared plain listener, TLS instances answer ACME HTTP-01
 //! challenges and redirect everything else to https.
 
+pub mod limits;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,7 +29,6 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -107,6 +107,10 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
     /// Port of the shared https listener, for redirects (0: none).
     https_port: AtomicU16,
+    /// `[server] header_timeout`, for connections accepted from now on.
+    header_timeout: Duration,
+    /// `[server] body_timeout`, for requests started from now on.
+    body_timeout: Duration,
 }
 
 impl Snapshot {
@@ -187,6 +191,8 @@ impl Snapshot {
                 by_host,
                 warnings,
                 https_port: AtomicU16::new(https_port),
+                header_timeout: config.header_timeout,
+                body_timeout: config.body_timeout,
             })
         } else {
             Err(errors)
@@ -296,6 +302,8 @@ fn plain_for_tls(
 
 async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
+    let too_large = limits::check_request(&req).err();
+    let req = req.map(|body| limits::idle_timeout(body, snapshot.body_timeout));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let host = request_host(&req).unwrap_or_default();
@@ -333,6 +341,7 @@ async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Respon
         }
     };
     drop(snapshot);
+    let early = too_large.map(|e| api::error_response(&e)).or(early);
     let mut resp = match (early, &instance) {
         (Some(resp), _) => resp,
         (None, Some(inst)) => {
@@ -340,6 +349,8 @@ async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Respon
                 registry: &inst.registry,
                 auth: &inst.auth,
                 access: &inst.config.access,
+                limits: &inst.config.limits,
+                upload_ttl: inst.config.retention.upload_ttl,
             };
             api::handle(ctx, req).await
         }
@@ -376,14 +387,6 @@ async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Respon
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
     resp
-}
-
-/// The one app builder: the router of a plain listener, reading the
-/// current snapshot at each request. Used by [`Server`] and usable by tests.
-pub fn app(snapshot: Arc<ArcSwap<Snapshot>>, target: Target) -> Router {
-    Router::new().fallback(move |req: Request<Body>| {
-        handle(snapshot.load_full(), Via::Plain(target.clone()), req)
-    })
 }
 
 /// Limit on the TLS handshake, so that silent clients do not pile up.
@@ -427,39 +430,70 @@ async fn serve_tls_connection(
         host_checked,
     };
     drop(inst);
+    serve_http(stream, peer, snapshot, via, watcher).await;
+}
+
+/// HTTP/1.1 or h2 on one connection (plain, or TLS after the handshake),
+/// with the limits of [`limits::connection_builder`].
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    via: Via,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = limits::connection_builder(snapshot.load().header_timeout);
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
         let (snapshot, via) = (snapshot.load_full(), via.clone());
         async move { Ok::<_, std::convert::Infallible>(handle(snapshot, via, req).await) }
     });
-    let builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     let conn = builder
-        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service)
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, "TLS connection ended: {e}");
+        tracing::debug!(%peer, "connection ended: {e}");
     }
 }
 
-/// Accepts TLS connections until `stop`, then waits for the open ones.
-async fn serve_tls(
+/// Accepts connections until `stop`, then waits for the open ones (which
+/// finish the requests in flight).
+async fn serve_listener(
     listener: TcpListener,
     snapshot: Arc<ArcSwap<Snapshot>>,
     target: Target,
+    tls: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((tcp, peer)) = accepted else { continue };
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // E.g. out of file descriptors: give others a moment
+                        // to close theirs instead of spinning.
+                        tracing::warn!("cannot accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                // Small responses must not wait for Nagle's algorithm.
                 let _ = tcp.set_nodelay(true);
-                let conn = serve_tls_connection(tcp, peer, snapshot.clone(), target.clone(), graceful.watcher());
-                tokio::spawn(conn);
+                let (snapshot, watcher) = (snapshot.clone(), graceful.watcher());
+                if tls {
+                    tokio::spawn(serve_tls_connection(tcp, peer, snapshot, target.clone(), watcher));
+                } else {
+                    let via = Via::Plain(target.clone());
+                    tokio::spawn(serve_http(tcp, peer, snapshot, via, watcher));
+                }
             }
-            _ = stop.wait_for(|s| *s) => break,
+            // Dropping the guard at once keeps this future `Send`.
+            _ = async { drop(stop.wait_for(|s| *s).await) } => break,
         }
     }
     drop(listener);
@@ -558,29 +592,9 @@ impl Server {
                     .https_port
                     .store(local.port(), Ordering::Relaxed);
             }
-            let (stop, mut rx) = watch::channel(false);
+            let (stop, rx) = watch::channel(false);
             let snapshot = self.snapshot.clone();
-            let target2 = target.clone();
-            let task = if *tls {
-                tokio::spawn(serve_tls(listener, snapshot, target2, rx))
-            } else {
-                let router = app(snapshot, target2);
-                tokio::spawn(async move {
-                    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                    // Small responses must not wait for Nagle's algorithm.
-                    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    let result = axum::serve(listener, service)
-                        .with_graceful_shutdown(async move {
-                            let _ = rx.wait_for(|stop| *stop).await;
-                        })
-                        .await;
-                    if let Err(e) = result {
-                        tracing::error!(listener = %local, "listener failed: {e}");
-                    }
-                })
-            };
+            let task = tokio::spawn(serve_listener(listener, snapshot, target.clone(), *tls, rx));
             let label = target.label().to_string();
             let scheme = if *tls { "https" } else { "http" };
             tracing::info!(listener = %local, serves = %label, scheme, "listening");

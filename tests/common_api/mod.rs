@@ -137,9 +137,13 @@ impl Env {
     /// A server with the given instances; `reg` talks to the first one.
     pub fn start_with(instances: Vec<Instance>) -> Env {
         let first = instances[0].name.clone();
-        let cfg = ConfigDir::new(&instances);
+        Env::start_in(ConfigDir::new(&instances), &first)
+    }
+
+    /// A server on a prepared config directory; `reg` talks to `first`.
+    pub fn start_in(cfg: ConfigDir, first: &str) -> Env {
         let server = Server::start(&cfg);
-        let reg = Reg::for_instance(&server, &first);
+        let reg = Reg::for_instance(&server, first);
         Env { server, cfg, reg }
     }
 
@@ -621,10 +625,17 @@ pub async fn raw_request(
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    raw_exchange(addr, &bytes, method == "HEAD").await
+}
+
+/// Sends `request` (head and body, exactly as given) on a new connection and
+/// reads the whole response.
+pub async fn raw_exchange(addr: &str, request: &[u8], head: bool) -> RawResponse {
     let fut = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.write_all(req.as_bytes()).await.unwrap();
-        stream.write_all(body).await.unwrap();
+        stream.write_all(request).await.unwrap();
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).await.expect("read response");
         buf
@@ -632,7 +643,7 @@ pub async fn raw_request(
     let buf = tokio::time::timeout(Duration::from_secs(30), fut)
         .await
         .expect("raw request timed out");
-    parse_raw(&buf, method == "HEAD")
+    parse_raw(&buf, head)
 }
 
 /// PUTs a body with `Expect: 100-continue`: the body is only sent when the
@@ -645,9 +656,23 @@ pub async fn raw_put_expect_continue(
     content_type: &str,
     body: &[u8],
 ) -> RawResponse {
+    let headers = format!("Content-Type: {content_type}\r\n");
+    raw_expect_continue(addr, "PUT", path, auth, &headers, body).await
+}
+
+/// Sends a request with `Expect: 100-continue` (see
+/// `raw_put_expect_continue`); `headers` are extra `Name: value\r\n` lines.
+pub async fn raw_expect_continue(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: (&str, &str),
+    headers: &str,
+    body: &[u8],
+) -> RawResponse {
     let req = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: {}\r\nContent-Type: {content_type}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: {}\r\n{headers}\
          Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         basic_auth_value(auth.0, auth.1),
         body.len()
@@ -678,7 +703,8 @@ pub async fn raw_put_expect_continue(
     parse_raw(&buf, false)
 }
 
-fn parse_raw(buf: &[u8], head: bool) -> RawResponse {
+/// Parses one HTTP/1.1 response (head, and body unless `head`).
+pub fn parse_raw(buf: &[u8], head: bool) -> RawResponse {
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
