@@ -34,6 +34,9 @@ const BATCH: usize = 1 << 20;
 /// of the connection alive, so this bounds the memory held by a batch of
 /// many small chunks.
 const BATCH_CHUNKS: usize = 64;
+/// The disk is asked to start writing an upload every this many bytes, so
+/// that the fsync when it finishes has little left to do.
+const WRITEBACK: usize = 8 << 20;
 
 struct Session {
     size: u64,
@@ -354,7 +357,8 @@ async fn copy_body(
     mut body: BodyStream,
 ) -> Result<(u64, Option<Sha256>), RegistryError> {
     let write_err = io_err("writing upload");
-    let mut file = Stage::Idle(file);
+    // The file, and the bytes written since writeback was last started.
+    let mut file = Stage::Idle((file, 0));
     let mut hash = hasher.map(Stage::Idle);
     let mut batch = Vec::new();
     let mut batch_len = 0;
@@ -382,10 +386,18 @@ async fn copy_body(
         }
         if batch_len > 0 {
             let data: Batch = Arc::new(std::mem::take(&mut batch));
-            batch_len = 0;
+            let batch_bytes = std::mem::take(&mut batch_len);
             let chunks = data.clone();
             file = file
-                .then(move |f| write_chunks(f, &chunks))
+                .then(move |(f, unflushed)| {
+                    write_chunks(f, &chunks)?;
+                    *unflushed += batch_bytes;
+                    if *unflushed >= WRITEBACK {
+                        *unflushed = 0;
+                        storage::start_writeback(f)?;
+                    }
+                    Ok(())
+                })
                 .await
                 .map_err(&write_err)?;
             if let Some(h) = hash {
