@@ -1,6 +1,7 @@
 //! Blob upload sessions. Data streams into `_uploads/<id>/data` while it is
-//! hashed; hashing and writing happen on the blocking pool in 1 MiB batches,
-//! overlapped with receiving the next batch. A chunk is all-or-nothing: if
+//! hashed; the body's chunks are gathered (not copied) into batches of about
+//! 1 MiB, each hashed and written by two blocking tasks side by side while
+//! the next batch is received. A chunk is all-or-nothing: if
 //! the body breaks off or has the wrong length, the file is cut back to where
 //! the chunk started. On finish the file is fsynced, verified against the
 //! digest and renamed into the blob store.
@@ -9,12 +10,12 @@
 //! without it and the file is hashed from disk when it is finished.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
@@ -27,8 +28,15 @@ use crate::storage::{self, FsStore};
 /// A request body as the registry consumes it.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
 
-/// Bytes hashed and written per blocking call.
+/// Body bytes per batch handed to the hashing and the writing task.
 const BATCH: usize = 1 << 20;
+/// Body chunks per batch at most. A chunk may keep a whole receive buffer
+/// of the connection alive, so this bounds the memory held by a batch of
+/// many small chunks.
+const BATCH_CHUNKS: usize = 64;
+/// The disk is asked to start writing an upload every this many bytes, so
+/// that the fsync when it finishes has little left to do.
+const WRITEBACK: usize = 8 << 20;
 
 struct Session {
     size: u64,
@@ -311,65 +319,123 @@ impl Uploads {
     }
 }
 
-type Batch = JoinHandle<io::Result<(std::fs::File, Option<Sha256>)>>;
+/// Body chunks as received (not copied), shared by the hashing and the
+/// writing task.
+type Batch = Arc<Vec<Bytes>>;
+
+/// One side of the pipeline (the file or the hasher): at hand, or busy with
+/// a batch on the blocking pool.
+enum Stage<T> {
+    Idle(T),
+    Busy(JoinHandle<io::Result<T>>),
+}
+
+impl<T: Send + 'static> Stage<T> {
+    /// Waits for the batch in progress, if any.
+    async fn ready(self) -> io::Result<T> {
+        match self {
+            Stage::Idle(t) => Ok(t),
+            Stage::Busy(task) => task.await.map_err(io::Error::other)?,
+        }
+    }
+
+    /// Runs `work` on the value with the next batch once the previous batch
+    /// is done.
+    async fn then(
+        self,
+        work: impl FnOnce(&mut T) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<Stage<T>> {
+        let mut t = self.ready().await?;
+        Ok(Stage::Busy(tokio::task::spawn_blocking(move || {
+            work(&mut t)?;
+            Ok(t)
+        })))
+    }
+}
 
 /// Streams `body` into `file`, hashing on the way. Returns the number of
-/// bytes written and the updated hasher.
+/// bytes written and the updated hasher. Hashing and writing run side by
+/// side on the blocking pool, each on the previous batch while the next one
+/// is received.
 async fn copy_body(
     file: std::fs::File,
     hasher: Option<Sha256>,
     mut body: BodyStream,
 ) -> Result<(u64, Option<Sha256>), RegistryError> {
-    let mut buf = BytesMut::with_capacity(BATCH);
-    let mut written = 0u64;
-    let mut idle = Some((file, hasher));
-    let mut pending: Option<Batch> = None;
     let write_err = io_err("writing upload");
+    // The file, and the bytes written since writeback was last started.
+    let mut file = Stage::Idle((file, 0));
+    let mut hash = hasher.map(Stage::Idle);
+    let mut batch = Vec::new();
+    let mut batch_len = 0;
+    let mut written = 0u64;
     loop {
-        let next = body.next().await;
-        let done = match next {
+        let done = match body.next().await {
             Some(Ok(chunk)) => {
                 written += chunk.len() as u64;
-                buf.extend_from_slice(&chunk);
+                batch_len += chunk.len();
+                batch.push(chunk);
                 false
             }
             Some(Err(e)) => {
-                if let Some(p) = pending.take() {
-                    let _ = p.await;
-                }
+                // The file is cut back after this: no write may still be
+                // under way then.
+                let _ = file.ready().await;
                 return Err(RegistryError::BlobUploadInvalid(format!(
                     "upload body broke off after {written} bytes: {e}"
                 )));
             }
             None => true,
         };
-        if buf.len() < BATCH && !done {
+        if !done && batch_len < BATCH && batch.len() < BATCH_CHUNKS {
             continue;
         }
-        if let Some(p) = pending.take() {
-            idle = Some(join_batch(p).await.map_err(&write_err)?);
+        if batch_len > 0 {
+            let data: Batch = Arc::new(std::mem::take(&mut batch));
+            let batch_bytes = std::mem::take(&mut batch_len);
+            let chunks = data.clone();
+            file = file
+                .then(move |(f, unflushed)| {
+                    write_chunks(f, &chunks)?;
+                    *unflushed += batch_bytes;
+                    if *unflushed >= WRITEBACK {
+                        *unflushed = 0;
+                        storage::start_writeback(f)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(&write_err)?;
+            if let Some(h) = hash {
+                let h = h.then(move |h| {
+                    data.iter().for_each(|c| h.update(c));
+                    Ok(())
+                });
+                hash = Some(h.await.map_err(&write_err)?);
+            }
         }
-        let (f, h) = idle.take().expect("file is idle between batches");
-        let batch = spawn_batch(f, h, buf.split().freeze());
         if done {
-            let (_file, h) = join_batch(batch).await.map_err(&write_err)?;
-            return Ok((written, h));
+            file.ready().await.map_err(&write_err)?;
+            let hasher = match hash {
+                Some(h) => Some(h.ready().await.map_err(&write_err)?),
+                None => None,
+            };
+            return Ok((written, hasher));
         }
-        pending = Some(batch);
-        buf.reserve(BATCH);
     }
 }
 
-async fn join_batch(p: Batch) -> io::Result<(std::fs::File, Option<Sha256>)> {
-    p.await.map_err(io::Error::other)?
-}
-
-fn spawn_batch(mut f: std::fs::File, mut h: Option<Sha256>, data: Bytes) -> Batch {
-    tokio::task::spawn_blocking(move || {
-        if let Some(h) = h.as_mut() {
-            h.update(&data);
+/// Writes all of `chunks` with as few system calls as possible.
+fn write_chunks(f: &mut std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match f.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        f.write_all(&data)?;
-        Ok((f, h))
-    })
+    }
+    Ok(())
 }
