@@ -150,7 +150,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config_dir } => {
             let (cfg, snapshot) = load_checked(&config_dir)?;
             init_logging(cfg.log_format);
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            raise_open_file_limit();
+            // File I/O runs on blocking threads; 500 clients would start 400
+            // of them, each with its stack and allocator caches.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(MAX_BLOCKING_THREADS)
+                .build()
+                .context("cannot start the runtime")?;
             runtime.block_on(serve(&config_dir, cfg, snapshot))
         }
         Command::Gc {
@@ -176,6 +183,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             instance,
             repair,
         } => fsck(&config_dir, instance.as_deref(), repair),
+    }
+}
+
+/// Most threads doing file I/O at once; more requests wait for one.
+const MAX_BLOCKING_THREADS: usize = 64;
+
+/// Lifts the soft limit on open files to the hard one: every connection and
+/// every blob being read or written holds a descriptor, and the usual soft
+/// default of 1024 is too few for a few hundred clients.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
     }
 }
 
