@@ -5,6 +5,7 @@
 mod blobs;
 mod discovery;
 mod manifests;
+pub mod range;
 pub mod route;
 
 use std::collections::HashMap;
