@@ -63,7 +63,8 @@ pub fn content_range(raw: &str) -> Result<(u64, u64), RegistryError> {
     let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
     let first: u64 = a.trim().parse().map_err(|_| invalid())?;
     let last: u64 = b.trim().parse().map_err(|_| invalid())?;
-    if last < first {
+    // Its length, last - first + 1, must fit in a u64.
+    if last < first || last - first == u64::MAX {
         return Err(invalid());
     }
     Ok((first, last))
@@ -86,5 +87,15 @@ mod tests {
         assert!(byte_range(Some("bytes=10-"), 10).is_err());
         assert!(byte_range(Some("bytes=5-2"), 10).is_err());
         assert!(byte_range(Some("bytes=-0"), 10).is_err());
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(content_range("bytes 0-9/10").unwrap(), (0, 9));
+        assert_eq!(
+            content_range(&format!("1-{}", u64::MAX)).unwrap(),
+            (1, u64::MAX)
+        );
+        assert!(content_range(&format!("0-{}", u64::MAX)).is_err());
     }
 }
