@@ -13,8 +13,11 @@ use crate::auth::htpasswd;
 use crate::oci::{media, Digest, Reference, RepoName, Tag};
 use crate::registry::manifest::{self, Kind};
 
+/// A check: panics when a property fails on the input.
+pub type Check = fn(&[u8]);
+
 /// Every check with the name of its fuzz target and corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Check); 4] = [
     ("route", check_route),
     ("manifest", check_manifest),
     ("ranges", check_ranges),
