@@ -19,6 +19,8 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod oci;
 pub mod registry;
 pub mod server;

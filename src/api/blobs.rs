@@ -6,6 +6,7 @@ use axum::http::{header, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::limits::UploadLimits;
+use super::range::byte_range;
 use super::{empty, empty_response, header_str, query};
 use crate::oci::{Digest, RegistryError, RepoName};
 use crate::registry::Registry;
@@ -14,55 +15,6 @@ const DIGEST_HEADER: &str = "Docker-Content-Digest";
 const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
 /// Read buffer for streaming blobs out.
 const READ_BUF: usize = 256 * 1024;
-
-/// A `Range: bytes=...` request header, resolved against the blob size.
-/// `Ok(None)`: serve everything (no header, or one we do not understand).
-fn byte_range(value: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, RegistryError> {
-    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return Ok(None);
-    };
-    let unsatisfiable = || {
-        RegistryError::RangeNotSatisfiable(format!(
-            "range {spec} is outside the blob's {size} bytes"
-        ))
-    };
-    let (first, last) = match (a.trim(), b.trim()) {
-        ("", suffix) => {
-            let n: u64 = match suffix.parse() {
-                Ok(n) => n,
-                Err(_) => return Ok(None),
-            };
-            if n == 0 || size == 0 {
-                return Err(unsatisfiable());
-            }
-            (size.saturating_sub(n), size - 1)
-        }
-        (first, last) => {
-            let Ok(first) = first.parse::<u64>() else {
-                return Ok(None);
-            };
-            let last = if last.is_empty() {
-                size.saturating_sub(1)
-            } else {
-                match last.parse::<u64>() {
-                    Ok(l) => l.min(size.saturating_sub(1)),
-                    Err(_) => return Ok(None),
-                }
-            };
-            if first >= size || last < first {
-                return Err(unsatisfiable());
-            }
-            (first, last)
-        }
-    };
-    Ok(Some((first, last)))
-}
 
 pub(super) async fn get(
     registry: &Registry,
@@ -194,8 +146,7 @@ pub(super) async fn upload_status(
     Ok(upload_accepted(repo, id, size, StatusCode::NO_CONTENT))
 }
 
-/// `Content-Range` of a chunk: `a-b`, also accepted as `bytes a-b/*` or
-/// `bytes=a-b`.
+/// `Content-Range` of a chunk; see [`super::range::content_range`].
 fn content_range(req: &Parts) -> Result<Option<(u64, u64)>, RegistryError> {
     if req
         .headers
@@ -216,19 +167,7 @@ fn content_range(req: &Parts) -> Result<Option<(u64, u64)>, RegistryError> {
         }
         return Ok(None);
     };
-    let invalid = || RegistryError::BlobUploadInvalid(format!("invalid Content-Range '{raw}'"));
-    let spec = raw.trim();
-    let spec = spec
-        .strip_prefix("bytes")
-        .map_or(spec, |s| s.trim_start_matches(['=', ' ']));
-    let spec = spec.split_once('/').map_or(spec, |(r, _)| r);
-    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
-    let first: u64 = a.trim().parse().map_err(|_| invalid())?;
-    let last: u64 = b.trim().parse().map_err(|_| invalid())?;
-    if last < first {
-        return Err(invalid());
-    }
-    Ok(Some((first, last)))
+    super::range::content_range(raw).map(Some)
 }
 
 pub(super) async fn patch_upload(
@@ -285,21 +224,6 @@ pub(super) async fn cancel_upload(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(byte_range(None, 10).unwrap(), None);
-        assert_eq!(byte_range(Some("bytes=0-4"), 10).unwrap(), Some((0, 4)));
-        assert_eq!(byte_range(Some("bytes=5-"), 10).unwrap(), Some((5, 9)));
-        assert_eq!(byte_range(Some("bytes=-3"), 10).unwrap(), Some((7, 9)));
-        assert_eq!(byte_range(Some("bytes=-30"), 10).unwrap(), Some((0, 9)));
-        assert_eq!(byte_range(Some("bytes=2-100"), 10).unwrap(), Some((2, 9)));
-        assert_eq!(byte_range(Some("bytes=0-1,3-4"), 10).unwrap(), None);
-        assert_eq!(byte_range(Some("items=0-1"), 10).unwrap(), None);
-        assert!(byte_range(Some("bytes=10-"), 10).is_err());
-        assert!(byte_range(Some("bytes=5-2"), 10).is_err());
-        assert!(byte_range(Some("bytes=-0"), 10).is_err());
-    }
 
     fn with_range(v: &str) -> Parts {
         let req = axum::http::Request::builder()

@@ -6,6 +6,7 @@ mod blobs;
 mod discovery;
 mod limits;
 mod manifests;
+pub mod range;
 pub mod route;
 
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! htpasswd file changes. The file is re-read when its metadata changes, at
 //! most once per [`RECHECK`]. Fails closed: no readable file, no access.
 
-mod htpasswd;
+pub(crate) mod htpasswd;
 mod limiter;
 
 use std::collections::HashMap;

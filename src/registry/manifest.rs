@@ -108,23 +108,26 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Regis
     if raw.schema_version != Some(2) {
         return Err(invalid("schemaVersion must be 2"));
     }
-    if let (Some(ct), Some(mt)) = (ct, raw.media_type.as_deref()) {
-        if ct != mt {
-            return Err(invalid(format!(
-                "Content-Type '{ct}' does not match the manifest's mediaType '{mt}'"
-            )));
-        }
-    }
-    let media_type = match (
-        raw.media_type.as_deref().or(ct),
-        &raw.manifests,
-        &raw.config,
-    ) {
+    // The body alone says what it is, as garbage collection, referrers and
+    // pulls read it later without the Content-Type it was pushed with.
+    let media_type = match (raw.media_type.as_deref(), &raw.manifests, &raw.config) {
         (Some(mt), _, _) => mt.to_string(),
         (None, Some(_), _) => media::OCI_INDEX.to_string(),
         (None, None, Some(_)) => media::OCI_MANIFEST.to_string(),
         (None, None, None) => return Err(invalid("cannot tell the manifest's media type")),
     };
+    if let Some(ct) = ct {
+        if ct != media_type {
+            let source = if raw.media_type.is_some() {
+                "mediaType"
+            } else {
+                "content (it has no mediaType)"
+            };
+            return Err(invalid(format!(
+                "Content-Type '{ct}' does not match the manifest's {source}: '{media_type}'"
+            )));
+        }
+    }
     let kind = match media_type.as_str() {
         media::OCI_MANIFEST | media::DOCKER_MANIFEST => Kind::Image,
         media::OCI_INDEX | media::DOCKER_MANIFEST_LIST => Kind::Index,
@@ -311,6 +314,33 @@ mod tests {
             parse(None, bomb.as_bytes()),
             Err(RegistryError::ManifestInvalid(_))
         ));
+    }
+
+    #[test]
+    fn content_type_must_match_a_body_without_media_type() {
+        let bare = image("").replace(&format!(r#""mediaType":"{}","#, media::OCI_MANIFEST), "");
+        assert_eq!(
+            parse(Some(media::OCI_MANIFEST), bare.as_bytes())
+                .unwrap()
+                .kind,
+            Kind::Image
+        );
+        // Read back without a Content-Type, these are an OCI image and an
+        // OCI index.
+        assert!(parse(Some(media::DOCKER_MANIFEST), bare.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("no mediaType"));
+        let both = bare.replace(
+            r#""layers""#,
+            &format!(
+                r#""manifests":[{{"mediaType":"{}","digest":"{}","size":1}}],"layers""#,
+                media::OCI_MANIFEST,
+                d('c')
+            ),
+        );
+        assert!(parse(Some(media::OCI_MANIFEST), both.as_bytes()).is_err());
+        assert_eq!(parse(None, both.as_bytes()).unwrap().kind, Kind::Index);
     }
 
     #[test]
