@@ -6,6 +6,7 @@ pub mod fsck;
 pub mod gc;
 pub mod manifest;
 mod paginate;
+mod read;
 pub mod retention;
 mod uploads;
 
@@ -17,6 +18,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 pub use paginate::{paginate, Page};
+pub use read::FileRange;
 pub use uploads::BodyStream;
 pub use uploads::Uploads;
 
