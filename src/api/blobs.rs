@@ -3,18 +3,15 @@
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::limits::UploadLimits;
 use super::range::byte_range;
 use super::{empty, empty_response, header_str, query};
 use crate::oci::{Digest, RegistryError, RepoName};
-use crate::registry::Registry;
+use crate::registry::{FileRange, Registry};
 
 const DIGEST_HEADER: &str = "Docker-Content-Digest";
 const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
-/// Read buffer for streaming blobs out.
-const READ_BUF: usize = 256 * 1024;
 
 pub(super) async fn get(
     registry: &Registry,
@@ -56,17 +53,13 @@ pub(super) async fn get(
     if head {
         return Ok(builder.body(Body::empty()).expect("valid response"));
     }
-    let mut file = tokio::fs::File::open(&blob.path)
+    let file = tokio::fs::File::open(&blob.path)
         .await
-        .map_err(|e| RegistryError::io("opening blob", e))?;
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| RegistryError::io("seeking blob", e))?;
-    }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_BUF);
+        .map_err(|e| RegistryError::io("opening blob", e))?
+        .into_std()
+        .await;
     Ok(builder
-        .body(Body::from_stream(stream))
+        .body(Body::from_stream(FileRange::new(file, start, len)))
         .expect("valid response"))
 }
 

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod manifest;
 mod paginate;
 mod quota;
+mod read;
 pub mod retention;
 mod uploads;
 
@@ -18,6 +19,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 pub use paginate::{paginate, Page};
+pub use read::FileRange;
 pub use uploads::BodyStream;
 pub use uploads::Uploads;
 

@@ -1,0 +1,818 @@
+//! `berth-bench`: berth against CNCF Distribution (Debian's `docker-registry`)
+//! side by side on 127.0.0.1, same client, same data, same disk.
+//!
+//! `cargo run --release -p berth-bench -- [--quick] [--berth PATH]
+//! [--reference PATH] [--rounds N] [--duration SECS] [--skip-reference]
+//! [--data-dir DIR] [--out DIR] [--keep]`; [`run`] is the same with the
+//! arguments given (the binary is a thin wrapper, the test suite calls it).
+
+mod http;
+mod layout;
+mod report;
+mod servers;
+mod workloads;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::http::{basic_auth, Blob, Body, Conn};
+use crate::report::{Agg, Better, Limits, Metric, Results, Target};
+use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server};
+use crate::workloads::{Request, Upload};
+
+const MIB: u64 = 1 << 20;
+const USER: &str = "bench";
+const PASSWORD: &str = "bench-password-7";
+/// bcrypt cost of the htpasswd entry: `htpasswd -B`'s default.
+const BCRYPT_COST: u32 = 5;
+
+struct Opts {
+    quick: bool,
+    berth: PathBuf,
+    reference: PathBuf,
+    skip_reference: bool,
+    rounds: Option<usize>,
+    duration: Option<f64>,
+    data_dir: Option<PathBuf>,
+    /// Where the JSON results go instead of `bench/results` (and then
+    /// `bench/README.md` is left alone).
+    out: Option<PathBuf>,
+    keep: bool,
+    /// Workloads to run (all when empty).
+    only: Vec<String>,
+}
+
+impl Opts {
+    fn wants(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| w == workload)
+    }
+}
+
+/// Sizes and counts of one run.
+struct Plan {
+    big: u64,
+    conc_push: (usize, u64),
+    conc_pull: (usize, u64),
+    tags: usize,
+    repos: usize,
+    rounds: usize,
+    duration: Duration,
+    conns: usize,
+    list_conns: usize,
+    catalog_page: usize,
+    limit_bytes: u64,
+}
+
+impl Plan {
+    fn new(o: &Opts) -> Plan {
+        let mut p = if o.quick {
+            Plan {
+                big: 8 * MIB,
+                conc_push: (8, MIB),
+                conc_pull: (32, MIB),
+                tags: 200,
+                repos: 300,
+                rounds: 1,
+                duration: Duration::from_millis(500),
+                conns: 32,
+                list_conns: 8,
+                catalog_page: 100,
+                limit_bytes: 16 * MIB,
+            }
+        } else {
+            Plan {
+                big: 512 * MIB,
+                conc_push: (8, 64 * MIB),
+                conc_pull: (32, 64 * MIB),
+                tags: 5000,
+                repos: 10_000,
+                rounds: 5,
+                duration: Duration::from_secs(3),
+                conns: 32,
+                list_conns: 8,
+                catalog_page: 1000,
+                limit_bytes: 512 * MIB,
+            }
+        };
+        if let Some(r) = o.rounds {
+            p.rounds = r.max(1);
+        }
+        if let Some(d) = o.duration {
+            p.duration = Duration::from_secs_f64(d.max(0.1));
+        }
+        p
+    }
+}
+
+fn usage() -> &'static str {
+    "usage: berth-bench [--quick] [--berth PATH] [--reference PATH] [--skip-reference]\n\
+     \x20                  [--rounds N] [--duration SECS] [--data-dir DIR] [--out DIR] [--keep]\n\
+     \n\
+     --quick           small sizes, one round: a sanity run of every workload\n\
+     --berth PATH      berth binary (default: $CARGO_TARGET_DIR or target, /release/berth)\n\
+     --reference PATH  docker-registry binary (default: /usr/bin/docker-registry)\n\
+     --skip-reference  run berth alone (no ratios)\n\
+     --rounds N        rounds per workload (default 5; quick 1)\n\
+     --duration SECS   duration of each rate measurement (default 3; quick 0.5)\n\
+     --data-dir DIR    where the temporary data directory goes (default: <checkout>/target)\n\
+     --out DIR         write the JSON results into DIR (created if missing) instead of\n\
+     \x20                 bench/results, and leave bench/README.md alone\n\
+     --keep            keep the temporary data directory (logs, storage)\n\
+     --only LIST       run only these workloads (comma-separated): push-mono,\n\
+     \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog"
+}
+
+const WORKLOADS: [&str; 7] = [
+    "push-mono",
+    "push-chunked",
+    "push-concurrent",
+    "pull",
+    "manifest-get",
+    "tags",
+    "catalog",
+];
+
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ has a parent")
+        .to_path_buf()
+}
+
+/// The options in `args` (without the program name); `None` for `--help`.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target"));
+    let mut o = Opts {
+        quick: false,
+        berth: target.join("release/berth"),
+        reference: PathBuf::from("/usr/bin/docker-registry"),
+        skip_reference: false,
+        rounds: None,
+        duration: None,
+        data_dir: None,
+        out: None,
+        keep: false,
+        only: Vec::new(),
+    };
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{a} needs a value\n{}", usage()))
+        };
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--berth" => o.berth = PathBuf::from(value()?),
+            "--reference" => o.reference = PathBuf::from(value()?),
+            "--skip-reference" => o.skip_reference = true,
+            "--rounds" => o.rounds = Some(value()?.parse().context("--rounds")?),
+            "--duration" => o.duration = Some(value()?.parse().context("--duration")?),
+            "--data-dir" => o.data_dir = Some(PathBuf::from(value()?)),
+            "--out" => o.out = Some(PathBuf::from(value()?)),
+            "--keep" => o.keep = true,
+            "--only" => {
+                let v = value()?;
+                for w in v.split(',') {
+                    ensure!(
+                        WORKLOADS.contains(&w),
+                        "unknown workload {w:?} (one of {WORKLOADS:?})"
+                    );
+                    o.only.push(w.to_string());
+                }
+            }
+            "-h" | "--help" => return Ok(None),
+            _ => bail!("unknown argument {a:?}\n{}", usage()),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn say(msg: &str) {
+    println!("{msg}");
+    let _ = std::io::stdout().flush();
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.lines().next().unwrap_or_default().trim().to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn machine(reference: &Path) -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let sha_ni = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.contains(" sha_ni"));
+    let ram_kib = proc_file_kib("/proc/meminfo", "MemTotal:");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let git = first_line(
+        "git",
+        &[
+            "-C",
+            &workspace_dir().to_string_lossy(),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
+    json!({
+        "date": first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        "nproc": nproc,
+        "cpu": cpu,
+        "sha_ni": sha_ni,
+        "ram": format!("{:.1} GiB", ram_kib as f64 / 1024.0 / 1024.0),
+        "kernel": kernel,
+        "berth_commit": git,
+        "reference_version": first_line(&reference.to_string_lossy(), &["--version"]),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Single-core sha256 (the sha2 crate) over `bytes`, MB/s.
+fn sha256_speed(bytes: u64) -> f64 {
+    let buf = vec![0x5au8; (64 * MIB).min(bytes) as usize];
+    let runs: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let mut h = Sha256::new();
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                h.update(&buf[..n]);
+                left -= n as u64;
+            }
+            std::hint::black_box(h.finalize());
+            mbps(bytes, t.elapsed())
+        })
+        .collect();
+    median(runs)
+}
+
+/// Sequential write of `bytes` in 1 MiB writes, then fsync, MB/s.
+fn fsync_write_speed(dir: &Path, bytes: u64) -> Result<f64> {
+    let buf = Blob::base_block();
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let path = dir.join(format!("fsync-test-{i}"));
+        let t = Instant::now();
+        let mut f = std::fs::File::create(&path)?;
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            f.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()?;
+        drop(f);
+        runs.push(mbps(bytes, t.elapsed()));
+        std::fs::remove_file(&path)?;
+    }
+    Ok(median(runs))
+}
+
+fn htpasswd_line() -> Result<String> {
+    let hash =
+        bcrypt::hash_with_result(PASSWORD, BCRYPT_COST)?.format_for_version(bcrypt::Version::TwoA);
+    Ok(format!("{USER}:{hash}\n"))
+}
+
+/// Writes the listing data and the image used by manifest-get.
+fn populate(root: &Path, plan: &Plan) -> Result<()> {
+    let l = layout::Layout::new(root, layout::Image::sample())?;
+    l.repo("bench/app", ["latest".to_string()])?;
+    l.repo("bench/tags", (0..plan.tags).map(|i| format!("t{i:05}")))?;
+    for i in 0..plan.repos {
+        l.bare_repo(&format!("catalog/r{i:05}"))?;
+    }
+    ensure!(!l.image().manifest.is_empty());
+    Ok(())
+}
+
+/// Deletes a pushed blob from disk (untimed), so every push writes a new
+/// blob and the disk does not fill up.
+fn remove_blob(s: &Server, repo: &str, digest: &str) {
+    let hex = digest.trim_start_matches("sha256:");
+    let v2 = s.v2();
+    let _ = std::fs::remove_dir_all(v2.join(format!("blobs/sha256/{}/{hex}", &hex[..2])));
+    let _ = std::fs::remove_dir_all(v2.join(format!("repositories/{repo}/_layers/sha256/{hex}")));
+}
+
+static SEED: AtomicU64 = AtomicU64::new(1);
+
+fn next_seed() -> u64 {
+    (u64::from(std::process::id()) << 32) | SEED.fetch_add(1, Ordering::Relaxed)
+}
+
+fn sync_disk() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// Server order of a round: alternating which one goes first.
+fn order(round: usize, n: usize) -> Vec<usize> {
+    if n == 1 {
+        vec![0]
+    } else if round.is_multiple_of(2) {
+        vec![0, 1]
+    } else {
+        vec![1, 0]
+    }
+}
+
+fn metrics(plan: &Plan) -> Vec<Metric> {
+    let size = |b: u64| {
+        if b >= MIB {
+            format!("{} MiB", b / MIB)
+        } else {
+            format!("{} KiB", b / 1024)
+        }
+    };
+    let m = |key, label: String, unit, better, agg, target| Metric {
+        key,
+        label,
+        unit,
+        better,
+        agg,
+        target,
+    };
+    use Agg::*;
+    use Better::*;
+    // The kinds of metric: throughput, request rate, latency and memory.
+    let mbps = |key, label, target| m(key, label, "MB/s", Higher, Median, target);
+    let rps = |key, label, target| m(key, label, "req/s", Higher, Median, target);
+    let ms = |key, label: &str, target| m(key, label.into(), "ms", Lower, Median, target);
+    let rss = |key, label, agg, target| m(key, label, "MiB", Lower, agg, target);
+    let push = Target::RatioAndLimit(4.0, 0.6);
+    let big = size(plan.big);
+    let (push_n, push_size) = (plan.conc_push.0, size(plan.conc_push.1));
+    let (pull_n, pull_size) = (plan.conc_pull.0, size(plan.conc_pull.1));
+    vec![
+        mbps("push_mono", format!("push-mono {big} (POST + PUT)"), push),
+        mbps(
+            "push_stream",
+            format!("push-chunked {big} (streamed PATCH)"),
+            push,
+        ),
+        mbps(
+            "push_conc",
+            format!("push-chunked {push_n}×{push_size} concurrent"),
+            push,
+        ),
+        mbps("pull", format!("pull {big}"), Target::Ratio(1.5)),
+        mbps(
+            "pull_conc",
+            format!("pull {pull_n}×{pull_size} concurrent"),
+            Target::Ratio(1.5),
+        ),
+        rps(
+            "manifest_rps",
+            format!("manifest GET by tag, {} conns", plan.conns),
+            Target::Ratio(20.0),
+        ),
+        ms("manifest_p50", "manifest GET p50", Target::None),
+        ms("manifest_p99", "manifest GET p99", Target::AtMost(10.0)),
+        rps(
+            "tags_rps",
+            format!("tags/list, {} tags, {} conns", plan.tags, plan.list_conns),
+            Target::Ratio(5.0),
+        ),
+        rps(
+            "catalog_rps",
+            format!(
+                "_catalog pages (n={}), {} repos, {} conns",
+                plan.catalog_page, plan.repos, plan.list_conns
+            ),
+            Target::Ratio(5.0),
+        ),
+        rss("rss_idle", "RSS idle".into(), Median, Target::AtMost(15.0)),
+        rss(
+            "rss_push_stream",
+            format!("peak RSS, push-chunked {big}"),
+            Max,
+            Target::None,
+        ),
+        rss(
+            "rss_push_conc",
+            format!("peak RSS, {push_n}×{push_size} pushes"),
+            Max,
+            Target::AtMost(64.0),
+        ),
+        rss("rss_pull", "peak RSS, pulls".into(), Max, Target::None),
+        rss(
+            "rss_after",
+            "RSS after the workloads".into(),
+            Median,
+            Target::None,
+        ),
+        rss(
+            "vmhwm",
+            "VmHWM (peak RSS since start)".into(),
+            Max,
+            Target::None,
+        ),
+    ]
+}
+
+/// Runs the benchmark with command-line `args` (without the program name).
+pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
+    let Some(opts) = parse_args(args)? else {
+        println!("{}", usage());
+        return Ok(());
+    };
+    let plan = Plan::new(&opts);
+    ensure!(
+        opts.berth.is_file(),
+        "no berth binary at {} (cargo build --release, or --berth PATH)",
+        opts.berth.display()
+    );
+    if !opts.skip_reference {
+        ensure!(
+            opts.reference.is_file(),
+            "no reference registry at {} (apt-get install docker-registry, or --skip-reference)",
+            opts.reference.display()
+        );
+    }
+    let parent = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| workspace_dir().join("target"));
+    std::fs::create_dir_all(&parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("temp dir in {}", parent.display()))?;
+    let dir = tmp.path().to_path_buf();
+    say(&format!(
+        "berth-bench{}: data in {}",
+        if opts.quick { " --quick" } else { "" },
+        dir.display()
+    ));
+
+    let machine = machine(&opts.reference);
+    say(&format!("machine: {machine}"));
+
+    say("limits: sha256 and fsync'd write ...");
+    let limits = Limits {
+        sha256_mbps: sha256_speed(plan.limit_bytes),
+        write_mbps: fsync_write_speed(&dir, plan.limit_bytes)?,
+    };
+    say(&format!(
+        "limits: sha256 {:.0} MB/s, fsync'd write {:.0} MB/s",
+        limits.sha256_mbps, limits.write_mbps
+    ));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let results = {
+        let r = rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = bench(&opts, &plan, &dir) => r,
+                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+                _ = term.recv() => bail!("terminated"),
+            }
+        });
+        rt.shutdown_timeout(Duration::from_secs(5));
+        r?
+    };
+
+    let settings_text = format!(
+        "Settings: {} rounds per workload, alternating which server goes first, medians \
+         (peaks: max); rate workloads run {:.1} s each; htpasswd bcrypt cost {BCRYPT_COST}; \
+         MB/s = 10^6 bytes/s; one client (bench/src/http.rs) for both servers.",
+        plan.rounds,
+        plan.duration.as_secs_f64()
+    );
+    let settings = json!({
+        "quick": opts.quick,
+        "rounds": plan.rounds,
+        "duration_s": plan.duration.as_secs_f64(),
+        "big_bytes": plan.big,
+        "concurrent_push": [plan.conc_push.0, plan.conc_push.1],
+        "concurrent_pull": [plan.conc_pull.0, plan.conc_pull.1],
+        "tags": plan.tags,
+        "repositories": plan.repos,
+        "manifest_connections": plan.conns,
+        "list_connections": plan.list_conns,
+        "catalog_page": plan.catalog_page,
+        "bcrypt_cost": BCRYPT_COST,
+    });
+    let rows = report::rows(metrics(&plan), &results, limits);
+    report::print_table(&rows, limits);
+
+    let bench_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| bench_dir.join("results"));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out = report::json(&rows, &results, limits, machine.clone(), settings);
+    let partial = opts.quick || opts.skip_reference || !opts.only.is_empty();
+    let name = if partial { "quick.json" } else { "latest.json" };
+    let json_path = out_dir.join(name);
+    std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    say(&format!("\nwrote {}", json_path.display()));
+    if !partial && opts.out.is_none() {
+        let md = report::markdown(&rows, limits, &machine, &settings_text);
+        report::update_readme(&bench_dir.join("README.md"), &md)?;
+        say(&format!("wrote {}", bench_dir.join("README.md").display()));
+    }
+    if opts.keep {
+        let kept = tmp.keep();
+        say(&format!("kept {}", kept.display()));
+    } else {
+        say(&format!("removing {}", dir.display()));
+    }
+    Ok(())
+}
+
+async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
+    let htpasswd = htpasswd_line()?;
+    let htpasswd_path = dir.join("htpasswd");
+    std::fs::write(&htpasswd_path, &htpasswd)?;
+    let auth = basic_auth(USER, PASSWORD);
+
+    let mut roots = vec![dir.join("berth-data")];
+    if !opts.skip_reference {
+        roots.push(dir.join("reference-data"));
+    }
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = roots
+            .iter()
+            .map(|r| s.spawn(|| populate(r, plan)))
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("populate thread"))
+    })?;
+    sync_disk();
+    say(&format!(
+        "populated {} repositories and {} tags per server in {:.1} s",
+        plan.repos + 2,
+        plan.tags + 1,
+        t.elapsed().as_secs_f64()
+    ));
+
+    let mut servers = vec![servers::start_berth(
+        &opts.berth,
+        dir,
+        &roots[0],
+        &htpasswd,
+    )?];
+    if !opts.skip_reference {
+        servers
+            .push(servers::start_reference(&opts.reference, dir, &roots[1], &htpasswd_path).await?);
+    }
+    for s in &servers {
+        say(&format!(
+            "{} (pid {}) on http://{}",
+            s.name,
+            s.pid(),
+            s.addr
+        ));
+    }
+    let mut res = Results::default();
+
+    // Idle RSS: after one authenticated request and a short settle.
+    for (i, s) in servers.iter().enumerate() {
+        let mut c = Conn::new(s.addr, &auth);
+        let r = c.send("GET", "/v2/", &[], Body::Empty, false).await?;
+        ensure!(
+            r.status == 200,
+            "{}: GET /v2/ answered {}",
+            s.name,
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        res.add("rss_idle", i, mib(proc_status_kib(s.pid(), "VmRSS:")));
+    }
+
+    // Checks that both serve the populated data the same way.
+    let manifest = Request::manifest("bench/app", "latest");
+    let tags = Request::tags("bench/tags");
+    let catalog = Request::CatalogWalk {
+        n: plan.catalog_page,
+    };
+    for s in &servers {
+        let body = workloads::probe(s.addr, &auth, &manifest).await?;
+        workloads::check_manifest(&body)?;
+        let body = workloads::probe(s.addr, &auth, &tags).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        let n = v["tags"].as_array().map_or(0, Vec::len);
+        ensure!(
+            n == plan.tags,
+            "{}: tags/list has {n} tags, not {}",
+            s.name,
+            plan.tags
+        );
+        let body = workloads::probe(s.addr, &auth, &catalog).await?;
+        let names: Vec<String> = serde_json::from_slice(&body)?;
+        ensure!(
+            names.len() >= plan.repos + 2,
+            "{}: _catalog lists {} repositories, not {}",
+            s.name,
+            names.len(),
+            plan.repos + 2
+        );
+    }
+    say("both servers list the populated data");
+
+    let base = Blob::base_block();
+    let n = servers.len();
+
+    // push-mono, and push-chunked: one streamed upload
+    for (name, how, key, rss_key) in [
+        ("push-mono", Upload::Mono, "push_mono", None),
+        (
+            "push-chunked",
+            Upload::Streamed,
+            "push_stream",
+            Some("rss_push_stream"),
+        ),
+    ] {
+        for round in 0..plan.rounds * usize::from(opts.wants(name)) {
+            for i in order(round, n) {
+                let s = &mut servers[i];
+                let blob = Blob::new(base.clone(), next_seed(), plan.big);
+                let digest = blob.digest();
+                sync_disk();
+                let sampler = rss_key.map(|_| RssSampler::start(s.pid()));
+                let d = workloads::push(how, s.addr, &auth, "bench/push", &blob, &digest)
+                    .await
+                    .with_context(|| format!("{}: {name}", s.name))?;
+                if let (Some(rss_key), Some(sampler)) = (rss_key, sampler) {
+                    res.add(rss_key, i, mib(sampler.stop()));
+                }
+                res.add(key, i, mbps(plan.big, d));
+                say(&format!(
+                    "{name:<14} round {} {:>9}: {:8.0} MB/s",
+                    round + 1,
+                    s.name,
+                    mbps(plan.big, d)
+                ));
+                remove_blob(s, "bench/push", &digest);
+                s.check_alive()?;
+            }
+        }
+    }
+
+    // push-chunked: concurrent streamed uploads
+    let (cn, csize) = plan.conc_push;
+    for round in 0..plan.rounds * usize::from(opts.wants("push-concurrent")) {
+        for i in order(round, n) {
+            let s = &mut servers[i];
+            let blobs: Vec<(Blob, String)> = (0..cn)
+                .map(|_| {
+                    let b = Blob::new(base.clone(), next_seed(), csize);
+                    let d = b.digest();
+                    (b, d)
+                })
+                .collect();
+            sync_disk();
+            let sampler = RssSampler::start(s.pid());
+            let d = workloads::push_concurrent(s.addr, &auth, "bench/push8", &blobs)
+                .await
+                .with_context(|| format!("{}: concurrent pushes", s.name))?;
+            res.add("rss_push_conc", i, mib(sampler.stop()));
+            let total = cn as u64 * csize;
+            res.add("push_conc", i, mbps(total, d));
+            say(&format!(
+                "push-{cn}x       round {} {:>9}: {:8.0} MB/s",
+                round + 1,
+                s.name,
+                mbps(total, d)
+            ));
+            for (_, digest) in &blobs {
+                remove_blob(s, "bench/push8", digest);
+            }
+            s.check_alive()?;
+        }
+    }
+
+    // pull: the same two blobs pushed (untimed) to both servers
+    let pull_rounds = plan.rounds * usize::from(opts.wants("pull"));
+    let big = Blob::new(base.clone(), 0xB16, plan.big);
+    let big_digest = big.digest();
+    let (pn, psize) = plan.conc_pull;
+    let small = Blob::new(base.clone(), 0x5A11, psize);
+    let small_digest = small.digest();
+    for s in servers.iter().take(pull_rounds.min(1) * n) {
+        for (blob, digest) in [(&big, &big_digest), (&small, &small_digest)] {
+            workloads::push(Upload::Mono, s.addr, &auth, "bench/pull", blob, digest).await?;
+        }
+    }
+    sync_disk();
+    // One read of each first so both pull from the page cache.
+    for s in servers.iter().take(pull_rounds.min(1) * n) {
+        workloads::pull(s.addr, &auth, "bench/pull", &big_digest, plan.big).await?;
+        workloads::pull(s.addr, &auth, "bench/pull", &small_digest, psize).await?;
+    }
+    for round in 0..pull_rounds {
+        for i in order(round, n) {
+            let s = &mut servers[i];
+            let sampler = RssSampler::start(s.pid());
+            let d = workloads::pull(s.addr, &auth, "bench/pull", &big_digest, plan.big)
+                .await
+                .with_context(|| format!("{}: pull", s.name))?;
+            res.add("pull", i, mbps(plan.big, d));
+            let dc =
+                workloads::pull_concurrent(s.addr, &auth, "bench/pull", &small_digest, psize, pn)
+                    .await
+                    .with_context(|| format!("{}: concurrent pulls", s.name))?;
+            res.add("rss_pull", i, mib(sampler.stop()));
+            let total = pn as u64 * psize;
+            res.add("pull_conc", i, mbps(total, dc));
+            say(&format!(
+                "pull           round {} {:>9}: {:8.0} MB/s, {pn}x: {:8.0} MB/s",
+                round + 1,
+                s.name,
+                mbps(plan.big, d),
+                mbps(total, dc)
+            ));
+            s.check_alive()?;
+        }
+    }
+
+    // Rate workloads.
+    let rate_rounds = plan.rounds.min(3);
+    for (name, req, conns, key) in [
+        ("manifest-get", &manifest, plan.conns, "manifest_rps"),
+        ("tags", &tags, plan.list_conns, "tags_rps"),
+        ("catalog", &catalog, plan.list_conns, "catalog_rps"),
+    ] {
+        for round in 0..rate_rounds * usize::from(opts.wants(name)) {
+            for i in order(round, n) {
+                let s = &mut servers[i];
+                let r = workloads::rate(s.addr, &auth, req, conns, plan.duration)
+                    .await
+                    .with_context(|| format!("{}: {name}", s.name))?;
+                res.add(key, i, r.per_sec);
+                if key == "manifest_rps" {
+                    res.add("manifest_p50", i, r.p50_ms);
+                    res.add("manifest_p99", i, r.p99_ms);
+                }
+                say(&format!(
+                    "{name:<14} round {} {:>9}: {:8.0} req/s ({} requests, p50 {:.2} ms, p99 {:.2} ms)",
+                    round + 1,
+                    s.name,
+                    r.per_sec,
+                    r.requests,
+                    r.p50_ms,
+                    r.p99_ms
+                ));
+                s.check_alive()?;
+            }
+        }
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (i, s) in servers.iter().enumerate() {
+        res.add("rss_after", i, mib(proc_status_kib(s.pid(), "VmRSS:")));
+        res.add("vmhwm", i, mib(proc_status_kib(s.pid(), "VmHWM:")));
+    }
+    // Servers stop here (Drop), before the data directory goes.
+    drop(servers);
+    Ok(res)
+}

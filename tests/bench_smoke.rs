@@ -1,0 +1,71 @@
+//! Smoke run of the benchmark (bench/): every workload at `--quick` sizes
+//! against this build of berth and the reference registry
+//! (`/usr/bin/docker-registry`), results written to a temporary directory.
+//! It checks that every row of the report has numbers for both servers; it
+//! asserts nothing about speed.
+
+/// The metric keys of the report, one per row.
+const ROWS: [&str; 16] = [
+    "push_mono",
+    "push_stream",
+    "push_conc",
+    "pull",
+    "pull_conc",
+    "manifest_rps",
+    "manifest_p50",
+    "manifest_p99",
+    "tags_rps",
+    "catalog_rps",
+    "rss_idle",
+    "rss_push_stream",
+    "rss_push_conc",
+    "rss_pull",
+    "rss_after",
+    "vmhwm",
+];
+
+#[test]
+fn quick_benchmark_reports_every_workload() {
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let args = [
+        "--quick".to_string(),
+        "--duration".into(),
+        "0.2".into(),
+        "--berth".into(),
+        env!("CARGO_BIN_EXE_berth").into(),
+        "--data-dir".into(),
+        path(data.path()),
+        "--out".into(),
+        path(out.path()),
+    ];
+    berth_bench::run(args).expect("the benchmark runs");
+
+    let json = std::fs::read(out.path().join("quick.json")).expect("results written to --out");
+    let report: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(report["settings"]["quick"], true);
+    let metrics = report["metrics"].as_array().expect("metrics");
+    let keys: Vec<&str> = metrics.iter().map(|m| m["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ROWS, "one row per workload metric, in order");
+    for m in metrics {
+        let key = m["key"].as_str().unwrap();
+        for server in ["berth", "reference", "ratio"] {
+            let v = m[server].as_f64();
+            assert!(
+                v.is_some_and(|v| v.is_finite() && v > 0.0),
+                "{key}: {server} is {}",
+                m[server]
+            );
+        }
+        for samples in ["berth_samples", "reference_samples"] {
+            assert!(
+                m[samples].as_array().is_some_and(|s| !s.is_empty()),
+                "{key}: no {samples}"
+            );
+        }
+    }
+    assert!(report["limits"]["sha256_mbps"].as_f64().unwrap() > 0.0);
+    // The data directory is removed at the end.
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+}
