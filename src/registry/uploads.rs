@@ -1,7 +1,8 @@
 //! Blob upload sessions. Data streams into `_uploads/<id>/data` while it is
-//! hashed; the body's chunks are gathered (not copied) into batches of about
-//! 1 MiB, each hashed and written by two blocking tasks side by side while
-//! the next batch is received. A chunk is all-or-nothing: if
+//! hashed; the body's chunks are gathered (not copied) into batches of
+//! ½–4 MiB, each hashed and written (straight to the disk where it can, see
+//! [`storage::Appender`]) by two blocking tasks side by side while the next
+//! batch is received. A chunk is all-or-nothing: if
 //! the body breaks off or has the wrong length, the file is cut back to where
 //! the chunk started. On finish the file is fsynced, verified against the
 //! digest and renamed into the blob store.
@@ -10,9 +11,10 @@
 //! without it and the file is hashed from disk when it is finished.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Write};
+use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,15 +30,45 @@ use crate::storage::{self, FsStore};
 /// A request body as the registry consumes it.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
 
-/// Body bytes per batch handed to the hashing and the writing task.
-const BATCH: usize = 1 << 20;
-/// Body chunks per batch at most. A chunk may keep a whole receive buffer
-/// of the connection alive, so this bounds the memory held by a batch of
-/// many small chunks.
-const BATCH_CHUNKS: usize = 64;
-/// The disk is asked to start writing an upload every this many bytes, so
-/// that the fsync when it finishes has little left to do.
-const WRITEBACK: usize = 8 << 20;
+/// Body bytes per batch handed to the hashing and the writing task; each
+/// batch is one disk write. Larger batches mean larger writes and fewer
+/// hand-offs between the two tasks (each waits for the slower one), smaller
+/// ones less memory: an upload alone gets `MAX_BATCH`, and as more run at
+/// once each gets less, down to `MIN_BATCH`, so that their buffers (about
+/// three batches each: one received, one hashed and written, and the disk
+/// writer's staging copy) stay within about `PIPELINE_MEMORY`.
+const MIN_BATCH: usize = 512 << 10;
+const MAX_BATCH: usize = 4 << 20;
+const PIPELINE_MEMORY: usize = 12 << 20;
+/// Body chunks per MiB of batch at most. A chunk may keep a whole receive
+/// buffer of the connection alive, so this bounds the memory held by a
+/// batch of many small chunks.
+const CHUNKS_PER_MIB: usize = 64;
+
+/// Appends under way in this process.
+static APPENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one append as under way while it lives.
+struct Appending;
+
+impl Appending {
+    fn start() -> Appending {
+        APPENDING.fetch_add(1, Ordering::Relaxed);
+        Appending
+    }
+
+    /// The size of the next batch, for as many appends as run now.
+    fn batch_size(&self) -> usize {
+        let n = APPENDING.load(Ordering::Relaxed).max(1);
+        (PIPELINE_MEMORY / 3 / n).clamp(MIN_BATCH, MAX_BATCH)
+    }
+}
+
+impl Drop for Appending {
+    fn drop(&mut self) {
+        APPENDING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 struct Session {
     size: u64,
@@ -209,7 +241,7 @@ impl Uploads {
         let path = self.data_path(repo, id);
         let open_path = path.clone();
         let file = blocking(move || {
-            storage::open_upload_at(&open_path, start).map_err(io_err("opening upload"))
+            storage::Appender::open(&open_path, start).map_err(io_err("opening upload"))
         })
         .await?;
         let saved = s.hasher.clone();
@@ -358,13 +390,14 @@ impl<T: Send + 'static> Stage<T> {
 /// side on the blocking pool, each on the previous batch while the next one
 /// is received.
 async fn copy_body(
-    file: std::fs::File,
+    file: storage::Appender,
     hasher: Option<Sha256>,
     mut body: BodyStream,
 ) -> Result<(u64, Option<Sha256>), RegistryError> {
+    let appending = Appending::start();
+    let mut batch_size = appending.batch_size();
     let write_err = io_err("writing upload");
-    // The file, and the bytes written since writeback was last started.
-    let mut file = Stage::Idle((file, 0));
+    let mut file = Stage::Idle(file);
     let mut hash = hasher.map(Stage::Idle);
     let mut batch = Vec::new();
     let mut batch_len = 0;
@@ -387,23 +420,19 @@ async fn copy_body(
             }
             None => true,
         };
-        if !done && batch_len < BATCH && batch.len() < BATCH_CHUNKS {
+        if !done
+            && batch_len < batch_size
+            && batch.len() < (batch_size >> 20).max(1) * CHUNKS_PER_MIB
+        {
             continue;
         }
         if batch_len > 0 {
             let data: Batch = Arc::new(std::mem::take(&mut batch));
-            let batch_bytes = std::mem::take(&mut batch_len);
+            batch_len = 0;
+            batch_size = appending.batch_size();
             let chunks = data.clone();
             file = file
-                .then(move |(f, unflushed)| {
-                    write_chunks(f, &chunks)?;
-                    *unflushed += batch_bytes;
-                    if *unflushed >= WRITEBACK {
-                        *unflushed = 0;
-                        storage::start_writeback(f)?;
-                    }
-                    Ok(())
-                })
+                .then(move |f| f.write(&chunks))
                 .await
                 .map_err(&write_err)?;
             if let Some(h) = hash {
@@ -415,7 +444,12 @@ async fn copy_body(
             }
         }
         if done {
-            file.ready().await.map_err(&write_err)?;
+            file.then(|f| f.finish())
+                .await
+                .map_err(&write_err)?
+                .ready()
+                .await
+                .map_err(&write_err)?;
             let hasher = match hash {
                 Some(h) => Some(h.ready().await.map_err(&write_err)?),
                 None => None,
@@ -423,19 +457,4 @@ async fn copy_body(
             return Ok((written, hasher));
         }
     }
-}
-
-/// Writes all of `chunks` with as few system calls as possible.
-fn write_chunks(f: &mut std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice> = chunks.iter().map(|c| IoSlice::new(c)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match f.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

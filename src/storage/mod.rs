@@ -18,7 +18,10 @@
 //! or the new content, never a torn file. This module owns the paths and the
 //! atomic file operations; it knows nothing of manifests or HTTP.
 
+mod append;
 pub mod listing;
+
+pub use append::Appender;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -394,28 +397,6 @@ pub fn open_upload_at(path: &Path, offset: u64) -> io::Result<File> {
     let mut f = f;
     io::Seek::seek(&mut f, io::SeekFrom::Start(offset))?;
     Ok(f)
-}
-
-/// Starts writing `f`'s dirty pages to disk without waiting for them
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that a later fsync finds
-/// little left to write. Durability still comes only from that fsync.
-#[cfg(target_os = "linux")]
-pub fn start_writeback(f: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor stays open for the call (borrowed from `f`);
-    // the call reads no memory of ours.
-    let rc = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Elsewhere the final fsync writes everything.
-#[cfg(not(target_os = "linux"))]
-pub fn start_writeback(_f: &File) -> io::Result<()> {
-    Ok(())
 }
 
 /// Hashes a file from disk with `algorithm`.
