@@ -122,8 +122,10 @@ pub(super) async fn start_upload(
             }
         }
     } else if let Some(digest) = digest_param(req)? {
-        let (body, guard) = limits.body(registry, repo, None, req, None, body).await?;
-        guard.outcome(registry.put_blob(repo, &digest, body).await)?;
+        let body = limits.body(registry, repo, None, req, None, body).await?;
+        registry
+            .put_blob(repo, &digest, body, limits.max_blob_size())
+            .await?;
         return Ok(blob_created(repo, &digest));
     }
     let id = limits.start_session(registry, repo).await?;
@@ -172,10 +174,13 @@ pub(super) async fn patch_upload(
     limits: &UploadLimits<'_>,
 ) -> Result<Response<Body>, RegistryError> {
     let range = content_range(req)?;
-    let (body, guard) = limits
+    let body = limits
         .body(registry, repo, Some(id), req, range, body)
         .await?;
-    let size = guard.outcome(registry.uploads().append(repo, id, range, body).await)?;
+    let size = registry
+        .uploads()
+        .append(repo, id, range, body, limits.max_blob_size())
+        .await?;
     Ok(upload_accepted(repo, id, size, StatusCode::ACCEPTED))
 }
 
@@ -193,15 +198,13 @@ pub(super) async fn put_upload(
         )
     })?;
     let range = content_range(req)?;
-    let (body, guard) = limits
+    let body = limits
         .body(registry, repo, Some(id), req, range, body)
         .await?;
-    guard.outcome(
-        registry
-            .uploads()
-            .finish(repo, id, &digest, range, body)
-            .await,
-    )?;
+    registry
+        .uploads()
+        .finish(repo, id, &digest, range, body, limits.max_blob_size())
+        .await?;
     Ok(blob_created(repo, &digest))
 }
 

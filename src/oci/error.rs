@@ -121,6 +121,13 @@ impl RegistryError {
         }
     }
 
+    /// A blob that would pass the instance's `max_blob_size` of `max` bytes.
+    pub fn blob_too_large(max: u64) -> Self {
+        RegistryError::BlobTooLarge(format!(
+            "the blob would exceed this registry's limit of {max} bytes (max_blob_size)"
+        ))
+    }
+
     /// Wraps an I/O failure; a full disk becomes [`RegistryError::StorageFull`].
     pub fn io(context: &str, err: io::Error) -> Self {
         // ENOSPC, and EDQUOT (a quota is as full as a disk).

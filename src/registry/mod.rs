@@ -216,9 +216,13 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
         body: BodyStream,
+        max: Option<u64>,
     ) -> Result<(), RegistryError> {
         let id = self.uploads.start(repo).await?;
-        let result = self.uploads.finish(repo, &id, digest, None, body).await;
+        let result = self
+            .uploads
+            .finish(repo, &id, digest, None, body, max)
+            .await;
         if result.is_err() {
             // finish removes the session on digest errors; other failures leave it.
             let _ = self.uploads.cancel(repo, &id).await;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -200,20 +200,23 @@ impl Uploads {
     }
 
     /// Appends a chunk; `range` is the client's `Content-Range` (inclusive).
-    /// Returns the new size.
+    /// A blob may not grow past `max` bytes (`max_blob_size`): the chunk is
+    /// then refused whole. Returns the new size.
     pub async fn append(
         &self,
         repo: &RepoName,
         id: &str,
         range: Option<(u64, u64)>,
         body: BodyStream,
+        max: Option<u64>,
     ) -> Result<u64, RegistryError> {
         let session = self.session(repo, id).await?;
         let mut s = session.lock().await;
         if s.closed {
             return Err(unknown(id));
         }
-        self.append_locked(repo, id, &mut s, range, body).await?;
+        self.append_locked(repo, id, &mut s, range, body, max)
+            .await?;
         Ok(s.size)
     }
 
@@ -224,8 +227,16 @@ impl Uploads {
         s: &mut Session,
         range: Option<(u64, u64)>,
         body: BodyStream,
+        max: Option<u64>,
     ) -> Result<(), RegistryError> {
         let start = s.size;
+        // Checked under the session's lock, so that concurrent chunks of
+        // one session cannot pass the limit together.
+        let passed = Arc::new(AtomicBool::new(false));
+        let body = match max {
+            Some(max) => within(body, max.saturating_sub(start), passed.clone()),
+            None => body,
+        };
         if let Some((first, last)) = range {
             if first != start {
                 return Err(RegistryError::RangeInvalid(format!(
@@ -269,11 +280,14 @@ impl Uploads {
                 .map_err(io_err("rolling back chunk"))
         })
         .await?;
-        result
+        match max {
+            Some(max) if passed.load(Ordering::Relaxed) => Err(RegistryError::blob_too_large(max)),
+            _ => result,
+        }
     }
 
-    /// Appends the last chunk (may be empty), verifies `digest` and moves
-    /// the blob into place.
+    /// Appends the last chunk (may be empty; see [`Uploads::append`]),
+    /// verifies `digest` and moves the blob into place.
     pub async fn finish(
         &self,
         repo: &RepoName,
@@ -281,13 +295,15 @@ impl Uploads {
         digest: &Digest,
         range: Option<(u64, u64)>,
         body: BodyStream,
+        max: Option<u64>,
     ) -> Result<(), RegistryError> {
         let session = self.session(repo, id).await?;
         let mut s = session.lock().await;
         if s.closed {
             return Err(unknown(id));
         }
-        self.append_locked(repo, id, &mut s, range, body).await?;
+        self.append_locked(repo, id, &mut s, range, body, max)
+            .await?;
         let path = self.data_path(repo, id);
         let computed = match (&s.hasher, digest.algorithm()) {
             (Some(h), Algorithm::Sha256) => Some(Digest::from_parts(
@@ -349,6 +365,21 @@ impl Uploads {
         self.sessions.lock().remove(&Self::key(repo, id));
         Ok(())
     }
+}
+
+/// `body`, ending with an error (and `passed` set) once it has had more than
+/// `allowed` bytes.
+fn within(body: BodyStream, allowed: u64, passed: Arc<AtomicBool>) -> BodyStream {
+    let mut seen = 0u64;
+    Box::pin(body.map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > allowed {
+            passed.store(true, Ordering::Relaxed);
+            return Err(io::Error::other("the body passed the blob size limit"));
+        }
+        Ok(chunk)
+    }))
 }
 
 /// Body chunks as received (not copied), shared by the hashing and the
