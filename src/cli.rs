@@ -65,7 +65,7 @@ enum Command {
         #[arg(long)]
         delete: bool,
         /// bcrypt cost.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=crate::auth::MAX_COST as i64))]
         cost: u32,
     },
     /// Verify every instance's storage: blob digests, links, tags and

@@ -52,6 +52,11 @@ pub fn load(path: &Path) -> Result<Users, HtpasswdError> {
     })
 }
 
+/// Highest bcrypt cost accepted (as Apache's `htpasswd -C`): every cost step
+/// doubles the time of a login that is not cached, and at 17 that is
+/// already seconds.
+pub const MAX_COST: u32 = 17;
+
 /// Parses `user:hash` lines; blank lines and `#` comments are skipped.
 /// Errors carry the 1-based line number.
 pub fn parse(text: &str) -> Result<Users, (usize, String)> {
@@ -74,6 +79,16 @@ pub fn parse(text: &str) -> Result<Users, (usize, String)> {
                 n,
                 format!(
                     "user '{user}': only bcrypt hashes are supported (htpasswd -B or berth passwd)"
+                ),
+            ));
+        }
+        let cost = hash.get(4..6).and_then(|c| c.parse::<u32>().ok());
+        if !cost.is_some_and(|c| (4..=MAX_COST).contains(&c)) {
+            return Err((
+                n,
+                format!(
+                    "user '{user}': bcrypt cost must be 4 to {MAX_COST} (every step doubles the \
+                     time of a login); set the password again with a lower cost"
                 ),
             ));
         }
@@ -202,5 +217,10 @@ mod tests {
         assert!(parse("a:$apr1$x$y").is_err());
         assert!(parse(&format!(":{H}")).is_err());
         assert_eq!(parse(&format!("a:{H}\na:{H}")).unwrap_err().0, 2);
+        for cost in ["03", "18", "31", "x1"] {
+            let e = parse(&format!("a:{}", H.replace("$05$", &format!("${cost}$")))).unwrap_err();
+            assert!(e.1.contains("cost must be 4 to 17"), "{cost}: {}", e.1);
+        }
+        assert!(parse(&format!("a:{}", H.replace("$05$", "$17$"))).is_ok());
     }
 }

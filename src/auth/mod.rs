@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use htpasswd::{set_password, HtpasswdError, Users};
+pub use htpasswd::{set_password, HtpasswdError, Users, MAX_COST};
 use limiter::Limiter;
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
