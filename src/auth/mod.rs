@@ -25,19 +25,6 @@ pub const RECHECK: Duration = Duration::from_secs(1);
 /// Most credentials cached at once; beyond it the cache is cleared.
 const CACHE_MAX: usize = 10_000;
 
-/// A bcrypt hash of the cost the file's users have, verified for unknown
-/// users so that they cost the same time as known ones.
-fn dummy_hash(users: &Users) -> String {
-    let cost = users
-        .names()
-        .next()
-        .and_then(|u| users.get(u))
-        .and_then(|h| h.get(4..6))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(bcrypt::DEFAULT_COST);
-    bcrypt::hash("no such user", cost).unwrap_or_default()
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct FileStamp {
     modified: Option<SystemTime>,
@@ -57,7 +44,6 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 
 struct State {
     users: Users,
-    dummy: String,
     stamp: Option<FileStamp>,
     checked: Instant,
     /// sha256(user ":" password) -> expiry
@@ -92,7 +78,6 @@ impl Authenticator {
             realm: realm.to_string(),
             path: path.to_path_buf(),
             state: Mutex::new(State {
-                dummy: dummy_hash(&users),
                 users,
                 stamp: st,
                 checked: Instant::now(),
@@ -135,7 +120,6 @@ impl Authenticator {
         match htpasswd::load(&self.path) {
             Ok(users) => {
                 tracing::info!(realm = %self.realm, users = users.len(), "htpasswd reloaded");
-                st.dummy = dummy_hash(&users);
                 st.users = users;
             }
             Err(e) => {
@@ -171,7 +155,14 @@ impl Authenticator {
             }
             match st.users.get(user) {
                 Some(h) => (true, h.to_string()),
-                None => (false, st.dummy.clone()),
+                // An unknown user is checked against another user's hash
+                // (and refused whatever the outcome), so that it takes as
+                // long as a wrong password and does not tell which names
+                // exist.
+                None => match st.users.names().next().and_then(|u| st.users.get(u)) {
+                    Some(h) => (false, h.to_string()),
+                    None => return Err(Refused::Invalid),
+                },
             }
         };
         if let Some(wait) = self.limiter.throttled(addr, user, now) {
