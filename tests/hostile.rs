@@ -1,5 +1,5 @@
-//! Hostile input: oversized heads, slow clients, stalled and oversized
-//! uploads, too many upload sessions, path tricks, invalid UTF-8, JSON
+//! Hostile input: oversized heads, slow clients, stalled downloads, stalled
+//! and oversized uploads, too many upload sessions, path tricks, invalid UTF-8, JSON
 //! nesting bombs and inconsistent lengths. Each case must get a clear 4xx
 //! (an OCI error body where the request could be parsed at all), and other
 //! clients must go on being served.
@@ -216,6 +216,37 @@ async fn slowloris_headers_are_cut_off() {
         String::from_utf8_lossy(&buf)
     );
     trickle.abort();
+    assert_others_served(&env.reg).await;
+}
+
+#[tokio::test]
+async fn downloads_nobody_reads_are_cut_off() {
+    let env = start(vec![Instance::new("ci")]);
+    let addr = env.server.addr("ci").to_string();
+    // More than the kernel's socket buffers on both ends hold.
+    let size = 48 << 20;
+    let data = random_bytes(size);
+    let digest = push_blob(&env.reg, REPO, &data).await;
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "GET /v2/{REPO}/blobs/{digest} HTTP/1.1\r\nHost: ci\r\nAuthorization: {}\r\n\r\n",
+        auth(&env)
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    // The client takes nothing for well over body_timeout (1 s) ...
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_others_served(&env.reg).await;
+    // ... and then gets only what was in the buffers before the server
+    // gave up on it.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut buf))
+        .await
+        .expect("the server never closed the stalled download");
+    assert!(
+        read.is_err() || buf.len() < size,
+        "the stalled client still got all {} bytes",
+        buf.len()
+    );
     assert_others_served(&env.reg).await;
 }
 

@@ -37,7 +37,8 @@ pub struct Config {
     /// How long a client may take to send a request's headers (and how long
     /// an idle connection stays open).
     pub header_timeout: Duration,
-    /// How long a request body may go without sending data.
+    /// How long a request body may go without sending data, and a response
+    /// without the client taking any.
     pub body_timeout: Duration,
     pub instances: Vec<InstanceConfig>,
 }

@@ -1,6 +1,6 @@
 //! Limits every connection and request gets, whatever the instance: how
-//! long a client may take to send headers and body, and how large the
-//! request line and headers may be.
+//! long a client may take to send headers and body or to take a response,
+//! and how large the request line and headers may be.
 //!
 //! Two layers: hyper refuses what it cannot even parse into a request
 //! (more than 100 header fields, or more than its read buffer, ~400 KiB,
@@ -9,6 +9,7 @@
 //! [`MAX_HEADER_BYTES`] here and get an OCI error.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use axum::http::Request;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::oci::RegistryError;
@@ -133,6 +135,97 @@ impl hyper::body::Body for IdleTimeout {
     }
 }
 
+/// A connection whose writes fail with `TimedOut` once the client has taken
+/// no data for `timeout` while the server had some to send: a client that
+/// stops reading a download does not hold its connection, file and buffers
+/// for ever. Time with nothing to send does not count.
+pub struct WriteTimeout<I> {
+    io: I,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    /// Whether the last write was left waiting (the deadline is armed).
+    stalled: bool,
+}
+
+impl<I> WriteTimeout<I> {
+    pub fn new(io: I, timeout: Duration) -> Self {
+        WriteTimeout {
+            io,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            stalled: false,
+        }
+    }
+
+    /// After a write: progress disarms the deadline, waiting arms it.
+    fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = false;
+            return r;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took no data for {}",
+                    humantime::format_duration(self.timeout)
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteTimeout<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        this.check(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +277,32 @@ mod tests {
         let err = body.frame().await.unwrap().unwrap_err();
         assert_eq!(err.to_string(), "the client sent no data for 5s");
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_writes_fail_and_slow_reads_do_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut server = WriteTimeout::new(server, Duration::from_secs(5));
+        let data = vec![7u8; 4096];
+        // A client that reads, slowly, keeps the connection.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                client.read_exact(&mut buf[..1024]).await.unwrap();
+            }
+            client
+        });
+        server.write_all(&data).await.unwrap();
+        let client = reader.await.unwrap();
+        // A client that stops reading loses it after the timeout.
+        let err = tokio::time::timeout(Duration::from_secs(60), server.write_all(&data))
+            .await
+            .expect("the write must fail by itself")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(err.to_string(), "the client took no data for 5s");
+        drop(client);
     }
 }

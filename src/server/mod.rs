@@ -396,7 +396,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// SNI name (shared listener) or the listener (dedicated) says, then HTTP/1.1
 /// or h2 as ALPN agreed.
 async fn serve_tls_connection(
-    tcp: tokio::net::TcpStream,
+    tcp: limits::WriteTimeout<tokio::net::TcpStream>,
     peer: SocketAddr,
     snapshot: Arc<ArcSwap<Snapshot>>,
     target: Target,
@@ -484,6 +484,7 @@ async fn serve_listener(
                 };
                 // Small responses must not wait for Nagle's algorithm.
                 let _ = tcp.set_nodelay(true);
+                let tcp = limits::WriteTimeout::new(tcp, snapshot.load().body_timeout);
                 let (snapshot, watcher) = (snapshot.clone(), graceful.watcher());
                 if tls {
                     tokio::spawn(serve_tls_connection(tcp, peer, snapshot, target.clone(), watcher));
