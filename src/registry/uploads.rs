@@ -34,12 +34,14 @@ pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send
 /// batch is one disk write. Larger batches mean larger writes and fewer
 /// hand-offs between the two tasks (each waits for the slower one), smaller
 /// ones less memory: an upload alone gets `MAX_BATCH`, and as more run at
-/// once each gets less, down to `MIN_BATCH`, so that their buffers (about
-/// three batches each: one received, one hashed and written, and the disk
-/// writer's staging copy) stay within about `PIPELINE_MEMORY`.
+/// once each gets less, down to `MIN_BATCH`, so that their buffers stay
+/// within about `PIPELINE_MEMORY`. An upload holds up to `HELD` batches: one
+/// received, up to two in work, one in a backlog, and the disk writer's
+/// staging copy.
 const MIN_BATCH: usize = 512 << 10;
 const MAX_BATCH: usize = 4 << 20;
 const PIPELINE_MEMORY: usize = 12 << 20;
+const HELD: usize = 5;
 /// Body chunks per MiB of batch at most. A chunk may keep a whole receive
 /// buffer of the connection alive, so this bounds the memory held by a
 /// batch of many small chunks.
@@ -60,7 +62,7 @@ impl Appending {
     /// The size of the next batch, for as many appends as run now.
     fn batch_size(&self) -> usize {
         let n = APPENDING.load(Ordering::Relaxed).max(1);
-        (PIPELINE_MEMORY / 3 / n).clamp(MIN_BATCH, MAX_BATCH)
+        (PIPELINE_MEMORY / HELD / n).clamp(MIN_BATCH, MAX_BATCH)
     }
 }
 
@@ -386,40 +388,91 @@ fn within(body: BodyStream, allowed: u64, passed: Arc<AtomicBool>) -> BodyStream
 /// writing task.
 type Batch = Arc<Vec<Bytes>>;
 
-/// One side of the pipeline (the file or the hasher): at hand, or busy with
-/// a batch on the blocking pool.
-enum Stage<T> {
+/// Batches a stage may have waiting while it works: a stage that falls
+/// behind for a moment (a slow disk write, a preempted hash) holds up
+/// neither the other stage nor the receiving of the next batch.
+const BACKLOG: usize = 1;
+
+/// One side of the pipeline (the file or the hasher), with the batches it
+/// has not started on.
+struct Stage<T> {
+    run: Option<Run<T>>,
+    backlog: Vec<Batch>,
+    work: fn(&mut T, &Batch) -> io::Result<()>,
+}
+
+/// A stage's value: at hand, or busy on the blocking pool.
+enum Run<T> {
     Idle(T),
     Busy(JoinHandle<io::Result<T>>),
 }
 
 impl<T: Send + 'static> Stage<T> {
-    /// Waits for the batch in progress, if any.
-    async fn ready(self) -> io::Result<T> {
-        match self {
-            Stage::Idle(t) => Ok(t),
-            Stage::Busy(task) => task.await.map_err(io::Error::other)?,
+    fn new(value: T, work: fn(&mut T, &Batch) -> io::Result<()>) -> Stage<T> {
+        Stage {
+            run: Some(Run::Idle(value)),
+            backlog: Vec::new(),
+            work,
         }
     }
 
-    /// Runs `work` on the value with the next batch once the previous batch
-    /// is done.
-    async fn then(
-        self,
-        work: impl FnOnce(&mut T) -> io::Result<()> + Send + 'static,
-    ) -> io::Result<Stage<T>> {
-        let mut t = self.ready().await?;
-        Ok(Stage::Busy(tokio::task::spawn_blocking(move || {
-            work(&mut t)?;
-            Ok(t)
-        })))
+    /// Waits for the work under way, if any (after an error there is no
+    /// value left).
+    async fn settle(&mut self) -> io::Result<T> {
+        match self.run.take() {
+            Some(Run::Idle(t)) => Ok(t),
+            Some(Run::Busy(task)) => task.await.map_err(io::Error::other)?,
+            None => Err(io::Error::other("an earlier batch failed")),
+        }
     }
+
+    /// Hands `batch` to the stage: it starts at once if the stage is free
+    /// and waits in the backlog otherwise; only a full backlog waits for
+    /// the stage.
+    async fn push(&mut self, batch: Batch) -> io::Result<()> {
+        self.backlog.push(batch);
+        if let Some(Run::Busy(task)) = &self.run {
+            if !task.is_finished() && self.backlog.len() <= BACKLOG {
+                return Ok(());
+            }
+        }
+        self.start().await
+    }
+
+    /// Waits for the stage, then starts it on the whole backlog.
+    async fn start(&mut self) -> io::Result<()> {
+        let mut t = self.settle().await?;
+        let batches = std::mem::take(&mut self.backlog);
+        let work = self.work;
+        self.run = Some(Run::Busy(tokio::task::spawn_blocking(move || {
+            batches.iter().try_for_each(|b| work(&mut t, b))?;
+            Ok(t)
+        })));
+        Ok(())
+    }
+
+    /// Works through the backlog; returns the value.
+    async fn finish(mut self) -> io::Result<T> {
+        if !self.backlog.is_empty() {
+            self.start().await?;
+        }
+        self.settle().await
+    }
+}
+
+fn write_batch(f: &mut storage::Appender, batch: &Batch) -> io::Result<()> {
+    f.write(batch)
+}
+
+fn hash_batch(h: &mut Sha256, batch: &Batch) -> io::Result<()> {
+    batch.iter().for_each(|c| h.update(c));
+    Ok(())
 }
 
 /// Streams `body` into `file`, hashing on the way. Returns the number of
 /// bytes written and the updated hasher. Hashing and writing run side by
-/// side on the blocking pool, each on the previous batch while the next one
-/// is received.
+/// side on the blocking pool, each on earlier batches while the next one is
+/// received.
 async fn copy_body(
     file: storage::Appender,
     hasher: Option<Sha256>,
@@ -428,8 +481,8 @@ async fn copy_body(
     let appending = Appending::start();
     let mut batch_size = appending.batch_size();
     let write_err = io_err("writing upload");
-    let mut file = Stage::Idle(file);
-    let mut hash = hasher.map(Stage::Idle);
+    let mut file = Stage::new(file, write_batch);
+    let mut hash = hasher.map(|h| Stage::new(h, hash_batch));
     let mut batch = Vec::new();
     let mut batch_len = 0;
     let mut written = 0u64;
@@ -444,7 +497,7 @@ async fn copy_body(
             Some(Err(e)) => {
                 // The file is cut back after this: no write may still be
                 // under way then.
-                let _ = file.ready().await;
+                let _ = file.settle().await;
                 return Err(RegistryError::BlobUploadInvalid(format!(
                     "upload body broke off after {written} bytes: {e}"
                 )));
@@ -461,28 +514,16 @@ async fn copy_body(
             let data: Batch = Arc::new(std::mem::take(&mut batch));
             batch_len = 0;
             batch_size = appending.batch_size();
-            let chunks = data.clone();
-            file = file
-                .then(move |f| f.write(&chunks))
-                .await
-                .map_err(&write_err)?;
-            if let Some(h) = hash {
-                let h = h.then(move |h| {
-                    data.iter().for_each(|c| h.update(c));
-                    Ok(())
-                });
-                hash = Some(h.await.map_err(&write_err)?);
+            file.push(data.clone()).await.map_err(&write_err)?;
+            if let Some(h) = &mut hash {
+                h.push(data).await.map_err(&write_err)?;
             }
         }
         if done {
-            file.then(|f| f.finish())
-                .await
-                .map_err(&write_err)?
-                .ready()
-                .await
-                .map_err(&write_err)?;
+            let mut file = file.finish().await.map_err(&write_err)?;
+            blocking(move || file.finish().map_err(io_err("writing upload"))).await?;
             let hasher = match hash {
-                Some(h) => Some(h.ready().await.map_err(&write_err)?),
+                Some(h) => Some(h.finish().await.map_err(&write_err)?),
                 None => None,
             };
             return Ok((written, hasher));
