@@ -104,7 +104,8 @@ impl Appender {
     }
 
     /// Whether whole blocks go to the disk directly.
-    pub fn is_direct(&self) -> bool {
+    #[cfg(test)]
+    fn is_direct(&self) -> bool {
         matches!(self.mode, Mode::Direct { .. })
     }
 
@@ -140,14 +141,21 @@ impl Appender {
     /// Writes what is staged: the file then holds every byte appended.
     /// Later appends (if any) go through the page cache.
     pub fn finish(&mut self) -> io::Result<()> {
-        if let Mode::Direct { stage, len, pos } = &mut self.mode {
-            // The partial last block goes through the page cache.
-            let end = *pos + *len as u64;
-            set_direct(&self.file, false)?;
-            self.file.write_all_at(&stage.buf()[..*len], *pos)?;
-            io::Seek::seek(&mut self.file, io::SeekFrom::Start(end))?;
-            self.mode = Mode::Buffered { unflushed: 0 };
-        }
+        self.leave_direct()
+    }
+
+    /// Leaves direct mode: what is staged (the partial last block, or more
+    /// when direct I/O was refused) is written through the page cache, and
+    /// so is everything after it.
+    fn leave_direct(&mut self) -> io::Result<()> {
+        let Mode::Direct { stage, len, pos } = &mut self.mode else {
+            return Ok(());
+        };
+        let (len, pos) = (*len, *pos);
+        set_direct(&self.file, false)?;
+        self.file.write_all_at(&stage.buf()[..len], pos)?;
+        io::Seek::seek(&mut self.file, io::SeekFrom::Start(pos + len as u64))?;
+        self.mode = Mode::Buffered { unflushed: len };
         Ok(())
     }
 
@@ -170,15 +178,10 @@ impl Appender {
                 Ok(())
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // Alignment this filesystem does not accept: rewrite the
-                // staged bytes through the page cache from here on.
+                // Alignment this filesystem does not accept: the staged
+                // bytes and all later ones go through the page cache.
                 tracing::debug!(error = %e, "direct I/O refused, writing through the page cache");
-                let (pos, len) = (*pos, *len);
-                let staged = stage.buf()[..len].to_vec();
-                set_direct(&self.file, false)?;
-                io::Seek::seek(&mut self.file, io::SeekFrom::Start(pos))?;
-                self.mode = Mode::Buffered { unflushed: 0 };
-                self.write_buffered(&[&staged])
+                self.leave_direct()
             }
             Err(e) => Err(e),
         }
@@ -338,6 +341,26 @@ mod tests {
             .unwrap();
         a.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), &data[..6001]);
+    }
+
+    /// What a refusal of direct I/O half-way does: the staged bytes and all
+    /// later ones go through the page cache, and nothing is lost.
+    #[test]
+    fn falling_back_half_way_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let data = pattern(100_000);
+        let mut a = Appender::open(&path, 0).unwrap();
+        a.write(&[Bytes::copy_from_slice(&data[..10_000])]).unwrap();
+        a.leave_direct().unwrap();
+        assert!(!a.is_direct());
+        a.write(&[
+            Bytes::copy_from_slice(&data[10_000..50_001]),
+            Bytes::copy_from_slice(&data[50_001..]),
+        ])
+        .unwrap();
+        a.finish().unwrap();
+        assert!(std::fs::read(&path).unwrap() == data);
     }
 
     #[test]
