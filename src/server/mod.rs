@@ -15,6 +15,7 @@
 //! On the shared plain listener, TLS instances answer ACME HTTP-01
 //! challenges and redirect everything else to https.
 
+mod early;
 pub mod limits;
 pub mod tls;
 
@@ -304,6 +305,7 @@ async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Respon
     let started = Instant::now();
     let too_large = limits::check_request(&req).err();
     let req = req.map(|body| limits::idle_timeout(body, snapshot.body_timeout));
+    let (req, unread) = early::track(req);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let host = request_host(&req).unwrap_or_default();
@@ -356,6 +358,9 @@ async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Respon
         }
         (None, None) => unknown_host(),
     };
+    if let Some(unread) = unread {
+        unread.settle(&mut resp).await;
+    }
     if matches!(via, Via::Tls { .. }) {
         resp.headers_mut().insert(
             header::STRICT_TRANSPORT_SECURITY,
@@ -396,7 +401,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// SNI name (shared listener) or the listener (dedicated) says, then HTTP/1.1
 /// or h2 as ALPN agreed.
 async fn serve_tls_connection(
-    tcp: limits::WriteTimeout<tokio::net::TcpStream>,
+    tcp: limits::WriteTimeout<early::Lingering<tokio::net::TcpStream>>,
     peer: SocketAddr,
     snapshot: Arc<ArcSwap<Snapshot>>,
     target: Target,
@@ -484,7 +489,7 @@ async fn serve_listener(
                 };
                 // Small responses must not wait for Nagle's algorithm.
                 let _ = tcp.set_nodelay(true);
-                let tcp = limits::WriteTimeout::new(tcp, snapshot.load().body_timeout);
+                let tcp = limits::WriteTimeout::new(early::Lingering::new(tcp), snapshot.load().body_timeout);
                 let (snapshot, watcher) = (snapshot.clone(), graceful.watcher());
                 if tls {
                     tokio::spawn(serve_tls_connection(tcp, peer, snapshot, target.clone(), watcher));
