@@ -1,19 +1,35 @@
 //! Retention and garbage collection of one instance, online: pushes and
 //! pulls go on while it runs.
 //!
-//! 1. Scan: tags (push time = mtime of the tag's `current/link`), manifest
-//!    revisions and layer links of every repository; the blob store.
-//! 2. Retention decides which tags go ([`super::retention`]).
-//! 3. Mark: manifests reachable from the remaining tags (index children,
-//!    referrers of reachable subjects), every manifest when `untagged =
-//!    "keep"`, and anything younger than `gc_grace`; their blobs are live.
-//! 4. Sweep, under the exclusive GC lock (writers that make a blob
-//!    referenced hold it shared): manifests and layer links written since the
-//!    scan began are marked too, then unmarked blobs older than `gc_grace`
-//!    are deleted. A blob that a push refers to is therefore never deleted.
-//! 5. Repositories left without tags and manifests disappear (and the
-//!    catalog token is renewed, so running servers walk again); upload
+//! 1. Begin: under the exclusive GC lock, open the store's journal; from
+//!    then on every request that makes content referenced (a manifest or
+//!    tag write, a blob commit or mount) records what it wrote there,
+//!    under the shared GC lock and before writing it ([`record`]).
+//! 2. Scan, blocking nobody: tags (push time = mtime of the tag's
+//!    `current/link`), manifest revisions and layer links of every
+//!    repository; the blob store.
+//! 3. Retention decides which tags go ([`super::retention`]).
+//! 4. Finish, under the exclusive GC lock: read the journal and mark
+//!    manifests reachable from the remaining tags (index children,
+//!    referrers of reachable subjects), from every manifest and tag the
+//!    journal names, from every manifest when `untagged = "keep"`, and from
+//!    anything younger than `gc_grace`; their blobs are live, and so are the
+//!    blobs the journal names. Then delete the tags, manifests and blobs
+//!    left unmarked, and close the journal.
+//! 5. Repositories left without tags and manifests leave the catalog (and
+//!    the catalog token is renewed, so running servers walk again); upload
 //!    sessions older than `upload_ttl` are purged.
+//!
+//! The invariant: nothing a request wrote after the run began is deleted
+//! by it, whatever `gc_grace` is. A writer holds the shared lock from its
+//! checks to its last write, so it either finished before the journal
+//! opened (the scan sees its write) or recorded it before the decision,
+//! which is taken under the exclusive lock. What was written before the run
+//! and is not referenced by a kept tag (an untagged manifest, a blob no
+//! manifest uses) is garbage once older than `gc_grace`: with `0s`, a blob
+//! uploaded before the run for a manifest not pushed yet may go, and that
+//! manifest's `PUT` then fails with `MANIFEST_BLOB_UNKNOWN` — never a `201`
+//! for content that is gone. One run at a time per store, across processes.
 //!
 //! A dry run computes the same report and changes nothing.
 
@@ -98,6 +114,8 @@ pub struct Run<'a> {
 struct RepoScan {
     name: RepoName,
     tags: Vec<(Tag, Digest, SystemTime)>,
+    /// Every manifest each tag had (`_manifests/tags/<tag>/index`).
+    history: Vec<(Tag, Vec<Digest>)>,
     revisions: Vec<(Digest, SystemTime)>,
     layers: Vec<(Digest, SystemTime)>,
 }
@@ -139,7 +157,14 @@ fn scan_repo(store: &FsStore, name: &str) -> Result<Option<RepoScan>, RegistryEr
         return Ok(None);
     };
     let mut tags = Vec::new();
-    for t in store.list_tags(&repo).map_err(&e)?.unwrap_or_default() {
+    let mut history = Vec::new();
+    let scanned = store.scan_tags(&repo).map_err(&e)?;
+    for t in scanned.unlinked.iter().chain(&scanned.tags) {
+        let Ok(tag) = Tag::parse(t) else { continue };
+        let index = store.tag_dir(&repo, &tag).join("index");
+        history.push((tag.clone(), store.list_links(&index).map_err(&e)?));
+    }
+    for t in scanned.tags {
         let Ok(tag) = Tag::parse(&t) else { continue };
         let link = store.tag_current_link(&repo, &tag);
         if let (Some(d), Some(m)) = (
@@ -165,6 +190,7 @@ fn scan_repo(store: &FsStore, name: &str) -> Result<Option<RepoScan>, RegistryEr
         revisions: with_times("_manifests/revisions")?,
         layers: with_times("_layers")?,
         tags,
+        history,
         name: repo,
     }))
 }
@@ -230,207 +256,389 @@ fn blobs_of(d: &Digest, manifests: &mut Manifests) -> Vec<Digest> {
 
 /// Runs retention and garbage collection once.
 pub fn run(store: &FsStore, r: &Run) -> Result<Report, RegistryError> {
-    let started = SystemTime::now();
-    let e = io("garbage collection");
-    let mut report = Report {
-        dry_run: r.dry_run,
-        ..Report::default()
-    };
-    let mut repos = Vec::new();
-    for name in all_repos(store)? {
-        repos.extend(scan_repo(store, &name)?);
-    }
-    let blobs = store.list_blobs().map_err(&e)?;
-    let sizes: HashMap<Digest, u64> = blobs.iter().map(|b| (b.digest.clone(), b.size)).collect();
-    let mut manifests = Manifests {
-        store,
-        parsed: HashMap::new(),
-    };
+    Collection::begin(store, r)?.finish()
+}
 
-    // Retention.
-    let mut facts = Vec::new();
-    let mut owners = Vec::new();
-    for (ri, repo) in repos.iter().enumerate() {
-        for (ti, (tag, _, pushed)) in repo.tags.iter().enumerate() {
-            let key = format!("{}:{tag}", repo.name);
-            facts.push(TagFacts {
-                repo: repo.name.to_string(),
-                tag: tag.to_string(),
-                pushed: *pushed,
-                pulled: r.pulls.get(&key).copied(),
-            });
-            owners.push((ri, ti));
-        }
-    }
-    let mut gone = expired(r.policy, &facts, r.now);
-    if r.policy.max_size.is_some() {
-        let mut per_tag = Vec::new();
-        for &(ri, ti) in &owners {
-            let repo = &repos[ri];
-            let live = reachable(
-                repo,
-                HashSet::from([repo.tags[ti].1.clone()]),
-                &mut manifests,
-            );
-            let mut b: Vec<(String, u64)> = Vec::new();
-            for d in live {
-                for blob in blobs_of(&d, &mut manifests) {
-                    b.push((blob.to_string(), sizes.get(&blob).copied().unwrap_or(0)));
+/// What requests wrote since a collection began, read from the store's
+/// journal (see [`record`]).
+#[derive(Default)]
+struct Journal {
+    /// Manifests stored, by repository.
+    manifests: HashMap<String, HashSet<Digest>>,
+    /// Tags written, as "repo:tag".
+    tags: HashSet<String>,
+    /// Blobs committed or linked into a repository.
+    blobs: HashSet<Digest>,
+}
+
+impl Journal {
+    fn read(store: &FsStore) -> Result<Journal, RegistryError> {
+        let mut j = Journal::default();
+        for record in store.read_journal().map_err(io("reading the journal"))? {
+            for line in record.lines() {
+                let mut words = line.split(' ');
+                match (words.next(), words.next(), words.next()) {
+                    (Some("manifest"), Some(repo), Some(d)) => {
+                        if let Ok(d) = Digest::parse(d) {
+                            j.manifests.entry(repo.to_string()).or_default().insert(d);
+                        }
+                    }
+                    (Some("tag"), Some(repo), Some(tag)) => {
+                        j.tags.insert(format!("{repo}:{tag}"));
+                    }
+                    (Some("blob"), Some(_), Some(d)) => {
+                        if let Ok(d) = Digest::parse(d) {
+                            j.blobs.insert(d);
+                        }
+                    }
+                    _ => {}
                 }
             }
-            per_tag.push(b);
         }
-        let mut base = HashMap::new();
-        if r.policy.untagged == Untagged::Keep {
-            for repo in &repos {
-                for (d, _) in &repo.revisions {
-                    for blob in blobs_of(d, &mut manifests) {
-                        base.insert(blob.to_string(), sizes.get(&blob).copied().unwrap_or(0));
+        Ok(j)
+    }
+}
+
+/// A write that makes content referenced, as the journal records it.
+pub(super) enum Written<'a> {
+    /// A manifest stored in a repository, and the tag that now points at it.
+    Manifest(&'a Digest, Option<&'a Tag>),
+    /// A blob committed or linked into a repository.
+    Blob(&'a Digest),
+}
+
+/// Records `what` for a collection that may be running, so that it keeps
+/// what the write references. Called under the shared GC lock, before the
+/// write itself: a write that fails after its record only keeps more.
+pub(super) fn record(store: &FsStore, repo: &RepoName, what: Written) -> Result<(), RegistryError> {
+    let text = match what {
+        Written::Manifest(d, None) => format!("manifest {repo} {d}\n"),
+        Written::Manifest(d, Some(tag)) => format!("manifest {repo} {d}\ntag {repo} {tag}\n"),
+        Written::Blob(d) => format!("blob {repo} {d}\n"),
+    };
+    store
+        .record(&text)
+        .map_err(io("recording for garbage collection"))
+}
+
+/// What the mark phase decided.
+#[derive(Default)]
+struct Marked {
+    /// Tags to remove, as (repository, tag) indexes.
+    tags: Vec<(usize, usize)>,
+    /// Manifests to unlink, with their repository's index.
+    revisions: Vec<(usize, Digest)>,
+    /// Repositories that end up without tags and manifests.
+    emptied: Vec<usize>,
+    /// Blobs that stay.
+    blobs: HashSet<Digest>,
+}
+
+/// One run, between its scan and its sweep. [`Collection::begin`] scans
+/// without blocking anyone; [`Collection::finish`] decides again, under the
+/// exclusive lock, with what was written in between, and deletes.
+pub struct Collection<'a> {
+    store: &'a FsStore,
+    r: &'a Run<'a>,
+    /// One collection at a time per store (a dry run writes nothing and
+    /// takes no lock).
+    _running: Option<std::fs::File>,
+    repos: Vec<RepoScan>,
+    blobs: Vec<storage::BlobEntry>,
+    manifests: Manifests<'a>,
+    /// Tags retention removes, as (repository, tag) indexes.
+    gone: HashSet<(usize, usize)>,
+}
+
+impl<'a> Collection<'a> {
+    /// Opens the journal, scans the store and applies retention.
+    pub fn begin(store: &'a FsStore, r: &'a Run<'a>) -> Result<Self, RegistryError> {
+        let e = io("garbage collection");
+        let running = (!r.dry_run)
+            .then(|| store.gc_run_lock())
+            .transpose()
+            .map_err(&e)?;
+        if !r.dry_run {
+            // Under the exclusive lock: a writer either finished before
+            // (and the scan below sees its write) or records it.
+            let _lock = store.gc_lock(true).map_err(&e)?;
+            store.open_journal().map_err(&e)?;
+        }
+        let mut repos = Vec::new();
+        for name in all_repos(store)? {
+            repos.extend(scan_repo(store, &name)?);
+        }
+        let blobs = store.list_blobs().map_err(&e)?;
+        let mut c = Collection {
+            store,
+            r,
+            _running: running,
+            repos,
+            blobs,
+            manifests: Manifests {
+                store,
+                parsed: HashMap::new(),
+            },
+            gone: HashSet::new(),
+        };
+        c.gone = c.retention();
+        Ok(c)
+    }
+
+    /// The tags retention removes.
+    fn retention(&mut self) -> HashSet<(usize, usize)> {
+        let (r, repos, manifests) = (self.r, &self.repos, &mut self.manifests);
+        let sizes: HashMap<&Digest, u64> = self.blobs.iter().map(|b| (&b.digest, b.size)).collect();
+        let mut facts = Vec::new();
+        let mut owners = Vec::new();
+        for (ri, repo) in repos.iter().enumerate() {
+            for (ti, (tag, _, pushed)) in repo.tags.iter().enumerate() {
+                let key = format!("{}:{tag}", repo.name);
+                facts.push(TagFacts {
+                    repo: repo.name.to_string(),
+                    tag: tag.to_string(),
+                    pushed: *pushed,
+                    pulled: r.pulls.get(&key).copied(),
+                });
+                owners.push((ri, ti));
+            }
+        }
+        let mut gone = expired(r.policy, &facts, r.now);
+        if r.policy.max_size.is_some() {
+            let mut per_tag = Vec::new();
+            for &(ri, ti) in &owners {
+                let repo = &repos[ri];
+                let live = reachable(repo, HashSet::from([repo.tags[ti].1.clone()]), manifests);
+                let mut b: Vec<(String, u64)> = Vec::new();
+                for d in live {
+                    for blob in blobs_of(&d, manifests) {
+                        b.push((blob.to_string(), sizes.get(&blob).copied().unwrap_or(0)));
+                    }
+                }
+                per_tag.push(b);
+            }
+            let mut base = HashMap::new();
+            if r.policy.untagged == Untagged::Keep {
+                for repo in repos {
+                    for (d, _) in &repo.revisions {
+                        for blob in blobs_of(d, manifests) {
+                            base.insert(blob.to_string(), sizes.get(&blob).copied().unwrap_or(0));
+                        }
                     }
                 }
             }
+            let evicted = evict_for_quota(r.policy, &facts, &per_tag, &base, &gone);
+            gone.extend(evicted);
         }
-        let evicted = evict_for_quota(r.policy, &facts, &per_tag, &base, &gone);
-        gone.extend(evicted);
+        gone.into_iter().map(|i| owners[i]).collect()
     }
-    let gone: HashSet<(usize, usize)> = gone.into_iter().map(|i| owners[i]).collect();
 
-    // Mark.
-    let mut marked: HashSet<Digest> = HashSet::new();
-    let mut dead_revisions: Vec<(usize, Digest)> = Vec::new();
-    let mut emptied = Vec::new();
-    for (ri, repo) in repos.iter().enumerate() {
-        let mut roots: HashSet<Digest> = repo
-            .tags
-            .iter()
-            .enumerate()
-            .filter(|(ti, _)| !gone.contains(&(ri, *ti)))
-            .map(|(_, (_, d, _))| d.clone())
-            .collect();
-        for (d, m) in &repo.revisions {
-            if r.policy.untagged == Untagged::Keep || young(*m, r) {
-                roots.insert(d.clone());
-            }
-        }
-        let live = reachable(repo, roots, &mut manifests);
-        for (d, _) in &repo.revisions {
-            if live.contains(d) {
-                marked.extend(blobs_of(d, &mut manifests));
-            } else {
-                dead_revisions.push((ri, d.clone()));
-            }
-        }
-        for (d, m) in &repo.layers {
-            if young(*m, r) {
-                marked.insert(d.clone());
-            }
-        }
-        let tags_left = (0..repo.tags.len()).any(|ti| !gone.contains(&(ri, ti)));
-        if !tags_left && live.is_empty() && !repo.revisions.is_empty() {
-            emptied.push(ri);
-        }
-    }
-    for (ri, repo) in repos.iter().enumerate() {
-        for (ti, (tag, _, _)) in repo.tags.iter().enumerate() {
-            if gone.contains(&(ri, ti)) {
-                report.tags.push(format!("{}:{tag}", repo.name));
-            }
-        }
-    }
-    report.manifests = dead_revisions
-        .iter()
-        .map(|(ri, d)| format!("{}@{d}", repos[*ri].name))
-        .collect();
-    report.repositories = emptied
-        .iter()
-        .map(|ri| repos[*ri].name.to_string())
-        .collect();
-
-    let candidates: Vec<&storage::BlobEntry> = blobs
-        .iter()
-        .filter(|b| !marked.contains(&b.digest) && !young(b.modified, r))
-        .collect();
-
-    if r.dry_run {
-        report.blobs = candidates.len();
-        report.bytes = candidates.iter().map(|b| b.size).sum();
-    } else {
-        for (ri, repo) in repos.iter().enumerate() {
-            for (ti, (tag, _, _)) in repo.tags.iter().enumerate() {
-                if gone.contains(&(ri, ti)) {
-                    storage::remove_dir_all(&store.tag_dir(&repo.name, tag)).map_err(&e)?;
+    /// Marks what stays: the scan, with everything `written` since the run
+    /// began added as roots (its tags, manifests and blobs all stay).
+    fn mark(&mut self, written: &Journal) -> Marked {
+        let r = self.r;
+        let mut extra_roots: HashMap<usize, HashSet<Digest>> = HashMap::new();
+        for (name, digests) in &written.manifests {
+            let ri = match self.repos.iter().position(|p| p.name.as_str() == name) {
+                Some(ri) => ri,
+                None => match RepoName::parse(name) {
+                    Ok(repo) => {
+                        self.repos.push(RepoScan {
+                            name: repo,
+                            tags: Vec::new(),
+                            history: Vec::new(),
+                            revisions: Vec::new(),
+                            layers: Vec::new(),
+                        });
+                        self.repos.len() - 1
+                    }
+                    Err(_) => continue,
+                },
+            };
+            let repo = &mut self.repos[ri];
+            for d in digests {
+                if !repo.revisions.iter().any(|(p, _)| p == d) {
+                    repo.revisions.push((d.clone(), r.now));
                 }
             }
+            extra_roots.insert(ri, digests.clone());
         }
-        for (ri, d) in &dead_revisions {
-            let repo = &repos[*ri].name;
-            storage::remove_file(&store.revision_link(repo, d)).map_err(&e)?;
-            if let Some(subject) = manifests.get(d).and_then(|m| m.subject.clone()) {
+        let mut m = Marked {
+            blobs: written.blobs.clone(),
+            ..Marked::default()
+        };
+        for (ri, repo) in self.repos.iter().enumerate() {
+            let mut tags_left = false;
+            let mut roots = extra_roots.remove(&ri).unwrap_or_default();
+            for (ti, (tag, d, _)) in repo.tags.iter().enumerate() {
+                let rewritten = written.tags.contains(&format!("{}:{tag}", repo.name));
+                if self.gone.contains(&(ri, ti)) && !rewritten {
+                    m.tags.push((ri, ti));
+                } else {
+                    tags_left = true;
+                    roots.insert(d.clone());
+                }
+            }
+            for (d, t) in &repo.revisions {
+                if r.policy.untagged == Untagged::Keep || young(*t, r) {
+                    roots.insert(d.clone());
+                }
+            }
+            let live = reachable(repo, roots, &mut self.manifests);
+            for (d, _) in &repo.revisions {
+                if live.contains(d) {
+                    m.blobs.extend(blobs_of(d, &mut self.manifests));
+                } else {
+                    m.revisions.push((ri, d.clone()));
+                }
+            }
+            for (d, t) in &repo.layers {
+                if young(*t, r) {
+                    m.blobs.insert(d.clone());
+                }
+            }
+            if !tags_left && live.is_empty() && !repo.revisions.is_empty() {
+                m.emptied.push(ri);
+            }
+        }
+        m
+    }
+
+    /// Decides again with what was written since [`Collection::begin`]
+    /// and deletes, all under the exclusive lock; then purges abandoned
+    /// uploads and measures what is left.
+    pub fn finish(mut self) -> Result<Report, RegistryError> {
+        let e = io("garbage collection");
+        let mut report = Report {
+            dry_run: self.r.dry_run,
+            ..Report::default()
+        };
+        if self.r.dry_run {
+            let m = self.mark(&Journal::default());
+            let candidates = self.candidates(&m);
+            report.blobs = candidates.len();
+            report.bytes = candidates.iter().map(|b| b.size).sum();
+            report.tags = m.tags.iter().map(|&t| self.tag_name(t)).collect();
+            report.manifests = m
+                .revisions
+                .iter()
+                .map(|(ri, d)| self.revision_name(*ri, d))
+                .collect();
+            report.repositories = m
+                .emptied
+                .iter()
+                .map(|&ri| self.repos[ri].name.to_string())
+                .collect();
+        } else {
+            let lock = self.store.gc_lock(true).map_err(&e)?;
+            let written = Journal::read(self.store)?;
+            let m = self.mark(&written);
+            self.sweep(&m, &mut report)?;
+            self.store.close_journal().map_err(&e)?;
+            drop(lock);
+        }
+        report.uploads = purge_uploads(self.store, &self.repos, self.r)?;
+        report.usage = usage(self.store, &report, &self.blobs, self.r.dry_run)?;
+        Ok(report)
+    }
+
+    fn tag_name(&self, (ri, ti): (usize, usize)) -> String {
+        format!("{}:{}", self.repos[ri].name, self.repos[ri].tags[ti].0)
+    }
+
+    fn revision_name(&self, ri: usize, d: &Digest) -> String {
+        format!("{}@{d}", self.repos[ri].name)
+    }
+
+    /// Blobs of the scan that nothing keeps and that are past the grace.
+    fn candidates(&self, m: &Marked) -> Vec<&storage::BlobEntry> {
+        self.blobs
+            .iter()
+            .filter(|b| !m.blobs.contains(&b.digest) && !young(b.modified, self.r))
+            .collect()
+    }
+
+    /// Deletes what `m` leaves unmarked; the report lists what was there to
+    /// delete (a request may have deleted it first).
+    fn sweep(&mut self, m: &Marked, report: &mut Report) -> Result<(), RegistryError> {
+        let e = io("garbage collection");
+        let store = self.store;
+        for &(ri, ti) in &m.tags {
+            let repo = &self.repos[ri];
+            if storage::remove_dir_all(&store.tag_dir(&repo.name, &repo.tags[ti].0)).map_err(&e)? {
+                report.tags.push(self.tag_name((ri, ti)));
+            }
+        }
+        for (ri, d) in &m.revisions {
+            let repo = &self.repos[*ri].name;
+            if storage::remove_file(&store.revision_link(repo, d)).map_err(&e)? {
+                report.manifests.push(self.revision_name(*ri, d));
+            }
+            if let Some(subject) = self.manifests.get(d).and_then(|m| m.subject.clone()) {
                 let link = store.referrer_link(repo, &subject, d);
                 storage::remove_dir_all(link.parent().expect("link has a parent")).map_err(&e)?;
             }
-        }
-        let _lock = store.gc_lock(true).map_err(&e)?;
-        // Whatever was written since the scan began is live.
-        for name in all_repos(store)? {
-            let Some(repo) = scan_repo(store, &name)? else {
-                continue;
-            };
-            for (d, m) in repo.revisions.iter().chain(repo.layers.iter()) {
-                if *m >= started || young(*m, r) {
-                    marked.extend(blobs_of(d, &mut manifests));
+            // Tags that once pointed at it forget it, as registry:2's
+            // collection does.
+            for (tag, had) in &self.repos[*ri].history {
+                if had.contains(d) {
+                    let link = store.tag_index_link(repo, tag, d);
+                    storage::remove_dir_all(link.parent().expect("link has a parent"))
+                        .map_err(&e)?;
                 }
             }
         }
-        for b in candidates {
-            if marked.contains(&b.digest) {
-                continue;
-            }
+        for b in self.candidates(m) {
             if store.remove_blob(&b.digest).map_err(&e)? {
                 report.blobs += 1;
                 report.bytes += b.size;
             }
         }
         // Layer links to blobs that are gone.
-        for repo in &repos {
+        for repo in &self.repos {
             for (d, _) in &repo.layers {
                 if store.blob_size(d).map_err(&e)?.is_none() {
                     storage::remove_file(&store.layer_link(&repo.name, d)).map_err(&e)?;
                 }
             }
         }
-        for &ri in &emptied {
-            remove_repo_if_empty(store, &repos[ri].name).map_err(&e)?;
+        for &ri in &m.emptied {
+            let name = &self.repos[ri].name;
+            if remove_repo_if_empty(store, name).map_err(&e)? {
+                report.repositories.push(name.to_string());
+            }
         }
-        if !emptied.is_empty() {
+        if !report.repositories.is_empty() {
             // After the removals: a server that walks before this sees the
             // old token and walks again.
             store.repositories_changed().map_err(&e)?;
         }
+        Ok(())
     }
-    report.uploads = purge_uploads(store, &repos, r)?;
-    report.usage = usage(store, &report, &blobs, r.dry_run)?;
-    Ok(report)
 }
 
-/// Removes a repository that has no tags and no manifests any more (upload
-/// sessions in flight keep its directory, but it leaves the catalog).
-fn remove_repo_if_empty(store: &FsStore, repo: &RepoName) -> std::io::Result<()> {
-    let revisions = store.list_links(&store.repo_dir(repo).join("_manifests/revisions"))?;
+/// Removes a repository that has no tags and no manifests any more: it
+/// leaves the catalog. Its layer links go only when none is left (a push
+/// whose blobs are in and whose manifest is not yet keeps them), and
+/// upload sessions in flight keep its directory. Whether it was removed.
+fn remove_repo_if_empty(store: &FsStore, repo: &RepoName) -> std::io::Result<bool> {
+    let dir = store.repo_dir(repo);
+    let revisions = store.list_links(&dir.join("_manifests/revisions"))?;
     let tags = store.list_tags(repo)?.unwrap_or_default();
     if !revisions.is_empty() || !tags.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
-    let dir = store.repo_dir(repo);
     storage::remove_dir_all(&dir.join("_manifests"))?;
-    storage::remove_dir_all(&dir.join("_layers"))?;
     storage::remove_dir_all(&dir.join("_referrers"))?;
+    if store.list_links(&dir.join("_layers"))?.is_empty() {
+        storage::remove_dir_all(&dir.join("_layers"))?;
+    }
     // Empty directories up to repositories/ go too.
     let mut d: &Path = &dir;
     while d != store.repositories_dir() && std::fs::remove_dir(d).is_ok() {
         d = d.parent().expect("inside repositories/");
     }
-    Ok(())
+    Ok(true)
 }
 
 fn purge_uploads(store: &FsStore, repos: &[RepoScan], r: &Run) -> Result<usize, RegistryError> {

@@ -9,6 +9,8 @@ mod paginate;
 mod quota;
 mod read;
 pub mod retention;
+#[cfg(test)]
+mod tests;
 mod uploads;
 
 use std::collections::HashMap;
@@ -180,6 +182,7 @@ impl Registry {
             let _gc = store.gc_lock(false).map_err(io_err("locking"))?;
             let present = Self::linked_blob_size(&store, &from, &digest)?.is_some();
             if present {
+                gc::record(&store, &repo, gc::Written::Blob(&digest))?;
                 storage::write_link(&store.layer_link(&repo, &digest), &digest)
                     .map_err(io_err("linking blob"))?;
             }
@@ -263,6 +266,7 @@ impl Registry {
             // Held while the references are checked and written, so that a
             // concurrent garbage collection sees them before it deletes.
             let _gc = store.gc_lock(false).map_err(io_err("locking"))?;
+            let _repo = store.repo_lock(&repo).map_err(io_err("locking"))?;
             for blob in &parsed.blobs {
                 if Self::linked_blob_size(&store, &repo, blob)?.is_none() {
                     return Err(RegistryError::ManifestBlobUnknown(format!(
@@ -282,6 +286,11 @@ impl Registry {
                     )));
                 }
             }
+            let tag = match &reference {
+                Reference::Tag(tag) => Some(tag),
+                Reference::Digest(_) => None,
+            };
+            gc::record(&store, &repo, gc::Written::Manifest(&d, tag))?;
             let e = io_err("storing manifest");
             store.write_blob(&d, &bytes).map_err(&e)?;
             storage::write_link(&store.revision_link(&repo, &d), &d).map_err(&e)?;
@@ -289,7 +298,7 @@ impl Registry {
             if let Some(subject) = &parsed.subject {
                 storage::write_link(&store.referrer_link(&repo, subject, &d), &d).map_err(&e)?;
             }
-            if let Reference::Tag(tag) = &reference {
+            if let Some(tag) = tag {
                 storage::write_link(&store.tag_index_link(&repo, tag, &d), &d).map_err(&e)?;
                 storage::write_link(&store.tag_current_link(&repo, tag), &d).map_err(&e)?;
             }
@@ -364,6 +373,10 @@ impl Registry {
         let (store, repo, reference) = (self.store.clone(), repo.clone(), reference.clone());
         blocking(move || {
             let e = io_err("deleting manifest");
+            // Whole, between a garbage collection's decision and its
+            // deletions, and between writes of the same repository.
+            let _gc = store.gc_lock(false).map_err(&e)?;
+            let _repo = store.repo_lock(&repo).map_err(&e)?;
             let unknown = || Self::manifest_unknown(&repo, &reference);
             match &reference {
                 Reference::Tag(tag) => {
@@ -384,6 +397,11 @@ impl Registry {
                         let current = storage::read_link(&store.tag_current_link(&repo, &tag));
                         if current.map_err(&e)?.as_ref() == Some(digest) {
                             storage::remove_dir_all(&store.tag_dir(&repo, &tag)).map_err(&e)?;
+                        } else {
+                            // Its history forgets the manifest too.
+                            let link = store.tag_index_link(&repo, &tag, digest);
+                            storage::remove_dir_all(link.parent().expect("link has a parent"))
+                                .map_err(&e)?;
                         }
                     }
                     let bytes = store.read_blob(digest).map_err(&e)?.unwrap_or_default();

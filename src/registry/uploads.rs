@@ -334,6 +334,7 @@ impl Uploads {
             }
             let e = io_err("storing blob");
             let _gc = store.gc_lock(false).map_err(&e)?;
+            super::gc::record(&store, &repo2, super::gc::Written::Blob(&digest2))?;
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(&e)?;

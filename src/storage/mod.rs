@@ -470,23 +470,76 @@ impl FsStore {
         self.root.join("berth")
     }
 
-    /// The lock between garbage collection (exclusive, while it deletes
-    /// blobs) and writers that make blobs referenced (shared), across
-    /// processes; released when dropped.
+    /// The lock between garbage collection (exclusive, while it decides
+    /// and deletes) and every request that changes what is referenced
+    /// (shared: manifest and tag writes and deletes, blob commits, mounts),
+    /// across processes; released when dropped.
     pub fn gc_lock(&self, exclusive: bool) -> io::Result<File> {
-        let dir = self.berth_dir();
-        fs::create_dir_all(&dir)?;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("gc.lock"))?;
-        if exclusive {
-            f.lock()?;
-        } else {
-            f.lock_shared()?;
+        lock_file(&self.berth_dir().join("gc.lock"), exclusive)
+    }
+
+    /// Held by a garbage collection for its whole run: one at a time per
+    /// store, across processes (the journal is theirs alone).
+    pub fn gc_run_lock(&self) -> io::Result<File> {
+        lock_file(&self.berth_dir().join("gc.run.lock"), true)
+    }
+
+    /// Serializes the changes to one repository's manifests and tags (a
+    /// tag's `PUT` and `DELETE`, a manifest's `DELETE`), across processes,
+    /// so that each takes effect whole, in some order. Repositories share
+    /// [`REPO_LOCK_STRIPES`] lock files by a hash of their name.
+    pub fn repo_lock(&self, repo: &RepoName) -> io::Result<File> {
+        use sha2::Digest as _;
+        let stripe = sha2::Sha256::digest(repo.as_str().as_bytes())[0] as usize % REPO_LOCK_STRIPES;
+        lock_file(
+            &self
+                .berth_dir()
+                .join(format!("locks/repo-{stripe:02x}.lock")),
+            true,
+        )
+    }
+
+    fn journal_dir(&self) -> PathBuf {
+        self.berth_dir().join("gc.journal")
+    }
+
+    /// Starts recording: from now on, [`FsStore::record`] keeps what
+    /// writers say until [`FsStore::close_journal`]. What a crashed run
+    /// left is dropped. Called under the exclusive [`FsStore::gc_lock`].
+    pub fn open_journal(&self) -> io::Result<()> {
+        let dir = self.journal_dir();
+        remove_dir_all(&dir)?;
+        fs::create_dir_all(&dir)
+    }
+
+    /// Records `text` in the journal of a running garbage collection;
+    /// nothing when none runs. Called under the shared
+    /// [`FsStore::gc_lock`], before the write it describes. Each record is a
+    /// file of its own, so that writers in several processes never share one.
+    pub fn record(&self, text: &str) -> io::Result<()> {
+        let path = self
+            .journal_dir()
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        match File::create_new(path) {
+            Ok(mut f) => f.write_all(text.as_bytes()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(f)
+    }
+
+    /// Every record since [`FsStore::open_journal`], in no order. Read
+    /// under the exclusive [`FsStore::gc_lock`], when no writer is half-way.
+    pub fn read_journal(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.journal_dir())? {
+            out.push(fs::read_to_string(entry?.path())?);
+        }
+        Ok(out)
+    }
+
+    /// Stops recording and drops the records.
+    pub fn close_journal(&self) -> io::Result<()> {
+        remove_dir_all(&self.journal_dir()).map(drop)
     }
 
     /// Removes a blob's data and directory; `false` when it was not there.
@@ -494,6 +547,34 @@ impl FsStore {
         let path = self.blob_path(d);
         remove_dir_all(path.parent().expect("blob path has a parent"))
     }
+}
+
+/// Lock files that repositories share (see [`FsStore::repo_lock`]).
+pub const REPO_LOCK_STRIPES: usize = 256;
+
+/// Opens (creating it and its directory) and locks a lock file; the lock
+/// goes with the returned file.
+fn lock_file(path: &Path, exclusive: bool) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+    };
+    let f = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(path.parent().expect("lock file has a parent"))?;
+            open()?
+        }
+        other => other?,
+    };
+    if exclusive {
+        f.lock()?;
+    } else {
+        f.lock_shared()?;
+    }
+    Ok(f)
 }
 
 /// Modification time of a file, `None` when it does not exist.

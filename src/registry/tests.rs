@@ -1,0 +1,338 @@
+//! Races between requests and garbage collection on the registry layer:
+//! deterministic interleavings (a collection stopped between its scan and
+//! its sweep while requests run), and many random ones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::gc::{Collection, Run};
+use super::{fsck, BodyStream, Registry};
+use crate::config::Retention;
+use crate::oci::{Algorithm, Digest, Reference, RegistryError, RepoName, Tag};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn body(bytes: Vec<u8>) -> BodyStream {
+    Box::pin(futures_util::stream::iter([Ok(Bytes::from(bytes))]))
+}
+
+fn repo(name: &str) -> RepoName {
+    RepoName::parse(name).unwrap()
+}
+
+fn tag(name: &str) -> Reference {
+    Reference::Tag(Tag::parse(name).unwrap())
+}
+
+/// An image: its manifest's bytes and digest, and its blobs.
+#[derive(Clone)]
+struct Image {
+    manifest: Bytes,
+    digest: Digest,
+    blobs: Vec<Digest>,
+}
+
+fn image(seed: &str) -> (Image, Vec<Vec<u8>>) {
+    let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
+    let layer = format!("layer of {seed}").repeat(10).into_bytes();
+    let (c, l) = (
+        Digest::of(Algorithm::Sha256, &config),
+        Digest::of(Algorithm::Sha256, &layer),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l.to_string(), "size": layer.len()}],
+    })
+    .to_string();
+    let img = Image {
+        digest: Digest::of(Algorithm::Sha256, manifest.as_bytes()),
+        manifest: Bytes::from(manifest),
+        blobs: vec![c, l],
+    };
+    (img, vec![config, layer])
+}
+
+async fn push(reg: &Registry, r: &RepoName, t: &str, seed: &str) -> Result<Image, RegistryError> {
+    let (img, blobs) = image(seed);
+    for (d, data) in img.blobs.iter().zip(blobs) {
+        reg.put_blob(r, d, body(data), None).await?;
+    }
+    put(reg, r, t, &img).await?;
+    Ok(img)
+}
+
+async fn put(reg: &Registry, r: &RepoName, t: &str, img: &Image) -> Result<(), RegistryError> {
+    reg.put_manifest(r, &tag(t), Some(OCI_MANIFEST), img.manifest.clone())
+        .await
+        .map(drop)
+}
+
+/// Fails unless `t` resolves to `img` and every blob of it can be read.
+async fn assert_pullable(reg: &Registry, r: &RepoName, t: &str, img: &Image) {
+    let m = reg
+        .manifest(r, &tag(t))
+        .await
+        .unwrap_or_else(|e| panic!("{r}:{t} is lost: {e}"));
+    assert_eq!(m.digest, img.digest, "{r}:{t}");
+    for b in &img.blobs {
+        let file = reg
+            .blob(r, b)
+            .await
+            .unwrap_or_else(|e| panic!("blob {b} of {r}:{t} is lost: {e}"));
+        std::fs::metadata(&file.path).unwrap_or_else(|e| panic!("blob {b} of {r}:{t}: {e}"));
+    }
+}
+
+fn policy(grace: Duration) -> Retention {
+    Retention {
+        gc_grace: grace,
+        ..Retention::default()
+    }
+}
+
+/// A clock two hours ahead: everything written so far is past the
+/// default grace of an hour.
+fn later() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(7200)
+}
+
+#[tokio::test]
+async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
+    for grace in [Duration::from_secs(3600), Duration::ZERO] {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path());
+        let r = repo("app");
+        let img = push(&reg, &r, "old", "m").await.unwrap();
+        reg.delete_manifest(&r, &tag("old")).await.unwrap();
+        let (policy, pulls) = (policy(grace), HashMap::new());
+        let run = Run {
+            policy: &policy,
+            pulls: &pulls,
+            now: later(),
+            dry_run: false,
+        };
+        let collection = Collection::begin(&reg.store, &run).unwrap();
+        // Between the scan (which found the manifest untagged and old) and
+        // the sweep, it is tagged again.
+        put(&reg, &r, "promoted", &img).await.unwrap();
+        let report = collection.finish().unwrap();
+        assert!(report.manifests.is_empty(), "{:?}", report.manifests);
+        assert_eq!(report.blobs, 0);
+        assert_pullable(&reg, &r, "promoted", &img).await;
+        // Untagged again, the next run takes it.
+        reg.delete_manifest(&r, &tag("promoted")).await.unwrap();
+        let report = super::gc::run(&reg.store, &run).unwrap();
+        assert_eq!(report.manifests, [format!("app@{}", img.digest)]);
+        assert_eq!(report.blobs, 3);
+    }
+}
+
+#[tokio::test]
+async fn blobs_and_index_children_written_during_a_collection_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::new(dir.path());
+    let r = repo("app");
+    let (child, child_blobs) = image("child");
+    let (other, other_blobs) = image("other");
+    for (img, blobs) in [(&child, &child_blobs), (&other, &other_blobs)] {
+        for (d, data) in img.blobs.iter().zip(blobs) {
+            reg.put_blob(&r, d, body(data.clone()), None).await.unwrap();
+        }
+        reg.put_manifest(
+            &r,
+            &Reference::Digest(img.digest.clone()),
+            Some(OCI_MANIFEST),
+            img.manifest.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    let (policy, pulls) = (policy(Duration::ZERO), HashMap::new());
+    let run = Run {
+        policy: &policy,
+        pulls: &pulls,
+        now: later(),
+        dry_run: false,
+    };
+    let collection = Collection::begin(&reg.store, &run).unwrap();
+    // An index over the first untagged manifest, and a fresh upload of
+    // one of the second's blobs, both after the scan.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": child.digest.to_string(), "size": child.manifest.len()}],
+    })
+    .to_string();
+    reg.put_manifest(
+        &r,
+        &tag("multi"),
+        Some("application/vnd.oci.image.index.v1+json"),
+        Bytes::from(index),
+    )
+    .await
+    .unwrap();
+    let again = other.blobs[1].clone();
+    reg.put_blob(&r, &again, body(other_blobs[1].clone()), None)
+        .await
+        .unwrap();
+    let report = collection.finish().unwrap();
+    assert_eq!(report.manifests, [format!("app@{}", other.digest)]);
+    reg.manifest(&r, &Reference::Digest(child.digest.clone()))
+        .await
+        .unwrap();
+    for b in &child.blobs {
+        reg.blob(&r, b).await.unwrap();
+    }
+    reg.blob(&r, &again).await.unwrap();
+    assert!(reg.blob(&r, &other.blobs[0]).await.is_err());
+}
+
+/// Operations of a stress run: `BERTH_STRESS_OPS`, or a short run.
+fn stress_ops() -> usize {
+    std::env::var("BERTH_STRESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500)
+}
+
+/// Workers push, re-tag old manifests and delete tags (each its own tags,
+/// so that what it was told is what must be there) while collections run
+/// back to back with the clock past the grace; at the end every tag whose
+/// last write was acknowledged is pullable and `fsck` finds nothing.
+async fn stress(grace: Duration) {
+    use rand::Rng;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const WORKERS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Arc::new(Registry::new(dir.path()));
+    let repos = [repo("a"), repo("b/c")];
+    let ops = stress_ops();
+    let done = Arc::new(AtomicBool::new(false));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let collector = {
+        let (reg, done, runs) = (reg.clone(), done.clone(), runs.clone());
+        let policy = policy(grace);
+        tokio::task::spawn_blocking(move || {
+            let pulls = HashMap::new();
+            while !done.load(Ordering::Relaxed) {
+                let run = Run {
+                    policy: &policy,
+                    pulls: &pulls,
+                    now: later(),
+                    dry_run: false,
+                };
+                super::gc::run(&reg.store, &run).unwrap();
+                runs.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let pool: Arc<parking_lot::Mutex<Vec<(usize, Image)>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (reg, pool, repos) = (reg.clone(), pool.clone(), repos.clone());
+        workers.push(tokio::spawn(async move {
+            let mut model: HashMap<(usize, String), Image> = HashMap::new();
+            let mut refused = 0;
+            for op in 0..ops / WORKERS {
+                let (ri, t, choice, pick) = {
+                    let mut rng = rand::rng();
+                    let ri = rng.random_range(0..repos.len());
+                    let t = format!("w{w}-{}", rng.random_range(0..8));
+                    (
+                        ri,
+                        t,
+                        rng.random_range(0..10),
+                        rng.random_range(0..usize::MAX),
+                    )
+                };
+                let r = &repos[ri];
+                let result = match choice {
+                    0..=3 => push(&reg, r, &t, &format!("{w}-{op}")).await,
+                    4..=6 => {
+                        let old = {
+                            let pool = pool.lock();
+                            let same: Vec<&Image> = pool
+                                .iter()
+                                .filter(|(i, _)| *i == ri)
+                                .map(|(_, img)| img)
+                                .collect();
+                            (!same.is_empty()).then(|| same[pick % same.len()].clone())
+                        };
+                        let Some(old) = old else { continue };
+                        put(&reg, r, &t, &old).await.map(|()| old)
+                    }
+                    _ => {
+                        let known = model.remove(&(ri, t.clone())).is_some();
+                        match reg.delete_manifest(r, &tag(&t)).await {
+                            Ok(()) => assert!(known, "{r}:{t} was deleted but never pushed"),
+                            Err(RegistryError::ManifestUnknown(_)) => {
+                                assert!(!known, "{r}:{t} was acknowledged and is gone")
+                            }
+                            Err(e) => panic!("DELETE {r}:{t}: {e}"),
+                        }
+                        continue;
+                    }
+                };
+                match result {
+                    Ok(img) => {
+                        pool.lock().push((ri, img.clone()));
+                        model.insert((ri, t), img);
+                    }
+                    // Blobs collected between their upload (or the push of
+                    // the manifest re-tagged) and this write: refused, not lost.
+                    Err(RegistryError::ManifestBlobUnknown(_)) => refused += 1,
+                    Err(e) => panic!("PUT {r}:{t}: {e}"),
+                }
+            }
+            (model, refused)
+        }));
+    }
+    let mut models = Vec::new();
+    let mut refused = 0;
+    for w in workers {
+        let (model, n) = w.await.unwrap();
+        models.push(model);
+        refused += n;
+    }
+    done.store(true, Ordering::Relaxed);
+    collector.await.unwrap();
+    assert!(runs.load(Ordering::Relaxed) > 0);
+    // One more run with nothing going on, then everything acknowledged.
+    let (policy, pulls) = (policy(grace), HashMap::new());
+    let run = Run {
+        policy: &policy,
+        pulls: &pulls,
+        now: later(),
+        dry_run: false,
+    };
+    super::gc::run(&reg.store, &run).unwrap();
+    let mut tags = 0;
+    for model in &models {
+        for ((ri, t), img) in model {
+            assert_pullable(&reg, &repos[*ri], t, img).await;
+            tags += 1;
+        }
+    }
+    let report = fsck::check(dir.path(), &fsck::Options { repair: false }, &mut |_| {});
+    assert_eq!(report.unresolved(), 0, "{}", report.render("stress"));
+    eprintln!(
+        "stress (grace {grace:?}): {ops} operations, {} collections, {tags} tags checked, {refused} writes refused for collected blobs",
+        runs.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stress_with_the_default_grace_loses_nothing() {
+    stress(Retention::default().gc_grace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stress_with_no_grace_loses_nothing() {
+    stress(Duration::ZERO).await;
+}
