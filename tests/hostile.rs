@@ -496,14 +496,26 @@ async fn path_tricks_and_invalid_utf8() {
         (
             "GET",
             "/v2/a/manifests/..%2F..%2Fetc".to_string(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "PUT",
+            "/v2/a/manifests/..%2F..%2Fetc".to_string(),
             400,
-            "MANIFEST_INVALID",
+            "TAG_INVALID",
         ),
         (
             "GET",
             "/v2/a/manifests/%00".to_string(),
-            400,
-            "MANIFEST_INVALID",
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "DELETE",
+            "/v2/a/manifests/%ff%fe".to_string(),
+            404,
+            "MANIFEST_UNKNOWN",
         ),
         (
             "GET",

@@ -136,9 +136,9 @@ fn needs(route: &Route, method: &Method) -> Option<(RepoName, Action)> {
     let action = match route {
         Route::Base | Route::Catalog => return None,
         Route::Tags(_) | Route::Referrers(..) => Action::Pull,
-        Route::Manifest(..) | Route::Blob(..) if read => Action::Pull,
-        Route::Manifest(..) if *method == Method::PUT => Action::Push,
-        Route::Manifest(..) | Route::Blob(..) => Action::Delete,
+        Route::Manifest(..) | Route::BadReference(..) | Route::Blob(..) if read => Action::Pull,
+        Route::Manifest(..) | Route::BadReference(..) if *method == Method::PUT => Action::Push,
+        Route::Manifest(..) | Route::BadReference(..) | Route::Blob(..) => Action::Delete,
         Route::UploadStart(_) | Route::Upload(..) => Action::Push,
     };
     Some((route.repo()?.clone(), action))
@@ -210,6 +210,10 @@ async fn dispatch(
             manifests::put(registry, repo, r, &req, body).await
         }
         (Route::Manifest(repo, r), &Method::DELETE) => manifests::delete(registry, repo, r).await,
+        (Route::BadReference(_, r), &Method::GET | &Method::HEAD | &Method::DELETE) => {
+            Err(r.unknown())
+        }
+        (Route::BadReference(_, r), &Method::PUT) => Err(r.invalid()),
         (Route::Blob(repo, d), &Method::GET | &Method::HEAD) => {
             blobs::get(registry, repo, d, &req, method == Method::HEAD).await
         }

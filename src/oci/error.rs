@@ -35,6 +35,9 @@ pub enum RegistryError {
     /// Request headers larger than the server accepts (431).
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// A push under a tag that the tag grammar does not allow (400).
+    #[error("{0}")]
+    TagInvalid(String),
     #[error("{0}")]
     NameInvalid(String),
     #[error("{0}")]
@@ -82,6 +85,7 @@ impl RegistryError {
                 "SIZE_INVALID"
             }
             NameInvalid(_) => "NAME_INVALID",
+            TagInvalid(_) => "TAG_INVALID",
             NameUnknown(_) => "NAME_UNKNOWN",
             PaginationNumberInvalid(_) => "PAGINATION_NUMBER_INVALID",
             Unauthorized(_) => "UNAUTHORIZED",
@@ -115,6 +119,7 @@ impl RegistryError {
             | ManifestBlobUnknown(_)
             | ManifestInvalid(_)
             | NameInvalid(_)
+            | TagInvalid(_)
             | SizeInvalid(_)
             | PaginationNumberInvalid(_)
             | Unsupported(_) => 400,
