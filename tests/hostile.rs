@@ -591,7 +591,7 @@ async fn path_tricks_and_invalid_utf8() {
         false,
     )
     .await
-    .expect_error(404, "NAME_UNKNOWN", "non-UTF-8 Host");
+    .expect_error(400, "UNSUPPORTED", "non-UTF-8 Host");
 
     assert_others_served(&env.reg).await;
 }

@@ -58,6 +58,10 @@ pub enum RegistryError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A request whose `Host` HTTP does not allow: missing (HTTP/1.1),
+    /// repeated, or not `host[:port]` (RFC 9112 §3.2; 400).
+    #[error("{0}")]
+    HostInvalid(String),
     /// The request's host is not served on this TLS connection (421).
     #[error("{0}")]
     Misdirected(String),
@@ -91,8 +95,8 @@ impl RegistryError {
             Unauthorized(_) => "UNAUTHORIZED",
             Denied(_) => "DENIED",
             TooManyRequests(_) => "TOOMANYREQUESTS",
-            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_) | UriTooLong(_)
-            | HeadersTooLarge(_) => "UNSUPPORTED",
+            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_)
+            | HostInvalid(_) | UriTooLong(_) | HeadersTooLarge(_) => "UNSUPPORTED",
             StorageFull(_) | Internal(_) => "UNKNOWN",
         }
     }
@@ -122,6 +126,7 @@ impl RegistryError {
             | TagInvalid(_)
             | SizeInvalid(_)
             | PaginationNumberInvalid(_)
+            | HostInvalid(_)
             | Unsupported(_) => 400,
         }
     }
