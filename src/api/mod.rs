@@ -221,7 +221,9 @@ async fn dispatch(
         (Route::UploadStart(repo), &Method::POST) => {
             blobs::start_upload(registry, repo, &req, body, &may_pull, &limits).await
         }
-        (Route::Upload(repo, id), &Method::GET) => blobs::upload_status(registry, repo, id).await,
+        (Route::Upload(repo, id), &Method::GET) => {
+            blobs::upload_status(registry, repo, id, &limits).await
+        }
         (Route::Upload(repo, id), &Method::PATCH) => {
             blobs::patch_upload(registry, repo, id, &req, body, &limits).await
         }
@@ -229,7 +231,7 @@ async fn dispatch(
             blobs::put_upload(registry, repo, id, &req, body, &limits).await
         }
         (Route::Upload(repo, id), &Method::DELETE) => {
-            blobs::cancel_upload(registry, repo, id).await
+            blobs::cancel_upload(registry, repo, id, &limits).await
         }
         _ => not_allowed(),
     }
