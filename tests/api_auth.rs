@@ -262,6 +262,30 @@ async fn ambiguous_or_invalid_host_is_400() {
     );
 }
 
+/// bcrypt compares only the first 72 bytes of a password: a login with a
+/// longer one that starts like the real password must still fail, and a
+/// password of exactly 72 bytes works whole.
+#[tokio::test]
+async fn passwords_over_72_bytes_never_log_in() {
+    let longest = "p".repeat(72);
+    let mut ci = Instance::new("ci").tolerating_failed_logins();
+    ci.users = vec![("long".into(), longest.clone())];
+    let env = Env::start_with(vec![ci]);
+    let login = |password: &str| Reg::new(&env.server.url("ci"), "long", password);
+    login(&longest)
+        .expect_status(Method::GET, "/v2/", 200)
+        .await;
+    for extra in ["x", "anything at all"] {
+        let resp = login(&format!("{longest}{extra}"))
+            .send(Method::GET, "/v2/")
+            .await;
+        expect_unauthorized(resp, "ci").await;
+    }
+    let shorter = &longest[..71];
+    let resp = login(shorter).send(Method::GET, "/v2/").await;
+    expect_unauthorized(resp, "ci").await;
+}
+
 #[tokio::test]
 async fn unknown_path_and_wrong_method() {
     let env = Env::start();
