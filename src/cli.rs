@@ -54,7 +54,7 @@ enum Command {
     },
     /// Set a user's password in an instance's htpasswd file (bcrypt), or
     /// delete the user. The password is read from standard input (a prompt
-    /// on a terminal).
+    /// on a terminal); at most 72 bytes, all that bcrypt uses.
     Passwd {
         #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
         config_dir: PathBuf,
@@ -368,6 +368,10 @@ fn passwd(
         };
         if pw.is_empty() {
             bail!("empty password; nothing was changed");
+        }
+        if pw.len() > crate::auth::MAX_PASSWORD_BYTES {
+            let too_long = crate::auth::HtpasswdError::PasswordTooLong { bytes: pw.len() };
+            bail!("{too_long}; nothing was changed");
         }
         Some(pw)
     };

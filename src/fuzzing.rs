@@ -32,6 +32,7 @@ fn render(route: &Route) -> String {
         Route::Catalog => "/v2/_catalog".to_string(),
         Route::Tags(r) => format!("/v2/{r}/tags/list"),
         Route::Manifest(r, reference) => format!("/v2/{r}/manifests/{reference}"),
+        Route::BadReference(r, reference) => format!("/v2/{r}/manifests/{}", reference.as_str()),
         Route::Blob(r, d) => format!("/v2/{r}/blobs/{d}"),
         Route::UploadStart(r) => format!("/v2/{r}/blobs/uploads/"),
         Route::Upload(r, id) => {

@@ -192,6 +192,100 @@ async fn shared_listener_unknown_host() {
     }
 }
 
+/// `GET /v2/` with the credentials of `ci` and exactly these header lines
+/// for the host (`Name: value`, none for no Host at all).
+fn get_with_hosts(host_lines: &[&str]) -> Vec<u8> {
+    let mut req = String::from("GET /v2/ HTTP/1.1\r\nConnection: close\r\n");
+    for line in host_lines {
+        req.push_str(&format!("{line}\r\n"));
+    }
+    req.push_str(&format!(
+        "Authorization: {}\r\n\r\n",
+        basic_auth_value("ci-user", "ci-secret")
+    ));
+    req.into_bytes()
+}
+
+/// RFC 9112 §3.2: a request with more than one Host header, a Host that is
+/// not `host[:port]`, or (HTTP/1.1) no Host is refused with 400, never
+/// routed on a guess; the instance it seemed to name is not reached.
+#[tokio::test]
+async fn ambiguous_or_invalid_host_is_400() {
+    let env = two_instances();
+    let shared = env.server.shared_addr.clone().expect("shared listener");
+    let refused: &[&[&str]] = &[
+        &["Host: ci.test", "Host: cache.test"],
+        &["Host: cache.test", "Host: ci.test"],
+        &["Host: ci.test", "Host: ci.test"],
+        &["Host: ci.test", "host: ci.test:5000"],
+        &["Host: ci.test:cache.test"],
+        &["Host: cache.test:ci.test"],
+        &["Host: ci.test:"],
+        &["Host: ci.test:65536"],
+        &["Host: ci.test:123456"],
+        &["Host: ci.test:80x"],
+        &["Host: ci.test:80:80"],
+        &["Host: ci.test extra"],
+        &["Host: ci.test/x"],
+        &["Host: ::1"],
+        &["Host: [::1"],
+        &["Host: [::1]x"],
+        &["Host: [::1]:99999"],
+        &["Host: [ci.test]"],
+        &[],
+    ];
+    for lines in refused {
+        let what = format!("{lines:?}");
+        let resp = raw_exchange(&shared, &get_with_hosts(lines), false).await;
+        resp.expect_error(400, "UNSUPPORTED", &what);
+        // Also on a dedicated listener, which does not route by Host.
+        let resp = raw_exchange(env.server.addr("ci"), &get_with_hosts(lines), false).await;
+        resp.expect_error(400, "UNSUPPORTED", &format!("dedicated {what}"));
+    }
+    // Valid forms still route (or find no instance).
+    for (line, status) in [
+        ("Host: ci.test:65535", 200),
+        ("Host: CI.test:0", 200),
+        ("Host: [::1]:5000", 404),
+        ("Host: [::1]", 404),
+        ("Host: 127.0.0.1:80", 404),
+    ] {
+        let resp = raw_exchange(&shared, &get_with_hosts(&[line]), false).await;
+        assert_eq!(resp.status, status, "{line}: {}", resp.text());
+    }
+    // HTTP/1.0 needs no Host; it names no instance on the shared listener.
+    let req = b"GET /v2/ HTTP/1.0\r\n\r\n";
+    raw_exchange(&shared, req, false).await.expect_error(
+        404,
+        "NAME_UNKNOWN",
+        "HTTP/1.0 without Host",
+    );
+}
+
+/// bcrypt compares only the first 72 bytes of a password: a login with a
+/// longer one that starts like the real password must still fail, and a
+/// password of exactly 72 bytes works whole.
+#[tokio::test]
+async fn passwords_over_72_bytes_never_log_in() {
+    let longest = "p".repeat(72);
+    let mut ci = Instance::new("ci").tolerating_failed_logins();
+    ci.users = vec![("long".into(), longest.clone())];
+    let env = Env::start_with(vec![ci]);
+    let login = |password: &str| Reg::new(&env.server.url("ci"), "long", password);
+    login(&longest)
+        .expect_status(Method::GET, "/v2/", 200)
+        .await;
+    for extra in ["x", "anything at all"] {
+        let resp = login(&format!("{longest}{extra}"))
+            .send(Method::GET, "/v2/")
+            .await;
+        expect_unauthorized(resp, "ci").await;
+    }
+    let shorter = &longest[..71];
+    let resp = login(shorter).send(Method::GET, "/v2/").await;
+    expect_unauthorized(resp, "ci").await;
+}
+
 #[tokio::test]
 async fn unknown_path_and_wrong_method() {
     let env = Env::start();

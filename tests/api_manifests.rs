@@ -223,17 +223,54 @@ async fn digest_reference_mismatch_is_digest_invalid() {
     assert_manifest_body(&env.reg, REPO, &d512, &body).await;
 }
 
+/// A reference that is neither a valid tag nor a valid digest names no
+/// manifest: reads and deletes find nothing (404 MANIFEST_UNKNOWN, as the
+/// conformance suite asks with `.INVALID_MANIFEST_NAME`), a push under it is
+/// refused as an invalid tag or digest.
 #[tokio::test]
-async fn bad_tag_is_manifest_invalid() {
+async fn bad_reference_names_no_manifest() {
     let env = Env::start();
     let body = make_image(&env.reg, REPO, OCI_MANIFEST).await;
     let long = "a".repeat(129);
-    for tag in [".bad", "-bad", "bad!", long.as_str()] {
+    for tag in [
+        ".INVALID_MANIFEST_NAME",
+        ".bad",
+        "-bad",
+        "bad!",
+        long.as_str(),
+    ] {
         let resp = put_manifest(&env.reg, REPO, tag, OCI_MANIFEST, &body).await;
-        expect_error(resp, 400, "MANIFEST_INVALID").await;
+        expect_error_for(resp, 400, "TAG_INVALID", "PUT").await;
         let resp = get_manifest(&env.reg, REPO, tag).await;
-        expect_error(resp, 400, "MANIFEST_INVALID").await;
+        expect_error_for(resp, 404, "MANIFEST_UNKNOWN", "GET").await;
+        delete_unknown(&env.reg, tag).await;
+        let resp = env.reg.send(Method::HEAD, &manifest_path(tag)).await;
+        assert_eq!(resp.status(), 404, "HEAD {tag}");
     }
+    for digest in ["sha256:totallywrong", "sha256%3Azz", "sha256:"] {
+        let resp = put_manifest(&env.reg, REPO, digest, OCI_MANIFEST, &body).await;
+        expect_error_for(resp, 400, "DIGEST_INVALID", "PUT").await;
+        let resp = get_manifest(&env.reg, REPO, digest).await;
+        expect_error_for(resp, 404, "MANIFEST_UNKNOWN", "GET").await;
+        delete_unknown(&env.reg, digest).await;
+    }
+
+    // HEAD: the status and no body at all.
+    let addr = env.server.addr("ci");
+    let auth = (env.reg.user.as_str(), env.reg.password.as_str());
+    let path = manifest_path(".INVALID_MANIFEST_NAME");
+    let raw = format!(
+        "HEAD {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: {}\r\n\r\n",
+        basic_auth_value(auth.0, auth.1)
+    );
+    let head = raw_exchange(addr, raw.as_bytes(), false).await;
+    assert_eq!(head.status, 404, "HEAD {path}");
+    assert!(head.body.is_empty(), "HEAD sent a body: {}", head.text());
+
+    // Access is checked as for any manifest: no credentials, 401.
+    let resp = env.reg.anon(Method::GET, &path).send().await.unwrap();
+    expect_error(resp, 401, "UNAUTHORIZED").await;
+
     // Edge cases of the grammar that are valid.
     for tag in ["_x", "A.b-c_D", "1", &"b".repeat(128)] {
         put_manifest_ok(&env.reg, REPO, tag, OCI_MANIFEST, &body).await;

@@ -376,6 +376,74 @@ async fn upload_session_of_one_repo_is_unknown_in_another() {
     assert_eq!(upload_range(&env.reg, &location).await, "0-0");
 }
 
+/// Every way another user could touch a session (status, chunk with and
+/// without Content-Range, finish, cancel) is answered 404
+/// BLOB_UPLOAD_UNKNOWN, and leaves the session as it was.
+async fn assert_refused_to(other: &Reg, location: &str) {
+    let digest = sha256_digest(b"theirs");
+    let responses = [
+        other.send(Method::GET, location).await,
+        patch(other, location, None, b"theirs".to_vec()).await,
+        patch_range(other, location, 3, b"theirs").await,
+        put_digest(other, location, &digest, b"theirs").await,
+        other.send(Method::DELETE, location).await,
+    ];
+    for resp in responses {
+        let what = format!("{} by {}", resp.url(), other.user);
+        expect_error_for(resp, 404, "BLOB_UPLOAD_UNKNOWN", &what).await;
+    }
+    assert_no_blob(other, REPO, &digest).await;
+}
+
+/// An upload session belongs to the user who opened it, also across a
+/// restart (the owner is kept next to the upload's data); others, with
+/// push rights of their own, are told it does not exist.
+#[tokio::test]
+async fn upload_sessions_belong_to_their_user() {
+    let cfg = common::ConfigDir::new(&[common::Instance::new("ci").with_users(&["alice", "bob"])]);
+    let server = common::Server::start(&cfg);
+    let client = |server: &common::Server, user: &str| {
+        Reg::new(&server.url("ci"), user, &format!("{user}-pw"))
+    };
+    let (alice, bob) = (client(&server, "alice"), client(&server, "bob"));
+    let whole = random_bytes(9);
+    let digest = sha256_digest(&whole);
+    let location = start_with(&alice, REPO, &whole[..3]).await;
+    let legacy = start_with(&alice, REPO, &whole[..3]).await;
+    let bobs = start_upload(&bob, REPO).await;
+
+    assert_refused_to(&bob, &location).await;
+    assert_refused_to(&alice, &bobs).await;
+    assert_eq!(upload_range(&alice, &location).await, "0-2");
+    assert_eq!(upload_range(&bob, &bobs).await, "0-0");
+    let id = location.rsplit('/').next().unwrap();
+    let uploads = cfg
+        .storage_root("ci")
+        .join(format!("docker/registry/v2/repositories/{REPO}/_uploads"));
+    assert_eq!(
+        std::fs::read_to_string(uploads.join(id).join("owner")).unwrap(),
+        "alice"
+    );
+
+    // After a restart, the sessions are recovered from disk with their
+    // owners. One without an owner file (as registry:2 and older berth
+    // leave them) is open to every user with push rights, as before.
+    server.stop();
+    let legacy_id = legacy.rsplit('/').next().unwrap();
+    std::fs::remove_file(uploads.join(legacy_id).join("owner")).unwrap();
+    let server = common::Server::start(&cfg);
+    let (alice, bob) = (client(&server, "alice"), client(&server, "bob"));
+    assert_refused_to(&bob, &location).await;
+    assert_refused_to(&alice, &bobs).await;
+    let location = patch_ok(&alice, REPO, &location, 3, &whole[3..6]).await;
+    finish(&alice, REPO, &location, &digest, &whole[6..], &whole).await;
+    assert_no_session(&alice, &location).await;
+
+    assert_eq!(upload_range(&bob, &legacy).await, "0-2");
+    let legacy = patch_ok(&bob, REPO, &legacy, 3, &whole[3..]).await;
+    finish(&alice, REPO, &legacy, &digest, b"", &whole).await;
+}
+
 #[tokio::test]
 async fn cross_repo_mount_with_from() {
     let env = Env::start();

@@ -326,6 +326,56 @@ fn same_storage_root_names_both_files() {
     assert_fails_naming(&out, &instance_file(&cfg, "ci"));
 }
 
+/// Roots that are apart as written but one on disk: through a symbolic
+/// link to the other root (also one that does not exist yet), under a
+/// linked parent, or reaching into it through a link. Each names both
+/// instance files.
+#[test]
+fn storage_roots_overlapping_through_symlinks_name_both_files() {
+    use std::os::unix::fs::symlink;
+    // (cache's root, a link and its target relative to the config dir,
+    // whether ci's root exists); ci has the default root data/ci.
+    let cases = [
+        // A link to ci's existing root.
+        ("data/cache", "data/cache", "ci", true),
+        // A link to ci's root, which does not exist yet.
+        ("data/cache", "data/cache", "ci", false),
+        // Under a parent that links to ci's root.
+        ("alias/sub", "alias", "data/ci", true),
+        // A parent linking to data/: then data/ci itself.
+        ("alias/ci", "alias", "data", false),
+        // ci's root reaches into cache's through a link inside it.
+        ("store/cache", "data/ci", "../store", false),
+    ];
+    for (i, (root, link, target, ci_exists)) in cases.into_iter().enumerate() {
+        let ci = Instance::new("ci");
+        let mut cache = Instance::new("cache");
+        cache.extra = format!("[storage]\nroot = \"{root}\"");
+        let cfg = ConfigDir::new(&[ci, cache]);
+        std::fs::create_dir_all(cfg.path().join("data")).unwrap();
+        std::fs::create_dir_all(cfg.path().join("store/cache")).unwrap();
+        if ci_exists {
+            std::fs::create_dir_all(cfg.storage_root("ci")).unwrap();
+        }
+        symlink(target, cfg.path().join(link)).unwrap();
+        let out = check(&cfg);
+        let what = format!("case {i}: cache root {root}, {link} -> {target}");
+        assert!(
+            out.stderr.contains("overlaps"),
+            "{what}: no overlap found; stderr:\n{}",
+            out.stderr
+        );
+        assert_fails_naming(&out, &instance_file(&cfg, "ci"));
+        assert_fails_naming(&out, &instance_file(&cfg, "cache"));
+    }
+
+    // Roots apart on disk pass, also under one linked parent.
+    let cfg = ConfigDir::new(&[Instance::new("ci"), Instance::new("cache")]);
+    std::fs::create_dir_all(cfg.path().join("elsewhere/ci")).unwrap();
+    symlink("elsewhere", cfg.path().join("data")).unwrap();
+    assert_passes(&check(&cfg));
+}
+
 #[test]
 fn missing_htpasswd_file() {
     let cfg = one_instance();

@@ -228,6 +228,36 @@ fn start_refuses_a_broken_config_with_file_and_line() {
     assert!(!dir.path().join("state/berth.pid").exists());
 }
 
+/// bcrypt uses only the first 72 bytes of a password: a longer one is
+/// refused with the reason, and nothing is written.
+#[test]
+fn passwd_refuses_passwords_over_72_bytes() {
+    let dir = example_config();
+    let cfg = dir.path();
+    let htpasswd = cfg.join("credentials/ci.htpasswd");
+    let longest = "p".repeat(72);
+    let ok = ctl(
+        cfg,
+        &["passwd", "ci", "alice"],
+        Some(&format!("{longest}\n")),
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    let before = std::fs::read_to_string(&htpasswd).unwrap();
+    // 73 bytes: as characters, "é" takes two.
+    for long in [format!("{longest}x"), format!("{}é", "p".repeat(71))] {
+        for user in ["alice", "bob"] {
+            let out = ctl(cfg, &["passwd", "ci", user], Some(&format!("{long}\n")));
+            assert!(!out.status.success(), "{user}: {}", text(&out));
+            assert!(
+                text(&out).contains("bcrypt only uses the first 72 bytes"),
+                "{}",
+                text(&out)
+            );
+            assert_eq!(std::fs::read_to_string(&htpasswd).unwrap(), before);
+        }
+    }
+}
+
 #[test]
 fn help_and_usage_errors() {
     let dir = example_config();

@@ -496,14 +496,26 @@ async fn path_tricks_and_invalid_utf8() {
         (
             "GET",
             "/v2/a/manifests/..%2F..%2Fetc".to_string(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "PUT",
+            "/v2/a/manifests/..%2F..%2Fetc".to_string(),
             400,
-            "MANIFEST_INVALID",
+            "TAG_INVALID",
         ),
         (
             "GET",
             "/v2/a/manifests/%00".to_string(),
-            400,
-            "MANIFEST_INVALID",
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "DELETE",
+            "/v2/a/manifests/%ff%fe".to_string(),
+            404,
+            "MANIFEST_UNKNOWN",
         ),
         (
             "GET",
@@ -579,7 +591,7 @@ async fn path_tricks_and_invalid_utf8() {
         false,
     )
     .await
-    .expect_error(404, "NAME_UNKNOWN", "non-UTF-8 Host");
+    .expect_error(400, "UNSUPPORTED", "non-UTF-8 Host");
 
     assert_others_served(&env.reg).await;
 }

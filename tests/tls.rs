@@ -213,6 +213,66 @@ fn self_signed_instances_share_one_port_by_sni() {
     );
 }
 
+/// Sends `request` exactly as given over TLS to SNI `name` (openssl
+/// s_client) and returns the response's status line.
+fn raw_tls_status(name: &str, port: u16, request: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(tool("openssl"))
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            name,
+            "-quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(request.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// On the TLS listener too, a request with two Host headers or a Host that
+/// is not `host[:port]` gets 400 (RFC 9112 §3.2), even where the first
+/// Host, or the part before a colon, names the SNI instance.
+#[test]
+fn tls_listener_refuses_ambiguous_hosts() {
+    let cfg = ConfigDir::new(&[
+        tls_instance("ci", "mode = \"self-signed\""),
+        tls_instance("cache", "mode = \"self-signed\""),
+    ]);
+    write_berth_toml(&cfg, "127.0.0.1:0", "127.0.0.1:0");
+    let server = Server::start(&cfg);
+    let (port, _) = shared_ports(&server);
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode("ci-user:ci-secret")
+    };
+    let request = |host_lines: &str| {
+        format!(
+            "GET /v2/ HTTP/1.1\r\n{host_lines}Authorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let ok = raw_tls_status("ci.test", port, &request("Host: ci.test\r\n"));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
+    for lines in [
+        "Host: ci.test\r\nHost: cache.test\r\n",
+        "Host: ci.test\r\nHost: ci.test\r\n",
+        "Host: ci.test:cache.test\r\n",
+        "Host: ci.test:99999\r\n",
+    ] {
+        let status = raw_tls_status("ci.test", port, &request(lines));
+        assert!(status.starts_with("HTTP/1.1 400"), "{lines:?}: {status:?}");
+    }
+}
+
 fn openssl_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let (crt, key) = (
         dir.join(format!("{name}.crt")),

@@ -124,7 +124,13 @@ pub(super) async fn start_upload(
     } else if let Some(digest) = digest_param(req)? {
         let body = limits.body(registry, repo, None, req, None, body).await?;
         registry
-            .put_blob(repo, &digest, body, limits.max_blob_size())
+            .put_blob(
+                repo,
+                limits.uploader(),
+                &digest,
+                body,
+                limits.max_blob_size(),
+            )
             .await?;
         return Ok(blob_created(repo, &digest));
     }
@@ -136,8 +142,9 @@ pub(super) async fn upload_status(
     registry: &Registry,
     repo: &RepoName,
     id: &str,
+    limits: &UploadLimits<'_>,
 ) -> Result<Response<Body>, RegistryError> {
-    let size = registry.uploads().size(repo, id).await?;
+    let size = registry.uploads().size(repo, id, limits.uploader()).await?;
     Ok(upload_accepted(repo, id, size, StatusCode::NO_CONTENT))
 }
 
@@ -179,7 +186,14 @@ pub(super) async fn patch_upload(
         .await?;
     let size = registry
         .uploads()
-        .append(repo, id, range, body, limits.max_blob_size())
+        .append(
+            repo,
+            id,
+            limits.uploader(),
+            range,
+            body,
+            limits.max_blob_size(),
+        )
         .await?;
     Ok(upload_accepted(repo, id, size, StatusCode::ACCEPTED))
 }
@@ -203,7 +217,15 @@ pub(super) async fn put_upload(
         .await?;
     registry
         .uploads()
-        .finish(repo, id, &digest, range, body, limits.max_blob_size())
+        .finish(
+            repo,
+            id,
+            limits.uploader(),
+            &digest,
+            range,
+            body,
+            limits.max_blob_size(),
+        )
         .await?;
     Ok(blob_created(repo, &digest))
 }
@@ -212,8 +234,12 @@ pub(super) async fn cancel_upload(
     registry: &Registry,
     repo: &RepoName,
     id: &str,
+    limits: &UploadLimits<'_>,
 ) -> Result<Response<Body>, RegistryError> {
-    registry.uploads().cancel(repo, id).await?;
+    registry
+        .uploads()
+        .cancel(repo, id, limits.uploader())
+        .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

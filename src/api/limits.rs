@@ -18,8 +18,8 @@ use crate::registry::{BodyStream, Registry};
 /// What an upload request is held to.
 pub(super) struct UploadLimits<'a> {
     pub limits: &'a Limits,
-    /// Whom sessions are counted for; pushing needs credentials, so an
-    /// anonymous request would count as one shared user.
+    /// Whom sessions are counted for and belong to; pushing needs
+    /// credentials, so an anonymous request would count as one shared user.
     pub user: Option<&'a str>,
     /// Sessions older than this no longer count (`[retention] upload_ttl`).
     pub upload_ttl: Duration,
@@ -32,11 +32,15 @@ impl UploadLimits<'_> {
         registry: &Registry,
         repo: &RepoName,
     ) -> Result<String, RegistryError> {
-        let user = self.user.unwrap_or("");
         let max = self.limits.max_upload_sessions;
         registry
-            .start_upload(repo, user, max, self.upload_ttl)
+            .start_upload(repo, self.uploader(), max, self.upload_ttl)
             .await
+    }
+
+    /// The user sessions are opened for and bound to ("" for anonymous).
+    pub(super) fn uploader(&self) -> &str {
+        self.user.unwrap_or("")
     }
 
     /// The body of a request that adds to a blob: to session `id` (whose
@@ -55,7 +59,7 @@ impl UploadLimits<'_> {
     ) -> Result<BodyStream, RegistryError> {
         if let Some(max) = self.limits.max_blob_size {
             let before = match id {
-                Some(id) => registry.uploads().size(repo, id).await?,
+                Some(id) => registry.uploads().size(repo, id, self.uploader()).await?,
                 None => 0,
             };
             let length =

@@ -136,9 +136,9 @@ fn needs(route: &Route, method: &Method) -> Option<(RepoName, Action)> {
     let action = match route {
         Route::Base | Route::Catalog => return None,
         Route::Tags(_) | Route::Referrers(..) => Action::Pull,
-        Route::Manifest(..) | Route::Blob(..) if read => Action::Pull,
-        Route::Manifest(..) if *method == Method::PUT => Action::Push,
-        Route::Manifest(..) | Route::Blob(..) => Action::Delete,
+        Route::Manifest(..) | Route::BadReference(..) | Route::Blob(..) if read => Action::Pull,
+        Route::Manifest(..) | Route::BadReference(..) if *method == Method::PUT => Action::Push,
+        Route::Manifest(..) | Route::BadReference(..) | Route::Blob(..) => Action::Delete,
         Route::UploadStart(_) | Route::Upload(..) => Action::Push,
     };
     Some((route.repo()?.clone(), action))
@@ -210,6 +210,10 @@ async fn dispatch(
             manifests::put(registry, repo, r, &req, body).await
         }
         (Route::Manifest(repo, r), &Method::DELETE) => manifests::delete(registry, repo, r).await,
+        (Route::BadReference(_, r), &Method::GET | &Method::HEAD | &Method::DELETE) => {
+            Err(r.unknown())
+        }
+        (Route::BadReference(_, r), &Method::PUT) => Err(r.invalid()),
         (Route::Blob(repo, d), &Method::GET | &Method::HEAD) => {
             blobs::get(registry, repo, d, &req, method == Method::HEAD).await
         }
@@ -217,7 +221,9 @@ async fn dispatch(
         (Route::UploadStart(repo), &Method::POST) => {
             blobs::start_upload(registry, repo, &req, body, &may_pull, &limits).await
         }
-        (Route::Upload(repo, id), &Method::GET) => blobs::upload_status(registry, repo, id).await,
+        (Route::Upload(repo, id), &Method::GET) => {
+            blobs::upload_status(registry, repo, id, &limits).await
+        }
         (Route::Upload(repo, id), &Method::PATCH) => {
             blobs::patch_upload(registry, repo, id, &req, body, &limits).await
         }
@@ -225,7 +231,7 @@ async fn dispatch(
             blobs::put_upload(registry, repo, id, &req, body, &limits).await
         }
         (Route::Upload(repo, id), &Method::DELETE) => {
-            blobs::cancel_upload(registry, repo, id).await
+            blobs::cancel_upload(registry, repo, id, &limits).await
         }
         _ => not_allowed(),
     }

@@ -9,6 +9,9 @@ pub enum Route {
     Catalog,
     Tags(RepoName),
     Manifest(RepoName, Reference),
+    /// A manifest path whose reference is neither a valid tag nor a valid
+    /// digest, so that no manifest can have it.
+    BadReference(RepoName, BadReference),
     Blob(RepoName, Digest),
     UploadStart(RepoName),
     Upload(RepoName, String),
@@ -23,10 +26,67 @@ impl Route {
             Route::Tags(r)
             | Route::Referrers(r, _)
             | Route::Manifest(r, _)
+            | Route::BadReference(r, _)
             | Route::Blob(r, _)
             | Route::UploadStart(r)
             | Route::Upload(r, _) => Some(r),
         }
+    }
+}
+
+/// A manifest reference that is neither a valid tag nor a valid digest, as
+/// the path gave it (percent-encoding and all). Reads and deletes of it find
+/// nothing (`MANIFEST_UNKNOWN`, as registry:2, whose routes do not match
+/// it); a push under it is refused as an invalid tag or digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadReference(String);
+
+impl BadReference {
+    /// The path segment as received.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The reference as text, for messages.
+    fn text(&self) -> String {
+        percent_encoding::percent_decode_str(&self.0)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+
+    /// What a read or delete answers: there is no such manifest.
+    pub fn unknown(&self) -> RegistryError {
+        RegistryError::ManifestUnknown(format!(
+            "manifest unknown: '{}' is neither a tag nor a digest",
+            self.text()
+        ))
+    }
+
+    /// What a push answers: a reference with a `:` was meant as a digest.
+    pub fn invalid(&self) -> RegistryError {
+        let text = self.text();
+        if text.contains(':') {
+            RegistryError::DigestInvalid(format!("invalid digest '{text}'"))
+        } else {
+            RegistryError::TagInvalid(format!(
+                "invalid tag '{text}': a tag is [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}"
+            ))
+        }
+    }
+}
+
+/// The route of `<repo>/manifests/<segment>`. Only a digest of an algorithm
+/// berth does not support stays an error (`UNSUPPORTED`): it is a valid
+/// digest, just not one berth stores content under.
+fn manifest(repo: RepoName, segment: &str) -> Result<Route, RegistryError> {
+    let bad = || Route::BadReference(repo.clone(), BadReference(segment.to_string()));
+    let Ok(text) = decode(segment) else {
+        return Ok(bad());
+    };
+    match Reference::parse(&text) {
+        Ok(reference) => Ok(Route::Manifest(repo, reference)),
+        Err(RegistryError::Unsupported(m)) => Err(RegistryError::Unsupported(m)),
+        Err(_) => Ok(bad()),
     }
 }
 
@@ -79,8 +139,7 @@ pub fn parse(path: &str) -> Result<Route, RegistryError> {
         let last = segs[n - 1];
         match segs[n - 2] {
             "manifests" => {
-                let repo = name(n - 2)?;
-                return Ok(Route::Manifest(repo, Reference::parse(&decode(last)?)?));
+                return manifest(name(n - 2)?, last);
             }
             "blobs" => {
                 let repo = name(n - 2)?;
@@ -185,8 +244,41 @@ mod tests {
             Err(RegistryError::DigestInvalid(_))
         ));
         assert!(matches!(
-            parse("/v2/a/manifests/-bad"),
-            Err(RegistryError::ManifestInvalid(_))
+            parse(&format!("/v2/a/manifests/sha384:{}", "a".repeat(96))),
+            Err(RegistryError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn references_that_name_no_manifest() {
+        let long = "a".repeat(129);
+        for segment in [
+            ".INVALID_MANIFEST_NAME",
+            "-bad",
+            "bad!",
+            "",
+            long.as_str(),
+            "sha256:zz",
+            "sha256%3Azz",
+            "%FF",
+            "a%2Fb",
+        ] {
+            let route = parse(&format!("/v2/a/b/manifests/{segment}")).unwrap();
+            assert_eq!(
+                route,
+                Route::BadReference(repo("a/b"), BadReference(segment.to_string())),
+                "{segment:?}"
+            );
+        }
+        let bad = BadReference(".INVALID".into());
+        assert!(matches!(bad.unknown(), RegistryError::ManifestUnknown(_)));
+        assert!(matches!(bad.invalid(), RegistryError::TagInvalid(_)));
+        let bad = BadReference("sha256%3Azz".into());
+        assert!(matches!(bad.invalid(), RegistryError::DigestInvalid(_)));
+        // A repository name is still checked first.
+        assert!(matches!(
+            parse("/v2/A/manifests/-bad"),
+            Err(RegistryError::NameInvalid(_))
         ));
     }
 }

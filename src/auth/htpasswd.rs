@@ -38,6 +38,12 @@ pub enum HtpasswdError {
         line: usize,
         message: String,
     },
+    #[error(
+        "the password is {bytes} bytes long, but bcrypt only uses the first {MAX_PASSWORD_BYTES} \
+         bytes (any password starting with the same {MAX_PASSWORD_BYTES} would be accepted); \
+         use at most {MAX_PASSWORD_BYTES} bytes"
+    )]
+    PasswordTooLong { bytes: usize },
 }
 
 pub fn load(path: &Path) -> Result<Users, HtpasswdError> {
@@ -51,6 +57,11 @@ pub fn load(path: &Path) -> Result<Users, HtpasswdError> {
         message,
     })
 }
+
+/// Longest password accepted, in bytes: bcrypt uses only the first 72, so
+/// a longer one would let in every password that starts with the same 72
+/// bytes. Longer passwords are refused when set and never match at login.
+pub const MAX_PASSWORD_BYTES: usize = 72;
 
 /// Highest bcrypt cost accepted (as Apache's `htpasswd -C`): every cost step
 /// doubles the time of a login that is not cached, and at 17 that is
@@ -121,6 +132,9 @@ pub fn set_password(
             line: 0,
             message: format!("invalid user name '{user}'"),
         });
+    }
+    if let Some(bytes) = password.map(str::len).filter(|n| *n > MAX_PASSWORD_BYTES) {
+        return Err(HtpasswdError::PasswordTooLong { bytes });
     }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -196,6 +210,25 @@ mod tests {
         assert!(set_password(&p, "alice", None, 4).unwrap());
         assert!(load(&p).unwrap().get("alice").is_none());
         assert!(set_password(&p, "a:b", Some("x"), 4).is_err());
+    }
+
+    #[test]
+    fn passwords_over_72_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.htpasswd");
+        let longest = "p".repeat(MAX_PASSWORD_BYTES);
+        assert!(!set_password(&p, "alice", Some(&longest), 4).unwrap());
+        let before = std::fs::read_to_string(&p).unwrap();
+        // 73 bytes, also when counted in bytes rather than characters.
+        for long in [format!("{longest}x"), format!("{}é", "p".repeat(71))] {
+            let err = set_password(&p, "alice", Some(&long), 4).unwrap_err();
+            assert!(
+                matches!(err, HtpasswdError::PasswordTooLong { bytes: 73 }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("only uses the first 72 bytes"));
+        }
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), before);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use htpasswd::{set_password, HtpasswdError, Users, MAX_COST};
+pub use htpasswd::{set_password, HtpasswdError, Users, MAX_COST, MAX_PASSWORD_BYTES};
 use limiter::Limiter;
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
@@ -168,11 +168,15 @@ impl Authenticator {
         if let Some(wait) = self.limiter.throttled(addr, user, now) {
             return Err(Refused::Throttled(wait));
         }
+        // bcrypt would compare only the first 72 bytes: a longer password
+        // can never have been set, so it is wrong, whatever it starts with.
         let password = password.to_string();
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
+        let ok = password.len() <= MAX_PASSWORD_BYTES
+            && tokio::task::spawn_blocking(move || {
+                bcrypt::verify(password, &hash).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
         if !(ok && known) {
             self.limiter.failed(addr, user, now);
             return Err(Refused::Invalid);

@@ -16,6 +16,7 @@ use toml::Spanned;
 mod access;
 mod limits;
 mod retention;
+mod roots;
 mod tls;
 pub use access::{Access, Action, Anonymous, Pattern, Rule};
 pub use limits::{Limits, DEFAULT_MAX_UPLOAD_SESSIONS};
@@ -435,7 +436,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
     files.sort();
     let mut instances = Vec::new();
     let mut hostnames: HashMap<String, ConfigError> = HashMap::new();
-    let mut roots: Vec<(PathBuf, ConfigError)> = Vec::new();
+    let mut roots: Vec<(roots::Root, ConfigError)> = Vec::new();
     for file in files {
         let name = file
             .file_stem()
@@ -536,20 +537,21 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
             Some(r) => src.error_spanned(r, "storage root"),
             None => src.error_at(None, "storage root"),
         };
+        let root = roots::Root::new(&inst.storage_root);
         for (other, other_err) in &roots {
-            if other.starts_with(&inst.storage_root) || inst.storage_root.starts_with(other) {
+            if let Some(how) = root.overlap(other) {
                 errors.push(ConfigError {
                     message: format!(
-                        "storage root {} overlaps the storage root {} of another instance ({}); each instance needs its own",
+                        "storage root {} overlaps the storage root {} of another instance ({}){how}; each instance needs its own",
                         inst.storage_root.display(),
-                        other.display(),
+                        other.written().display(),
                         other_err.location()
                     ),
                     ..root_err.clone()
                 });
             }
         }
-        roots.push((inst.storage_root.clone(), root_err));
+        roots.push((root, root_err));
         if let Some(h) = &f.auth.htpasswd {
             inst.htpasswd = resolve(&dir, h.get_ref());
         }

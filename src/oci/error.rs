@@ -35,6 +35,9 @@ pub enum RegistryError {
     /// Request headers larger than the server accepts (431).
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// A push under a tag that the tag grammar does not allow (400).
+    #[error("{0}")]
+    TagInvalid(String),
     #[error("{0}")]
     NameInvalid(String),
     #[error("{0}")]
@@ -55,6 +58,10 @@ pub enum RegistryError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A request whose `Host` HTTP does not allow: missing (HTTP/1.1),
+    /// repeated, or not `host[:port]` (RFC 9112 §3.2; 400).
+    #[error("{0}")]
+    HostInvalid(String),
     /// The request's host is not served on this TLS connection (421).
     #[error("{0}")]
     Misdirected(String),
@@ -82,13 +89,14 @@ impl RegistryError {
                 "SIZE_INVALID"
             }
             NameInvalid(_) => "NAME_INVALID",
+            TagInvalid(_) => "TAG_INVALID",
             NameUnknown(_) => "NAME_UNKNOWN",
             PaginationNumberInvalid(_) => "PAGINATION_NUMBER_INVALID",
             Unauthorized(_) => "UNAUTHORIZED",
             Denied(_) => "DENIED",
             TooManyRequests(_) => "TOOMANYREQUESTS",
-            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_) | UriTooLong(_)
-            | HeadersTooLarge(_) => "UNSUPPORTED",
+            Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_)
+            | HostInvalid(_) | UriTooLong(_) | HeadersTooLarge(_) => "UNSUPPORTED",
             StorageFull(_) | Internal(_) => "UNKNOWN",
         }
     }
@@ -115,8 +123,10 @@ impl RegistryError {
             | ManifestBlobUnknown(_)
             | ManifestInvalid(_)
             | NameInvalid(_)
+            | TagInvalid(_)
             | SizeInvalid(_)
             | PaginationNumberInvalid(_)
+            | HostInvalid(_)
             | Unsupported(_) => 400,
         }
     }

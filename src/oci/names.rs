@@ -78,7 +78,7 @@ impl Tag {
         if first_ok && rest_ok && b.len() <= 128 {
             Ok(Tag(s.to_string()))
         } else {
-            Err(RegistryError::ManifestInvalid(format!("invalid tag '{s}'")))
+            Err(RegistryError::TagInvalid(format!("invalid tag '{s}'")))
         }
     }
 

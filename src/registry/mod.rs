@@ -208,27 +208,28 @@ impl Registry {
         let slot = self
             .sessions
             .reserve(user, max, ttl, |r, id| self.uploads.is_open(r, id))?;
-        let id = self.uploads.start(repo).await?;
+        let id = self.uploads.start(repo, user).await?;
         slot.fill(repo, &id);
         Ok(id)
     }
 
-    /// A whole blob in one request.
+    /// A whole blob in one request by `user` ("" for anonymous).
     pub async fn put_blob(
         &self,
         repo: &RepoName,
+        user: &str,
         digest: &Digest,
         body: BodyStream,
         max: Option<u64>,
     ) -> Result<(), RegistryError> {
-        let id = self.uploads.start(repo).await?;
+        let id = self.uploads.start(repo, user).await?;
         let result = self
             .uploads
-            .finish(repo, &id, digest, None, body, max)
+            .finish(repo, &id, user, digest, None, body, max)
             .await;
         if result.is_err() {
             // finish removes the session on digest errors; other failures leave it.
-            let _ = self.uploads.cancel(repo, &id).await;
+            let _ = self.uploads.cancel(repo, &id, user).await;
         }
         result
     }

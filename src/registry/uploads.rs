@@ -9,6 +9,12 @@
 //!
 //! The running hash lives in memory; after a restart an upload continues
 //! without it and the file is hashed from disk when it is finished.
+//!
+//! A session belongs to the user who opened it: its owner is written to
+//! `_uploads/<id>/owner` (registry:2 ignores files it does not know there),
+//! and anyone else is told the session does not exist, also after a
+//! restart. A session without that file (opened by registry:2 or an older
+//! berth) is open to every user with push rights, as it was before.
 
 use std::collections::HashMap;
 use std::io;
@@ -83,11 +89,34 @@ struct Session {
 
 type SessionRef = Arc<tokio::sync::Mutex<Session>>;
 
+/// A session this process knows, with its owner kept outside the session's
+/// lock, so that turning away someone else never waits for a chunk.
+#[derive(Clone)]
+struct Known {
+    /// The user who opened it ("" for anonymous); `None` for a session
+    /// from before owners were recorded, which any pusher may use.
+    owner: Option<String>,
+    session: SessionRef,
+}
+
+impl Known {
+    /// The session, unless it belongs to someone other than `user`.
+    fn for_user(self, user: &str, id: &str) -> Result<SessionRef, RegistryError> {
+        match self.owner {
+            Some(owner) if owner != user => Err(unknown(id)),
+            _ => Ok(self.session),
+        }
+    }
+}
+
 /// The upload sessions of one instance.
 pub struct Uploads {
     store: Arc<FsStore>,
-    sessions: Mutex<HashMap<String, SessionRef>>,
+    sessions: Mutex<HashMap<String, Known>>,
 }
+
+/// The file of an upload directory naming the session's owner.
+const OWNER_FILE: &str = "owner";
 
 fn unknown(id: &str) -> RegistryError {
     RegistryError::BlobUploadUnknown(format!("upload {id} is not known"))
@@ -115,13 +144,17 @@ impl Uploads {
         self.store.upload_dir(repo, id).join("data")
     }
 
-    /// Opens a session; returns its id.
-    pub async fn start(&self, repo: &RepoName) -> Result<String, RegistryError> {
+    /// Opens a session owned by `owner` ("" for anonymous); returns its id.
+    pub async fn start(&self, repo: &RepoName, owner: &str) -> Result<String, RegistryError> {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = self.store.upload_dir(repo, &id);
+        let owner_bytes = owner.as_bytes().to_vec();
         blocking(move || {
             let result = (|| {
                 std::fs::create_dir_all(&dir)?;
+                // Before `data`: a session on disk without its owner would
+                // be open to everyone.
+                storage::atomic_write(&dir.join(OWNER_FILE), &owner_bytes)?;
                 std::fs::File::create(dir.join("data"))?;
                 let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
                 storage::atomic_write(&dir.join("startedat"), started.to_string().as_bytes())
@@ -139,10 +172,11 @@ impl Uploads {
             hasher: Some(Sha256::new()),
             closed: false,
         };
-        self.sessions.lock().insert(
-            Self::key(repo, &id),
-            Arc::new(tokio::sync::Mutex::new(session)),
-        );
+        let known = Known {
+            owner: Some(owner.to_string()),
+            session: Arc::new(tokio::sync::Mutex::new(session)),
+        };
+        self.sessions.lock().insert(Self::key(repo, &id), known);
         Ok(id)
     }
 
@@ -152,28 +186,43 @@ impl Uploads {
         self.sessions.lock().contains_key(&Self::key(repo, id))
     }
 
-    /// The session of an upload, recovered from disk when this process has
-    /// not seen it (e.g. after a restart).
-    async fn session(&self, repo: &RepoName, id: &str) -> Result<SessionRef, RegistryError> {
+    /// The session of an upload for `user` ("" for anonymous), recovered
+    /// from disk when this process has not seen it (e.g. after a restart).
+    /// A session of another user is unknown to this one.
+    async fn session(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        user: &str,
+    ) -> Result<SessionRef, RegistryError> {
         if !valid_id(id) {
             return Err(unknown(id));
         }
         let key = Self::key(repo, id);
         let path = self.data_path(repo, id);
         let known = self.sessions.lock().get(&key).cloned();
-        if let Some(s) = known {
+        if let Some(k) = known {
             // Garbage collection may have purged an abandoned session.
             let check = path.clone();
             if blocking(move || Ok(check.exists())).await? {
-                return Ok(s);
+                return k.for_user(user, id);
             }
             self.sessions.lock().remove(&key);
             return Err(unknown(id));
         }
-        let size = blocking(move || match std::fs::metadata(&path) {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(RegistryError::io("reading upload", e)),
+        let owner_path = self.store.upload_dir(repo, id).join(OWNER_FILE);
+        let (size, owner) = blocking(move || {
+            let size = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(RegistryError::io("reading upload", e)),
+            };
+            let owner = match std::fs::read(&owner_path) {
+                Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(RegistryError::io("reading upload owner", e)),
+            };
+            Ok(Some((size, owner)))
         })
         .await?
         .ok_or_else(|| unknown(id))?;
@@ -183,17 +232,20 @@ impl Uploads {
             hasher,
             closed: false,
         };
-        Ok(self
-            .sessions
+        self.sessions
             .lock()
             .entry(key)
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(session)))
-            .clone())
+            .or_insert_with(|| Known {
+                owner,
+                session: Arc::new(tokio::sync::Mutex::new(session)),
+            })
+            .clone()
+            .for_user(user, id)
     }
 
     /// Bytes received so far.
-    pub async fn size(&self, repo: &RepoName, id: &str) -> Result<u64, RegistryError> {
-        let session = self.session(repo, id).await?;
+    pub async fn size(&self, repo: &RepoName, id: &str, user: &str) -> Result<u64, RegistryError> {
+        let session = self.session(repo, id, user).await?;
         let s = session.lock().await;
         if s.closed {
             return Err(unknown(id));
@@ -201,18 +253,19 @@ impl Uploads {
         Ok(s.size)
     }
 
-    /// Appends a chunk; `range` is the client's `Content-Range` (inclusive).
-    /// A blob may not grow past `max` bytes (`max_blob_size`): the chunk is
-    /// then refused whole. Returns the new size.
+    /// Appends a chunk for `user`; `range` is the client's `Content-Range`
+    /// (inclusive). A blob may not grow past `max` bytes (`max_blob_size`):
+    /// the chunk is then refused whole. Returns the new size.
     pub async fn append(
         &self,
         repo: &RepoName,
         id: &str,
+        user: &str,
         range: Option<(u64, u64)>,
         body: BodyStream,
         max: Option<u64>,
     ) -> Result<u64, RegistryError> {
-        let session = self.session(repo, id).await?;
+        let session = self.session(repo, id, user).await?;
         let mut s = session.lock().await;
         if s.closed {
             return Err(unknown(id));
@@ -290,16 +343,18 @@ impl Uploads {
 
     /// Appends the last chunk (may be empty; see [`Uploads::append`]),
     /// verifies `digest` and moves the blob into place.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish(
         &self,
         repo: &RepoName,
         id: &str,
+        user: &str,
         digest: &Digest,
         range: Option<(u64, u64)>,
         body: BodyStream,
         max: Option<u64>,
     ) -> Result<(), RegistryError> {
-        let session = self.session(repo, id).await?;
+        let session = self.session(repo, id, user).await?;
         let mut s = session.lock().await;
         if s.closed {
             return Err(unknown(id));
@@ -356,8 +411,8 @@ impl Uploads {
         outcome
     }
 
-    pub async fn cancel(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
-        let session = self.session(repo, id).await?;
+    pub async fn cancel(&self, repo: &RepoName, id: &str, user: &str) -> Result<(), RegistryError> {
+        let session = self.session(repo, id, user).await?;
         let mut s = session.lock().await;
         if s.closed {
             return Err(unknown(id));

@@ -6,7 +6,8 @@
 //! a request keeps the instance it started with until it ends, so transfers
 //! in flight finish on their old config. Every response carries
 //! `Docker-Distribution-API-Version`, and every request gets one access-log
-//! line.
+//! line. A request whose host is ambiguous (two `Host` headers, one that is
+//! not `host[:port]`, none in HTTP/1.1) gets 400 on every listener.
 //!
 //! TLS: the shared `https` listener reads the ClientHello, picks the
 //! instance by SNI (a name no instance serves gets no handshake), and serves
@@ -247,20 +248,98 @@ enum Via {
     },
 }
 
-/// The host a request is for, lowercased and without port.
-fn request_host(req: &Request<Body>) -> Option<String> {
-    let raw = match req.uri().host() {
-        Some(h) => h.to_string(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+/// The host a request is for, lowercased and without port: from the
+/// request target when it has an authority (absolute form, h2
+/// `:authority`), else from the `Host` header; `None` when neither names
+/// one (HTTP/1.0, h2). A request with more than one `Host` header, a `Host`
+/// that is not `host[:port]`, or (HTTP/1.1) none at all is refused, as RFC
+/// 9112 §3.2 requires: it must not be routed on a guess.
+fn request_host(req: &Request<Body>) -> Result<Option<String>, RegistryError> {
+    let mut headers = req.headers().get_all(header::HOST).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err(RegistryError::HostInvalid(
+            "more than one Host header".into(),
+        ));
+    }
+    let invalid = |value: &str| {
+        RegistryError::HostInvalid(format!(
+            "invalid Host '{value}': expected host[:port] (port 0-65535)"
+        ))
     };
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("").to_string()
-    } else {
-        raw.rsplit_once(':')
-            .map_or(raw.as_str(), |(h, _)| h)
-            .to_string()
+    let from_header = match header {
+        Some(v) => {
+            let text = v
+                .to_str()
+                .map_err(|_| invalid(&String::from_utf8_lossy(v.as_bytes())))?;
+            Some(host_of(text).ok_or_else(|| invalid(text))?)
+        }
+        None => None,
     };
+    match req.uri().authority() {
+        Some(a) => host_of(a.as_str())
+            .map(Some)
+            .ok_or_else(|| invalid(a.as_str())),
+        None if from_header.is_none() && req.version() == axum::http::Version::HTTP_11 => Err(
+            RegistryError::HostInvalid("an HTTP/1.1 request needs a Host header".into()),
+        ),
+        None => Ok(from_header),
+    }
+}
+
+/// The host of an authority `host[:port]` (RFC 3986 §3.2.2: a registered
+/// name or IPv4 address, or an IPv6 address in brackets; the port 1 to 5
+/// digits up to 65535), lowercased; `None` when it is not one.
+fn host_of(authority: &str) -> Option<String> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            v6.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?),
+            };
+            (v6, port)
+        }
+        None => {
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
+            if !is_reg_name(host) {
+                return None;
+            }
+            (host, port)
+        }
+    };
+    if let Some(p) = port {
+        let digits = (1..=5).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit());
+        if !digits || p.parse::<u32>().ok()? > u32::from(u16::MAX) {
+            return None;
+        }
+    }
     Some(host.to_ascii_lowercase())
+}
+
+/// `reg-name` of RFC 3986: unreserved characters, sub-delims and
+/// percent-encoded octets (an IPv4 address is one too).
+fn is_reg_name(host: &str) -> bool {
+    let b = host.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            c if c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&c) => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn redirect(location: &str) -> Response<Body> {
@@ -308,7 +387,10 @@ async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Respon
     let (req, unread) = early::track(req);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let host = request_host(&req).unwrap_or_default();
+    let (host, bad_host) = match request_host(&req) {
+        Ok(host) => (host.unwrap_or_default(), None),
+        Err(e) => (String::new(), Some(api::error_response(&e))),
+    };
     let unknown_host = || {
         api::error_response(&RegistryError::NameUnknown(format!(
             "no registry is served for host '{host}'"
@@ -343,7 +425,9 @@ async fn handle(snapshot: Arc<Snapshot>, via: Via, req: Request<Body>) -> Respon
         }
     };
     drop(snapshot);
-    let early = too_large.map(|e| api::error_response(&e)).or(early);
+    let early = bad_host
+        .or(too_large.map(|e| api::error_response(&e)))
+        .or(early);
     let mut resp = match (early, &instance) {
         (Some(resp), _) => resp,
         (None, Some(inst)) => {
@@ -662,6 +746,97 @@ impl Server {
             if let Err(e) = inst.registry.flush_pulls().await {
                 tracing::warn!(instance = %name, "cannot write the pull log: {e}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_of_authorities() {
+        for (authority, host) in [
+            ("ci.test", "ci.test"),
+            ("CI.Test:5000", "ci.test"),
+            ("ci.test:0", "ci.test"),
+            ("ci.test:65535", "ci.test"),
+            ("ci.test:00080", "ci.test"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("[::1]", "::1"),
+            ("[::1]:8080", "::1"),
+            ("[FE80::1]:443", "fe80::1"),
+            ("", ""),
+            ("a%2Eb", "a%2eb"),
+        ] {
+            assert_eq!(host_of(authority).as_deref(), Some(host), "{authority:?}");
+        }
+        for bad in [
+            "b.test:a.test",
+            "ci.test:",
+            "ci.test:65536",
+            "ci.test:123456",
+            "ci.test:-1",
+            "ci.test:+80",
+            "ci.test: 80",
+            "ci.test:80:80",
+            "::1",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[::1]:99999",
+            "[ci.test]:80",
+            "a b",
+            "a/b",
+            "user@ci.test",
+            "a%zz",
+            "a%2",
+            "\u{e9}.test",
+        ] {
+            assert_eq!(host_of(bad), None, "{bad:?}");
+        }
+    }
+
+    fn request(version: axum::http::Version, uri: &str, hosts: &[&[u8]]) -> Request<Body> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, HeaderValue::from_bytes(h).unwrap());
+        }
+        b.body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn request_hosts() {
+        use axum::http::Version;
+        let host = |v, uri, hosts: &[&[u8]]| request_host(&request(v, uri, hosts));
+        assert_eq!(
+            host(Version::HTTP_11, "/v2/", &[b"B.test:80"]).unwrap(),
+            Some("b.test".into())
+        );
+        assert_eq!(
+            host(Version::HTTP_11, "http://a.test:81/v2/", &[b"b.test"]).unwrap(),
+            Some("a.test".into())
+        );
+        assert_eq!(host(Version::HTTP_10, "/v2/", &[]).unwrap(), None);
+        assert_eq!(host(Version::HTTP_2, "/v2/", &[]).unwrap(), None);
+        for (v, uri, hosts) in [
+            (Version::HTTP_11, "/v2/", &[&b"a.test"[..], b"b.test"][..]),
+            (Version::HTTP_11, "/v2/", &[b"a.test", b"a.test"]),
+            (Version::HTTP_10, "/v2/", &[b"a.test", b"b.test"]),
+            (
+                Version::HTTP_11,
+                "http://a.test/v2/",
+                &[b"a.test", b"a.test"],
+            ),
+            (Version::HTTP_11, "/v2/", &[b"b.test:a.test"]),
+            (Version::HTTP_11, "/v2/", &[b"\xff.test"]),
+            (Version::HTTP_11, "http://a.test/v2/", &[b"b.test:x"]),
+            (Version::HTTP_11, "/v2/", &[]),
+        ] {
+            assert!(
+                matches!(host(v, uri, hosts), Err(RegistryError::HostInvalid(_))),
+                "{v:?} {uri} {hosts:?}"
+            );
         }
     }
 }
