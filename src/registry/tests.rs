@@ -60,7 +60,7 @@ fn image(seed: &str) -> (Image, Vec<Vec<u8>>) {
 async fn push(reg: &Registry, r: &RepoName, t: &str, seed: &str) -> Result<Image, RegistryError> {
     let (img, blobs) = image(seed);
     for (d, data) in img.blobs.iter().zip(blobs) {
-        reg.put_blob(r, d, body(data), None).await?;
+        reg.put_blob(r, "", d, body(data), None).await?;
     }
     put(reg, r, t, &img).await?;
     Ok(img)
@@ -141,7 +141,9 @@ async fn blobs_and_index_children_written_during_a_collection_stay() {
     let (other, other_blobs) = image("other");
     for (img, blobs) in [(&child, &child_blobs), (&other, &other_blobs)] {
         for (d, data) in img.blobs.iter().zip(blobs) {
-            reg.put_blob(&r, d, body(data.clone()), None).await.unwrap();
+            reg.put_blob(&r, "", d, body(data.clone()), None)
+                .await
+                .unwrap();
         }
         reg.put_manifest(
             &r,
@@ -177,7 +179,7 @@ async fn blobs_and_index_children_written_during_a_collection_stay() {
     .await
     .unwrap();
     let again = other.blobs[1].clone();
-    reg.put_blob(&r, &again, body(other_blobs[1].clone()), None)
+    reg.put_blob(&r, "", &again, body(other_blobs[1].clone()), None)
         .await
         .unwrap();
     let report = collection.finish().unwrap();
