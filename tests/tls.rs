@@ -138,14 +138,21 @@ fn write_berth_toml(cfg: &ConfigDir, https: &str, http: &str) {
     .unwrap();
 }
 
-#[test]
-fn self_signed_instances_share_one_port_by_sni() {
+/// Instances `ci` and `cache`, self-signed, on shared http and https
+/// listeners.
+fn two_self_signed_on_shared_listeners() -> (ConfigDir, Server) {
     let cfg = ConfigDir::new(&[
         tls_instance("ci", "mode = \"self-signed\""),
         tls_instance("cache", "mode = \"self-signed\""),
     ]);
     write_berth_toml(&cfg, "127.0.0.1:0", "127.0.0.1:0");
     let server = Server::start(&cfg);
+    (cfg, server)
+}
+
+#[test]
+fn self_signed_instances_share_one_port_by_sni() {
+    let (cfg, server) = two_self_signed_on_shared_listeners();
     let (port, http_port) = shared_ports(&server);
     let ca = PathBuf::from(
         run_ok(
@@ -244,12 +251,7 @@ fn raw_tls_status(name: &str, port: u16, request: &str) -> String {
 /// Host, or the part before a colon, names the SNI instance.
 #[test]
 fn tls_listener_refuses_ambiguous_hosts() {
-    let cfg = ConfigDir::new(&[
-        tls_instance("ci", "mode = \"self-signed\""),
-        tls_instance("cache", "mode = \"self-signed\""),
-    ]);
-    write_berth_toml(&cfg, "127.0.0.1:0", "127.0.0.1:0");
-    let server = Server::start(&cfg);
+    let (_cfg, server) = two_self_signed_on_shared_listeners();
     let (port, _) = shared_ports(&server);
     let auth = {
         use base64::Engine;

@@ -130,24 +130,41 @@ fn young(t: SystemTime, r: &Run) -> bool {
         .map_or(true, |age| age < r.policy.gc_grace)
 }
 
-/// Parsed manifests, read once.
+/// Parsed manifests, read once. Content never changes under its digest,
+/// so what was read stays true; a manifest not found is looked for again
+/// (a request may store it meanwhile), and a read that fails makes the run
+/// delete nothing ([`Manifests::check`]): what an unread manifest
+/// references is unknown.
 struct Manifests<'s> {
     store: &'s FsStore,
     parsed: HashMap<Digest, Option<manifest::Manifest>>,
+    failed: Option<std::io::Error>,
 }
 
 impl Manifests<'_> {
     fn get(&mut self, d: &Digest) -> Option<&manifest::Manifest> {
         if !self.parsed.contains_key(d) {
-            let m = self
-                .store
-                .read_blob(d)
-                .ok()
-                .flatten()
-                .and_then(|b| manifest::parse(None, &b).ok());
-            self.parsed.insert(d.clone(), m);
+            match self.store.read_blob(d) {
+                Ok(Some(b)) => {
+                    self.parsed
+                        .insert(d.clone(), manifest::parse(None, &b).ok());
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    self.failed.get_or_insert(e);
+                    return None;
+                }
+            }
         }
         self.parsed[d].as_ref()
+    }
+
+    /// Fails if a manifest could not be read.
+    fn check(&mut self) -> Result<(), RegistryError> {
+        match self.failed.take() {
+            Some(e) => Err(RegistryError::io("reading a manifest", e)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -378,10 +395,18 @@ impl<'a> Collection<'a> {
             manifests: Manifests {
                 store,
                 parsed: HashMap::new(),
+                failed: None,
             },
             gone: HashSet::new(),
         };
         c.gone = c.retention();
+        // Read every manifest now, so that the decision under the lock
+        // reads only those the journal adds.
+        for repo in &c.repos {
+            for (d, _) in &repo.revisions {
+                c.manifests.get(d);
+            }
+        }
         Ok(c)
     }
 
@@ -533,6 +558,7 @@ impl<'a> Collection<'a> {
             let lock = self.store.gc_lock(true).map_err(&e)?;
             let written = Journal::read(self.store)?;
             let m = self.mark(&written);
+            self.manifests.check()?;
             self.sweep(&m, &mut report)?;
             self.store.close_journal().map_err(&e)?;
             drop(lock);

@@ -101,6 +101,16 @@ fn later() -> SystemTime {
     SystemTime::now() + Duration::from_secs(7200)
 }
 
+/// A real run on the clock of [`later`].
+fn run_at_later<'a>(policy: &'a Retention, pulls: &'a HashMap<String, SystemTime>) -> Run<'a> {
+    Run {
+        policy,
+        pulls,
+        now: later(),
+        dry_run: false,
+    }
+}
+
 #[tokio::test]
 async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
     for grace in [Duration::from_secs(3600), Duration::ZERO] {
@@ -110,12 +120,7 @@ async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
         let img = push(&reg, &r, "old", "m").await.unwrap();
         reg.delete_manifest(&r, &tag("old")).await.unwrap();
         let (policy, pulls) = (policy(grace), HashMap::new());
-        let run = Run {
-            policy: &policy,
-            pulls: &pulls,
-            now: later(),
-            dry_run: false,
-        };
+        let run = run_at_later(&policy, &pulls);
         let collection = Collection::begin(&reg.store, &run).unwrap();
         // Between the scan (which found the manifest untagged and old) and
         // the sweep, it is tagged again.
@@ -155,12 +160,7 @@ async fn blobs_and_index_children_written_during_a_collection_stay() {
         .unwrap();
     }
     let (policy, pulls) = (policy(Duration::ZERO), HashMap::new());
-    let run = Run {
-        policy: &policy,
-        pulls: &pulls,
-        now: later(),
-        dry_run: false,
-    };
+    let run = run_at_later(&policy, &pulls);
     let collection = Collection::begin(&reg.store, &run).unwrap();
     // An index over the first untagged manifest, and a fresh upload of
     // one of the second's blobs, both after the scan.
@@ -223,12 +223,7 @@ async fn stress(grace: Duration) {
         tokio::task::spawn_blocking(move || {
             let pulls = HashMap::new();
             while !done.load(Ordering::Relaxed) {
-                let run = Run {
-                    policy: &policy,
-                    pulls: &pulls,
-                    now: later(),
-                    dry_run: false,
-                };
+                let run = run_at_later(&policy, &pulls);
                 super::gc::run(&reg.store, &run).unwrap();
                 runs.fetch_add(1, Ordering::Relaxed);
             }
@@ -307,12 +302,7 @@ async fn stress(grace: Duration) {
     assert!(runs.load(Ordering::Relaxed) > 0);
     // One more run with nothing going on, then everything acknowledged.
     let (policy, pulls) = (policy(grace), HashMap::new());
-    let run = Run {
-        policy: &policy,
-        pulls: &pulls,
-        now: later(),
-        dry_run: false,
-    };
+    let run = run_at_later(&policy, &pulls);
     super::gc::run(&reg.store, &run).unwrap();
     let mut tags = 0;
     for model in &models {

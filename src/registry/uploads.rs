@@ -393,12 +393,19 @@ impl Uploads {
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(&e)?;
-            if store.blob_size(&digest2).map_err(&e)?.is_none() {
-                store.commit_blob_file(&digest2, &path).map_err(&e)?;
+            let stored = (|| {
+                if store.blob_size(&digest2)?.is_none() {
+                    store.commit_blob_file(&digest2, &path)?;
+                }
+                storage::write_link(&store.layer_link(&repo2, &digest2), &digest2)
+            })();
+            // Once the data has moved into the blob store the session is
+            // over, even if linking failed (a full disk): nothing is left
+            // to resume, and nothing may be left behind.
+            if stored.is_ok() || !path.exists() {
+                storage::remove_dir_all(&dir).map_err(&e)?;
             }
-            storage::write_link(&store.layer_link(&repo2, &digest2), &digest2).map_err(&e)?;
-            storage::remove_dir_all(&dir).map_err(&e)?;
-            Ok(())
+            stored.map_err(&e)
         })
         .await;
         if !matches!(

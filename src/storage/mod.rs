@@ -8,9 +8,13 @@
 //!     _manifests/revisions/<alg>/<hex>/link          manifest in the repository
 //!     _manifests/tags/<tag>/current/link             what the tag points at
 //!     _manifests/tags/<tag>/index/<alg>/<hex>/link   every manifest the tag had
-//!     _uploads/<id>/{data,startedat}                 upload in progress
+//!     _uploads/<id>/{data,startedat,owner}           upload in progress (`owner`: berth's)
 //!     _referrers/<alg>/<hex>/<alg>/<hex>/link        referrer of a subject (berth's own;
 //!                                                    registry:2 skips `_` directories)
+//! <root>/berth/                                     berth's own state beside it:
+//!     gc.lock, gc.run.lock, locks/repo-XX.lock       locks between requests and GC
+//!     gc.journal/<id>                                what requests wrote while a GC runs
+//!     pulls.json, repositories.changed
 //! ```
 //!
 //! Every file that readers see is written to a temporary name in the same
