@@ -7,7 +7,6 @@ pub mod gc;
 pub mod manifest;
 mod paginate;
 mod quota;
-mod read;
 pub mod retention;
 #[cfg(test)]
 mod tests;
@@ -19,9 +18,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use crate::storage::FileRange;
 use bytes::Bytes;
 pub use paginate::{paginate, Page};
-pub use read::FileRange;
 pub use uploads::BodyStream;
 pub use uploads::Uploads;
 

@@ -23,9 +23,15 @@
 //! atomic file operations; it knows nothing of manifests or HTTP.
 
 mod append;
+pub mod driver;
+pub mod filesystem;
+pub mod keys;
 pub mod listing;
+pub mod memory;
+mod read;
 
 pub use append::Appender;
+pub use read::FileRange;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -55,22 +61,20 @@ impl FsStore {
     pub fn new(root: &Path) -> Self {
         FsStore {
             root: root.to_path_buf(),
-            v2: root.join("docker/registry/v2"),
+            v2: root.join(keys::V2),
         }
     }
 
+    fn at(&self, key: String) -> PathBuf {
+        self.root.join(key)
+    }
+
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        let hex = d.hex();
-        self.v2
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
+        self.at(keys::blob(d))
     }
 
     pub fn repositories_dir(&self) -> PathBuf {
-        self.v2.join("repositories")
+        self.at(keys::repositories())
     }
 
     /// `<root>/docker/registry/v2`, the top of everything registry:2 reads.
@@ -80,47 +84,47 @@ impl FsStore {
 
     /// `<root>/docker/registry/v2/blobs`.
     pub fn blobs_dir(&self) -> PathBuf {
-        self.v2.join("blobs")
+        self.at(keys::blobs())
     }
 
     pub fn repo_dir(&self, repo: &RepoName) -> PathBuf {
-        self.repositories_dir().join(repo.as_str())
+        self.at(keys::repo(repo))
     }
 
     pub fn layer_link(&self, repo: &RepoName, d: &Digest) -> PathBuf {
-        digest_dir(self.repo_dir(repo).join("_layers"), d).join("link")
+        self.at(keys::layer_link(repo, d))
     }
 
     pub fn revision_link(&self, repo: &RepoName, d: &Digest) -> PathBuf {
-        digest_dir(self.repo_dir(repo).join("_manifests/revisions"), d).join("link")
+        self.at(keys::revision_link(repo, d))
     }
 
     pub fn tags_dir(&self, repo: &RepoName) -> PathBuf {
-        self.repo_dir(repo).join("_manifests/tags")
+        self.at(keys::tags(repo))
     }
 
     pub fn tag_dir(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
-        self.tags_dir(repo).join(tag.as_str())
+        self.at(keys::tag(repo, tag))
     }
 
     pub fn tag_current_link(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
-        self.tag_dir(repo, tag).join("current/link")
+        self.at(keys::tag_current_link(repo, tag))
     }
 
     pub fn tag_index_link(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> PathBuf {
-        digest_dir(self.tag_dir(repo, tag).join("index"), d).join("link")
+        self.at(keys::tag_index_link(repo, tag, d))
     }
 
     pub fn upload_dir(&self, repo: &RepoName, id: &str) -> PathBuf {
-        self.repo_dir(repo).join("_uploads").join(id)
+        self.at(keys::upload(repo, id))
     }
 
     pub fn referrers_dir(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
-        digest_dir(self.repo_dir(repo).join("_referrers"), subject)
+        self.at(keys::referrers(repo, subject))
     }
 
     pub fn referrer_link(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> PathBuf {
-        digest_dir(self.referrers_dir(repo, subject), referrer).join("link")
+        self.at(keys::referrer_link(repo, subject, referrer))
     }
 
     /// Size of a stored blob, `None` when absent.
@@ -313,10 +317,6 @@ impl FsStore {
     }
 }
 
-fn digest_dir(base: PathBuf, d: &Digest) -> PathBuf {
-    base.join(d.algorithm().as_str()).join(d.hex())
-}
-
 fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
@@ -471,7 +471,7 @@ impl FsStore {
     /// `<root>/berth`: berth's own state beside the registry:2 tree (which
     /// registry:2 never looks at).
     pub fn berth_dir(&self) -> PathBuf {
-        self.root.join("berth")
+        self.root.join(keys::BERTH)
     }
 
     /// The lock between garbage collection (exclusive, while it decides

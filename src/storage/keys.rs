@@ -1,0 +1,87 @@
+//! CNCF Distribution's storage layout as keys (`/`-separated, relative to
+//! the store's root): the one place that knows where things are, for every
+//! driver. See the layout in the [`super`] module doc.
+
+use crate::oci::{Digest, RepoName, Tag};
+
+/// Everything registry:2 reads is under this.
+pub const V2: &str = "docker/registry/v2";
+/// berth's own state beside it (registry:2 never looks there).
+pub const BERTH: &str = "berth";
+
+/// `<base>/<alg>/<hex>`
+fn digest_dir(base: &str, d: &Digest) -> String {
+    format!("{base}/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+pub fn blobs() -> String {
+    format!("{V2}/blobs")
+}
+
+/// The directory of a blob: `blobs/<alg>/<hex[0..2]>/<hex>`.
+pub fn blob_dir(d: &Digest) -> String {
+    let hex = d.hex();
+    format!("{V2}/blobs/{}/{}/{hex}", d.algorithm().as_str(), &hex[..2])
+}
+
+/// A blob's content.
+pub fn blob(d: &Digest) -> String {
+    format!("{}/data", blob_dir(d))
+}
+
+pub fn repositories() -> String {
+    format!("{V2}/repositories")
+}
+
+pub fn repo(r: &RepoName) -> String {
+    format!("{V2}/repositories/{r}")
+}
+
+pub fn layers(r: &RepoName) -> String {
+    format!("{}/_layers", repo(r))
+}
+
+pub fn layer_link(r: &RepoName, d: &Digest) -> String {
+    format!("{}/link", digest_dir(&layers(r), d))
+}
+
+pub fn revisions(r: &RepoName) -> String {
+    format!("{}/_manifests/revisions", repo(r))
+}
+
+pub fn revision_link(r: &RepoName, d: &Digest) -> String {
+    format!("{}/link", digest_dir(&revisions(r), d))
+}
+
+pub fn tags(r: &RepoName) -> String {
+    format!("{}/_manifests/tags", repo(r))
+}
+
+pub fn tag(r: &RepoName, t: &Tag) -> String {
+    format!("{}/{t}", tags(r))
+}
+
+pub fn tag_current_link(r: &RepoName, t: &Tag) -> String {
+    format!("{}/current/link", tag(r, t))
+}
+
+/// Every manifest a tag had.
+pub fn tag_index(r: &RepoName, t: &Tag) -> String {
+    format!("{}/index", tag(r, t))
+}
+
+pub fn tag_index_link(r: &RepoName, t: &Tag, d: &Digest) -> String {
+    format!("{}/link", digest_dir(&tag_index(r, t), d))
+}
+
+pub fn upload(r: &RepoName, id: &str) -> String {
+    format!("{}/_uploads/{id}", repo(r))
+}
+
+pub fn referrers(r: &RepoName, subject: &Digest) -> String {
+    digest_dir(&format!("{}/_referrers", repo(r)), subject)
+}
+
+pub fn referrer_link(r: &RepoName, subject: &Digest, referrer: &Digest) -> String {
+    format!("{}/link", digest_dir(&referrers(r, subject), referrer))
+}
