@@ -5,8 +5,9 @@
 //! What the listeners route to is one [`Snapshot`], swapped whole on reload:
 //! a request keeps the instance it started with until it ends, so transfers
 //! in flight finish on their old config. Every response carries
-//! `Docker-Distribution-API-Version`, and every request gets one access-log
-//! line. A request whose host is ambiguous (two `Host` headers, one that is
+//! `Docker-Distribution-API-Version` and the request's `X-Request-Id`, and
+//! every request is logged in its own span, with one access-log line. A
+//! request whose host is ambiguous (two `Host` headers, one that is
 //! not `host[:port]`, none in HTTP/1.1) gets 400 on every listener.
 //!
 //! TLS: the shared `https` listener reads the ClientHello, picks the
@@ -28,8 +29,8 @@
 //!   ACME answer or https redirect of a TLS instance on the plain listener).
 //! - `listen`: accept loops, the TLS handshake, HTTP/1.1 and h2 on each
 //!   connection.
-//! - `handler`: one request: limits, routing, the instance's API, common
-//!   response headers, the access-log line.
+//! - `handler`: one request: its id and span, limits, routing, the
+//!   instance's API, common response headers, the access-log line.
 //! - `early`: answers given before the request body was read.
 //! - [`limits`]: timeouts and size limits of connections and requests.
 //! - [`tls`]: certificates (ACME, files, local CA) and rustls configuration.
