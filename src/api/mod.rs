@@ -102,6 +102,10 @@ pub async fn handle(inst: Instance<'_>, req: Request<Body>) -> Response<Body> {
         },
         None => None,
     };
+    // Into the server's request span, for every line logged from here on.
+    if let Some(user) = &user {
+        tracing::Span::current().record("user", user.as_str());
+    }
     let mut resp = match dispatch(&inst, user.as_deref(), req).await {
         Ok(r) => r,
         Err(e) => {

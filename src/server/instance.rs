@@ -1,0 +1,194 @@
+//! The instances of one config as the listeners see them: [`Instance`] (one
+//! registry with its config, content, credentials and TLS), [`Snapshot`]
+//! (every instance of a config, by name and by hostname, swapped whole on
+//! reload) and each instance's background jobs (pull log, retention).
+//!
+//! Owns building a snapshot from a [`Config`], taking over what did not
+//! change from the previous one, and starting and stopping the jobs. Must
+//! not touch listeners, connections or requests: which listener serves
+//! what is `mod.rs`'s, how a request picks its instance is `routing`'s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::task::JoinHandle;
+
+use super::tls;
+use crate::auth::Authenticator;
+use crate::config::{Config, InstanceConfig};
+use crate::registry::Registry;
+
+/// One registry as served: its config, content, credentials and TLS.
+pub struct Instance {
+    pub config: InstanceConfig,
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Authenticator>,
+    pub tls: Option<Arc<tls::InstanceTls>>,
+    /// Background work: writing the pull log, scheduled retention runs.
+    jobs: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(j) = self.jobs.lock().take() {
+            j.abort();
+        }
+    }
+}
+
+/// How often the pull log is written.
+const FLUSH_PULLS: Duration = Duration::from_secs(30);
+
+impl Instance {
+    /// Starts the background jobs: the pull log every [`FLUSH_PULLS`], and
+    /// retention + garbage collection every `[retention] interval`.
+    fn start_jobs(self: &Arc<Self>) {
+        let mut jobs = self.jobs.lock();
+        if jobs.is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let interval = self.config.retention.interval;
+        let tick = interval.map_or(FLUSH_PULLS, |i| i.min(FLUSH_PULLS));
+        let name = self.config.name.clone();
+        *jobs = Some(tokio::spawn(async move {
+            let mut last_gc = Instant::now();
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(inst) = weak.upgrade() else { return };
+                if let Err(e) = inst.registry.flush_pulls().await {
+                    tracing::warn!(instance = %name, "cannot write the pull log: {e}");
+                }
+                if interval.is_some_and(|i| last_gc.elapsed() >= i) {
+                    last_gc = Instant::now();
+                    let run = inst.registry.collect_garbage(
+                        &inst.config.retention,
+                        SystemTime::now(),
+                        false,
+                    );
+                    match run.await {
+                        Ok(report) => {
+                            tracing::info!(instance = %name, "retention: {}", report.render(&name).trim_end())
+                        }
+                        Err(e) => tracing::error!(instance = %name, "retention failed: {e}"),
+                    }
+                }
+            }
+        }));
+    }
+}
+
+/// Every instance of one config, by name and by hostname.
+pub struct Snapshot {
+    pub instances: BTreeMap<String, Arc<Instance>>,
+    pub(super) by_host: HashMap<String, Arc<Instance>>,
+    /// Things that work but look wrong (access rules naming unknown users).
+    pub warnings: Vec<String>,
+    /// Port of the shared https listener, for redirects (0: none).
+    pub(super) https_port: AtomicU16,
+    /// `[server] header_timeout`, for connections accepted from now on.
+    pub(super) header_timeout: Duration,
+    /// `[server] body_timeout`, for requests started from now on.
+    pub(super) body_timeout: Duration,
+}
+
+impl Snapshot {
+    /// Builds the instances of `config`. Parts that did not change are taken
+    /// over from `previous`: the registry of an unchanged storage root (its
+    /// upload sessions go on), the authenticator of an unchanged htpasswd
+    /// file (its verified credentials stay). Errors name file and line.
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<String>> {
+        let mut instances = BTreeMap::new();
+        let mut by_host = HashMap::new();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for ic in &config.instances {
+            let old = previous.and_then(|p| p.instances.get(&ic.name));
+            let registry = match old {
+                Some(o) if o.config.storage_root == ic.storage_root => o.registry.clone(),
+                _ => Arc::new(Registry::new(&ic.storage_root)),
+            };
+            let auth = match old {
+                Some(o)
+                    if o.config.htpasswd == ic.htpasswd
+                        && o.config.max_login_failures == ic.max_login_failures =>
+                {
+                    o.auth.refresh_now();
+                    Ok(o.auth.clone())
+                }
+                _ => {
+                    Authenticator::load(&ic.name, &ic.htpasswd, ic.max_login_failures).map(Arc::new)
+                }
+            };
+            let tls = match old {
+                Some(o) if o.config.tls == ic.tls && o.config.hostnames == ic.hostnames => {
+                    Ok(o.tls.clone())
+                }
+                _ => tls::InstanceTls::build(&ic.name, &ic.hostnames, &ic.tls, &config.state_dir)
+                    .map(|t| t.map(Arc::new)),
+            };
+            let tls = match tls {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
+            match auth {
+                Ok(auth) => {
+                    for rule in &ic.access.rules {
+                        for u in rule.users.iter().filter(|u| u.is_literal()) {
+                            if !auth.has_user(&u.text) {
+                                warnings.push(format!(
+                                    "{}: access rule names user '{}', who is not in {}",
+                                    ic.file.display(),
+                                    u.text,
+                                    ic.htpasswd.display()
+                                ));
+                            }
+                        }
+                    }
+                    let inst = Arc::new(Instance {
+                        config: ic.clone(),
+                        registry,
+                        auth,
+                        tls,
+                        jobs: parking_lot::Mutex::new(None),
+                    });
+                    for h in &ic.hostnames {
+                        by_host.insert(h.clone(), inst.clone());
+                    }
+                    instances.insert(ic.name.clone(), inst);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if errors.is_empty() {
+            let https_port = previous.map_or(0, |p| p.https_port.load(Ordering::Relaxed));
+            Ok(Snapshot {
+                instances,
+                by_host,
+                warnings,
+                https_port: AtomicU16::new(https_port),
+                header_timeout: config.header_timeout,
+                body_timeout: config.body_timeout,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Snapshot {
+    /// Starts the instances' background work: ACME, pull log, retention.
+    pub(super) fn start_background(&self) {
+        for (name, inst) in &self.instances {
+            if let Some(t) = &inst.tls {
+                t.start(name);
+            }
+            inst.start_jobs();
+        }
+    }
+}
