@@ -8,7 +8,7 @@ use super::limits::UploadLimits;
 use super::range::byte_range;
 use super::{empty, empty_response, header_str, query};
 use crate::oci::{Digest, RegistryError, RepoName};
-use crate::registry::{FileRange, Registry};
+use crate::registry::Registry;
 
 const DIGEST_HEADER: &str = "Docker-Content-Digest";
 const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
@@ -53,13 +53,9 @@ pub(super) async fn get(
     if head {
         return Ok(builder.body(Body::empty()).expect("valid response"));
     }
-    let file = tokio::fs::File::open(&blob.path)
-        .await
-        .map_err(|e| RegistryError::io("opening blob", e))?
-        .into_std()
-        .await;
+    let data = blob.open(start, len).await?;
     Ok(builder
-        .body(Body::from_stream(FileRange::new(file, start, len)))
+        .body(Body::from_stream(data))
         .expect("valid response"))
 }
 

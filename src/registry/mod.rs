@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use crate::storage::FileRange;
 use bytes::Bytes;
 pub use paginate::{paginate, Page};
 pub use uploads::BodyStream;
@@ -26,11 +25,16 @@ pub use uploads::Uploads;
 
 use self::manifest::Descriptor;
 use crate::oci::{Digest, Reference, RegistryError, RepoName};
+use crate::storage::driver::{optional, ByteStream, Driver};
+use crate::storage::filesystem::FsDriver;
 use crate::storage::listing::{Listings, Names};
-use crate::storage::{self, FsStore};
+use crate::storage::{self, keys, FsStore};
 
 /// One instance's registry.
 pub struct Registry {
+    /// Where everything is; what is not moved onto it yet goes through
+    /// `store` (the same root).
+    driver: Arc<dyn Driver>,
     store: Arc<FsStore>,
     uploads: Uploads,
     pulls: PullLog,
@@ -67,10 +71,29 @@ pub fn load_pulls(root: &std::path::Path) -> HashMap<String, SystemTime> {
         .collect()
 }
 
-/// A blob ready to be streamed.
-pub struct BlobFile {
-    pub path: PathBuf,
+/// A blob of a repository, found and ready to be read.
+pub struct Blob {
     pub size: u64,
+    digest: Digest,
+    driver: Arc<dyn Driver>,
+}
+
+impl Blob {
+    /// `len` bytes from `start`. A blob collected since it was found is
+    /// `BLOB_UNKNOWN`, like one never there.
+    pub async fn open(&self, start: u64, len: u64) -> Result<ByteStream, RegistryError> {
+        match self
+            .driver
+            .read(&keys::blob(&self.digest), start, len)
+            .await
+        {
+            Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(format!(
+                "blob {} is not here any more",
+                self.digest
+            ))),
+            other => Ok(other?),
+        }
+    }
 }
 
 /// A stored manifest.
@@ -107,6 +130,7 @@ impl Registry {
         let pulls = PullLog::default();
         pulls.times.lock().0 = load_pulls(root);
         Registry {
+            driver: Arc::new(FsDriver::new(root)),
             uploads: Uploads::new(store.clone()),
             store,
             pulls,
@@ -129,21 +153,26 @@ impl Registry {
         store.blob_size(digest).map_err(io_err("reading blob"))
     }
 
-    /// Locates a blob of `repo` for reading.
-    pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobFile, RegistryError> {
-        let (store, repo, digest) = (self.store.clone(), repo.clone(), digest.clone());
-        blocking(
-            move || match Self::linked_blob_size(&store, &repo, &digest)? {
-                Some(size) => Ok(BlobFile {
-                    path: store.blob_path(&digest),
-                    size,
-                }),
-                None => Err(RegistryError::BlobUnknown(format!(
-                    "blob {digest} is not in {repo}"
-                ))),
-            },
-        )
-        .await
+    /// Finds a blob of `repo` for reading: linked into it (as a layer or
+    /// a manifest) and present.
+    pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<Blob, RegistryError> {
+        let d = &self.driver;
+        let linked = optional(d.stat(&keys::layer_link(repo, digest)).await)?.is_some()
+            || optional(d.stat(&keys::revision_link(repo, digest)).await)?.is_some();
+        let found = match linked {
+            true => optional(d.stat(&keys::blob(digest)).await)?,
+            false => None,
+        };
+        match found {
+            Some(meta) => Ok(Blob {
+                size: meta.size,
+                digest: digest.clone(),
+                driver: self.driver.clone(),
+            }),
+            None => Err(RegistryError::BlobUnknown(format!(
+                "blob {digest} is not in {repo}"
+            ))),
+        }
     }
 
     /// Unlinks a blob from `repo` (the data goes with garbage collection).
@@ -308,24 +337,23 @@ impl Registry {
         Ok(PutManifest { digest, subject })
     }
 
-    fn resolve(
-        store: &FsStore,
+    /// The manifest `reference` names in `repo`, if it is there.
+    async fn resolve(
+        &self,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<Digest>, RegistryError> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
-            Reference::Tag(t) => match storage::read_link(&store.tag_current_link(repo, t))
-                .map_err(io_err("reading tag"))?
-            {
-                Some(d) => d,
-                None => return Ok(None),
-            },
+            Reference::Tag(t) => {
+                match keys::read_link(&*self.driver, &keys::tag_current_link(repo, t)).await? {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            }
         };
-        Ok(store
-            .revision_link(repo, &digest)
-            .is_file()
-            .then_some(digest))
+        let linked = optional(self.driver.stat(&keys::revision_link(repo, &digest)).await)?;
+        Ok(linked.map(|_| digest))
     }
 
     fn manifest_unknown(repo: &RepoName, reference: &Reference) -> RegistryError {
@@ -341,20 +369,17 @@ impl Registry {
             Reference::Tag(tag) => Some(format!("{repo}:{tag}")),
             Reference::Digest(_) => None,
         };
-        let (store, repo, reference) = (self.store.clone(), repo.clone(), reference.clone());
-        let found = blocking(move || {
-            let digest = Self::resolve(&store, &repo, &reference)?
-                .ok_or_else(|| Self::manifest_unknown(&repo, &reference))?;
-            let bytes = store
-                .read_blob(&digest)
-                .map_err(io_err("reading manifest"))?
-                .ok_or_else(|| Self::manifest_unknown(&repo, &reference))?;
+        let found = async {
+            let unknown = || Self::manifest_unknown(repo, reference);
+            let digest = self.resolve(repo, reference).await?.ok_or_else(unknown)?;
+            let bytes =
+                optional(self.driver.get(&keys::blob(&digest)).await)?.ok_or_else(unknown)?;
             Ok(StoredManifest {
                 media_type: manifest::stored_media_type(&bytes),
                 digest,
-                bytes: Bytes::from(bytes),
+                bytes,
             })
-        })
+        }
         .await;
         if let (Ok(_), Some(key)) = (&found, pulled_tag) {
             let mut log = self.pulls.times.lock();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 
 use super::gc::{Collection, Run};
 use super::{fsck, BodyStream, Registry};
@@ -80,11 +81,22 @@ async fn assert_pullable(reg: &Registry, r: &RepoName, t: &str, img: &Image) {
         .unwrap_or_else(|e| panic!("{r}:{t} is lost: {e}"));
     assert_eq!(m.digest, img.digest, "{r}:{t}");
     for b in &img.blobs {
-        let file = reg
+        let blob = reg
             .blob(r, b)
             .await
             .unwrap_or_else(|e| panic!("blob {b} of {r}:{t} is lost: {e}"));
-        std::fs::metadata(&file.path).unwrap_or_else(|e| panic!("blob {b} of {r}:{t}: {e}"));
+        let data: Vec<Bytes> = blob
+            .open(0, blob.size)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            Digest::of(Algorithm::Sha256, &data.concat()),
+            *b,
+            "blob of {r}:{t}"
+        );
     }
 }
 
@@ -327,4 +339,23 @@ async fn stress_with_the_default_grace_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stress_with_no_grace_loses_nothing() {
     stress(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_blob_collected_between_lookup_and_read_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::new(dir.path());
+    let r = repo("app");
+    let img = push(&reg, &r, "v1", "gone").await.unwrap();
+    let blob = reg.blob(&r, &img.blobs[1]).await.unwrap();
+    // What a collection does to it meanwhile.
+    reg.driver
+        .delete_all(&crate::storage::keys::blob_dir(&img.blobs[1]))
+        .await
+        .unwrap();
+    match blob.open(0, blob.size).await {
+        Err(RegistryError::BlobUnknown(_)) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a deleted blob opened"),
+    }
 }

@@ -74,6 +74,17 @@ impl StorageError {
     }
 }
 
+impl From<StorageError> for crate::oci::RegistryError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Full { op, key } => crate::oci::RegistryError::StorageFull(format!(
+                "{op} {key}: no space left on device"
+            )),
+            other => crate::oci::RegistryError::Internal(other.to_string()),
+        }
+    }
+}
+
 /// Turns "not found" into `None`.
 pub fn optional<T>(r: Result<T, StorageError>) -> Result<Option<T>, StorageError> {
     match r {

@@ -2,6 +2,7 @@
 //! the store's root): the one place that knows where things are, for every
 //! driver. See the layout in the [`super`] module doc.
 
+use super::driver::{optional, Driver, StorageError};
 use crate::oci::{Digest, RepoName, Tag};
 
 /// Everything registry:2 reads is under this.
@@ -84,4 +85,12 @@ pub fn referrers(r: &RepoName, subject: &Digest) -> String {
 
 pub fn referrer_link(r: &RepoName, subject: &Digest, referrer: &Digest) -> String {
     format!("{}/link", digest_dir(&referrers(r, subject), referrer))
+}
+
+/// The digest a link holds (`sha256:<hex>`); `None` when the link is
+/// absent or holds no valid digest.
+pub async fn read_link(d: &dyn Driver, key: &str) -> Result<Option<Digest>, StorageError> {
+    Ok(optional(d.get(key).await)?
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .and_then(|s| Digest::parse(s.trim()).ok()))
 }

@@ -12,7 +12,8 @@
 //!     _referrers/<alg>/<hex>/<alg>/<hex>/link        referrer of a subject (berth's own;
 //!                                                    registry:2 skips `_` directories)
 //! <root>/berth/                                     berth's own state beside it:
-//!     gc.lock, gc.run.lock, locks/repo-XX.lock       locks between requests and GC
+//!     gc.lock, gc.turnstile.lock, gc.run.lock,
+//!     locks/repo-XX.lock                             locks between requests and GC
 //!     gc.journal/<id>                                what requests wrote while a GC runs
 //!     pulls.json, repositories.changed
 //! ```
@@ -478,8 +479,16 @@ impl FsStore {
     /// and deletes) and every request that changes what is referenced
     /// (shared: manifest and tag writes and deletes, blob commits, mounts),
     /// across processes; released when dropped.
+    ///
+    /// Everyone passes a turnstile first (held only while waiting for the
+    /// lock itself), so that a collection waiting for the exclusive lock
+    /// holds back new writers and gets it once those inside are done:
+    /// `flock` alone lets a steady stream of shared holders starve it.
     pub fn gc_lock(&self, exclusive: bool) -> io::Result<File> {
-        lock_file(&self.berth_dir().join("gc.lock"), exclusive)
+        let turnstile = lock_file(&self.berth_dir().join("gc.turnstile.lock"), true)?;
+        let lock = lock_file(&self.berth_dir().join("gc.lock"), exclusive);
+        drop(turnstile);
+        lock
     }
 
     /// Held by a garbage collection for its whole run: one at a time per
