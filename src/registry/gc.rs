@@ -42,7 +42,8 @@ use super::manifest;
 use super::retention::{evict_for_quota, expired, TagFacts};
 use crate::config::{Retention, Untagged};
 use crate::oci::{Digest, RegistryError, RepoName, Tag};
-use crate::storage::{self, FsStore};
+use crate::storage::driver::{optional, Driver};
+use crate::storage::{self, keys, FsStore};
 
 /// What an instance holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -327,15 +328,21 @@ pub(super) enum Written<'a> {
 /// Records `what` for a collection that may be running, so that it keeps
 /// what the write references. Called under the shared GC lock, before the
 /// write itself: a write that fails after its record only keeps more.
-pub(super) fn record(store: &FsStore, repo: &RepoName, what: Written) -> Result<(), RegistryError> {
+pub(super) async fn record(
+    driver: &dyn Driver,
+    repo: &RepoName,
+    what: Written<'_>,
+) -> Result<(), RegistryError> {
+    if optional(driver.stat(keys::JOURNAL_OPEN).await)?.is_none() {
+        return Ok(());
+    }
     let text = match what {
         Written::Manifest(d, None) => format!("manifest {repo} {d}\n"),
         Written::Manifest(d, Some(tag)) => format!("manifest {repo} {d}\ntag {repo} {tag}\n"),
         Written::Blob(d) => format!("blob {repo} {d}\n"),
     };
-    store
-        .record(&text)
-        .map_err(io("recording for garbage collection"))
+    let key = format!("{}/{}", keys::JOURNAL, uuid::Uuid::new_v4().simple());
+    Ok(driver.put(&key, text.into()).await?)
 }
 
 /// What the mark phase decided.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 pub use paginate::{paginate, Page};
 pub use uploads::BodyStream;
 pub use uploads::Uploads;
@@ -120,6 +121,13 @@ where
         .map_err(|e| RegistryError::Internal(format!("storage task failed: {e}")))?
 }
 
+/// The GC lock, shared: held by every request that makes content
+/// referenced, from its checks to its last write ([`gc`]).
+async fn gc_shared(store: &Arc<FsStore>) -> Result<std::fs::File, RegistryError> {
+    let store = store.clone();
+    blocking(move || store.gc_lock(false).map_err(io_err("locking"))).await
+}
+
 fn io_err(context: &'static str) -> impl Fn(io::Error) -> RegistryError {
     move |e| RegistryError::io(context, e)
 }
@@ -129,9 +137,10 @@ impl Registry {
         let store = Arc::new(FsStore::new(root));
         let pulls = PullLog::default();
         pulls.times.lock().0 = load_pulls(root);
+        let driver: Arc<dyn Driver> = Arc::new(FsDriver::new(root));
         Registry {
-            driver: Arc::new(FsDriver::new(root)),
-            uploads: Uploads::new(store.clone()),
+            uploads: Uploads::new(store.clone(), driver.clone()),
+            driver,
             store,
             pulls,
             listings: Arc::default(),
@@ -139,33 +148,34 @@ impl Registry {
         }
     }
 
-    /// Whether `digest` is linked into `repo` (as a layer or a manifest) and present.
-    fn linked_blob_size(
-        store: &FsStore,
+    /// The lock of one repository's manifests and tags.
+    async fn repo_locked(&self, repo: &RepoName) -> Result<std::fs::File, RegistryError> {
+        let (store, repo) = (self.store.clone(), repo.clone());
+        blocking(move || store.repo_lock(&repo).map_err(io_err("locking"))).await
+    }
+
+    /// Size of `digest` when it is linked into `repo` (as a layer or a
+    /// manifest) and present.
+    async fn linked_blob_size(
+        &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
-        let linked =
-            store.layer_link(repo, digest).is_file() || store.revision_link(repo, digest).is_file();
+        let d = &self.driver;
+        let linked = optional(d.stat(&keys::layer_link(repo, digest)).await)?.is_some()
+            || optional(d.stat(&keys::revision_link(repo, digest)).await)?.is_some();
         if !linked {
             return Ok(None);
         }
-        store.blob_size(digest).map_err(io_err("reading blob"))
+        Ok(optional(d.stat(&keys::blob(digest)).await)?.map(|m| m.size))
     }
 
     /// Finds a blob of `repo` for reading: linked into it (as a layer or
     /// a manifest) and present.
     pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<Blob, RegistryError> {
-        let d = &self.driver;
-        let linked = optional(d.stat(&keys::layer_link(repo, digest)).await)?.is_some()
-            || optional(d.stat(&keys::revision_link(repo, digest)).await)?.is_some();
-        let found = match linked {
-            true => optional(d.stat(&keys::blob(digest)).await)?,
-            false => None,
-        };
-        match found {
-            Some(meta) => Ok(Blob {
-                size: meta.size,
+        match self.linked_blob_size(repo, digest).await? {
+            Some(size) => Ok(Blob {
+                size,
                 digest: digest.clone(),
                 driver: self.driver.clone(),
             }),
@@ -177,19 +187,13 @@ impl Registry {
 
     /// Unlinks a blob from `repo` (the data goes with garbage collection).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
-        let (store, repo, digest) = (self.store.clone(), repo.clone(), digest.clone());
-        blocking(move || {
-            if storage::remove_file(&store.layer_link(&repo, &digest))
-                .map_err(io_err("unlinking blob"))?
-            {
-                Ok(())
-            } else {
-                Err(RegistryError::BlobUnknown(format!(
-                    "blob {digest} is not in {repo}"
-                )))
-            }
-        })
-        .await
+        if self.driver.delete(&keys::layer_link(repo, digest)).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown(format!(
+                "blob {digest} is not in {repo}"
+            )))
+        }
     }
 
     /// Links a blob of `from` into `repo`; `false` when `from` does not
@@ -200,23 +204,13 @@ impl Registry {
         digest: &Digest,
         from: &RepoName,
     ) -> Result<bool, RegistryError> {
-        let (store, repo, digest, from) = (
-            self.store.clone(),
-            repo.clone(),
-            digest.clone(),
-            from.clone(),
-        );
-        blocking(move || {
-            let _gc = store.gc_lock(false).map_err(io_err("locking"))?;
-            let present = Self::linked_blob_size(&store, &from, &digest)?.is_some();
-            if present {
-                gc::record(&store, &repo, gc::Written::Blob(&digest))?;
-                storage::write_link(&store.layer_link(&repo, &digest), &digest)
-                    .map_err(io_err("linking blob"))?;
-            }
-            Ok(present)
-        })
-        .await
+        let _gc = gc_shared(&self.store).await?;
+        let present = self.linked_blob_size(from, digest).await?.is_some();
+        if present {
+            gc::record(&*self.driver, repo, gc::Written::Blob(digest)).await?;
+            keys::write_link(&*self.driver, &keys::layer_link(repo, digest), digest).await?;
+        }
+        Ok(present)
     }
 
     /// Upload sessions of this instance.
@@ -283,57 +277,44 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(crate::oci::Algorithm::Sha256, &bytes),
         };
-        let (store, listings, repo, reference, d) = (
-            self.store.clone(),
-            self.listings.clone(),
-            repo.clone(),
-            reference.clone(),
-            digest.clone(),
-        );
         let subject = parsed.subject.clone();
-        blocking(move || {
-            // Held while the references are checked and written, so that a
-            // concurrent garbage collection sees them before it deletes.
-            let _gc = store.gc_lock(false).map_err(io_err("locking"))?;
-            let _repo = store.repo_lock(&repo).map_err(io_err("locking"))?;
-            for blob in &parsed.blobs {
-                if Self::linked_blob_size(&store, &repo, blob)?.is_none() {
-                    return Err(RegistryError::ManifestBlobUnknown(format!(
-                        "blob {blob} is not in {repo}; push it before the manifest"
-                    )));
-                }
+        // Held while the references are checked and written, so that a
+        // concurrent garbage collection sees them before it deletes.
+        let _gc = gc_shared(&self.store).await?;
+        let _repo = self.repo_locked(repo).await?;
+        for blob in &parsed.blobs {
+            if self.linked_blob_size(repo, blob).await?.is_none() {
+                return Err(RegistryError::ManifestBlobUnknown(format!(
+                    "blob {blob} is not in {repo}; push it before the manifest"
+                )));
             }
-            for child in &parsed.children {
-                let present = store.revision_link(&repo, child).is_file()
-                    && store
-                        .blob_size(child)
-                        .map_err(io_err("reading manifest"))?
-                        .is_some();
-                if !present {
-                    return Err(RegistryError::ManifestBlobUnknown(format!(
-                        "manifest {child} is not in {repo}; push it before the index"
-                    )));
-                }
+        }
+        for child in &parsed.children {
+            let d = &self.driver;
+            let present = optional(d.stat(&keys::revision_link(repo, child)).await)?.is_some()
+                && optional(d.stat(&keys::blob(child)).await)?.is_some();
+            if !present {
+                return Err(RegistryError::ManifestBlobUnknown(format!(
+                    "manifest {child} is not in {repo}; push it before the index"
+                )));
             }
-            let tag = match &reference {
-                Reference::Tag(tag) => Some(tag),
-                Reference::Digest(_) => None,
-            };
-            gc::record(&store, &repo, gc::Written::Manifest(&d, tag))?;
-            let e = io_err("storing manifest");
-            store.write_blob(&d, &bytes).map_err(&e)?;
-            storage::write_link(&store.revision_link(&repo, &d), &d).map_err(&e)?;
-            listings.repository_added(&repo);
-            if let Some(subject) = &parsed.subject {
-                storage::write_link(&store.referrer_link(&repo, subject, &d), &d).map_err(&e)?;
-            }
-            if let Some(tag) = tag {
-                storage::write_link(&store.tag_index_link(&repo, tag, &d), &d).map_err(&e)?;
-                storage::write_link(&store.tag_current_link(&repo, tag), &d).map_err(&e)?;
-            }
-            Ok(())
-        })
-        .await?;
+        }
+        let tag = match reference {
+            Reference::Tag(tag) => Some(tag),
+            Reference::Digest(_) => None,
+        };
+        let d = &*self.driver;
+        gc::record(d, repo, gc::Written::Manifest(&digest, tag)).await?;
+        d.put_new(&keys::blob(&digest), bytes).await?;
+        keys::write_link(d, &keys::revision_link(repo, &digest), &digest).await?;
+        self.listings.repository_added(repo);
+        if let Some(subject) = &parsed.subject {
+            keys::write_link(d, &keys::referrer_link(repo, subject, &digest), &digest).await?;
+        }
+        if let Some(tag) = tag {
+            keys::write_link(d, &keys::tag_index_link(repo, tag, &digest), &digest).await?;
+            keys::write_link(d, &keys::tag_current_link(repo, tag), &digest).await?;
+        }
         Ok(PutManifest { digest, subject })
     }
 
@@ -395,53 +376,48 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<(), RegistryError> {
-        let (store, repo, reference) = (self.store.clone(), repo.clone(), reference.clone());
-        blocking(move || {
-            let e = io_err("deleting manifest");
-            // Whole, between a garbage collection's decision and its
-            // deletions, and between writes of the same repository.
-            let _gc = store.gc_lock(false).map_err(&e)?;
-            let _repo = store.repo_lock(&repo).map_err(&e)?;
-            let unknown = || Self::manifest_unknown(&repo, &reference);
-            match &reference {
-                Reference::Tag(tag) => {
-                    if !store.tag_current_link(&repo, tag).is_file() {
-                        return Err(unknown());
-                    }
-                    storage::remove_dir_all(&store.tag_dir(&repo, tag)).map_err(&e)?;
+        // Whole, between a garbage collection's decision and its
+        // deletions, and between writes of the same repository.
+        let _gc = gc_shared(&self.store).await?;
+        let _repo = self.repo_locked(repo).await?;
+        let d = &*self.driver;
+        let unknown = || Self::manifest_unknown(repo, reference);
+        match reference {
+            Reference::Tag(tag) => {
+                if optional(d.stat(&keys::tag_current_link(repo, tag)).await)?.is_none() {
+                    return Err(unknown());
                 }
-                Reference::Digest(digest) => {
-                    if !storage::remove_file(&store.revision_link(&repo, digest)).map_err(&e)? {
-                        return Err(unknown());
+                d.delete_all(&keys::tag(repo, tag)).await?;
+            }
+            Reference::Digest(digest) => {
+                if !d.delete(&keys::revision_link(repo, digest)).await? {
+                    return Err(unknown());
+                }
+                let tags: Vec<String> = d.list(&keys::tags(repo)).try_collect().await?;
+                for tag in tags {
+                    // A registry:2 root may hold directories that are no valid tag.
+                    let Ok(tag) = crate::oci::Tag::parse(&tag) else {
+                        continue;
+                    };
+                    let current = keys::read_link(d, &keys::tag_current_link(repo, &tag)).await?;
+                    if current.as_ref() == Some(digest) {
+                        d.delete_all(&keys::tag(repo, &tag)).await?;
+                    } else {
+                        // Its history forgets the manifest too.
+                        d.delete_all(&keys::tag_index_entry(repo, &tag, digest))
+                            .await?;
                     }
-                    for tag in store.list_tags(&repo).map_err(&e)?.unwrap_or_default() {
-                        // A registry:2 root may hold directories that are no valid tag.
-                        let Ok(tag) = crate::oci::Tag::parse(&tag) else {
-                            continue;
-                        };
-                        let current = storage::read_link(&store.tag_current_link(&repo, &tag));
-                        if current.map_err(&e)?.as_ref() == Some(digest) {
-                            storage::remove_dir_all(&store.tag_dir(&repo, &tag)).map_err(&e)?;
-                        } else {
-                            // Its history forgets the manifest too.
-                            let link = store.tag_index_link(&repo, &tag, digest);
-                            storage::remove_dir_all(link.parent().expect("link has a parent"))
-                                .map_err(&e)?;
-                        }
-                    }
-                    let bytes = store.read_blob(digest).map_err(&e)?.unwrap_or_default();
-                    if let Ok(parsed) = manifest::parse(None, &bytes) {
-                        if let Some(subject) = parsed.subject {
-                            let link = store.referrer_link(&repo, &subject, digest);
-                            storage::remove_dir_all(link.parent().expect("link has a parent"))
-                                .map_err(&e)?;
-                        }
+                }
+                let bytes = optional(d.get(&keys::blob(digest)).await)?.unwrap_or_default();
+                if let Ok(parsed) = manifest::parse(None, &bytes) {
+                    if let Some(subject) = parsed.subject {
+                        d.delete_all(&keys::referrer_entry(repo, &subject, digest))
+                            .await?;
                     }
                 }
             }
-            Ok(())
-        })
-        .await
+        }
+        Ok(())
     }
 
     /// Writes the pull log if it changed since the last time.

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use super::{blocking, io_err};
 use crate::oci::{Algorithm, Digest, RegistryError, RepoName};
+use crate::storage::driver::Driver;
 use crate::storage::{self, FsStore};
 
 /// A request body as the registry consumes it.
@@ -112,6 +113,7 @@ impl Known {
 /// The upload sessions of one instance.
 pub struct Uploads {
     store: Arc<FsStore>,
+    driver: Arc<dyn Driver>,
     sessions: Mutex<HashMap<String, Known>>,
 }
 
@@ -129,9 +131,10 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Uploads {
-    pub(super) fn new(store: Arc<FsStore>) -> Self {
+    pub(super) fn new(store: Arc<FsStore>, driver: Arc<dyn Driver>) -> Self {
         Uploads {
             store,
+            driver,
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -369,44 +372,53 @@ impl Uploads {
             )),
             _ => None,
         };
-        let (store, repo2, digest2, dir) = (
+        let (store, digest2, dir) = (
             self.store.clone(),
-            repo.clone(),
             digest.clone(),
             self.store.upload_dir(repo, id),
         );
-        let outcome = blocking(move || {
-            let actual = match computed {
-                Some(d) => d,
-                None => storage::hash_file(&path, digest2.algorithm())
-                    .map_err(io_err("hashing upload"))?,
-            };
-            if actual != digest2 {
-                storage::remove_dir_all(&dir).map_err(io_err("removing upload"))?;
-                return Err(RegistryError::DigestInvalid(format!(
-                    "uploaded content has digest {actual}, not {digest2}"
-                )));
-            }
-            let e = io_err("storing blob");
-            let _gc = store.gc_lock(false).map_err(&e)?;
-            super::gc::record(&store, &repo2, super::gc::Written::Blob(&digest2))?;
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(&e)?;
-            let stored = (|| {
-                if store.blob_size(&digest2)?.is_none() {
-                    store.commit_blob_file(&digest2, &path)?;
+        let check = path.clone();
+        let outcome = async {
+            let cleanup = dir.clone();
+            blocking(move || {
+                let actual = match computed {
+                    Some(d) => d,
+                    None => storage::hash_file(&check, digest2.algorithm())
+                        .map_err(io_err("hashing upload"))?,
+                };
+                if actual != digest2 {
+                    storage::remove_dir_all(&cleanup).map_err(io_err("removing upload"))?;
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "uploaded content has digest {actual}, not {digest2}"
+                    )));
                 }
-                storage::write_link(&store.layer_link(&repo2, &digest2), &digest2)
-            })();
-            // Once the data has moved into the blob store the session is
-            // over, even if linking failed (a full disk): nothing is left
-            // to resume, and nothing may be left behind.
-            if stored.is_ok() || !path.exists() {
-                storage::remove_dir_all(&dir).map_err(&e)?;
-            }
-            stored.map_err(&e)
-        })
+                Ok(())
+            })
+            .await?;
+            let _gc = super::gc_shared(&self.store).await?;
+            super::gc::record(&*self.driver, repo, super::gc::Written::Blob(digest)).await?;
+            let (repo2, digest2) = (repo.clone(), digest.clone());
+            blocking(move || {
+                let e = io_err("storing blob");
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(&e)?;
+                let stored = (|| {
+                    if store.blob_size(&digest2)?.is_none() {
+                        store.commit_blob_file(&digest2, &path)?;
+                    }
+                    storage::write_link(&store.layer_link(&repo2, &digest2), &digest2)
+                })();
+                // Once the data has moved into the blob store the session is
+                // over, even if linking failed (a full disk): nothing is left
+                // to resume, and nothing may be left behind.
+                if stored.is_ok() || !path.exists() {
+                    storage::remove_dir_all(&dir).map_err(&e)?;
+                }
+                stored.map_err(&e)
+            })
+            .await
+        }
         .await;
         if !matches!(
             outcome,

@@ -71,8 +71,13 @@ pub fn tag_index(r: &RepoName, t: &Tag) -> String {
     format!("{}/index", tag(r, t))
 }
 
+/// The entry of one manifest in a tag's history.
+pub fn tag_index_entry(r: &RepoName, t: &Tag, d: &Digest) -> String {
+    digest_dir(&tag_index(r, t), d)
+}
+
 pub fn tag_index_link(r: &RepoName, t: &Tag, d: &Digest) -> String {
-    format!("{}/link", digest_dir(&tag_index(r, t), d))
+    format!("{}/link", tag_index_entry(r, t, d))
 }
 
 pub fn upload(r: &RepoName, id: &str) -> String {
@@ -83,9 +88,19 @@ pub fn referrers(r: &RepoName, subject: &Digest) -> String {
     digest_dir(&format!("{}/_referrers", repo(r)), subject)
 }
 
-pub fn referrer_link(r: &RepoName, subject: &Digest, referrer: &Digest) -> String {
-    format!("{}/link", digest_dir(&referrers(r, subject), referrer))
+/// The entry of one referrer of a subject.
+pub fn referrer_entry(r: &RepoName, subject: &Digest, referrer: &Digest) -> String {
+    digest_dir(&referrers(r, subject), referrer)
 }
+
+pub fn referrer_link(r: &RepoName, subject: &Digest, referrer: &Digest) -> String {
+    format!("{}/link", referrer_entry(r, subject, referrer))
+}
+
+/// The journal of a running garbage collection: one object per record,
+/// and a marker that says the journal is open.
+pub const JOURNAL: &str = "berth/gc.journal";
+pub const JOURNAL_OPEN: &str = "berth/gc.journal/open";
 
 /// The digest a link holds (`sha256:<hex>`); `None` when the link is
 /// absent or holds no valid digest.
@@ -93,4 +108,9 @@ pub async fn read_link(d: &dyn Driver, key: &str) -> Result<Option<Digest>, Stor
     Ok(optional(d.get(key).await)?
         .and_then(|b| String::from_utf8(b.to_vec()).ok())
         .and_then(|s| Digest::parse(s.trim()).ok()))
+}
+
+/// Writes a link to `d`.
+pub async fn write_link(driver: &dyn Driver, key: &str, d: &Digest) -> Result<(), StorageError> {
+    driver.put(key, d.to_string().into()).await
 }

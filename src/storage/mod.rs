@@ -513,39 +513,29 @@ impl FsStore {
     }
 
     fn journal_dir(&self) -> PathBuf {
-        self.berth_dir().join("gc.journal")
+        self.root.join(keys::JOURNAL)
     }
 
-    /// Starts recording: from now on, [`FsStore::record`] keeps what
-    /// writers say until [`FsStore::close_journal`]. What a crashed run
-    /// left is dropped. Called under the exclusive [`FsStore::gc_lock`].
+    /// Starts recording: from now on, requests record what they write (see
+    /// `registry::gc::record`) until [`FsStore::close_journal`]. What a
+    /// crashed run left is dropped. Called under the exclusive
+    /// [`FsStore::gc_lock`].
     pub fn open_journal(&self) -> io::Result<()> {
         let dir = self.journal_dir();
         remove_dir_all(&dir)?;
-        fs::create_dir_all(&dir)
-    }
-
-    /// Records `text` in the journal of a running garbage collection;
-    /// nothing when none runs. Called under the shared
-    /// [`FsStore::gc_lock`], before the write it describes. Each record is a
-    /// file of its own, so that writers in several processes never share one.
-    pub fn record(&self, text: &str) -> io::Result<()> {
-        let path = self
-            .journal_dir()
-            .join(uuid::Uuid::new_v4().simple().to_string());
-        match File::create_new(path) {
-            Ok(mut f) => f.write_all(text.as_bytes()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        atomic_write(&self.root.join(keys::JOURNAL_OPEN), b"")
     }
 
     /// Every record since [`FsStore::open_journal`], in no order. Read
     /// under the exclusive [`FsStore::gc_lock`], when no writer is half-way.
     pub fn read_journal(&self) -> io::Result<Vec<String>> {
+        let open = self.root.join(keys::JOURNAL_OPEN);
         let mut out = Vec::new();
         for entry in fs::read_dir(self.journal_dir())? {
-            out.push(fs::read_to_string(entry?.path())?);
+            let path = entry?.path();
+            if path != open {
+                out.push(fs::read_to_string(path)?);
+            }
         }
         Ok(out)
     }
