@@ -205,13 +205,8 @@ impl Uploads {
         let path = self.data_path(repo, id);
         let known = self.sessions.lock().get(&key).cloned();
         if let Some(k) = known {
-            // Garbage collection may have purged an abandoned session.
-            let check = path.clone();
-            if blocking(move || Ok(check.exists())).await? {
-                return k.for_user(user, id);
-            }
-            self.sessions.lock().remove(&key);
-            return Err(unknown(id));
+            // Whether it is still stored is for the caller to see.
+            return k.for_user(user, id);
         }
         let owner_path = self.store.upload_dir(repo, id).join(OWNER_FILE);
         let (size, owner) = blocking(move || {
@@ -246,13 +241,46 @@ impl Uploads {
             .for_user(user, id)
     }
 
-    /// Bytes received so far.
-    pub async fn size(&self, repo: &RepoName, id: &str, user: &str) -> Result<u64, RegistryError> {
-        let session = self.session(repo, id, user).await?;
-        let s = session.lock().await;
+    /// The session, locked and open, with what the store holds: another
+    /// process may have appended to it since this one last did (each PATCH
+    /// goes where a load balancer sends it), and then its size is taken
+    /// from the store and the running hash is dropped (the data is hashed
+    /// from the store when the upload is finished).
+    async fn open_session(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        user: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Session>, RegistryError> {
+        let mut s = self.session(repo, id, user).await?.lock_owned().await;
         if s.closed {
             return Err(unknown(id));
         }
+        let path = self.data_path(repo, id);
+        let stored = blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RegistryError::io("reading upload", e)),
+        })
+        .await?;
+        match stored {
+            None => {
+                self.sessions.lock().remove(&Self::key(repo, id));
+                Err(unknown(id))
+            }
+            Some(size) => {
+                if size != s.size {
+                    s.size = size;
+                    s.hasher = (size == 0).then(Sha256::new);
+                }
+                Ok(s)
+            }
+        }
+    }
+
+    /// Bytes received so far.
+    pub async fn size(&self, repo: &RepoName, id: &str, user: &str) -> Result<u64, RegistryError> {
+        let s = self.open_session(repo, id, user).await?;
         Ok(s.size)
     }
 
@@ -268,11 +296,7 @@ impl Uploads {
         body: BodyStream,
         max: Option<u64>,
     ) -> Result<u64, RegistryError> {
-        let session = self.session(repo, id, user).await?;
-        let mut s = session.lock().await;
-        if s.closed {
-            return Err(unknown(id));
-        }
+        let mut s = self.open_session(repo, id, user).await?;
         self.append_locked(repo, id, &mut s, range, body, max)
             .await?;
         Ok(s.size)
@@ -357,11 +381,7 @@ impl Uploads {
         body: BodyStream,
         max: Option<u64>,
     ) -> Result<(), RegistryError> {
-        let session = self.session(repo, id, user).await?;
-        let mut s = session.lock().await;
-        if s.closed {
-            return Err(unknown(id));
-        }
+        let mut s = self.open_session(repo, id, user).await?;
         self.append_locked(repo, id, &mut s, range, body, max)
             .await?;
         let path = self.data_path(repo, id);
@@ -431,11 +451,7 @@ impl Uploads {
     }
 
     pub async fn cancel(&self, repo: &RepoName, id: &str, user: &str) -> Result<(), RegistryError> {
-        let session = self.session(repo, id, user).await?;
-        let mut s = session.lock().await;
-        if s.closed {
-            return Err(unknown(id));
-        }
+        let mut s = self.open_session(repo, id, user).await?;
         let dir = self.store.upload_dir(repo, id);
         blocking(move || storage::remove_dir_all(&dir).map_err(io_err("removing upload"))).await?;
         s.closed = true;
