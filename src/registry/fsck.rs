@@ -45,9 +45,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
@@ -275,70 +274,8 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
-/// Progress on stderr when it is a terminal, for runs longer than a second;
-/// nothing otherwise.
-pub struct TerminalProgress {
-    label: String,
-    enabled: bool,
-    started: Instant,
-    last: Option<Instant>,
-    shown: bool,
-}
-
-impl TerminalProgress {
-    pub fn new(label: &str) -> Self {
-        TerminalProgress {
-            label: label.to_string(),
-            enabled: io::stderr().is_terminal(),
-            started: Instant::now(),
-            last: None,
-            shown: false,
-        }
-    }
-
-    pub fn update(&mut self, p: &Progress) {
-        if !self.enabled || self.started.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        if self
-            .last
-            .is_some_and(|l| l.elapsed() < Duration::from_millis(200))
-        {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let line = match p.phase {
-            Phase::Blobs => format!(
-                "{}: verifying blobs {}/{} ({} of {})",
-                self.label,
-                p.done,
-                p.total,
-                human_bytes(p.bytes_done),
-                human_bytes(p.bytes_total)
-            ),
-            Phase::Repositories => format!(
-                "{}: checking repositories {}/{}",
-                self.label, p.done, p.total
-            ),
-        };
-        let mut err = io::stderr().lock();
-        let _ = write!(err, "\r\x1b[K{line}");
-        let _ = err.flush();
-        self.shown = true;
-    }
-
-    /// Clears the progress line.
-    pub fn finish(&mut self) {
-        if self.shown {
-            let mut err = io::stderr().lock();
-            let _ = write!(err, "\r\x1b[K");
-            let _ = err.flush();
-            self.shown = false;
-        }
-    }
-}
-
-fn human_bytes(n: u64) -> String {
+/// `n` bytes for a human: `512 B`, `1.5 MiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;
