@@ -1,6 +1,8 @@
 //! The `berth` command line: parses arguments, sets up logging, and runs a
 //! command. Errors leave as `anyhow` errors for `main` to print.
 
+mod progress;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -241,7 +243,7 @@ fn fsck(dir: &Path, only: Option<&str>, repair: bool) -> anyhow::Result<()> {
     }
     let mut unresolved = 0;
     for inst in instances {
-        let mut progress = fsck::TerminalProgress::new(&inst.name);
+        let mut progress = progress::TerminalProgress::new(&inst.name);
         let report = fsck::check(&inst.storage_root, &fsck::Options { repair }, &mut |p| {
             progress.update(p)
         });
