@@ -80,3 +80,45 @@ async fn an_upload_begun_on_a_killed_process_is_finished_on_the_other() {
     assert_blob(&rb, "app", &digest, &data).await;
     b.stop();
 }
+
+/// Makes a tag look pushed `age` ago.
+fn age_tag(cfg: &ConfigDir, repo: &str, tag: &str, age: std::time::Duration) {
+    let link = cfg.tags_dir("ci", repo).join(format!("{tag}/current/link"));
+    std::fs::File::options()
+        .write(true)
+        .open(link)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_pull_served_by_one_process_counts_for_retention_run_by_the_other() {
+    let mut ci = Instance::new("ci");
+    // Tags older than an hour go unless pulled within the hour; A runs
+    // retention every second.
+    ci.extra = "[retention]\nmax_age = \"1h\"\nunpulled_for = \"1h\"\ninterval = \"1s\"\n".into();
+    let cfg = ConfigDir::new(&[ci]);
+    let (a, b) = (Server::start(&cfg), Server::start(&cfg));
+    let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
+    push_image(&ra, "app", "pulled").await;
+    push_image(&ra, "app", "idle").await;
+    expect_status(get_manifest(&rb, "app", "pulled").await, 200).await;
+    // B writes its pulls when it stops (or every 30 s).
+    b.stop();
+    let hour = std::time::Duration::from_secs(7200);
+    age_tag(&cfg, "app", "pulled", hour);
+    age_tag(&cfg, "app", "idle", hour);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Watched through the tag list: a GET of the tag would be a pull.
+    while list_tags(&ra, "app").await.contains(&"idle".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never ran retention:\n{}",
+            a.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    expect_status(get_manifest(&ra, "app", "pulled").await, 200).await;
+    a.stop();
+}

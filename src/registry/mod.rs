@@ -6,21 +6,21 @@ pub mod fsck;
 pub mod gc;
 pub mod manifest;
 mod paginate;
+mod pulls;
 mod quota;
 pub mod retention;
 #[cfg(test)]
 mod tests;
 mod uploads;
 
-use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 pub use paginate::{paginate, Page};
+use pulls::PullLog;
 pub use uploads::BodyStream;
 pub use uploads::Uploads;
 
@@ -29,7 +29,7 @@ use crate::oci::{Digest, Reference, RegistryError, RepoName};
 use crate::storage::driver::{optional, ByteStream, Driver};
 use crate::storage::filesystem::FsDriver;
 use crate::storage::listing::{Listings, Names};
-use crate::storage::{self, keys, FsStore};
+use crate::storage::{keys, FsStore};
 
 /// One instance's registry.
 pub struct Registry {
@@ -41,35 +41,6 @@ pub struct Registry {
     pulls: PullLog,
     listings: Arc<Listings>,
     sessions: quota::SessionQuota,
-}
-
-/// Last pull of each tag ("repo:tag"), kept in memory and written to
-/// `<root>/berth/pulls.json` in batches (by [`Registry::flush_pulls`]), not
-/// on every pull.
-#[derive(Default)]
-struct PullLog {
-    times: parking_lot::Mutex<(HashMap<String, SystemTime>, bool)>,
-}
-
-fn pulls_path(store: &FsStore) -> PathBuf {
-    store.berth_dir().join("pulls.json")
-}
-
-/// Reads the pull log of a storage root (seconds since the epoch per tag).
-pub fn load_pulls(root: &std::path::Path) -> HashMap<String, SystemTime> {
-    let store = FsStore::new(root);
-    let raw: HashMap<String, u64> = std::fs::read(pulls_path(&store))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    raw.into_iter()
-        .map(|(k, secs)| {
-            (
-                k,
-                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-            )
-        })
-        .collect()
 }
 
 /// A blob of a repository, found and ready to be read.
@@ -136,7 +107,6 @@ impl Registry {
     pub fn new(root: &std::path::Path) -> Self {
         let store = Arc::new(FsStore::new(root));
         let pulls = PullLog::default();
-        pulls.times.lock().0 = load_pulls(root);
         let driver: Arc<dyn Driver> = Arc::new(FsDriver::new(root));
         Registry {
             uploads: Uploads::new(store.clone(), driver.clone()),
@@ -363,9 +333,7 @@ impl Registry {
         }
         .await;
         if let (Ok(_), Some(key)) = (&found, pulled_tag) {
-            let mut log = self.pulls.times.lock();
-            log.0.insert(key, SystemTime::now());
-            log.1 = true;
+            self.pulls.pulled(key, SystemTime::now());
         }
         found
     }
@@ -420,34 +388,9 @@ impl Registry {
         Ok(())
     }
 
-    /// Writes the pull log if it changed since the last time.
+    /// Writes this process's pull times if some are new ([`pulls`]).
     pub async fn flush_pulls(&self) -> Result<(), RegistryError> {
-        let snapshot = {
-            let mut log = self.pulls.times.lock();
-            if !log.1 {
-                return Ok(());
-            }
-            log.1 = false;
-            log.0.clone()
-        };
-        let store = self.store.clone();
-        blocking(move || {
-            let secs: HashMap<String, u64> = snapshot
-                .into_iter()
-                .map(|(k, t)| {
-                    (
-                        k,
-                        t.duration_since(SystemTime::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs()),
-                    )
-                })
-                .collect();
-            let json =
-                serde_json::to_vec(&secs).map_err(|e| RegistryError::Internal(e.to_string()))?;
-            storage::atomic_write(&pulls_path(&store), &json)
-                .map_err(io_err("writing the pull log"))
-        })
-        .await
+        self.pulls.flush(&*self.driver).await
     }
 
     /// Runs retention and garbage collection once ([`gc`]).
@@ -458,7 +401,11 @@ impl Registry {
         dry_run: bool,
     ) -> Result<gc::Report, RegistryError> {
         self.flush_pulls().await?;
-        let pulls = self.pulls.times.lock().0.clone();
+        // Every process's pulls; a real run also compacts them.
+        let pulls = match dry_run {
+            true => self.pulls.load(&*self.driver).await?,
+            false => self.pulls.compact(&*self.driver).await?,
+        };
         let (store, policy) = (self.store.clone(), policy.clone());
         blocking(move || {
             gc::run(

@@ -15,7 +15,8 @@
 //!     gc.lock, gc.turnstile.lock, gc.run.lock,
 //!     locks/repo-XX.lock                             locks between requests and GC
 //!     gc.journal/<id>                                what requests wrote while a GC runs
-//!     pulls.json, repositories.changed
+//!     pulls.json, pulls/<process>.json               last pulls (registry::pulls)
+//!     repositories.changed
 //! ```
 //!
 //! Every file that readers see is written to a temporary name in the same

@@ -156,7 +156,14 @@ impl Server {
     }
 
     pub fn start_in(config_dir: &Path) -> Server {
-        let stderr_log = config_dir.join("berth.stderr.log");
+        // One log per process, when several serve one config dir.
+        let stderr_log = (1..)
+            .map(|n| match n {
+                1 => config_dir.join("berth.stderr.log"),
+                n => config_dir.join(format!("berth.stderr.{n}.log")),
+            })
+            .find(|p| !p.exists())
+            .expect("a free log name");
         let stderr = std::fs::File::create(&stderr_log).unwrap();
         let mut child = Command::new(berth_bin())
             .arg("serve")
