@@ -406,19 +406,13 @@ impl Registry {
             true => self.pulls.load(&*self.driver).await?,
             false => self.pulls.compact(&*self.driver).await?,
         };
-        let (store, policy) = (self.store.clone(), policy.clone());
-        blocking(move || {
-            gc::run(
-                &store,
-                &gc::Run {
-                    policy: &policy,
-                    pulls: &pulls,
-                    now,
-                    dry_run,
-                },
-            )
-        })
-        .await
+        let run = gc::Run {
+            policy,
+            pulls: &pulls,
+            now,
+            dry_run,
+        };
+        gc::run(&*self.driver, &self.store, &run).await
     }
 
     /// Sorted tags of a repository.

@@ -133,17 +133,21 @@ async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
         reg.delete_manifest(&r, &tag("old")).await.unwrap();
         let (policy, pulls) = (policy(grace), HashMap::new());
         let run = run_at_later(&policy, &pulls);
-        let collection = Collection::begin(&reg.store, &run).unwrap();
+        let collection = Collection::begin(&*reg.driver, &reg.store, &run)
+            .await
+            .unwrap();
         // Between the scan (which found the manifest untagged and old) and
         // the sweep, it is tagged again.
         put(&reg, &r, "promoted", &img).await.unwrap();
-        let report = collection.finish().unwrap();
+        let report = collection.finish().await.unwrap();
         assert!(report.manifests.is_empty(), "{:?}", report.manifests);
         assert_eq!(report.blobs, 0);
         assert_pullable(&reg, &r, "promoted", &img).await;
         // Untagged again, the next run takes it.
         reg.delete_manifest(&r, &tag("promoted")).await.unwrap();
-        let report = super::gc::run(&reg.store, &run).unwrap();
+        let report = super::gc::run(&*reg.driver, &reg.store, &run)
+            .await
+            .unwrap();
         assert_eq!(report.manifests, [format!("app@{}", img.digest)]);
         assert_eq!(report.blobs, 3);
     }
@@ -173,7 +177,9 @@ async fn blobs_and_index_children_written_during_a_collection_stay() {
     }
     let (policy, pulls) = (policy(Duration::ZERO), HashMap::new());
     let run = run_at_later(&policy, &pulls);
-    let collection = Collection::begin(&reg.store, &run).unwrap();
+    let collection = Collection::begin(&*reg.driver, &reg.store, &run)
+        .await
+        .unwrap();
     // An index over the first untagged manifest, and a fresh upload of
     // one of the second's blobs, both after the scan.
     let index = serde_json::json!({
@@ -194,7 +200,7 @@ async fn blobs_and_index_children_written_during_a_collection_stay() {
     reg.put_blob(&r, "", &again, body(other_blobs[1].clone()), None)
         .await
         .unwrap();
-    let report = collection.finish().unwrap();
+    let report = collection.finish().await.unwrap();
     assert_eq!(report.manifests, [format!("app@{}", other.digest)]);
     reg.manifest(&r, &Reference::Digest(child.digest.clone()))
         .await
@@ -232,11 +238,13 @@ async fn stress(grace: Duration) {
     let collector = {
         let (reg, done, runs) = (reg.clone(), done.clone(), runs.clone());
         let policy = policy(grace);
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let pulls = HashMap::new();
             while !done.load(Ordering::Relaxed) {
                 let run = run_at_later(&policy, &pulls);
-                super::gc::run(&reg.store, &run).unwrap();
+                super::gc::run(&*reg.driver, &reg.store, &run)
+                    .await
+                    .unwrap();
                 runs.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -315,7 +323,9 @@ async fn stress(grace: Duration) {
     // One more run with nothing going on, then everything acknowledged.
     let (policy, pulls) = (policy(grace), HashMap::new());
     let run = run_at_later(&policy, &pulls);
-    super::gc::run(&reg.store, &run).unwrap();
+    super::gc::run(&*reg.driver, &reg.store, &run)
+        .await
+        .unwrap();
     let mut tags = 0;
     for model in &models {
         for ((ri, t), img) in model {

@@ -145,6 +145,11 @@ pub trait Driver: Send + Sync + 'static {
     /// Deletes every object under `prefix`; whether there was any.
     async fn delete_all(&self, prefix: &str) -> Result<bool, StorageError>;
 
+    /// Removes what is left of the emptied `prefix` and of its parents up
+    /// to (not including) `stop`: directories, on a driver that has them;
+    /// nothing elsewhere. A parent that still holds something stays.
+    async fn prune(&self, prefix: &str, stop: &str) -> Result<(), StorageError>;
+
     /// A writer appending to `key` at `offset`, cutting off anything past
     /// it (left by a write that failed half-way).
     async fn writer(&self, key: &str, offset: u64) -> Result<Box<dyn Writer>, StorageError>;

@@ -211,6 +211,18 @@ impl Driver for FsDriver {
         .await
     }
 
+    async fn prune(&self, prefix: &str, stop: &str) -> Result<(), StorageError> {
+        let (mut dir, stop) = (self.path(prefix), self.path(stop));
+        blocking("pruning", prefix, move || {
+            // remove_dir removes only empty directories.
+            while dir.starts_with(&stop) && dir != stop && fs::remove_dir(&dir).is_ok() {
+                dir.pop();
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn writer(&self, key: &str, offset: u64) -> Result<Box<dyn Writer>, StorageError> {
         let path = self.path(key);
         let file = blocking("opening", key, move || {

@@ -102,6 +102,10 @@ pub fn referrer_link(r: &RepoName, subject: &Digest, referrer: &Digest) -> Strin
 pub const JOURNAL: &str = "berth/gc.journal";
 pub const JOURNAL_OPEN: &str = "berth/gc.journal/open";
 
+/// Rewritten by whatever removes repositories, so that running servers
+/// walk the catalog again (see `storage::listing`).
+pub const REPOSITORIES_CHANGED: &str = "berth/repositories.changed";
+
 /// The digest a link holds (`sha256:<hex>`); `None` when the link is
 /// absent or holds no valid digest.
 pub async fn read_link(d: &dyn Driver, key: &str) -> Result<Option<Digest>, StorageError> {

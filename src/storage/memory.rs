@@ -152,6 +152,11 @@ impl Driver for MemDriver {
         Ok(!keys.is_empty())
     }
 
+    async fn prune(&self, _prefix: &str, _stop: &str) -> Result<(), StorageError> {
+        // Prefixes exist only while keys do.
+        Ok(())
+    }
+
     async fn writer(&self, key: &str, offset: u64) -> Result<Box<dyn Writer>, StorageError> {
         let mut data = BytesMut::new();
         if let Some((old, _)) = self.objects.lock().get(key) {

@@ -294,7 +294,7 @@ impl FsStore {
     }
 
     fn repositories_marker(&self) -> PathBuf {
-        self.berth_dir().join("repositories.changed")
+        self.root.join(keys::REPOSITORIES_CHANGED)
     }
 
     /// Digests linked under `dir/<alg>/<hex>/link` (revisions, referrers).
@@ -430,46 +430,7 @@ pub fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
     Ok(Digest::from_parts(algorithm, hex))
 }
 
-/// A stored blob as garbage collection sees it.
-pub struct BlobEntry {
-    pub digest: Digest,
-    pub size: u64,
-    pub modified: std::time::SystemTime,
-}
-
 impl FsStore {
-    /// Every blob in the store with its size and modification time.
-    pub fn list_blobs(&self) -> io::Result<Vec<BlobEntry>> {
-        let mut out = Vec::new();
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let alg_dir = self.v2.join("blobs").join(alg.as_str());
-            let prefixes = match fs::read_dir(&alg_dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for prefix in prefixes {
-                for entry in fs::read_dir(prefix?.path())? {
-                    let entry = entry?;
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let Ok(digest) = Digest::parse(&format!("{}:{name}", alg.as_str())) else {
-                        continue;
-                    };
-                    match fs::metadata(entry.path().join("data")) {
-                        Ok(m) => out.push(BlobEntry {
-                            digest,
-                            size: m.len(),
-                            modified: m.modified()?,
-                        }),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// `<root>/berth`: berth's own state beside the registry:2 tree (which
     /// registry:2 never looks at).
     pub fn berth_dir(&self) -> PathBuf {
@@ -512,45 +473,6 @@ impl FsStore {
             true,
         )
     }
-
-    fn journal_dir(&self) -> PathBuf {
-        self.root.join(keys::JOURNAL)
-    }
-
-    /// Starts recording: from now on, requests record what they write (see
-    /// `registry::gc::record`) until [`FsStore::close_journal`]. What a
-    /// crashed run left is dropped. Called under the exclusive
-    /// [`FsStore::gc_lock`].
-    pub fn open_journal(&self) -> io::Result<()> {
-        let dir = self.journal_dir();
-        remove_dir_all(&dir)?;
-        atomic_write(&self.root.join(keys::JOURNAL_OPEN), b"")
-    }
-
-    /// Every record since [`FsStore::open_journal`], in no order. Read
-    /// under the exclusive [`FsStore::gc_lock`], when no writer is half-way.
-    pub fn read_journal(&self) -> io::Result<Vec<String>> {
-        let open = self.root.join(keys::JOURNAL_OPEN);
-        let mut out = Vec::new();
-        for entry in fs::read_dir(self.journal_dir())? {
-            let path = entry?.path();
-            if path != open {
-                out.push(fs::read_to_string(path)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Stops recording and drops the records.
-    pub fn close_journal(&self) -> io::Result<()> {
-        remove_dir_all(&self.journal_dir()).map(drop)
-    }
-
-    /// Removes a blob's data and directory; `false` when it was not there.
-    pub fn remove_blob(&self, d: &Digest) -> io::Result<bool> {
-        let path = self.blob_path(d);
-        remove_dir_all(path.parent().expect("blob path has a parent"))
-    }
 }
 
 /// Lock files that repositories share (see [`FsStore::repo_lock`]).
@@ -579,15 +501,6 @@ fn lock_file(path: &Path, exclusive: bool) -> io::Result<File> {
         f.lock_shared()?;
     }
     Ok(f)
-}
-
-/// Modification time of a file, `None` when it does not exist.
-pub fn modified(path: &Path) -> io::Result<Option<std::time::SystemTime>> {
-    match fs::metadata(path) {
-        Ok(m) => m.modified().map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -35,15 +35,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::SystemTime;
 
 use super::manifest;
 use super::retention::{evict_for_quota, expired, TagFacts};
 use crate::config::{Retention, Untagged};
 use crate::oci::{Digest, RegistryError, RepoName, Tag};
-use crate::storage::driver::{optional, Driver};
-use crate::storage::{self, keys, FsStore};
+use crate::storage::driver::{optional, Driver, StorageError};
+use crate::storage::{keys, FsStore};
+use bytes::Bytes;
+use scan::{BlobEntry, RepoScan};
+
+mod scan;
 
 /// What an instance holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -112,128 +115,58 @@ pub struct Run<'a> {
     pub dry_run: bool,
 }
 
-struct RepoScan {
-    name: RepoName,
-    tags: Vec<(Tag, Digest, SystemTime)>,
-    /// Every manifest each tag had (`_manifests/tags/<tag>/index`).
-    history: Vec<(Tag, Vec<Digest>)>,
-    revisions: Vec<(Digest, SystemTime)>,
-    layers: Vec<(Digest, SystemTime)>,
-}
-
-fn io(context: &'static str) -> impl Fn(std::io::Error) -> RegistryError {
-    move |e| RegistryError::io(context, e)
-}
-
 fn young(t: SystemTime, r: &Run) -> bool {
     r.now
         .duration_since(t)
         .map_or(true, |age| age < r.policy.gc_grace)
 }
 
-/// Parsed manifests, read once. Content never changes under its digest,
-/// so what was read stays true; a manifest not found is looked for again
-/// (a request may store it meanwhile), and a read that fails makes the run
-/// delete nothing ([`Manifests::check`]): what an unread manifest
-/// references is unknown.
-struct Manifests<'s> {
-    store: &'s FsStore,
+/// Parsed manifests, read once ([`Manifests::load`]) and then looked up.
+/// Content never changes under its digest, so what was read stays true; a
+/// manifest not found is looked for again by a later load (a request may
+/// store it meanwhile), and a read that fails makes the run delete nothing
+/// ([`Manifests::check`]): what an unread manifest references is unknown.
+#[derive(Default)]
+struct Manifests {
     parsed: HashMap<Digest, Option<manifest::Manifest>>,
-    failed: Option<std::io::Error>,
+    failed: Option<StorageError>,
 }
 
-impl Manifests<'_> {
-    fn get(&mut self, d: &Digest) -> Option<&manifest::Manifest> {
-        if !self.parsed.contains_key(d) {
-            match self.store.read_blob(d) {
+impl Manifests {
+    /// Reads the manifests of `digests` not read yet.
+    async fn load(&mut self, driver: &dyn Driver, digests: Vec<Digest>) {
+        for d in &digests {
+            if self.parsed.contains_key(d) {
+                continue;
+            }
+            match optional(driver.get(&keys::blob(d)).await) {
                 Ok(Some(b)) => {
                     self.parsed
                         .insert(d.clone(), manifest::parse(None, &b).ok());
                 }
-                Ok(None) => return None,
+                Ok(None) => {}
                 Err(e) => {
                     self.failed.get_or_insert(e);
-                    return None;
                 }
             }
         }
-        self.parsed[d].as_ref()
+    }
+
+    fn get(&self, d: &Digest) -> Option<&manifest::Manifest> {
+        self.parsed.get(d).and_then(Option::as_ref)
     }
 
     /// Fails if a manifest could not be read.
     fn check(&mut self) -> Result<(), RegistryError> {
         match self.failed.take() {
-            Some(e) => Err(RegistryError::io("reading a manifest", e)),
+            Some(e) => Err(e.into()),
             None => Ok(()),
         }
     }
 }
 
-fn scan_repo(store: &FsStore, name: &str) -> Result<Option<RepoScan>, RegistryError> {
-    let e = io("scanning repository");
-    let Ok(repo) = RepoName::parse(name) else {
-        return Ok(None);
-    };
-    let mut tags = Vec::new();
-    let mut history = Vec::new();
-    let scanned = store.scan_tags(&repo).map_err(&e)?;
-    for t in scanned.unlinked.iter().chain(&scanned.tags) {
-        let Ok(tag) = Tag::parse(t) else { continue };
-        let index = store.tag_dir(&repo, &tag).join("index");
-        history.push((tag.clone(), store.list_links(&index).map_err(&e)?));
-    }
-    for t in scanned.tags {
-        let Ok(tag) = Tag::parse(&t) else { continue };
-        let link = store.tag_current_link(&repo, &tag);
-        if let (Some(d), Some(m)) = (
-            storage::read_link(&link).map_err(&e)?,
-            storage::modified(&link).map_err(&e)?,
-        ) {
-            tags.push((tag, d, m));
-        }
-    }
-    let dir = store.repo_dir(&repo);
-    let with_times = |sub: &str| -> Result<Vec<(Digest, SystemTime)>, RegistryError> {
-        let base = dir.join(sub);
-        let mut out = Vec::new();
-        for d in store.list_links(&base).map_err(&e)? {
-            let link = base.join(d.algorithm().as_str()).join(d.hex()).join("link");
-            if let Some(m) = storage::modified(&link).map_err(&e)? {
-                out.push((d, m));
-            }
-        }
-        Ok(out)
-    };
-    Ok(Some(RepoScan {
-        revisions: with_times("_manifests/revisions")?,
-        layers: with_times("_layers")?,
-        tags,
-        history,
-        name: repo,
-    }))
-}
-
-/// Every repository directory (with manifests, layers or uploads).
-fn all_repos(store: &FsStore) -> Result<Vec<String>, RegistryError> {
-    let mut names = Vec::new();
-    for marker in ["_manifests", "_layers", "_uploads"] {
-        names.extend(
-            store
-                .list_repositories_with(marker)
-                .map_err(io("listing repositories"))?,
-        );
-    }
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
 /// Manifests reachable from `roots` inside one repository, with referrers.
-fn reachable(
-    repo: &RepoScan,
-    roots: HashSet<Digest>,
-    manifests: &mut Manifests,
-) -> HashSet<Digest> {
+fn reachable(repo: &RepoScan, roots: HashSet<Digest>, manifests: &Manifests) -> HashSet<Digest> {
     let present: HashSet<&Digest> = repo.revisions.iter().map(|(d, _)| d).collect();
     let mut live: HashSet<Digest> = HashSet::new();
     let mut todo: Vec<Digest> = roots.into_iter().filter(|d| present.contains(d)).collect();
@@ -264,7 +197,7 @@ fn reachable(
 }
 
 /// Blobs a manifest keeps alive: itself and its config and layers.
-fn blobs_of(d: &Digest, manifests: &mut Manifests) -> Vec<Digest> {
+fn blobs_of(d: &Digest, manifests: &Manifests) -> Vec<Digest> {
     let mut out = vec![d.clone()];
     if let Some(m) = manifests.get(d) {
         out.extend(m.blobs.iter().cloned());
@@ -272,9 +205,13 @@ fn blobs_of(d: &Digest, manifests: &mut Manifests) -> Vec<Digest> {
     out
 }
 
-/// Runs retention and garbage collection once.
-pub fn run(store: &FsStore, r: &Run) -> Result<Report, RegistryError> {
-    Collection::begin(store, r)?.finish()
+/// Runs retention and garbage collection once; `store` holds the locks.
+pub async fn run(
+    driver: &dyn Driver,
+    store: &FsStore,
+    r: &Run<'_>,
+) -> Result<Report, RegistryError> {
+    Collection::begin(driver, store, r).await?.finish().await
 }
 
 /// What requests wrote since a collection began, read from the store's
@@ -290,9 +227,19 @@ struct Journal {
 }
 
 impl Journal {
-    fn read(store: &FsStore) -> Result<Journal, RegistryError> {
+    /// Every record since the journal was opened; read under the
+    /// exclusive lock, when no writer is half-way.
+    async fn read(driver: &dyn Driver) -> Result<Journal, RegistryError> {
         let mut j = Journal::default();
-        for record in store.read_journal().map_err(io("reading the journal"))? {
+        let mut records = Vec::new();
+        for name in scan::names(driver, keys::JOURNAL).await? {
+            let key = format!("{}/{name}", keys::JOURNAL);
+            if key != keys::JOURNAL_OPEN {
+                records.extend(optional(driver.get(&key).await)?);
+            }
+        }
+        for record in records {
+            let record = String::from_utf8_lossy(&record);
             for line in record.lines() {
                 let mut words = line.split(' ');
                 match (words.next(), words.next(), words.next()) {
@@ -362,64 +309,76 @@ struct Marked {
 /// without blocking anyone; [`Collection::finish`] decides again, under the
 /// exclusive lock, with what was written in between, and deletes.
 pub struct Collection<'a> {
+    driver: &'a dyn Driver,
+    /// Where the locks are.
     store: &'a FsStore,
     r: &'a Run<'a>,
     /// One collection at a time per store (a dry run writes nothing and
     /// takes no lock).
     _running: Option<std::fs::File>,
     repos: Vec<RepoScan>,
-    blobs: Vec<storage::BlobEntry>,
-    manifests: Manifests<'a>,
+    blobs: Vec<BlobEntry>,
+    manifests: Manifests,
     /// Tags retention removes, as (repository, tag) indexes.
     gone: HashSet<(usize, usize)>,
 }
 
+/// Takes a GC lock of `store` (waiting on the blocking pool).
+async fn lock(
+    store: &FsStore,
+    take: fn(&FsStore) -> std::io::Result<std::fs::File>,
+) -> Result<std::fs::File, RegistryError> {
+    let store = store.clone();
+    super::blocking(move || take(&store).map_err(|e| RegistryError::io("locking", e))).await
+}
+
 impl<'a> Collection<'a> {
     /// Opens the journal, scans the store and applies retention.
-    pub fn begin(store: &'a FsStore, r: &'a Run<'a>) -> Result<Self, RegistryError> {
-        let e = io("garbage collection");
-        let running = (!r.dry_run)
-            .then(|| store.gc_run_lock())
-            .transpose()
-            .map_err(&e)?;
+    pub async fn begin(
+        driver: &'a dyn Driver,
+        store: &'a FsStore,
+        r: &'a Run<'a>,
+    ) -> Result<Self, RegistryError> {
+        let running = match r.dry_run {
+            true => None,
+            false => Some(lock(store, FsStore::gc_run_lock).await?),
+        };
         if !r.dry_run {
             // Under the exclusive lock: a writer either finished before
             // (and the scan below sees its write) or records it.
-            let _lock = store.gc_lock(true).map_err(&e)?;
-            store.open_journal().map_err(&e)?;
+            let _lock = lock(store, |s| s.gc_lock(true)).await?;
+            driver.delete_all(keys::JOURNAL).await?;
+            driver.put(keys::JOURNAL_OPEN, Bytes::new()).await?;
         }
         let mut repos = Vec::new();
-        for name in all_repos(store)? {
-            repos.extend(scan_repo(store, &name)?);
+        for name in scan::repositories(driver).await? {
+            repos.push(scan::repository(driver, name).await?);
         }
-        let blobs = store.list_blobs().map_err(&e)?;
+        let blobs = scan::blobs(driver).await?;
+        let mut manifests = Manifests::default();
+        // Every manifest now, so that the decision under the lock reads
+        // only those the journal adds.
+        let revisions = repos
+            .iter()
+            .flat_map(|r| r.revisions.iter().map(|(d, _)| d.clone()));
+        manifests.load(driver, revisions.collect()).await;
         let mut c = Collection {
+            driver,
             store,
             r,
             _running: running,
             repos,
             blobs,
-            manifests: Manifests {
-                store,
-                parsed: HashMap::new(),
-                failed: None,
-            },
+            manifests,
             gone: HashSet::new(),
         };
         c.gone = c.retention();
-        // Read every manifest now, so that the decision under the lock
-        // reads only those the journal adds.
-        for repo in &c.repos {
-            for (d, _) in &repo.revisions {
-                c.manifests.get(d);
-            }
-        }
         Ok(c)
     }
 
     /// The tags retention removes.
     fn retention(&mut self) -> HashSet<(usize, usize)> {
-        let (r, repos, manifests) = (self.r, &self.repos, &mut self.manifests);
+        let (r, repos, manifests) = (self.r, &self.repos, &self.manifests);
         let sizes: HashMap<&Digest, u64> = self.blobs.iter().map(|b| (&b.digest, b.size)).collect();
         let mut facts = Vec::new();
         let mut owners = Vec::new();
@@ -475,13 +434,7 @@ impl<'a> Collection<'a> {
                 Some(ri) => ri,
                 None => match RepoName::parse(name) {
                     Ok(repo) => {
-                        self.repos.push(RepoScan {
-                            name: repo,
-                            tags: Vec::new(),
-                            history: Vec::new(),
-                            revisions: Vec::new(),
-                            layers: Vec::new(),
-                        });
+                        self.repos.push(RepoScan::empty(repo));
                         self.repos.len() - 1
                     }
                     Err(_) => continue,
@@ -516,10 +469,10 @@ impl<'a> Collection<'a> {
                     roots.insert(d.clone());
                 }
             }
-            let live = reachable(repo, roots, &mut self.manifests);
+            let live = reachable(repo, roots, &self.manifests);
             for (d, _) in &repo.revisions {
                 if live.contains(d) {
-                    m.blobs.extend(blobs_of(d, &mut self.manifests));
+                    m.blobs.extend(blobs_of(d, &self.manifests));
                 } else {
                     m.revisions.push((ri, d.clone()));
                 }
@@ -539,8 +492,7 @@ impl<'a> Collection<'a> {
     /// Decides again with what was written since [`Collection::begin`]
     /// and deletes, all under the exclusive lock; then purges abandoned
     /// uploads and measures what is left.
-    pub fn finish(mut self) -> Result<Report, RegistryError> {
-        let e = io("garbage collection");
+    pub async fn finish(mut self) -> Result<Report, RegistryError> {
         let mut report = Report {
             dry_run: self.r.dry_run,
             ..Report::default()
@@ -562,16 +514,18 @@ impl<'a> Collection<'a> {
                 .map(|&ri| self.repos[ri].name.to_string())
                 .collect();
         } else {
-            let lock = self.store.gc_lock(true).map_err(&e)?;
-            let written = Journal::read(self.store)?;
+            let lock = lock(self.store, |s| s.gc_lock(true)).await?;
+            let written = Journal::read(self.driver).await?;
+            let added = written.manifests.values().flatten().cloned().collect();
+            self.manifests.load(self.driver, added).await;
             let m = self.mark(&written);
             self.manifests.check()?;
-            self.sweep(&m, &mut report)?;
-            self.store.close_journal().map_err(&e)?;
+            self.sweep(&m, &mut report).await?;
+            self.driver.delete_all(keys::JOURNAL).await?;
             drop(lock);
         }
-        report.uploads = purge_uploads(self.store, &self.repos, self.r)?;
-        report.usage = usage(self.store, &report, &self.blobs, self.r.dry_run)?;
+        report.uploads = self.purge_uploads().await?;
+        report.usage = self.usage(&report).await?;
         Ok(report)
     }
 
@@ -584,7 +538,7 @@ impl<'a> Collection<'a> {
     }
 
     /// Blobs of the scan that nothing keeps and that are past the grace.
-    fn candidates(&self, m: &Marked) -> Vec<&storage::BlobEntry> {
+    fn candidates(&self, m: &Marked) -> Vec<&BlobEntry> {
         self.blobs
             .iter()
             .filter(|b| !m.blobs.contains(&b.digest) && !young(b.modified, self.r))
@@ -593,152 +547,133 @@ impl<'a> Collection<'a> {
 
     /// Deletes what `m` leaves unmarked; the report lists what was there to
     /// delete (a request may have deleted it first).
-    fn sweep(&mut self, m: &Marked, report: &mut Report) -> Result<(), RegistryError> {
-        let e = io("garbage collection");
-        let store = self.store;
+    async fn sweep(&self, m: &Marked, report: &mut Report) -> Result<(), RegistryError> {
+        let d = self.driver;
         for &(ri, ti) in &m.tags {
             let repo = &self.repos[ri];
-            if storage::remove_dir_all(&store.tag_dir(&repo.name, &repo.tags[ti].0)).map_err(&e)? {
+            if d.delete_all(&keys::tag(&repo.name, &repo.tags[ti].0))
+                .await?
+            {
                 report.tags.push(self.tag_name((ri, ti)));
             }
         }
-        for (ri, d) in &m.revisions {
+        for (ri, digest) in &m.revisions {
             let repo = &self.repos[*ri].name;
-            if storage::remove_file(&store.revision_link(repo, d)).map_err(&e)? {
-                report.manifests.push(self.revision_name(*ri, d));
+            if d.delete(&keys::revision_link(repo, digest)).await? {
+                report.manifests.push(self.revision_name(*ri, digest));
             }
-            if let Some(subject) = self.manifests.get(d).and_then(|m| m.subject.clone()) {
-                let link = store.referrer_link(repo, &subject, d);
-                storage::remove_dir_all(link.parent().expect("link has a parent")).map_err(&e)?;
+            if let Some(subject) = self.manifests.get(digest).and_then(|m| m.subject.clone()) {
+                d.delete_all(&keys::referrer_entry(repo, &subject, digest))
+                    .await?;
             }
             // Tags that once pointed at it forget it, as registry:2's
             // collection does.
             for (tag, had) in &self.repos[*ri].history {
-                if had.contains(d) {
-                    let link = store.tag_index_link(repo, tag, d);
-                    storage::remove_dir_all(link.parent().expect("link has a parent"))
-                        .map_err(&e)?;
+                if had.contains(digest) {
+                    d.delete_all(&keys::tag_index_entry(repo, tag, digest))
+                        .await?;
                 }
             }
         }
         for b in self.candidates(m) {
-            if store.remove_blob(&b.digest).map_err(&e)? {
+            if d.delete_all(&keys::blob_dir(&b.digest)).await? {
                 report.blobs += 1;
                 report.bytes += b.size;
             }
         }
         // Layer links to blobs that are gone.
         for repo in &self.repos {
-            for (d, _) in &repo.layers {
-                if store.blob_size(d).map_err(&e)?.is_none() {
-                    storage::remove_file(&store.layer_link(&repo.name, d)).map_err(&e)?;
+            for (digest, _) in &repo.layers {
+                if optional(d.stat(&keys::blob(digest)).await)?.is_none() {
+                    d.delete(&keys::layer_link(&repo.name, digest)).await?;
                 }
             }
         }
         for &ri in &m.emptied {
             let name = &self.repos[ri].name;
-            if remove_repo_if_empty(store, name).map_err(&e)? {
+            if remove_repo_if_empty(d, name).await? {
                 report.repositories.push(name.to_string());
             }
         }
         if !report.repositories.is_empty() {
             // After the removals: a server that walks before this sees the
             // old token and walks again.
-            store.repositories_changed().map_err(&e)?;
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            d.put(keys::REPOSITORIES_CHANGED, token.into()).await?;
         }
         Ok(())
+    }
+
+    /// Purges upload sessions older than `upload_ttl`; how many.
+    async fn purge_uploads(&self) -> Result<usize, RegistryError> {
+        let mut purged = 0;
+        for repo in &self.repos {
+            for (id, started) in scan::uploads(self.driver, &repo.name).await? {
+                let old = started.is_some_and(|t| {
+                    self.r
+                        .now
+                        .duration_since(t)
+                        .is_ok_and(|age| age >= self.r.policy.upload_ttl)
+                });
+                if old {
+                    if !self.r.dry_run {
+                        self.driver
+                            .delete_all(&keys::upload(&repo.name, &id))
+                            .await?;
+                    }
+                    purged += 1;
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    /// What the instance holds after the run (or would, dry).
+    async fn usage(&self, report: &Report) -> Result<Usage, RegistryError> {
+        let d = self.driver;
+        let mut repositories = 0;
+        let mut tags = 0;
+        for repo in scan::repositories(d).await? {
+            if scan::in_catalog(d, &repo).await? {
+                repositories += 1;
+                tags += scan::tags(d, &repo).await?.len();
+            }
+        }
+        if self.r.dry_run {
+            return Ok(Usage {
+                bytes: self.blobs.iter().map(|b| b.size).sum::<u64>() - report.bytes,
+                blobs: self.blobs.len() - report.blobs,
+                repositories: repositories - report.repositories.len(),
+                tags: tags - report.tags.len(),
+            });
+        }
+        let now = scan::blobs(d).await?;
+        Ok(Usage {
+            bytes: now.iter().map(|b| b.size).sum(),
+            blobs: now.len(),
+            repositories,
+            tags,
+        })
     }
 }
 
 /// Removes a repository that has no tags and no manifests any more: it
 /// leaves the catalog. Its layer links go only when none is left (a push
 /// whose blobs are in and whose manifest is not yet keeps them), and
-/// upload sessions in flight keep its directory. Whether it was removed.
-fn remove_repo_if_empty(store: &FsStore, repo: &RepoName) -> std::io::Result<bool> {
-    let dir = store.repo_dir(repo);
-    let revisions = store.list_links(&dir.join("_manifests/revisions"))?;
-    let tags = store.list_tags(repo)?.unwrap_or_default();
-    if !revisions.is_empty() || !tags.is_empty() {
+/// upload sessions in flight keep it. Whether it was removed.
+async fn remove_repo_if_empty(d: &dyn Driver, repo: &RepoName) -> Result<bool, StorageError> {
+    if !scan::links(d, &keys::revisions(repo)).await?.is_empty()
+        || !scan::tags(d, repo).await?.is_empty()
+    {
         return Ok(false);
     }
-    storage::remove_dir_all(&dir.join("_manifests"))?;
-    storage::remove_dir_all(&dir.join("_referrers"))?;
-    if store.list_links(&dir.join("_layers"))?.is_empty() {
-        storage::remove_dir_all(&dir.join("_layers"))?;
+    let dir = keys::repo(repo);
+    d.delete_all(&format!("{dir}/_manifests")).await?;
+    d.delete_all(&format!("{dir}/_referrers")).await?;
+    if scan::links(d, &keys::layers(repo)).await?.is_empty() {
+        d.delete_all(&keys::layers(repo)).await?;
     }
     // Empty directories up to repositories/ go too.
-    let mut d: &Path = &dir;
-    while d != store.repositories_dir() && std::fs::remove_dir(d).is_ok() {
-        d = d.parent().expect("inside repositories/");
-    }
+    d.prune(&dir, &keys::repositories()).await?;
     Ok(true)
-}
-
-fn purge_uploads(store: &FsStore, repos: &[RepoScan], r: &Run) -> Result<usize, RegistryError> {
-    let e = io("purging uploads");
-    let mut purged = 0;
-    for repo in repos {
-        let dir = store.repo_dir(&repo.name).join("_uploads");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.map_err(&e)?.path();
-            let started = std::fs::read_to_string(path.join("startedat"))
-                .ok()
-                .and_then(|s| humantime::parse_rfc3339_weak(s.trim()).ok())
-                .or_else(|| storage::modified(&path).ok().flatten());
-            let old = started.is_some_and(|t| {
-                r.now
-                    .duration_since(t)
-                    .is_ok_and(|age| age >= r.policy.upload_ttl)
-            });
-            if old {
-                if !r.dry_run {
-                    storage::remove_dir_all(&path).map_err(&e)?;
-                }
-                purged += 1;
-            }
-        }
-    }
-    Ok(purged)
-}
-
-fn usage(
-    store: &FsStore,
-    report: &Report,
-    before: &[storage::BlobEntry],
-    dry_run: bool,
-) -> Result<Usage, RegistryError> {
-    let e = io("measuring usage");
-    let repos = store.list_repositories().map_err(&e)?;
-    let mut tags = 0;
-    for name in &repos {
-        if let Ok(repo) = RepoName::parse(name) {
-            tags += store.list_tags(&repo).map_err(&e)?.map_or(0, |t| t.len());
-        }
-    }
-    let (bytes, blobs) = if dry_run {
-        (
-            before.iter().map(|b| b.size).sum::<u64>() - report.bytes,
-            before.len() - report.blobs,
-        )
-    } else {
-        let now = store.list_blobs().map_err(&e)?;
-        (now.iter().map(|b| b.size).sum(), now.len())
-    };
-    let (repositories, tags) = if dry_run {
-        (
-            repos.len() - report.repositories.len(),
-            tags - report.tags.len(),
-        )
-    } else {
-        (repos.len(), tags)
-    };
-    Ok(Usage {
-        bytes,
-        blobs,
-        repositories,
-        tags,
-    })
 }

@@ -1,0 +1,232 @@
+//! Reading the store for a collection, through the storage driver: the
+//! repositories and what each holds (tags with their push times, manifest
+//! revisions, layer links, tag histories), the blobs, and upload sessions.
+//! Reads only; [`super`] decides and deletes.
+
+use std::time::SystemTime;
+
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::oci::{Algorithm, Digest, RegistryError, RepoName, Tag};
+use crate::storage::driver::{optional, Driver, StorageError};
+use crate::storage::keys;
+
+/// Reads under way at once while one repository is scanned: each is a
+/// round trip to the store (the blocking pool, or the network).
+const READ_AHEAD: usize = 16;
+
+/// One repository as the scan found it.
+pub(super) struct RepoScan {
+    pub name: RepoName,
+    /// Tags that point at something, with their push time (the time of
+    /// the tag's `current/link`).
+    pub tags: Vec<(Tag, Digest, SystemTime)>,
+    /// Every manifest each tag had (`_manifests/tags/<tag>/index`).
+    pub history: Vec<(Tag, Vec<Digest>)>,
+    pub revisions: Vec<(Digest, SystemTime)>,
+    pub layers: Vec<(Digest, SystemTime)>,
+}
+
+impl RepoScan {
+    pub fn empty(name: RepoName) -> RepoScan {
+        RepoScan {
+            name,
+            tags: Vec::new(),
+            history: Vec::new(),
+            revisions: Vec::new(),
+            layers: Vec::new(),
+        }
+    }
+}
+
+/// A stored blob.
+pub(super) struct BlobEntry {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// The names under `prefix`.
+pub(super) async fn names(d: &dyn Driver, prefix: &str) -> Result<Vec<String>, StorageError> {
+    d.list(prefix).try_collect().await
+}
+
+/// Digests linked under `base/<alg>/<hex>/link`, with the link's time.
+pub(super) async fn links(
+    d: &dyn Driver,
+    base: &str,
+) -> Result<Vec<(Digest, SystemTime)>, StorageError> {
+    let mut out = Vec::new();
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        let dir = format!("{base}/{}", alg.as_str());
+        for hex in names(d, &dir).await? {
+            let link = format!("{dir}/{hex}/link");
+            let (Some(digest), Some(meta)) = (
+                keys::read_link(d, &link).await?,
+                optional(d.stat(&link).await)?,
+            ) else {
+                continue;
+            };
+            out.push((digest, meta.modified));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every repository: a directory under `repositories/` with a `_`-prefixed
+/// child (`_manifests`, `_layers`, `_uploads`, `_referrers`), sorted.
+pub(super) async fn repositories(d: &dyn Driver) -> Result<Vec<RepoName>, StorageError> {
+    let root = keys::repositories();
+    let mut out = Vec::new();
+    let mut todo = vec![String::new()];
+    while let Some(path) = todo.pop() {
+        let dir = match path.is_empty() {
+            true => root.clone(),
+            false => format!("{root}/{path}"),
+        };
+        let mut is_repo = false;
+        for name in names(d, &dir).await? {
+            if name.starts_with('_') {
+                is_repo = true;
+            } else if path.is_empty() {
+                todo.push(name);
+            } else {
+                todo.push(format!("{path}/{name}"));
+            }
+        }
+        if is_repo {
+            if let Ok(repo) = RepoName::parse(&path) {
+                out.push(repo);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    Ok(out)
+}
+
+/// Whether a repository is in the catalog (has `_manifests`).
+pub(super) async fn in_catalog(d: &dyn Driver, repo: &RepoName) -> Result<bool, StorageError> {
+    let under = names(d, &keys::repo(repo)).await?;
+    Ok(under.iter().any(|n| n == "_manifests"))
+}
+
+/// Tags of a repository that point at something, sorted.
+pub(super) async fn tags(d: &dyn Driver, repo: &RepoName) -> Result<Vec<Tag>, StorageError> {
+    let mut out = Vec::new();
+    for name in names(d, &keys::tags(repo)).await? {
+        let Ok(tag) = Tag::parse(&name) else { continue };
+        if optional(d.stat(&keys::tag_current_link(repo, &tag)).await)?.is_some() {
+            out.push(tag);
+        }
+    }
+    out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    Ok(out)
+}
+
+/// What one repository holds.
+pub(super) async fn repository(d: &dyn Driver, repo: RepoName) -> Result<RepoScan, StorageError> {
+    let mut scan = RepoScan::empty(repo);
+    let repo = &scan.name;
+    // A registry:2 root may hold directories that are no valid tag.
+    let tags: Vec<Tag> = names(d, &keys::tags(repo))
+        .await?
+        .iter()
+        .filter_map(|n| Tag::parse(n).ok())
+        .collect();
+    let read = futures_util::stream::iter(tags)
+        .map(|tag| async move {
+            let had = links(d, &keys::tag_index(repo, &tag)).await?;
+            let link = keys::tag_current_link(repo, &tag);
+            let current = match keys::read_link(d, &link).await? {
+                Some(digest) => optional(d.stat(&link).await)?.map(|m| (digest, m.modified)),
+                None => None,
+            };
+            Ok::<_, StorageError>((tag, had, current))
+        })
+        .buffered(READ_AHEAD);
+    let read: Vec<_> = read.try_collect().await?;
+    for (tag, had, current) in read {
+        scan.history
+            .push((tag.clone(), had.into_iter().map(|(d, _)| d).collect()));
+        if let Some((digest, modified)) = current {
+            scan.tags.push((tag, digest, modified));
+        }
+    }
+    scan.revisions = links(d, &keys::revisions(repo)).await?;
+    scan.layers = links(d, &keys::layers(repo)).await?;
+    Ok(scan)
+}
+
+/// Every blob with its size and time.
+pub(super) async fn blobs(d: &dyn Driver) -> Result<Vec<BlobEntry>, StorageError> {
+    let mut out = Vec::new();
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        let dir = format!("{}/{}", keys::blobs(), alg.as_str());
+        for prefix in names(d, &dir).await? {
+            for hex in names(d, &format!("{dir}/{prefix}")).await? {
+                let Ok(digest) = Digest::parse(&format!("{}:{hex}", alg.as_str())) else {
+                    continue;
+                };
+                if let Some(meta) = optional(d.stat(&keys::blob(&digest)).await)? {
+                    out.push(BlobEntry {
+                        digest,
+                        size: meta.size,
+                        modified: meta.modified,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Upload sessions of a repository with the time each began (its
+/// `startedat`, else the time of its data).
+pub(super) async fn uploads(
+    d: &dyn Driver,
+    repo: &RepoName,
+) -> Result<Vec<(String, Option<SystemTime>)>, RegistryError> {
+    let mut out = Vec::new();
+    for id in names(d, &format!("{}/_uploads", keys::repo(repo))).await? {
+        let dir = keys::upload(repo, &id);
+        let started = optional(d.get(&format!("{dir}/startedat")).await)?
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .and_then(|s| humantime::parse_rfc3339_weak(s.trim()).ok());
+        let started = match started {
+            Some(t) => Some(t),
+            None => optional(d.stat(&format!("{dir}/data")).await)?.map(|m| m.modified),
+        };
+        out.push((id, started));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemDriver;
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn repositories_nest_and_need_an_underscore_child() {
+        let d = MemDriver::new();
+        let digest = Digest::of(Algorithm::Sha256, b"x");
+        for name in ["a", "a/b", "c/d/e"] {
+            let r = RepoName::parse(name).unwrap();
+            keys::write_link(&d, &keys::layer_link(&r, &digest), &digest)
+                .await
+                .unwrap();
+        }
+        d.put(&format!("{}/f/readme", keys::repositories()), Bytes::new())
+            .await
+            .unwrap();
+        let found: Vec<String> = repositories(&d)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(found, ["a", "a/b", "c/d/e"]);
+    }
+}
