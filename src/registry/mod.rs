@@ -29,7 +29,7 @@ use crate::oci::{Digest, Reference, RegistryError, RepoName};
 use crate::storage::driver::{optional, ByteStream, Driver};
 use crate::storage::filesystem::FsDriver;
 use crate::storage::listing::{Listings, Names};
-use crate::storage::{keys, FsStore};
+use crate::storage::{keys, tree, FsStore};
 
 /// One instance's registry.
 pub struct Registry {
@@ -178,7 +178,7 @@ impl Registry {
         let present = self.linked_blob_size(from, digest).await?.is_some();
         if present {
             gc::record(&*self.driver, repo, gc::Written::Blob(digest)).await?;
-            keys::write_link(&*self.driver, &keys::layer_link(repo, digest), digest).await?;
+            tree::write_link(&*self.driver, &keys::layer_link(repo, digest), digest).await?;
         }
         Ok(present)
     }
@@ -276,14 +276,14 @@ impl Registry {
         let d = &*self.driver;
         gc::record(d, repo, gc::Written::Manifest(&digest, tag)).await?;
         d.put_new(&keys::blob(&digest), bytes).await?;
-        keys::write_link(d, &keys::revision_link(repo, &digest), &digest).await?;
+        tree::write_link(d, &keys::revision_link(repo, &digest), &digest).await?;
         self.listings.repository_added(repo);
         if let Some(subject) = &parsed.subject {
-            keys::write_link(d, &keys::referrer_link(repo, subject, &digest), &digest).await?;
+            tree::write_link(d, &keys::referrer_link(repo, subject, &digest), &digest).await?;
         }
         if let Some(tag) = tag {
-            keys::write_link(d, &keys::tag_index_link(repo, tag, &digest), &digest).await?;
-            keys::write_link(d, &keys::tag_current_link(repo, tag), &digest).await?;
+            tree::write_link(d, &keys::tag_index_link(repo, tag, &digest), &digest).await?;
+            tree::write_link(d, &keys::tag_current_link(repo, tag), &digest).await?;
         }
         Ok(PutManifest { digest, subject })
     }
@@ -297,7 +297,7 @@ impl Registry {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => {
-                match keys::read_link(&*self.driver, &keys::tag_current_link(repo, t)).await? {
+                match tree::read_link(&*self.driver, &keys::tag_current_link(repo, t)).await? {
                     Some(d) => d,
                     None => return Ok(None),
                 }
@@ -367,7 +367,7 @@ impl Registry {
                     let Ok(tag) = crate::oci::Tag::parse(&tag) else {
                         continue;
                     };
-                    let current = keys::read_link(d, &keys::tag_current_link(repo, &tag)).await?;
+                    let current = tree::read_link(d, &keys::tag_current_link(repo, &tag)).await?;
                     if current.as_ref() == Some(digest) {
                         d.delete_all(&keys::tag(repo, &tag)).await?;
                     } else {
@@ -431,13 +431,15 @@ impl Registry {
 
     /// Repositories that have blobs linked, manifests or not (mount sources).
     pub async fn repositories_with_blobs(&self) -> Result<Vec<String>, RegistryError> {
-        let store = self.store.clone();
-        blocking(move || {
-            store
-                .list_repositories_with("_layers")
-                .map_err(io_err("listing repositories"))
-        })
-        .await
+        let d = &*self.driver;
+        let mut out = Vec::new();
+        for repo in tree::repositories(d).await? {
+            let under = tree::names(d, &keys::repo(&repo)).await?;
+            if under.iter().any(|n| n == "_layers") {
+                out.push(repo.to_string());
+            }
+        }
+        Ok(out)
     }
 
     /// Sorted repository names.
@@ -459,38 +461,30 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, RegistryError> {
-        let (store, repo, subject) = (self.store.clone(), repo.clone(), subject.clone());
-        let artifact_type = artifact_type.map(str::to_string);
-        blocking(move || {
-            let e = io_err("listing referrers");
-            let mut out = Vec::new();
-            for d in store
-                .list_links(&store.referrers_dir(&repo, &subject))
-                .map_err(&e)?
-            {
-                if !store.revision_link(&repo, &d).is_file() {
-                    continue;
-                }
-                let Some(bytes) = store.read_blob(&d).map_err(&e)? else {
-                    continue;
-                };
-                let Ok(m) = manifest::parse(None, &bytes) else {
-                    continue;
-                };
-                if artifact_type.is_some() && m.artifact_type != artifact_type {
-                    continue;
-                }
-                out.push(Descriptor {
-                    media_type: m.media_type,
-                    digest: d.to_string(),
-                    size: bytes.len() as i64,
-                    artifact_type: m.artifact_type,
-                    annotations: m.annotations,
-                    urls: None,
-                });
+        let d = &*self.driver;
+        let mut out = Vec::new();
+        for (digest, _) in tree::links(d, &keys::referrers(repo, subject)).await? {
+            if optional(d.stat(&keys::revision_link(repo, &digest)).await)?.is_none() {
+                continue;
             }
-            Ok(out)
-        })
-        .await
+            let Some(bytes) = optional(d.get(&keys::blob(&digest)).await)? else {
+                continue;
+            };
+            let Ok(m) = manifest::parse(None, &bytes) else {
+                continue;
+            };
+            if artifact_type.is_some() && m.artifact_type.as_deref() != artifact_type {
+                continue;
+            }
+            out.push(Descriptor {
+                media_type: m.media_type,
+                digest: digest.to_string(),
+                size: bytes.len() as i64,
+                artifact_type: m.artifact_type,
+                annotations: m.annotations,
+                urls: None,
+            });
+        }
+        Ok(out)
     }
 }

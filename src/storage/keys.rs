@@ -2,7 +2,6 @@
 //! the store's root): the one place that knows where things are, for every
 //! driver. See the layout in the [`super`] module doc.
 
-use super::driver::{optional, Driver, StorageError};
 use crate::oci::{Digest, RepoName, Tag};
 
 /// Everything registry:2 reads is under this.
@@ -105,16 +104,3 @@ pub const JOURNAL_OPEN: &str = "berth/gc.journal/open";
 /// Rewritten by whatever removes repositories, so that running servers
 /// walk the catalog again (see `storage::listing`).
 pub const REPOSITORIES_CHANGED: &str = "berth/repositories.changed";
-
-/// The digest a link holds (`sha256:<hex>`); `None` when the link is
-/// absent or holds no valid digest.
-pub async fn read_link(d: &dyn Driver, key: &str) -> Result<Option<Digest>, StorageError> {
-    Ok(optional(d.get(key).await)?
-        .and_then(|b| String::from_utf8(b.to_vec()).ok())
-        .and_then(|s| Digest::parse(s.trim()).ok()))
-}
-
-/// Writes a link to `d`.
-pub async fn write_link(driver: &dyn Driver, key: &str, d: &Digest) -> Result<(), StorageError> {
-    driver.put(key, d.to_string().into()).await
-}

@@ -31,6 +31,7 @@ pub mod keys;
 pub mod listing;
 pub mod memory;
 mod read;
+pub mod tree;
 
 pub use append::Appender;
 pub use read::FileRange;

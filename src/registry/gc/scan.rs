@@ -9,7 +9,8 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use crate::oci::{Algorithm, Digest, RegistryError, RepoName, Tag};
 use crate::storage::driver::{optional, Driver, StorageError};
-use crate::storage::keys;
+pub(super) use crate::storage::tree::{links, names, repositories};
+use crate::storage::{keys, tree};
 
 /// Reads under way at once while one repository is scanned: each is a
 /// round trip to the store (the blocking pool, or the network).
@@ -46,65 +47,6 @@ pub(super) struct BlobEntry {
     pub modified: SystemTime,
 }
 
-/// The names under `prefix`.
-pub(super) async fn names(d: &dyn Driver, prefix: &str) -> Result<Vec<String>, StorageError> {
-    d.list(prefix).try_collect().await
-}
-
-/// Digests linked under `base/<alg>/<hex>/link`, with the link's time.
-pub(super) async fn links(
-    d: &dyn Driver,
-    base: &str,
-) -> Result<Vec<(Digest, SystemTime)>, StorageError> {
-    let mut out = Vec::new();
-    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-        let dir = format!("{base}/{}", alg.as_str());
-        for hex in names(d, &dir).await? {
-            let link = format!("{dir}/{hex}/link");
-            let (Some(digest), Some(meta)) = (
-                keys::read_link(d, &link).await?,
-                optional(d.stat(&link).await)?,
-            ) else {
-                continue;
-            };
-            out.push((digest, meta.modified));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Every repository: a directory under `repositories/` with a `_`-prefixed
-/// child (`_manifests`, `_layers`, `_uploads`, `_referrers`), sorted.
-pub(super) async fn repositories(d: &dyn Driver) -> Result<Vec<RepoName>, StorageError> {
-    let root = keys::repositories();
-    let mut out = Vec::new();
-    let mut todo = vec![String::new()];
-    while let Some(path) = todo.pop() {
-        let dir = match path.is_empty() {
-            true => root.clone(),
-            false => format!("{root}/{path}"),
-        };
-        let mut is_repo = false;
-        for name in names(d, &dir).await? {
-            if name.starts_with('_') {
-                is_repo = true;
-            } else if path.is_empty() {
-                todo.push(name);
-            } else {
-                todo.push(format!("{path}/{name}"));
-            }
-        }
-        if is_repo {
-            if let Ok(repo) = RepoName::parse(&path) {
-                out.push(repo);
-            }
-        }
-    }
-    out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    Ok(out)
-}
-
 /// Whether a repository is in the catalog (has `_manifests`).
 pub(super) async fn in_catalog(d: &dyn Driver, repo: &RepoName) -> Result<bool, StorageError> {
     let under = names(d, &keys::repo(repo)).await?;
@@ -138,7 +80,7 @@ pub(super) async fn repository(d: &dyn Driver, repo: RepoName) -> Result<RepoSca
         .map(|tag| async move {
             let had = links(d, &keys::tag_index(repo, &tag)).await?;
             let link = keys::tag_current_link(repo, &tag);
-            let current = match keys::read_link(d, &link).await? {
+            let current = match tree::read_link(d, &link).await? {
                 Some(digest) => optional(d.stat(&link).await)?.map(|m| (digest, m.modified)),
                 None => None,
             };
@@ -200,33 +142,4 @@ pub(super) async fn uploads(
         out.push((id, started));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::memory::MemDriver;
-    use bytes::Bytes;
-
-    #[tokio::test]
-    async fn repositories_nest_and_need_an_underscore_child() {
-        let d = MemDriver::new();
-        let digest = Digest::of(Algorithm::Sha256, b"x");
-        for name in ["a", "a/b", "c/d/e"] {
-            let r = RepoName::parse(name).unwrap();
-            keys::write_link(&d, &keys::layer_link(&r, &digest), &digest)
-                .await
-                .unwrap();
-        }
-        d.put(&format!("{}/f/readme", keys::repositories()), Bytes::new())
-            .await
-            .unwrap();
-        let found: Vec<String> = repositories(&d)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.to_string())
-            .collect();
-        assert_eq!(found, ["a", "a/b", "c/d/e"]);
-    }
 }
