@@ -116,7 +116,9 @@ impl Listeners {
     /// Binds every listener `config` asks for at its configured address.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let bound = bind_all(wanted(config)).await?;
-        Ok(Listeners(bound.into_iter().map(|((l, _), t)| (l, t)).collect()))
+        Ok(Listeners(
+            bound.into_iter().map(|((l, _), t)| (l, t)).collect(),
+        ))
     }
 
     /// Serves `listener` as `listen` (replacing any given before).
@@ -135,6 +137,8 @@ pub struct Server {
     config: Config,
     snapshot: Arc<ArcSwap<Snapshot>>,
     listeners: BTreeMap<Key, Running>,
+    /// Listeners a reload closed whose connections are still open.
+    closing: Vec<JoinHandle<()>>,
 }
 
 /// The listeners a config asks for, each once (two `listen` entries on
@@ -215,6 +219,7 @@ impl Server {
             config: config.clone(),
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             listeners: BTreeMap::new(),
+            closing: Vec::new(),
         };
         server.activate(bound, &config);
         Ok(server)
@@ -286,14 +291,20 @@ impl Server {
             self.listeners.insert(key, Running { local, stop, task });
         }
         let wanted = wanted(config);
-        self.listeners.retain(|key, r| {
-            let keep = wanted.contains(key);
-            if !keep {
+        self.closing.retain(|t| !t.is_finished());
+        let closed: Vec<Key> = self
+            .listeners
+            .keys()
+            .filter(|key| !wanted.contains(key))
+            .cloned()
+            .collect();
+        for key in closed {
+            if let Some(r) = self.listeners.remove(&key) {
                 tracing::info!(listener = %r.local, serves = %key.0.label(), "closing listener");
                 let _ = r.stop.send(true);
+                self.closing.push(r.task);
             }
-            keep
-        });
+        }
         opened
     }
 
@@ -317,21 +328,26 @@ impl Server {
         Ok(opened)
     }
 
-    /// Stops accepting, lets requests in flight finish for at most `drain`,
-    /// writes what is kept in memory, then returns.
+    /// Stops accepting, lets requests in flight finish for at most `drain`
+    /// (then cuts the connections still open), writes what is kept in
+    /// memory, then returns: nothing of this server runs afterwards.
     pub async fn shutdown(self, drain: Duration) {
         let snapshot = self.snapshot.load_full();
-        let mut tasks = Vec::new();
+        let mut tasks = self.closing;
         for (_, r) in self.listeners {
             let _ = r.stop.send(true);
             tasks.push(r.task);
         }
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
         let all = futures_util::future::join_all(tasks);
         if tokio::time::timeout(drain, all).await.is_err() {
             tracing::warn!(
                 drain_secs = drain.as_secs(),
                 "requests still in flight after the drain timeout; stopping anyway"
             );
+            for a in aborts {
+                a.abort();
+            }
         }
         for (name, inst) in &snapshot.instances {
             if let Err(e) = inst.registry.flush_pulls().await {
