@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, LogFormat};
-use crate::server::{Opened, Server, Snapshot};
+use crate::server::{Listeners, Opened, Server, Snapshot};
 
 #[derive(Parser)]
 #[command(
@@ -271,7 +271,8 @@ fn announce(opened: &[Opened]) -> std::io::Result<()> {
         writeln!(
             out,
             "berth: {} listening on {scheme}://{}",
-            o.label, o.local
+            o.listen.label(),
+            o.local
         )?;
     }
     out.flush()
@@ -284,8 +285,9 @@ async fn serve(dir: &Path, cfg: config::Config, snapshot: Snapshot) -> anyhow::R
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
-    let (mut server, opened) = Server::start(cfg, snapshot).await?;
-    announce(&opened)?;
+    let listeners = Listeners::bind(&cfg).await?;
+    let mut server = Server::start(cfg, snapshot, listeners).await?;
+    announce(&server.listeners())?;
     println!("berth: ready");
     std::io::stdout().flush()?;
     tracing::info!(instances = server.config().instances.len(), "serving");

@@ -5,6 +5,8 @@
 //! - [`config`]: `berth.toml` + `instances/*.toml` -> validated [`config::Config`].
 //! - [`server`]: listeners, `Host` -> instance routing, graceful shutdown;
 //!   composes one [`server::Instance`] (registry + auth) per configured registry.
+//!   `berth serve` and the in-process tests start the same
+//!   [`server::Server`], on listeners they bound ([`server::Listeners`]).
 //! - [`api`]: the OCI Distribution HTTP API; thin handlers over [`registry`].
 //! - [`auth`]: htpasswd (bcrypt) with a verified-credential cache.
 //! - [`registry`]: repositories, blobs, uploads, manifests, tags, referrers;

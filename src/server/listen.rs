@@ -89,7 +89,7 @@ async fn serve_http<I>(
 }
 
 /// Accepts connections until `stop`, then waits for the open ones (which
-/// finish the requests in flight).
+/// finish the requests in flight). Aborting this task aborts them.
 pub(super) async fn serve_listener(
     listener: TcpListener,
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -98,6 +98,9 @@ pub(super) async fn serve_listener(
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Owned here, so that a listener cut off (at the end of the drain
+    // timeout) cuts off its connections too.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -116,16 +119,18 @@ pub(super) async fn serve_listener(
                 let tcp = limits::WriteTimeout::new(early::Lingering::new(tcp), snapshot.load().body_timeout);
                 let (snapshot, watcher) = (snapshot.clone(), graceful.watcher());
                 if tls {
-                    tokio::spawn(serve_tls_connection(tcp, peer, snapshot, target.clone(), watcher));
+                    connections.spawn(serve_tls_connection(tcp, peer, snapshot, target.clone(), watcher));
                 } else {
                     let via = Via::Plain(target.clone());
-                    tokio::spawn(serve_http(tcp, peer, snapshot, via, watcher));
+                    connections.spawn(serve_http(tcp, peer, snapshot, via, watcher));
                 }
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             // Dropping the guard at once keeps this future `Send`.
             _ = async { drop(stop.wait_for(|s| *s).await) } => break,
         }
     }
     drop(listener);
     graceful.shutdown().await;
+    while connections.join_next().await.is_some() {}
 }

@@ -34,7 +34,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub(super) fn label(&self) -> &str {
+    pub fn label(&self) -> &str {
         match self {
             Target::ByHost => "shared",
             Target::Https => "shared-tls",

@@ -654,14 +654,44 @@ pub async fn raw_expect_continue(
     headers: &str,
     body: &[u8],
 ) -> RawResponse {
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: {}\r\n{headers}\
-         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
-        basic_auth_value(auth.0, auth.1),
-        body.len()
-    );
     let fut = async {
+        match Continued::start(addr, method, path, auth, headers, body.len()).await {
+            Ok(continued) => continued.finish(body).await,
+            Err(answer) => answer,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .expect("raw request timed out")
+}
+
+/// A request with `Expect: 100-continue` that the server answered with
+/// `100 Continue`: it is being handled, and the server waits for its body.
+pub struct Continued {
+    stream: tokio::net::TcpStream,
+    /// What came after `100 Continue` (normally nothing).
+    rest: Vec<u8>,
+}
+
+impl Continued {
+    /// Sends the head of a request whose body has `len` bytes and waits for
+    /// `100 Continue`; `Err` with the response when the server answered
+    /// without asking for the body. `headers` are extra `Name: value\r\n`
+    /// lines.
+    pub async fn start(
+        addr: &str,
+        method: &str,
+        path: &str,
+        auth: (&str, &str),
+        headers: &str,
+        len: usize,
+    ) -> Result<Continued, RawResponse> {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Authorization: {}\r\n{headers}\
+             Content-Length: {len}\r\nExpect: 100-continue\r\n\r\n",
+            basic_auth_value(auth.0, auth.1),
+        );
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         stream.write_all(req.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
@@ -674,17 +704,31 @@ pub async fn raw_expect_continue(
             assert!(n > 0, "connection closed before a response");
             buf.extend_from_slice(&chunk[..n]);
         };
-        if buf.starts_with(b"HTTP/1.1 100") {
-            buf.drain(..head_end);
-            stream.write_all(body).await.expect("send body after 100");
+        if !buf.starts_with(b"HTTP/1.1 100") {
+            stream.read_to_end(&mut buf).await.expect("read response");
+            return Err(parse_raw(&buf, false));
         }
-        stream.read_to_end(&mut buf).await.expect("read response");
-        buf
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(60), fut)
-        .await
-        .expect("raw request timed out");
-    parse_raw(&buf, false)
+        buf.drain(..head_end);
+        Ok(Continued { stream, rest: buf })
+    }
+
+    /// Sends the body and reads the whole response.
+    pub async fn finish(self, body: &[u8]) -> RawResponse {
+        let buf = self
+            .send_body(body)
+            .await
+            .expect("send body, read response");
+        parse_raw(&buf, false)
+    }
+
+    /// Sends the body and reads what comes back, unparsed: for a connection
+    /// that may have been cut.
+    pub async fn send_body(mut self, body: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.stream.write_all(body).await?;
+        let mut buf = self.rest;
+        self.stream.read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
 }
 
 /// Parses one HTTP/1.1 response (head, and body unless `head`).
