@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use berth::coord::{CoordError, Coordinator, Guard, Lock, Mode};
+use berth::coord::{CoordError, Coordinator, Guard, Lock, Mode, PostgresUrl};
 use common::postgres::Postgres;
 use tokio::task::JoinHandle;
 
@@ -111,6 +111,27 @@ async fn shared_and_exclusive_between_processes() {
 }
 
 #[tokio::test]
+async fn a_waiting_collection_holds_new_writers_back() {
+    let pg = Postgres::start();
+    let admin = admin(&pg).await;
+    let a = process(&pg, "store", "berth-a").await;
+    let b = process(&pg, "store", "berth-b").await;
+    let writer = take(&a, Lock::Gc, Mode::Shared).await;
+    let gc = waiter(&b, Lock::Gc, Mode::Exclusive);
+    until(&admin, WAITING, 1).await;
+    // A new writer waits behind the collection, not beside the old writer.
+    assert!(!free(&a, Lock::Gc, Mode::Shared).await);
+    let next = waiter(&a, Lock::Gc, Mode::Shared);
+    until(&admin, WAITING, 2).await;
+    writer.release().await;
+    let gc = granted(gc).await;
+    until(&admin, WAITING, 1).await;
+    assert!(!next.is_finished());
+    drop(gc);
+    drop(granted(next).await);
+}
+
+#[tokio::test]
 async fn one_collection_at_a_time_and_drop_releases() {
     let pg = Postgres::start();
     let admin = admin(&pg).await;
@@ -203,7 +224,15 @@ async fn stores_do_not_meet() {
     let pg = Postgres::start();
     let one = process(&pg, "s3://bucket/one", "berth-a").await;
     let two = one.for_store("s3://bucket/two");
-    let two_elsewhere = process(&pg, "s3://bucket/two", "berth-b").await;
+    // As the server will: with the URL the config parsed.
+    let url = PostgresUrl::parse(&pg.url()).unwrap();
+    let e = Coordinator::connect(&url, "s3://bucket/two", 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CoordError::Setting(_)), "{e}");
+    let two_elsewhere = Coordinator::connect(&url, "s3://bucket/two", 2)
+        .await
+        .unwrap();
     // (A holder takes further locks through its guard, on one connection.)
     let run = take(&one, Lock::GcRun, Mode::Exclusive).await;
     let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();

@@ -23,8 +23,11 @@
 //!   collection holds it [`Mode::Exclusive`] twice: while it opens its
 //!   journal (so a writer either finished before, and the scan sees its
 //!   write, or records it), and while it reads the journal, decides and
-//!   deletes (so no writer is half-way). Writers block each other never,
-//!   and a collection only while it holds it exclusively.
+//!   deletes (so no writer is half-way). Writers never block each other.
+//!   A collection waiting for it holds new writers back until it has had
+//!   its turn, so a steady stream of writers cannot starve it: both
+//!   backends queue requests in order (what the turnstile in front of the
+//!   filesystem's `flock` does).
 //! - [`Lock::Repo`]: the manifests and tags of one repository; a tag's
 //!   `PUT` or `DELETE` and a manifest's `DELETE` hold it
 //!   [`Mode::Exclusive`], so that each change takes effect whole, in some
@@ -55,9 +58,12 @@
 //! 20 s TCP user timeout, so about 20 s). The other way round, a berth
 //! process notices a dead server as fast: a wait fails, and
 //! [`Guard::held`] turns false, so a writer can check it before its last
-//! write. A process that stays alive but stops making progress while
-//! holding a lock (a hung request) holds it until it is killed; the
-//! sessions that hold or wait for berth's locks are listed by
+//! write. Not detected: a server process that hangs while its machine
+//! keeps answering TCP (waits go on), and a berth process that stays alive
+//! but stops making progress while holding a lock (a hung request), which
+//! holds it until it is killed. The sessions that hold or wait for berth's
+//! locks (named `berth` in `application_name` unless the URL names them)
+//! are listed by
 //!
 //! ```sql
 //! SELECT a.pid, a.client_addr, a.application_name, l.mode, l.granted, a.backend_start
@@ -100,9 +106,10 @@
 //!
 //! One pool per process ([`Coordinator::for_store`] shares it between
 //! stores) of at most `pool_size` connections; a guard and the guards taken
-//! through it keep one checked out until the last of them is dropped, so
-//! `pool_size` bounds how many requests of one process hold locks at once
-//! (more wait for a connection, in turn). A connection is returned to the
+//! through it keep one checked out until the last of them is dropped (a
+//! waiting lock occupies its connection too), so `pool_size` bounds how
+//! many requests of one process hold or wait for locks at once; more wait
+//! for a connection, in turn, and the log says so after 10 s. A connection is returned to the
 //! pool only when every lock taken on it was released; otherwise (a failed
 //! or cut-off query, a release that could not be done) it is closed, which
 //! releases whatever it held. New connections get 5 s to connect
@@ -238,10 +245,19 @@ impl Coordinator {
     /// different names. Connects once before returning, so that a wrong URL
     /// or an unreachable server shows at start.
     pub async fn postgres(url: &str, store: &str, pool_size: usize) -> Result<Self, CoordError> {
-        let url = PostgresUrl::parse(url)?;
+        Self::connect(&PostgresUrl::parse(url)?, store, pool_size).await
+    }
+
+    /// [`Coordinator::postgres`] with a URL parsed already (as
+    /// `[coordination] postgres` in the config is).
+    pub async fn connect(
+        url: &PostgresUrl,
+        store: &str,
+        pool_size: usize,
+    ) -> Result<Self, CoordError> {
         Ok(Coordinator {
             store: Arc::from(store),
-            backend: Backend::Postgres(Arc::new(postgres::Pool::connect(&url, pool_size).await?)),
+            backend: Backend::Postgres(Arc::new(postgres::Pool::connect(url, pool_size).await?)),
         })
     }
 

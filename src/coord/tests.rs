@@ -77,6 +77,31 @@ async fn shared_holders_coexist_and_exclusive_excludes() {
 }
 
 #[tokio::test]
+async fn a_waiting_collection_holds_new_writers_back() {
+    let c = Coordinator::local();
+    let writer = take(&c, Lock::Gc, Mode::Shared).await;
+    let gc = tokio::spawn({
+        let c = c.clone();
+        async move { c.lock(Lock::Gc, Mode::Exclusive).await.unwrap() }
+    });
+    tokio::time::sleep(BLOCKED).await;
+    assert!(!gc.is_finished());
+    // A new writer waits behind the collection, not beside the old writer.
+    assert!(!free(&c, Lock::Gc, Mode::Shared).await);
+    let next = tokio::spawn({
+        let c = c.clone();
+        async move { c.lock(Lock::Gc, Mode::Shared).await.unwrap() }
+    });
+    tokio::time::sleep(BLOCKED).await;
+    drop(writer);
+    let gc = tokio::time::timeout(SOON, gc).await.unwrap().unwrap();
+    tokio::time::sleep(BLOCKED).await;
+    assert!(!next.is_finished());
+    drop(gc);
+    drop(tokio::time::timeout(SOON, next).await.unwrap().unwrap());
+}
+
+#[tokio::test]
 async fn one_collection_at_a_time() {
     let c = Coordinator::local();
     let run = take(&c, Lock::GcRun, Mode::Exclusive).await;
