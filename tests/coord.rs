@@ -1,7 +1,10 @@
-//! `berth::coord` on a real PostgreSQL: two coordinators on one database
-//! stand for two berth processes sharing a store. Blocking is proven by
-//! PostgreSQL itself (`pg_locks` shows the waiter), never by timing; every
-//! wait is bounded.
+//! `berth::coord` through its API. Each lock scenario is written once and
+//! runs on both backends: on `local` (one coordinator playing both
+//! processes) and on a real PostgreSQL, where two coordinators on one
+//! database stand for two berth processes sharing a store. On PostgreSQL,
+//! blocking is proven by the server itself (`pg_locks` shows the waiter);
+//! locally, by a waiter not granted within a bounded wait. No test asserts
+//! speed, and every wait is bounded.
 
 mod common;
 
@@ -13,8 +16,51 @@ use tokio::task::JoinHandle;
 
 /// Bound for what should happen at once.
 const SOON: Duration = Duration::from_secs(10);
+/// How long a local waiter is given to be granted when it should not be.
+const BLOCKED: Duration = Duration::from_millis(200);
 
-/// A "process": its own pool, its sessions named `app` on the server.
+const WAITING: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+const HELD: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+
+/// How a scenario sees lock requests wait.
+enum Watch {
+    Local,
+    Postgres(tokio_postgres::Client),
+}
+
+impl Watch {
+    /// Returns once `n` lock requests wait (locally: after giving the
+    /// waiters time to be granted wrongly).
+    async fn waiting(&self, n: i64) {
+        match self {
+            Watch::Local => tokio::time::sleep(BLOCKED).await,
+            Watch::Postgres(admin) => until(admin, WAITING, n).await,
+        }
+    }
+
+    fn admin(&self) -> &tokio_postgres::Client {
+        match self {
+            Watch::Postgres(admin) => admin,
+            Watch::Local => panic!("no server to look at"),
+        }
+    }
+
+    /// Returns once no lock is held.
+    async fn nothing_held(&self) {
+        if let Watch::Postgres(admin) = self {
+            until(admin, HELD, 0).await;
+        }
+    }
+}
+
+/// Two "processes" on one PostgreSQL database, each with its own pool,
+/// their sessions named `berth-a` and `berth-b` on the server.
+async fn two_processes(pg: &Postgres) -> (Coordinator, Coordinator, Watch) {
+    let a = process(pg, "store", "berth-a").await;
+    let b = process(pg, "store", "berth-b").await;
+    (a, b, Watch::Postgres(admin(pg).await))
+}
+
 async fn process(pg: &Postgres, store: &str, app: &str) -> Coordinator {
     let url = format!("{}?application_name={app}", pg.url());
     Coordinator::postgres(&url, store, 4).await.unwrap()
@@ -49,8 +95,18 @@ async fn until(admin: &tokio_postgres::Client, sql: &str, n: i64) {
     }
 }
 
-const WAITING: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
-const HELD: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
+/// Waits until `held` turns false.
+async fn until_lost(guard: &Guard) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    while guard.held() {
+        assert!(tokio::time::Instant::now() < deadline, "still held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn repo(name: &str) -> Lock {
+    Lock::Repo(name.to_string())
+}
 
 async fn take(c: &Coordinator, lock: Lock, mode: Mode) -> Guard {
     tokio::time::timeout(SOON, c.lock(lock, mode))
@@ -76,151 +132,188 @@ async fn granted(w: JoinHandle<Result<Guard, CoordError>>) -> Guard {
         .expect("lock")
 }
 
-#[tokio::test]
-async fn shared_and_exclusive_between_processes() {
-    let pg = Postgres::start();
-    let admin = admin(&pg).await;
-    let a = process(&pg, "store", "berth-a").await;
-    let b = process(&pg, "store", "berth-b").await;
-    assert_eq!(
-        a.describe(),
-        format!("postgres 127.0.0.1:{}/postgres", pg.port())
-    );
-
-    // Shared holders coexist; an exclusive lock waits for all of them.
-    let sa = take(&a, Lock::Gc, Mode::Shared).await;
-    let sb = take(&b, Lock::Gc, Mode::Shared).await;
-    assert!(!free(&b, Lock::Gc, Mode::Exclusive).await);
-    let x = waiter(&b, Lock::Gc, Mode::Exclusive);
-    until(&admin, WAITING, 1).await;
-    sa.release().await;
-    until(&admin, WAITING, 1).await;
-    assert!(!x.is_finished());
-    drop(sb);
-    let x = granted(x).await;
-
-    // An exclusive holder keeps shared lockers out.
-    assert!(!free(&a, Lock::Gc, Mode::Shared).await);
-    let s = waiter(&a, Lock::Gc, Mode::Shared);
-    until(&admin, WAITING, 1).await;
-    assert!(!s.is_finished());
-    drop(x);
-    let s = granted(s).await;
-    drop(s);
-    until(&admin, HELD, 0).await;
+/// Runs `scenario` on `local` and on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let c = berth::coord::Coordinator::local();
+                    super::$scenario(&c, &c, &super::Watch::Local).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let pg = super::Postgres::start();
+                    let (a, b, watch) = super::two_processes(&pg).await;
+                    super::$scenario(&a, &b, &watch).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test]
-async fn a_waiting_collection_holds_new_writers_back() {
-    let pg = Postgres::start();
-    let admin = admin(&pg).await;
-    let a = process(&pg, "store", "berth-a").await;
-    let b = process(&pg, "store", "berth-b").await;
-    let writer = take(&a, Lock::Gc, Mode::Shared).await;
-    let gc = waiter(&b, Lock::Gc, Mode::Exclusive);
-    until(&admin, WAITING, 1).await;
+on_both_backends!(
+    shared_and_exclusive,
+    a_waiting_collection_holds_new_writers_back,
+    one_collection_at_a_time,
+    nested_locks_follow_the_order,
+    dropped_guards_release,
+    a_wait_cut_off_leaves_nothing_behind,
+    stores_do_not_meet,
+);
+
+async fn shared_and_exclusive(a: &Coordinator, b: &Coordinator, watch: &Watch) {
+    // Shared holders coexist; an exclusive lock waits for all of them.
+    let sa = take(a, Lock::Gc, Mode::Shared).await;
+    let sb = take(b, Lock::Gc, Mode::Shared).await;
+    assert!(!free(b, Lock::Gc, Mode::Exclusive).await);
+    let x = waiter(b, Lock::Gc, Mode::Exclusive);
+    watch.waiting(1).await;
+    sa.release().await;
+    watch.waiting(1).await;
+    assert!(!x.is_finished(), "an exclusive lock passed a shared one");
+    drop(sb);
+    let x = granted(x).await;
+    assert_eq!((x.lock_name(), x.mode()), (&Lock::Gc, Mode::Exclusive));
+
+    // An exclusive holder keeps shared and exclusive lockers out.
+    assert!(!free(a, Lock::Gc, Mode::Shared).await);
+    assert!(!free(a, Lock::Gc, Mode::Exclusive).await);
+    let s = waiter(a, Lock::Gc, Mode::Shared);
+    watch.waiting(1).await;
+    assert!(!s.is_finished(), "a shared lock passed an exclusive one");
+    drop(x);
+    drop(granted(s).await);
+    watch.nothing_held().await;
+}
+
+async fn a_waiting_collection_holds_new_writers_back(
+    a: &Coordinator,
+    b: &Coordinator,
+    watch: &Watch,
+) {
+    let writer = take(a, Lock::Gc, Mode::Shared).await;
+    let gc = waiter(b, Lock::Gc, Mode::Exclusive);
+    watch.waiting(1).await;
     // A new writer waits behind the collection, not beside the old writer.
-    assert!(!free(&a, Lock::Gc, Mode::Shared).await);
-    let next = waiter(&a, Lock::Gc, Mode::Shared);
-    until(&admin, WAITING, 2).await;
+    assert!(!free(a, Lock::Gc, Mode::Shared).await);
+    let next = waiter(a, Lock::Gc, Mode::Shared);
+    watch.waiting(2).await;
     writer.release().await;
     let gc = granted(gc).await;
-    until(&admin, WAITING, 1).await;
+    watch.waiting(1).await;
     assert!(!next.is_finished());
     drop(gc);
     drop(granted(next).await);
 }
 
-#[tokio::test]
-async fn one_collection_at_a_time_and_drop_releases() {
-    let pg = Postgres::start();
-    let admin = admin(&pg).await;
-    let a = process(&pg, "store", "berth-a").await;
-    let b = process(&pg, "store", "berth-b").await;
-    let run = take(&a, Lock::GcRun, Mode::Exclusive).await;
+async fn one_collection_at_a_time(a: &Coordinator, b: &Coordinator, _: &Watch) {
+    let run = take(a, Lock::GcRun, Mode::Exclusive).await;
     assert!(b
         .try_lock(Lock::GcRun, Mode::Exclusive)
         .await
         .unwrap()
         .is_none());
-    // The collection's gc lock, taken through its run, keeps writers out.
-    let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
-    assert!(!free(&b, Lock::Gc, Mode::Shared).await);
-    drop(gc);
-    let writer = take(&b, Lock::Gc, Mode::Shared).await;
-    let repo = writer
-        .lock(Lock::Repo("team/app".to_string()), Mode::Exclusive)
-        .await
-        .unwrap();
-    assert!(!free(&a, Lock::Repo("team/app".to_string()), Mode::Shared).await);
-    assert!(free(&a, Lock::Repo("team/other".to_string()), Mode::Exclusive).await);
-    // Guards dropped in a blocking thread release their locks too.
-    tokio::task::spawn_blocking(move || drop((writer, repo)))
-        .await
-        .unwrap();
-    drop(run);
-    drop(take(&b, Lock::GcRun, Mode::Exclusive).await);
-    drop(take(&a, Lock::Repo("team/app".to_string()), Mode::Exclusive).await);
-    until(&admin, HELD, 0).await;
-    // Released connections went back to the pools: none was closed.
-    let sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'berth-_'";
-    let open = count(&admin, sessions).await;
-    assert!((2..=8).contains(&open), "{open} sessions");
-}
-
-#[tokio::test]
-async fn killed_connections_release_their_locks() {
-    let pg = Postgres::start();
-    let admin = admin(&pg).await;
-    let a = process(&pg, "store", "berth-a").await;
-    let b = process(&pg, "store", "berth-b").await;
-    let run = take(&a, Lock::GcRun, Mode::Exclusive).await;
-    let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
-    let w = waiter(&b, Lock::Gc, Mode::Shared);
-    until(&admin, WAITING, 1).await;
-    count(
-        &admin,
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'berth-a'",
-    )
-    .await;
-    let shared = granted(w).await;
-    assert!(free(&b, Lock::GcRun, Mode::Exclusive).await);
-    // The holder learns that its locks are gone.
-    let deadline = tokio::time::Instant::now() + SOON;
-    while run.held() || gc.held() {
-        assert!(tokio::time::Instant::now() < deadline, "still held");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Other locks are not affected.
+    assert!(free(b, Lock::Gc, Mode::Exclusive).await);
+    // The collection's gc lock, taken through its run, keeps writers out,
+    // and it takes it again later in its run.
+    for _ in 0..2 {
+        let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
+        assert!(!free(b, Lock::Gc, Mode::Shared).await);
+        gc.release().await;
+        assert!(free(b, Lock::Gc, Mode::Shared).await);
     }
-    drop(gc);
     drop(run);
-    // Its pool recovers: the dead connections are replaced.
-    drop(shared);
-    drop(take(&a, Lock::Gc, Mode::Exclusive).await);
-    assert!(free(&a, Lock::GcRun, Mode::Exclusive).await);
+    drop(take(b, Lock::GcRun, Mode::Exclusive).await);
 }
 
-#[tokio::test]
-async fn a_wait_cut_off_leaves_nothing_behind() {
-    let pg = Postgres::start();
-    let admin = admin(&pg).await;
-    let a = process(&pg, "store", "berth-a").await;
-    let b = process(&pg, "store", "berth-b").await;
-    let x = take(&a, Lock::Gc, Mode::Exclusive).await;
-    let cut = tokio::time::timeout(
-        Duration::from_millis(300),
-        b.lock(Lock::Gc, Mode::Exclusive),
-    )
-    .await;
+async fn nested_locks_follow_the_order(a: &Coordinator, b: &Coordinator, _: &Watch) {
+    let run = take(a, Lock::GcRun, Mode::Exclusive).await;
+    let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
+    let r = gc.lock(repo("team/app"), Mode::Exclusive).await.unwrap();
+    assert!(!free(b, repo("team/app"), Mode::Shared).await);
+    assert!(free(b, repo("team/other"), Mode::Exclusive).await);
+    // Another repository, or an earlier lock, would risk a deadlock.
+    for (lock, held) in [(repo("team/other"), "repository"), (Lock::Gc, "repository")] {
+        match r.lock(lock.clone(), Mode::Exclusive).await {
+            Err(CoordError::Order { held: h, .. }) => assert_eq!(h, held),
+            other => panic!("{lock}: {other:?}"),
+        }
+    }
+    let e = gc.try_lock(Lock::GcRun, Mode::Exclusive).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot take the gc-run lock while holding a repository lock"),
+        "{e}"
+    );
+    // Dropping the first guard leaves the later ones held.
+    drop(run);
+    assert!(!free(b, Lock::Gc, Mode::Shared).await);
+    assert!(!free(b, repo("team/app"), Mode::Shared).await);
+    gc.release().await;
+    assert!(free(b, Lock::Gc, Mode::Exclusive).await);
+    assert!(!free(b, repo("team/app"), Mode::Shared).await);
+    r.release().await;
+    assert!(free(b, repo("team/app"), Mode::Exclusive).await);
+}
+
+async fn dropped_guards_release(a: &Coordinator, b: &Coordinator, watch: &Watch) {
+    let writer = take(a, Lock::Gc, Mode::Shared).await;
+    let r = writer
+        .lock(repo("team/app"), Mode::Exclusive)
+        .await
+        .unwrap();
+    assert!(writer.held() && r.held());
+    // Held across a blocking task, and dropped there.
+    tokio::task::spawn_blocking(move || drop((writer, r)))
+        .await
+        .unwrap();
+    drop(take(b, Lock::Gc, Mode::Exclusive).await);
+    drop(take(b, repo("team/app"), Mode::Exclusive).await);
+    watch.nothing_held().await;
+}
+
+async fn a_wait_cut_off_leaves_nothing_behind(a: &Coordinator, b: &Coordinator, watch: &Watch) {
+    let x = take(a, Lock::Gc, Mode::Exclusive).await;
+    let cut = tokio::time::timeout(BLOCKED, b.lock(Lock::Gc, Mode::Exclusive)).await;
     assert!(cut.is_err(), "granted while held elsewhere");
-    until(&admin, WAITING, 0).await;
+    watch.waiting(0).await;
     x.release().await;
     // Nobody got the lock the cut-off wait asked for.
-    let again = b.try_lock(Lock::Gc, Mode::Exclusive).await.unwrap();
-    assert!(again.is_some());
+    assert!(free(b, Lock::Gc, Mode::Exclusive).await);
+}
+
+async fn stores_do_not_meet(one: &Coordinator, _: &Coordinator, _: &Watch) {
+    let two = one.for_store("s3://bucket/two");
+    let run = take(one, Lock::GcRun, Mode::Exclusive).await;
+    let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
+    let _repo = gc.lock(repo("a"), Mode::Exclusive).await.unwrap();
+    let _gc = take(&two, Lock::Gc, Mode::Exclusive).await;
+    assert!(free(&two, Lock::GcRun, Mode::Exclusive).await);
+    assert!(free(&two, repo("a"), Mode::Exclusive).await);
 }
 
 #[tokio::test]
-async fn stores_do_not_meet() {
+async fn postgres_describes_itself_without_the_password() {
+    let pg = Postgres::start();
+    let url = format!("postgres://berth:hunter2@127.0.0.1:{}/postgres", pg.port());
+    let c = Coordinator::postgres(&url, "store", 2).await.unwrap();
+    assert_eq!(
+        c.describe(),
+        format!("postgres 127.0.0.1:{}/postgres", pg.port())
+    );
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert_eq!(Coordinator::local().describe(), "local");
+}
+
+#[tokio::test]
+async fn postgres_the_same_store_meets_across_pools() {
     let pg = Postgres::start();
     let one = process(&pg, "s3://bucket/one", "berth-a").await;
     let two = one.for_store("s3://bucket/two");
@@ -233,31 +326,84 @@ async fn stores_do_not_meet() {
     let two_elsewhere = Coordinator::connect(&url, "s3://bucket/two", 2)
         .await
         .unwrap();
-    // (A holder takes further locks through its guard, on one connection.)
-    let run = take(&one, Lock::GcRun, Mode::Exclusive).await;
-    let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
-    let _repo = gc
-        .lock(Lock::Repo("a".to_string()), Mode::Exclusive)
-        .await
-        .unwrap();
-    let gc2 = take(&two, Lock::Gc, Mode::Exclusive).await;
-    assert!(free(&two, Lock::GcRun, Mode::Exclusive).await);
-    assert!(free(&two, Lock::Repo("a".to_string()), Mode::Exclusive).await);
-    // The same store through another pool does meet.
+    let gc = take(&two, Lock::Gc, Mode::Exclusive).await;
     assert!(!free(&two_elsewhere, Lock::Gc, Mode::Shared).await);
-    drop(gc2);
+    assert!(free(&one, Lock::Gc, Mode::Shared).await);
+    drop(gc);
     drop(take(&two_elsewhere, Lock::Gc, Mode::Shared).await);
 }
 
 #[tokio::test]
-async fn a_stopped_server_ends_waits_and_holds() {
+async fn postgres_connections_go_back_to_the_pool() {
+    let pg = Postgres::start();
+    let (a, _, watch) = two_processes(&pg).await;
+    let admin = watch.admin();
+    // Every connection that ever served berth-a: a pool of 4 that closed
+    // connections instead of reusing them would show new ones each round.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let gc = take(&a, Lock::Gc, Mode::Shared).await;
+        let r = gc
+            .lock(repo(&format!("r{i}")), Mode::Exclusive)
+            .await
+            .unwrap();
+        assert!(free(&a, Lock::GcRun, Mode::Exclusive).await);
+        drop((gc, r));
+        watch.nothing_held().await;
+        let pids = admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'berth-a'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(
+            !pids.is_empty(),
+            "round {i}: no connection left in the pool"
+        );
+        seen.extend(pids.iter().map(|row| row.get::<_, i32>(0)));
+    }
+    assert!(
+        seen.len() <= 4,
+        "{} connections for a pool of 4",
+        seen.len()
+    );
+}
+
+#[tokio::test]
+async fn postgres_killed_connections_release_their_locks() {
+    let pg = Postgres::start();
+    let (a, b, watch) = two_processes(&pg).await;
+    let admin = watch.admin();
+    let run = take(&a, Lock::GcRun, Mode::Exclusive).await;
+    let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
+    let w = waiter(&b, Lock::Gc, Mode::Shared);
+    watch.waiting(1).await;
+    count(
+        admin,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'berth-a'",
+    )
+    .await;
+    let shared = granted(w).await;
+    assert!(free(&b, Lock::GcRun, Mode::Exclusive).await);
+    // The holder learns that its locks are gone.
+    until_lost(&run).await;
+    until_lost(&gc).await;
+    drop(gc);
+    drop(run);
+    // Its pool recovers: the dead connections are replaced.
+    drop(shared);
+    drop(take(&a, Lock::Gc, Mode::Exclusive).await);
+    assert!(free(&a, Lock::GcRun, Mode::Exclusive).await);
+}
+
+#[tokio::test]
+async fn postgres_stopped_server_ends_waits_and_holds() {
     let mut pg = Postgres::start();
-    let admin = admin(&pg).await;
-    let a = process(&pg, "store", "berth-a").await;
-    let b = process(&pg, "store", "berth-b").await;
+    let (a, b, watch) = two_processes(&pg).await;
     let x = take(&a, Lock::Gc, Mode::Exclusive).await;
     let w = waiter(&b, Lock::Gc, Mode::Exclusive);
-    until(&admin, WAITING, 1).await;
+    watch.waiting(1).await;
     pg.stop();
     let e = tokio::time::timeout(SOON, w)
         .await
@@ -266,26 +412,28 @@ async fn a_stopped_server_ends_waits_and_holds() {
         .unwrap_err();
     let server = format!("127.0.0.1:{}/postgres", pg.port());
     assert!(e.to_string().contains(&server), "{e}");
-    let deadline = tokio::time::Instant::now() + SOON;
-    while x.held() {
-        assert!(tokio::time::Instant::now() < deadline, "still held");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_lost(&x).await;
+}
+
+/// The error of connecting to `url`, which must come in time.
+async fn connect_error(url: &str) -> String {
+    let e = tokio::time::timeout(SOON, Coordinator::postgres(url, "s", 4))
+        .await
+        .expect("fails in time")
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("hunter2"), "{e}");
+    e
 }
 
 #[tokio::test]
-async fn unreachable_servers_fail_clearly_and_in_time() {
+async fn postgres_unreachable_fails_clearly_and_in_time() {
     // Nothing listens.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let url = format!("postgres://berth:hunter2@127.0.0.1:{port}/berth");
-    let e = tokio::time::timeout(SOON, Coordinator::postgres(&url, "s", 4))
-        .await
-        .expect("fails in time")
-        .unwrap_err()
-        .to_string();
+    let e = connect_error(&format!("postgres://berth:hunter2@127.0.0.1:{port}/berth")).await;
     assert!(
         e.starts_with(&format!(
             "cannot connect to PostgreSQL at 127.0.0.1:{port}/berth: error connecting to server"
@@ -297,12 +445,10 @@ async fn unreachable_servers_fail_clearly_and_in_time() {
     // Something accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let url = format!("postgres://berth:hunter2@127.0.0.1:{port}/berth?connect_timeout=1");
-    let e = tokio::time::timeout(SOON, Coordinator::postgres(&url, "s", 4))
-        .await
-        .expect("fails in time")
-        .unwrap_err()
-        .to_string();
+    let e = connect_error(&format!(
+        "postgres://berth:hunter2@127.0.0.1:{port}/berth?connect_timeout=1"
+    ))
+    .await;
     assert_eq!(
         e,
         format!("cannot connect to PostgreSQL at 127.0.0.1:{port}/berth: no answer within 1s")
@@ -310,13 +456,13 @@ async fn unreachable_servers_fail_clearly_and_in_time() {
 }
 
 #[tokio::test]
-async fn a_wrong_database_fails_clearly() {
+async fn postgres_wrong_database_fails_clearly() {
     let pg = Postgres::start();
-    let url = format!("postgres://berth:hunter2@127.0.0.1:{}/nope", pg.port());
-    let e = Coordinator::postgres(&url, "s", 4)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = connect_error(&format!(
+        "postgres://berth:hunter2@127.0.0.1:{}/nope",
+        pg.port()
+    ))
+    .await;
     assert!(e.contains("database \"nope\" does not exist"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use super::{Lock, Mode};
+use super::{Lock, Mode, Request};
 
 /// Locks shared by the repositories of one store.
 pub(super) const REPO_STRIPES: usize = 256;
@@ -55,22 +55,16 @@ impl Locks {
         key.rem_euclid(REPO_STRIPES as i64) as usize
     }
 
-    /// Takes `lock` (whose key is `key`), waiting when `wait`, else `None`
-    /// when it is held in a conflicting mode.
-    pub(super) async fn acquire(
-        &self,
-        lock: &Lock,
-        key: i64,
-        mode: Mode,
-        wait: bool,
-    ) -> Option<Held> {
-        let l = match lock {
+    /// Takes a lock; `None` when the request does not wait and the lock is
+    /// held in a conflicting mode.
+    pub(super) async fn acquire(&self, r: &Request<'_>) -> Option<Held> {
+        let l = match r.lock {
             Lock::GcRun => &self.gc_run,
             Lock::Gc => &self.gc,
-            Lock::Repo(_) => &self.repos[Self::stripe(key)],
+            Lock::Repo(_) => &self.repos[Self::stripe(r.key)],
         }
         .clone();
-        match (mode, wait) {
+        match (r.mode, r.wait) {
             (Mode::Shared, true) => Some(Held::shared(l.read_owned().await)),
             (Mode::Exclusive, true) => Some(Held::exclusive(l.write_owned().await)),
             (Mode::Shared, false) => l.try_read_owned().ok().map(Held::shared),

@@ -378,13 +378,19 @@ impl Family {
         wait: bool,
     ) -> Result<Option<Guard>, CoordError> {
         let key = key(&self.store, &lock);
+        let request = Request {
+            lock: &lock,
+            key,
+            mode,
+            wait,
+        };
         let local = match &self.session {
-            Session::Local(locks) => match locks.acquire(&lock, key, mode, wait).await {
+            Session::Local(locks) => match locks.acquire(&request).await {
                 Some(held) => Some(held),
                 None => return Ok(None),
             },
             Session::Postgres(session) => {
-                if !session.acquire(&lock, key, mode, wait).await? {
+                if !session.acquire(&request).await? {
                     return Ok(None);
                 }
                 None
@@ -485,6 +491,16 @@ impl fmt::Debug for Guard {
             .field("mode", &self.mode)
             .finish()
     }
+}
+
+/// One lock request, as a backend sees it.
+struct Request<'a> {
+    lock: &'a Lock,
+    /// `lock`'s key in its store.
+    key: i64,
+    mode: Mode,
+    /// Wait while it is held elsewhere, or give up at once.
+    wait: bool,
 }
 
 /// The advisory-lock key of `lock` in `store` (see "Keys" above).

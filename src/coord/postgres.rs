@@ -15,7 +15,7 @@ use tokio_postgres::config::{Host, SslMode, TargetSessionAttrs};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use super::{error_chain, CoordError, Lock, Mode};
+use super::{error_chain, CoordError, Mode, Request};
 
 /// How long a new connection may take, unless the URL says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -254,26 +254,20 @@ impl Session {
         !self.client().is_closed()
     }
 
-    /// Takes `lock`, named `key` on the server; `false` when `wait` is
-    /// false and it is held elsewhere.
-    pub(super) async fn acquire(
-        &self,
-        lock: &Lock,
-        key: i64,
-        mode: Mode,
-        wait: bool,
-    ) -> Result<bool, CoordError> {
-        let function = match (wait, mode) {
+    /// Takes a lock; `false` when the request does not wait and the lock
+    /// is held elsewhere.
+    pub(super) async fn acquire(&self, r: &Request<'_>) -> Result<bool, CoordError> {
+        let function = match (r.wait, r.mode) {
             (true, Mode::Shared) => "pg_advisory_lock_shared",
             (true, Mode::Exclusive) => "pg_advisory_lock",
             (false, Mode::Shared) => "pg_try_advisory_lock_shared",
             (false, Mode::Exclusive) => "pg_try_advisory_lock",
         };
         let answer = self
-            .query(&format!("SELECT {function}({key})"), wait)
+            .query(&format!("SELECT {function}({})", r.key), r.wait)
             .await
-            .map_err(|e| self.error(&e, format!("locking {lock}")))?;
-        let taken = wait || answer.as_deref() == Some("t");
+            .map_err(|e| self.error(&e, format!("locking {}", r.lock)))?;
+        let taken = r.wait || answer.as_deref() == Some("t");
         if taken {
             self.locks.fetch_add(1, Ordering::SeqCst);
         }

@@ -1,29 +1,7 @@
-//! The lock semantics on the local backend (the PostgreSQL backend gets
-//! the same checks against a real server in tests/coord.rs), keys and URLs.
-
-use std::time::Duration;
+//! What the lock scenarios in tests/coord.rs (run on both backends) cannot
+//! see: how repositories share local locks, keys, URLs and errors.
 
 use super::*;
-
-/// How long a lock that should not be granted is given to be granted anyway.
-const BLOCKED: Duration = Duration::from_millis(200);
-/// Bound for what should happen at once.
-const SOON: Duration = Duration::from_secs(10);
-
-fn repo(name: &str) -> Lock {
-    Lock::Repo(name.to_string())
-}
-
-async fn take(c: &Coordinator, lock: Lock, mode: Mode) -> Guard {
-    tokio::time::timeout(SOON, c.lock(lock, mode))
-        .await
-        .expect("lock in time")
-        .expect("lock")
-}
-
-async fn free(c: &Coordinator, lock: Lock, mode: Mode) -> bool {
-    c.try_lock(lock, mode).await.unwrap().is_some()
-}
 
 #[test]
 fn guards_and_coordinators_travel() {
@@ -33,170 +11,32 @@ fn guards_and_coordinators_travel() {
 }
 
 #[tokio::test]
-async fn shared_holders_coexist_and_exclusive_excludes() {
-    let c = Coordinator::local();
-    assert_eq!(c.describe(), "local");
-    let a = take(&c, Lock::Gc, Mode::Shared).await;
-    let b = take(&c, Lock::Gc, Mode::Shared).await;
-    assert!(!free(&c, Lock::Gc, Mode::Exclusive).await);
-    drop(a);
-    assert!(!free(&c, Lock::Gc, Mode::Exclusive).await);
-    drop(b);
-    let x = take(&c, Lock::Gc, Mode::Exclusive).await;
-    assert!(!free(&c, Lock::Gc, Mode::Shared).await);
-    assert!(!free(&c, Lock::Gc, Mode::Exclusive).await);
-    // A waiting shared lock is granted once the exclusive one goes.
-    let waiter = tokio::spawn({
-        let c = c.clone();
-        async move { c.lock(Lock::Gc, Mode::Shared).await.unwrap() }
-    });
-    tokio::time::sleep(BLOCKED).await;
-    assert!(
-        !waiter.is_finished(),
-        "a shared lock passed an exclusive one"
-    );
-    drop(x);
-    let shared = tokio::time::timeout(SOON, waiter).await.unwrap().unwrap();
-    assert_eq!(
-        (shared.lock_name(), shared.mode()),
-        (&Lock::Gc, Mode::Shared)
-    );
-    // And the other way round: an exclusive waiter waits for the shared holder.
-    let waiter = tokio::spawn({
-        let c = c.clone();
-        async move { c.lock(Lock::Gc, Mode::Exclusive).await.unwrap() }
-    });
-    tokio::time::sleep(BLOCKED).await;
-    assert!(
-        !waiter.is_finished(),
-        "an exclusive lock passed a shared one"
-    );
-    drop(shared);
-    drop(tokio::time::timeout(SOON, waiter).await.unwrap().unwrap());
-    assert!(free(&c, Lock::Gc, Mode::Exclusive).await);
-}
-
-#[tokio::test]
-async fn a_waiting_collection_holds_new_writers_back() {
-    let c = Coordinator::local();
-    let writer = take(&c, Lock::Gc, Mode::Shared).await;
-    let gc = tokio::spawn({
-        let c = c.clone();
-        async move { c.lock(Lock::Gc, Mode::Exclusive).await.unwrap() }
-    });
-    tokio::time::sleep(BLOCKED).await;
-    assert!(!gc.is_finished());
-    // A new writer waits behind the collection, not beside the old writer.
-    assert!(!free(&c, Lock::Gc, Mode::Shared).await);
-    let next = tokio::spawn({
-        let c = c.clone();
-        async move { c.lock(Lock::Gc, Mode::Shared).await.unwrap() }
-    });
-    tokio::time::sleep(BLOCKED).await;
-    drop(writer);
-    let gc = tokio::time::timeout(SOON, gc).await.unwrap().unwrap();
-    tokio::time::sleep(BLOCKED).await;
-    assert!(!next.is_finished());
-    drop(gc);
-    drop(tokio::time::timeout(SOON, next).await.unwrap().unwrap());
-}
-
-#[tokio::test]
-async fn one_collection_at_a_time() {
-    let c = Coordinator::local();
-    let run = take(&c, Lock::GcRun, Mode::Exclusive).await;
-    assert!(c
-        .try_lock(Lock::GcRun, Mode::Exclusive)
-        .await
-        .unwrap()
-        .is_none());
-    // Other locks are not affected.
-    assert!(free(&c, Lock::Gc, Mode::Exclusive).await);
-    run.release().await;
-    assert!(free(&c, Lock::GcRun, Mode::Exclusive).await);
-}
-
-#[tokio::test]
 async fn repositories_lock_apart() {
     let c = Coordinator::local();
+    let repo = |name: &str| Lock::Repo(name.to_string());
+    let free = |name: &str| {
+        let c = c.clone();
+        let lock = repo(name);
+        async move { c.try_lock(lock, Mode::Exclusive).await.unwrap().is_some() }
+    };
     // Two names on different stripes, and a third on the first's stripe.
     let names: Vec<String> = (0..1000).map(|i| format!("team/app{i}")).collect();
     let stripe = |n: &str| local::Locks::stripe(key(&c.store, &repo(n)));
     let a = &names[0];
     let b = names.iter().find(|n| stripe(n) != stripe(a)).unwrap();
     let same = names[1..].iter().find(|n| stripe(n) == stripe(a)).unwrap();
-    let held = take(&c, repo(a), Mode::Exclusive).await;
-    assert!(!free(&c, repo(a), Mode::Exclusive).await);
-    assert!(!free(&c, repo(a), Mode::Shared).await);
-    assert!(free(&c, repo(b), Mode::Exclusive).await);
+    let held = c.lock(repo(a), Mode::Exclusive).await.unwrap();
+    assert!(!free(a).await);
+    assert!(free(b).await);
     // A shared stripe only makes two repositories wait for each other.
-    assert!(!free(&c, repo(same), Mode::Exclusive).await);
+    assert!(!free(same).await);
     drop(held);
-    assert!(free(&c, repo(a), Mode::Exclusive).await);
-}
-
-#[tokio::test]
-async fn nested_locks_follow_the_order() {
-    let c = Coordinator::local();
-    let run = take(&c, Lock::GcRun, Mode::Exclusive).await;
-    let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
-    let r = gc.lock(repo("a"), Mode::Exclusive).await.unwrap();
-    // Another repository, or an earlier lock, would risk a deadlock.
-    for (lock, held) in [(repo("b"), "repository"), (Lock::Gc, "repository")] {
-        match r.lock(lock.clone(), Mode::Exclusive).await {
-            Err(CoordError::Order { held: h, .. }) => assert_eq!(h, held),
-            other => panic!("{lock}: {other:?}"),
-        }
-    }
-    let e = gc.try_lock(Lock::GcRun, Mode::Exclusive).await.unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("cannot take the gc-run lock while holding a repository lock"),
-        "{e}"
-    );
-    drop(r);
-    drop(gc);
-    // The collection takes the gc lock again later in its run.
-    let gc = run.lock(Lock::Gc, Mode::Exclusive).await.unwrap();
-    assert!(!free(&c, Lock::Gc, Mode::Shared).await);
-    drop(gc);
-    assert!(free(&c, Lock::Gc, Mode::Shared).await);
-    // Dropping the first guard leaves the later one held.
-    let writer = take(&c, Lock::Gc, Mode::Shared).await;
-    let r = writer.lock(repo("a"), Mode::Exclusive).await.unwrap();
-    drop(writer);
-    assert!(free(&c, Lock::Gc, Mode::Exclusive).await);
-    assert!(!free(&c, repo("a"), Mode::Exclusive).await);
-    drop(r);
-}
-
-#[tokio::test]
-async fn guards_drop_in_blocking_threads() {
-    let c = Coordinator::local();
-    let gc = take(&c, Lock::Gc, Mode::Shared).await;
-    let r = gc.lock(repo("a"), Mode::Exclusive).await.unwrap();
-    assert!(r.held());
-    tokio::task::spawn_blocking(move || {
-        let _hold = (gc, r);
-    })
-    .await
-    .unwrap();
-    assert!(free(&c, Lock::Gc, Mode::Exclusive).await);
-    assert!(free(&c, repo("a"), Mode::Exclusive).await);
-}
-
-#[tokio::test]
-async fn stores_are_apart() {
-    let one = Coordinator::local();
-    let two = one.for_store("two");
-    let _x = take(&one, Lock::Gc, Mode::Exclusive).await;
-    let _r = take(&one, repo("a"), Mode::Exclusive).await;
-    assert!(free(&two, Lock::Gc, Mode::Exclusive).await);
-    assert!(free(&two, repo("a"), Mode::Exclusive).await);
+    assert!(free(a).await);
 }
 
 #[test]
 fn keys_differ_by_store_and_lock() {
+    let repo = |name: &str| Lock::Repo(name.to_string());
     let locks = [Lock::GcRun, Lock::Gc, repo("a"), repo("b"), repo("gc")];
     let mut keys = std::collections::HashSet::new();
     for store in ["", "/srv/data/ci", "s3://bucket/ci", "s3://bucket/cache"] {

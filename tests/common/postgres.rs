@@ -3,9 +3,11 @@
 //! listening on a free 127.0.0.1 port, run as the `postgres` user when the
 //! test runs as root (PostgreSQL refuses root), and stopped by `pg_ctl
 //! stop` when dropped. The cluster Debian creates at install plays no part.
+//! `initdb` runs once: each server starts from a copy of a cluster kept in
+//! cargo's `CARGO_TARGET_TMPDIR`.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub struct Postgres {
@@ -35,20 +37,10 @@ impl Postgres {
             port: 0,
             running: false,
         };
-        pg.run_pg(
-            "initdb",
-            &[
-                "-D",
-                &pg.data(),
-                "-A",
-                "trust",
-                "-U",
-                "berth",
-                "-N",
-                "-E",
-                "UTF8",
-            ],
-        );
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(pg.template())
+            .arg(pg.data()));
         // The port is free when chosen, but another program may take it
         // before the server binds it: then another one is tried.
         for _ in 0..5 {
@@ -97,6 +89,30 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    /// A cluster made by `initdb` with the superuser `berth`, trust
+    /// authentication, owned by the user that runs the servers; made once
+    /// and kept for later runs.
+    fn template(&self) -> PathBuf {
+        let version = self.bin.parent().unwrap().file_name().unwrap();
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("postgres-{}-cluster", version.to_string_lossy()));
+        if kept.join("PG_VERSION").is_file() {
+            return kept;
+        }
+        let made = self.dir.path().join("template");
+        let made = made.to_str().unwrap();
+        let args = ["-D", made, "-A", "trust", "-U", "berth", "-N", "-E", "UTF8"];
+        self.run_pg("initdb", &args);
+        // Copied beside its place, then renamed into it: tests starting at
+        // once never see half of it (the first rename wins).
+        let staging = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let copy = staging.path().join("cluster");
+        run(Command::new("cp").arg("-a").arg(made).arg(&copy));
+        let _ = std::fs::rename(&copy, &kept);
+        assert!(kept.join("PG_VERSION").is_file());
+        kept
     }
 
     fn data(&self) -> String {
