@@ -297,6 +297,9 @@ async fn stores_do_not_meet(one: &Coordinator, _: &Coordinator, _: &Watch) {
     let _gc = take(&two, Lock::Gc, Mode::Exclusive).await;
     assert!(free(&two, Lock::GcRun, Mode::Exclusive).await);
     assert!(free(&two, repo("a"), Mode::Exclusive).await);
+    // Another coordinator for a store's name takes the same locks.
+    let two_again = one.for_store("s3://bucket/two");
+    assert!(!free(&two_again, Lock::Gc, Mode::Shared).await);
 }
 
 #[tokio::test]

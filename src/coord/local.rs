@@ -5,8 +5,10 @@
 //! other, and a holder takes one repository at a time, so stripes never
 //! deadlock.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use super::{Lock, Mode, Request};
@@ -42,15 +44,28 @@ impl Held {
     }
 }
 
-impl Locks {
-    pub(super) fn new() -> Self {
+impl Default for Locks {
+    fn default() -> Self {
         Locks {
             gc_run: Arc::default(),
             gc: Arc::default(),
             repos: (0..REPO_STRIPES).map(|_| Arc::default()).collect(),
         }
     }
+}
 
+/// The locks of every store of a process (a handful: one per instance), by
+/// name.
+#[derive(Default)]
+pub(super) struct Stores(Mutex<HashMap<String, Arc<Locks>>>);
+
+impl Stores {
+    pub(super) fn of(&self, store: &str) -> Arc<Locks> {
+        self.0.lock().entry(store.to_string()).or_default().clone()
+    }
+}
+
+impl Locks {
     pub(super) fn stripe(key: i64) -> usize {
         key.rem_euclid(REPO_STRIPES as i64) as usize
     }

@@ -226,16 +226,19 @@ pub struct Coordinator {
 
 #[derive(Clone)]
 enum Backend {
-    Local(Arc<local::Locks>),
+    /// The locks of this coordinator's store, and of every store.
+    Local(Arc<local::Locks>, Arc<local::Stores>),
     Postgres(Arc<postgres::Pool>),
 }
 
 impl Coordinator {
-    /// In-process locks only: for a store served by this process alone.
+    /// In-process locks only: for a store served by this process alone
+    /// ([`Coordinator::for_store`] gives those of its other stores).
     pub fn local() -> Self {
+        let stores = Arc::new(local::Stores::default());
         Coordinator {
             store: Arc::from(""),
-            backend: Backend::Local(Arc::new(local::Locks::new())),
+            backend: Backend::Local(stores.of(""), stores),
         }
     }
 
@@ -261,11 +264,12 @@ impl Coordinator {
         })
     }
 
-    /// The same backend for another store: shares the PostgreSQL
-    /// connections; a local coordinator's are new, empty locks.
+    /// The same backend for the store named `store`, sharing the PostgreSQL
+    /// connections, or the process's local locks: coordinators for one
+    /// name take the same locks.
     pub fn for_store(&self, store: &str) -> Self {
         let backend = match &self.backend {
-            Backend::Local(_) => Backend::Local(Arc::new(local::Locks::new())),
+            Backend::Local(_, stores) => Backend::Local(stores.of(store), stores.clone()),
             Backend::Postgres(pool) => Backend::Postgres(pool.clone()),
         };
         Coordinator {
@@ -294,7 +298,7 @@ impl Coordinator {
         wait: bool,
     ) -> Result<Option<Guard>, CoordError> {
         match &self.backend {
-            Backend::Local(locks) => {
+            Backend::Local(locks, _) => {
                 Family::new(self.store.clone(), Session::Local(locks.clone()))
                     .acquire(lock, mode, wait)
                     .await
@@ -322,7 +326,7 @@ impl Coordinator {
     /// (never the password).
     pub fn describe(&self) -> String {
         match &self.backend {
-            Backend::Local(_) => "local".to_string(),
+            Backend::Local(..) => "local".to_string(),
             Backend::Postgres(pool) => format!("postgres {}", pool.server()),
         }
     }
