@@ -133,6 +133,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("warning: {w}");
             }
             println!("{}: configuration is valid", cfg.dir.display());
+            if let Some(c) = &cfg.coordination {
+                // Not connected to: a check works offline.
+                println!(
+                    "  coordination: postgres {} (pool of {} connections)",
+                    c.postgres.server(),
+                    c.pool_size
+                );
+            }
             for i in &cfg.instances {
                 println!(
                     "  {}: hostnames [{}], listen [{}], storage {}, htpasswd {}",

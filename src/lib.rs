@@ -13,6 +13,8 @@
 //!   knows nothing of HTTP.
 //! - [`oci`]: names, digests, media types and error codes shared by all layers.
 //! - [`storage`]: the on-disk layout of CNCF Distribution's filesystem driver.
+//! - [`coord`]: the locks between garbage collection and writers, in this
+//!   process or, for several processes sharing one store, in PostgreSQL.
 //!
 //! Error policy: library layers return typed errors (`thiserror`); `anyhow`
 //! is used only at the edges (`main`, command implementations).
@@ -21,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod coord;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod oci;

@@ -482,3 +482,41 @@ fn bad_limits_and_timeouts() {
         ),
     ]);
 }
+
+#[test]
+fn coordination() {
+    // Checked offline: the server's name need not even resolve.
+    let (cfg, _) = broken(BerthToml, |old| {
+        format!(
+            "{old}\n[coordination]\npostgres = \"postgres://berth:hunter2@db.invalid:6432/registry\"\npool_size = 8\n"
+        )
+    });
+    let out = check(&cfg);
+    assert_passes(&out);
+    assert!(
+        out.stdout
+            .contains("coordination: postgres db.invalid:6432/registry (pool of 8 connections)"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+    assert_each_fails_at(&[
+        (
+            BerthToml,
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[coordination]\npostgres = \"db.invalid\"\n",
+            4,
+        ),
+        (
+            BerthToml,
+            "[coordination]\npostgres = \"postgres://db.invalid/x\"\npool_size = -1\n",
+            3,
+        ),
+    ]);
+    let (cfg, path) = broken(BerthToml, |_| {
+        "[coordination]\npostgres = \"postgres://u:hunter2@db:port/x\"\n".to_string()
+    });
+    let out = check(&cfg);
+    assert_fails_at(&out, &path, 2);
+    assert_stderr_contains(&out, "invalid value for option `port`");
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+}

@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::coord::{PostgresUrl, DEFAULT_POOL_SIZE};
+
 mod access;
 mod limits;
 mod retention;
@@ -41,7 +43,18 @@ pub struct Config {
     /// How long a request body may go without sending data, and a response
     /// without the client taking any.
     pub body_timeout: Duration,
+    /// `[coordination]`: locks shared with other berth processes, when set.
+    pub coordination: Option<Coordination>,
     pub instances: Vec<InstanceConfig>,
+}
+
+/// `[coordination]` of `berth.toml`: where berth processes that share a
+/// store take their locks (see [`crate::coord`]).
+#[derive(Debug, Clone)]
+pub struct Coordination {
+    pub postgres: PostgresUrl,
+    /// Connections to PostgreSQL this process keeps at most.
+    pub pool_size: usize,
 }
 
 /// Default of `[server] drain_timeout`.
@@ -138,6 +151,14 @@ struct ServerFile {
     log: LogSection,
     #[serde(default)]
     server: ServerSection,
+    coordination: Option<Spanned<CoordinationSection>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CoordinationSection {
+    postgres: Option<Spanned<String>>,
+    pool_size: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -409,6 +430,10 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
         "header_timeout",
     );
     let body_timeout = server_duration(&sec.body_timeout, DEFAULT_BODY_TIMEOUT, "body_timeout");
+    let coordination = match (&server_src, &server.coordination) {
+        (Some(src), Some(section)) => coordination(src, section, &mut errors),
+        _ => None,
+    };
     let state_dir = resolve(
         &dir,
         server
@@ -620,8 +645,44 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
         drain_timeout,
         header_timeout,
         body_timeout,
+        coordination,
         instances,
     })
+}
+
+/// `[coordination]`; parsed only: connecting is the server's job, and a
+/// check works offline.
+fn coordination(
+    src: &Source,
+    section: &Spanned<CoordinationSection>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Coordination> {
+    let (at, section) = (section.span().start, section.get_ref());
+    let pool_size = match &section.pool_size {
+        Some(n) if *n.get_ref() == 0 => {
+            errors.push(src.error_spanned(n, "coordination.pool_size must be at least 1"));
+            return None;
+        }
+        Some(n) => *n.get_ref(),
+        None => DEFAULT_POOL_SIZE,
+    };
+    let Some(url) = &section.postgres else {
+        errors.push(src.error_at(
+            Some(at),
+            "[coordination] needs postgres = \"postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE\"",
+        ));
+        return None;
+    };
+    match PostgresUrl::parse(url.get_ref()) {
+        Ok(postgres) => Some(Coordination {
+            postgres,
+            pool_size,
+        }),
+        Err(e) => {
+            errors.push(src.error_spanned(url, format!("coordination.postgres: {e}")));
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -830,6 +891,51 @@ mod tests {
             );
             let errs = d.errors();
             assert!(errs[0].starts_with(error), "{text}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn coordination() {
+        let d = Dir::new();
+        d.instance("ci", "hostnames = [\"ci.test\"]\n");
+        assert!(load(d.0.path()).unwrap().coordination.is_none());
+        d.write(
+            "berth.toml",
+            "[coordination]\npostgres = \"postgres://berth:hunter2@db.internal/registry\"\n",
+        );
+        let c = load(d.0.path()).unwrap().coordination.unwrap();
+        assert_eq!(c.postgres.server(), "db.internal:5432/registry");
+        assert_eq!(c.pool_size, crate::coord::DEFAULT_POOL_SIZE);
+        // Debug output (in logs, panics) never shows the password.
+        assert!(!format!("{c:?}").contains("hunter2"));
+        d.write(
+            "berth.toml",
+            "[coordination]\npostgres = \"postgres://db/x\"\npool_size = 4\n",
+        );
+        assert_eq!(load(d.0.path()).unwrap().coordination.unwrap().pool_size, 4);
+        for (text, error) in [
+            (
+                "postgres = \"mysql://db/x\"",
+                "berth.toml:2:12: coordination.postgres: invalid PostgreSQL URL: expected a URL such as postgres://",
+            ),
+            (
+                "postgres = \"postgres://u:hunter2@db:x/y\"",
+                "berth.toml:2:12: coordination.postgres: invalid PostgreSQL URL: invalid connection string: invalid value for option `port`",
+            ),
+            (
+                "postgres = \"postgres://db/x\"\npool_size = 0",
+                "berth.toml:3:13: coordination.pool_size must be at least 1",
+            ),
+            (
+                "pool_size = 4",
+                "berth.toml:1:1: [coordination] needs postgres = ",
+            ),
+            ("redis = \"x\"", "berth.toml:2:1: unknown field `redis`"),
+        ] {
+            d.write("berth.toml", &format!("[coordination]\n{text}\n"));
+            let errs = d.errors();
+            assert!(errs[0].starts_with(error), "{text}: {errs:?}");
+            assert!(!errs[0].contains("hunter2"), "{errs:?}");
         }
     }
 

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod postgres;
+
 /// One instance of a test config.
 pub struct Instance {
     pub name: String,
