@@ -12,9 +12,25 @@
 //! - [`registry`]: repositories, blobs, uploads, manifests, tags, referrers;
 //!   knows nothing of HTTP.
 //! - [`oci`]: names, digests, media types and error codes shared by all layers.
-//! - [`storage`]: the on-disk layout of CNCF Distribution's filesystem driver.
+//! - [`storage`]: the driver trait ([`storage::driver::Driver`]) with its
+//!   filesystem and in-memory drivers, CNCF Distribution's layout as keys
+//!   ([`storage::keys`]) and the tree read through a driver
+//!   ([`storage::tree`]). Blob and manifest reads and writes, referrers,
+//!   pull times and garbage collection go through the driver; upload data,
+//!   the tag and catalog caches, fsck and the locks still use the
+//!   filesystem-only [`storage::FsStore`].
 //! - [`coord`]: the locks between garbage collection and writers, in this
-//!   process or, for several processes sharing one store, in PostgreSQL.
+//!   process or, for several processes sharing one store, in PostgreSQL
+//!   (built and tested; the registry still takes its locks as files in the
+//!   storage root, which serve the processes of one host).
+//!
+//! The path of one request: a listener accepts the connection
+//! ([`server`]), the `Host` (or the dedicated listener) picks the instance,
+//! [`api`] authenticates the user, parses the path once into a typed route,
+//! checks the access rules and calls one method of [`registry::Registry`],
+//! which works on the instance's store through the storage driver and
+//! answers with a value or a [`oci::RegistryError`] that [`api`] renders as
+//! OCI error JSON.
 //!
 //! Error policy: library layers return typed errors (`thiserror`); `anyhow`
 //! is used only at the edges (`main`, command implementations).

@@ -388,7 +388,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Writes this process's pull times if some are new ([`pulls`]).
+    /// Writes this process's pull times if some are new (see the `pulls` module).
     pub async fn flush_pulls(&self) -> Result<(), RegistryError> {
         self.pulls.flush(&*self.driver).await
     }

@@ -24,7 +24,7 @@ pub const PIECE: usize = 256 << 10;
 const SPARES: usize = 2;
 
 /// A byte range of an open file as a stream of [`Bytes`] pieces of at most
-/// [`PIECE`] bytes, read one at a time when asked for, so memory per stream
+/// `PIECE` bytes, read one at a time when asked for, so memory per stream
 /// is bounded. A file shorter than the range ends the stream with
 /// `UnexpectedEof`.
 pub struct FileRange {

@@ -4,7 +4,7 @@
 //! 1. Begin: under the exclusive GC lock, open the store's journal; from
 //!    then on every request that makes content referenced (a manifest or
 //!    tag write, a blob commit or mount) records what it wrote there,
-//!    under the shared GC lock and before writing it ([`record`]).
+//!    under the shared GC lock and before writing it (`record`).
 //! 2. Scan, blocking nobody: tags (push time = mtime of the tag's
 //!    `current/link`), manifest revisions and layer links of every
 //!    repository; the blob store.
@@ -215,7 +215,7 @@ pub async fn run(
 }
 
 /// What requests wrote since a collection began, read from the store's
-/// journal (see [`record`]).
+/// journal (see `record`).
 #[derive(Default)]
 struct Journal {
     /// Manifests stored, by repository.
