@@ -69,16 +69,22 @@ fn https(name: &str, port: u16, ca: &Path, path: &str, extra: &[&str]) -> Option
     Some((status, headers.to_ascii_lowercase()))
 }
 
+/// `openssl s_client` to 127.0.0.1:`port` with SNI `name`.
+fn s_client(name: &str, port: u16) -> Command {
+    let mut c = Command::new(tool("openssl"));
+    c.args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        "-servername",
+        name,
+    ]);
+    c
+}
+
 /// Subject and issuer of the certificate served for SNI `name`.
 fn served_cert(name: &str, port: u16) -> String {
-    let mut s_client = Command::new(tool("openssl"))
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            name,
-        ])
+    let mut s_client = s_client(name, port)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -224,15 +230,8 @@ fn self_signed_instances_share_one_port_by_sni() {
 /// s_client) and returns the response's status line.
 fn raw_tls_status(name: &str, port: u16, request: &str) -> String {
     use std::io::Write;
-    let mut child = Command::new(tool("openssl"))
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            name,
-            "-quiet",
-        ])
+    let mut child = s_client(name, port)
+        .arg("-quiet")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

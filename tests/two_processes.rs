@@ -8,6 +8,14 @@ mod common_api;
 use common::{sha256_digest, ConfigDir, Instance, Server};
 use common_api::*;
 
+/// Opens an upload session in `app`; its location.
+async fn open_session(reg: &Reg) -> String {
+    let resp = reg.post("/v2/app/blobs/uploads/").send().await.unwrap();
+    let session = must_header(&resp, "location");
+    expect_status(resp, 202).await;
+    session
+}
+
 async fn patch(reg: &Reg, session: &str, start: usize, data: &[u8]) -> String {
     let resp = reg
         .patch(session)
@@ -40,9 +48,7 @@ async fn a_chunked_upload_goes_on_whichever_process_gets_each_chunk() {
     let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
     let data = random_bytes(5 << 20);
     let digest = sha256_digest(&data);
-    let resp = ra.post("/v2/app/blobs/uploads/").send().await.unwrap();
-    let mut session = must_header(&resp, "location");
-    expect_status(resp, 202).await;
+    let mut session = open_session(&ra).await;
     // Chunks alternate: A, B, A, B, ...
     let chunk = 1 << 20;
     for (i, piece) in data.chunks(chunk).enumerate() {
@@ -69,9 +75,7 @@ async fn an_upload_begun_on_a_killed_process_is_finished_on_the_other() {
     let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
     let data = random_bytes(3 << 20);
     let digest = sha256_digest(&data);
-    let resp = ra.post("/v2/app/blobs/uploads/").send().await.unwrap();
-    let session = must_header(&resp, "location");
-    expect_status(resp, 202).await;
+    let session = open_session(&ra).await;
     let half = data.len() / 2;
     let session = patch(&ra, &session, 0, &data[..half]).await;
     a.signal("KILL");
