@@ -1,6 +1,7 @@
 //! `berth::coord` through its API. Each lock scenario is written once and
-//! runs on both backends: on `local` (one coordinator playing both
-//! processes) and on a real PostgreSQL, where two coordinators on one
+//! runs on every backend: on `local` (one coordinator playing both
+//! processes), on lock files (two coordinators on one root) and on a real
+//! PostgreSQL, where two coordinators on one
 //! database stand for two berth processes sharing a store. On PostgreSQL,
 //! blocking is proven by the server itself (`pg_locks` shows the waiter);
 //! locally, by a waiter not granted within a bounded wait. No test asserts
@@ -156,6 +157,34 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Runs `scenario` on lock files in one root, opened twice (`flock` locks
+/// of two opens conflict as those of two processes do).
+macro_rules! on_lock_files {
+    ($($scenario:ident),* $(,)?) => {
+        mod files {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let root = tempfile::tempdir().unwrap();
+                    let a = berth::coord::Coordinator::files(root.path());
+                    let b = berth::coord::Coordinator::files(root.path());
+                    super::$scenario(&a, &b, &super::Watch::Local).await;
+                }
+            )*
+        }
+    };
+}
+
+// A root is one store: lock files have no other stores to keep apart.
+on_lock_files!(
+    shared_and_exclusive,
+    a_waiting_collection_holds_new_writers_back,
+    one_collection_at_a_time,
+    nested_locks_follow_the_order,
+    dropped_guards_release,
+    a_wait_cut_off_leaves_nothing_behind,
+);
 
 on_both_backends!(
     shared_and_exclusive,

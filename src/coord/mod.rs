@@ -1,8 +1,10 @@
 //! Coordination between the berth processes that serve one store: the
 //! locks that keep garbage collection and writers apart. One process alone
-//! takes them in its own memory ([`Coordinator::local`]); several processes
-//! (on several machines, serving one bucket) take them as PostgreSQL
-//! advisory locks ([`Coordinator::postgres`]). This module owns the locks
+//! takes them in its own memory ([`Coordinator::local`]); the processes of
+//! one host sharing a local filesystem (`berth serve` and `berth gc`) as
+//! lock files ([`Coordinator::files`]); several processes on several
+//! machines (serving one bucket) as PostgreSQL advisory locks
+//! ([`Coordinator::postgres`]). This module owns the locks
 //! and nothing they protect: it never reads or writes the store, and
 //! callers decide what to do under them.
 //!
@@ -135,6 +137,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::oci::RegistryError;
 
+mod files;
 mod local;
 mod postgres;
 
@@ -209,6 +212,12 @@ pub enum CoordError {
         "cannot take the {wanted} lock while holding a {held} lock: locks are taken in the order gc-run, gc, repository (one at a time)"
     )]
     Order { held: &'static str, wanted: String },
+    #[error("lock file {path}: {source}")]
+    Files {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<CoordError> for RegistryError {
@@ -229,9 +238,19 @@ enum Backend {
     /// The locks of this coordinator's store, and of every store.
     Local(Arc<local::Locks>, Arc<local::Stores>),
     Postgres(Arc<postgres::Pool>),
+    Files(Arc<files::Files>),
 }
 
 impl Coordinator {
+    /// Lock files in `<root>/berth/`: for a store on a local filesystem,
+    /// served by the processes of one host.
+    pub fn files(root: &std::path::Path) -> Self {
+        Coordinator {
+            store: Arc::from(root.display().to_string()),
+            backend: Backend::Files(Arc::new(files::Files::new(root))),
+        }
+    }
+
     /// In-process locks only: for a store served by this process alone
     /// ([`Coordinator::for_store`] gives those of its other stores).
     pub fn local() -> Self {
@@ -271,6 +290,7 @@ impl Coordinator {
         let backend = match &self.backend {
             Backend::Local(_, stores) => Backend::Local(stores.of(store), stores.clone()),
             Backend::Postgres(pool) => Backend::Postgres(pool.clone()),
+            Backend::Files(files) => Backend::Files(files.clone()),
         };
         Coordinator {
             store: Arc::from(store),
@@ -303,6 +323,11 @@ impl Coordinator {
                     .acquire(lock, mode, wait)
                     .await
             }
+            Backend::Files(files) => {
+                Family::new(self.store.clone(), Session::Files(files.clone()))
+                    .acquire(lock, mode, wait)
+                    .await
+            }
             Backend::Postgres(pool) => {
                 // An idle pooled connection may have died unnoticed (a
                 // server restart): its query fails at once, and another
@@ -327,6 +352,7 @@ impl Coordinator {
     pub fn describe(&self) -> String {
         match &self.backend {
             Backend::Local(..) => "local".to_string(),
+            Backend::Files(..) => "lock files".to_string(),
             Backend::Postgres(pool) => format!("postgres {}", pool.server()),
         }
     }
@@ -349,6 +375,7 @@ pub struct Guard {
     mode: Mode,
     key: i64,
     local: Option<local::Held>,
+    file: Option<std::fs::File>,
     released: bool,
 }
 
@@ -364,6 +391,7 @@ struct Family {
 enum Session {
     Local(Arc<local::Locks>),
     Postgres(Arc<postgres::Session>),
+    Files(Arc<files::Files>),
 }
 
 impl Family {
@@ -388,18 +416,22 @@ impl Family {
             mode,
             wait,
         };
-        let local = match &self.session {
+        let (mut local, mut file) = (None, None);
+        match &self.session {
             Session::Local(locks) => match locks.acquire(&request).await {
-                Some(held) => Some(held),
+                Some(held) => local = Some(held),
                 None => return Ok(None),
             },
             Session::Postgres(session) => {
                 if !session.acquire(&request).await? {
                     return Ok(None);
                 }
-                None
             }
-        };
+            Session::Files(files) => match files.acquire(&request).await? {
+                Some(f) => file = Some(f),
+                None => return Ok(None),
+            },
+        }
         self.ranks.lock()[lock.rank()] += 1;
         Ok(Some(Guard {
             family: self.clone(),
@@ -407,6 +439,7 @@ impl Family {
             mode,
             key,
             local,
+            file,
             released: false,
         }))
     }
@@ -444,7 +477,7 @@ impl Guard {
     /// connection that holds it has broken (the server released it).
     pub fn held(&self) -> bool {
         match &self.family.session {
-            Session::Local(_) => true,
+            Session::Local(_) | Session::Files(_) => true,
             Session::Postgres(session) => session.is_open(),
         }
     }
@@ -473,8 +506,9 @@ impl Guard {
         }
         self.family.ranks.lock()[self.lock.rank()] -= 1;
         self.local = None;
+        self.file = None;
         match &self.family.session {
-            Session::Local(_) => None,
+            Session::Local(_) | Session::Files(_) => None,
             Session::Postgres(session) => Some(session.clone()),
         }
     }

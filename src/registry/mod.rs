@@ -25,6 +25,7 @@ pub use uploads::BodyStream;
 pub use uploads::Uploads;
 
 use self::manifest::Descriptor;
+use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, Reference, RegistryError, RepoName};
 use crate::storage::driver::{optional, ByteStream, Driver};
 use crate::storage::filesystem::FsDriver;
@@ -36,6 +37,8 @@ pub struct Registry {
     /// Where everything is; what is not moved onto it yet goes through
     /// `store` (the same root).
     driver: Arc<dyn Driver>,
+    /// The locks between requests and garbage collection.
+    coord: Coordinator,
     store: Arc<FsStore>,
     uploads: Uploads,
     pulls: PullLog,
@@ -94,9 +97,8 @@ where
 
 /// The GC lock, shared: held by every request that makes content
 /// referenced, from its checks to its last write ([`gc`]).
-async fn gc_shared(store: &Arc<FsStore>) -> Result<std::fs::File, RegistryError> {
-    let store = store.clone();
-    blocking(move || store.gc_lock(false).map_err(io_err("locking"))).await
+async fn gc_shared(coord: &Coordinator) -> Result<Guard, RegistryError> {
+    Ok(coord.lock(Lock::Gc, Mode::Shared).await?)
 }
 
 fn io_err(context: &'static str) -> impl Fn(io::Error) -> RegistryError {
@@ -108,9 +110,11 @@ impl Registry {
         let store = Arc::new(FsStore::new(root));
         let pulls = PullLog::default();
         let driver: Arc<dyn Driver> = Arc::new(FsDriver::new(root));
+        let coord = Coordinator::files(root);
         Registry {
-            uploads: Uploads::new(store.clone(), driver.clone()),
+            uploads: Uploads::new(store.clone(), driver.clone(), coord.clone()),
             driver,
+            coord,
             store,
             pulls,
             listings: Arc::default(),
@@ -118,10 +122,12 @@ impl Registry {
         }
     }
 
-    /// The lock of one repository's manifests and tags.
-    async fn repo_locked(&self, repo: &RepoName) -> Result<std::fs::File, RegistryError> {
-        let (store, repo) = (self.store.clone(), repo.clone());
-        blocking(move || store.repo_lock(&repo).map_err(io_err("locking"))).await
+    /// The lock of one repository's manifests and tags, taken under the
+    /// GC lock `gc`.
+    async fn repo_locked(gc: &Guard, repo: &RepoName) -> Result<Guard, RegistryError> {
+        Ok(gc
+            .lock(Lock::Repo(repo.to_string()), Mode::Exclusive)
+            .await?)
     }
 
     /// Size of `digest` when it is linked into `repo` (as a layer or a
@@ -174,7 +180,7 @@ impl Registry {
         digest: &Digest,
         from: &RepoName,
     ) -> Result<bool, RegistryError> {
-        let _gc = gc_shared(&self.store).await?;
+        let _gc = gc_shared(&self.coord).await?;
         let present = self.linked_blob_size(from, digest).await?.is_some();
         if present {
             gc::record(&*self.driver, repo, gc::Written::Blob(digest)).await?;
@@ -250,8 +256,8 @@ impl Registry {
         let subject = parsed.subject.clone();
         // Held while the references are checked and written, so that a
         // concurrent garbage collection sees them before it deletes.
-        let _gc = gc_shared(&self.store).await?;
-        let _repo = self.repo_locked(repo).await?;
+        let gc = gc_shared(&self.coord).await?;
+        let _repo = Self::repo_locked(&gc, repo).await?;
         for blob in &parsed.blobs {
             if self.linked_blob_size(repo, blob).await?.is_none() {
                 return Err(RegistryError::ManifestBlobUnknown(format!(
@@ -346,8 +352,8 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         // Whole, between a garbage collection's decision and its
         // deletions, and between writes of the same repository.
-        let _gc = gc_shared(&self.store).await?;
-        let _repo = self.repo_locked(repo).await?;
+        let gc = gc_shared(&self.coord).await?;
+        let _repo = Self::repo_locked(&gc, repo).await?;
         let d = &*self.driver;
         let unknown = || Self::manifest_unknown(repo, reference);
         match reference {
@@ -412,7 +418,7 @@ impl Registry {
             now,
             dry_run,
         };
-        gc::run(&*self.driver, &self.store, &run).await
+        gc::run(&*self.driver, &self.coord, &run).await
     }
 
     /// Sorted tags of a repository.

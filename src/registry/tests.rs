@@ -133,7 +133,7 @@ async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
         reg.delete_manifest(&r, &tag("old")).await.unwrap();
         let (policy, pulls) = (policy(grace), HashMap::new());
         let run = run_at_later(&policy, &pulls);
-        let collection = Collection::begin(&*reg.driver, &reg.store, &run)
+        let collection = Collection::begin(&*reg.driver, &reg.coord, &run)
             .await
             .unwrap();
         // Between the scan (which found the manifest untagged and old) and
@@ -145,7 +145,7 @@ async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
         assert_pullable(&reg, &r, "promoted", &img).await;
         // Untagged again, the next run takes it.
         reg.delete_manifest(&r, &tag("promoted")).await.unwrap();
-        let report = super::gc::run(&*reg.driver, &reg.store, &run)
+        let report = super::gc::run(&*reg.driver, &reg.coord, &run)
             .await
             .unwrap();
         assert_eq!(report.manifests, [format!("app@{}", img.digest)]);
@@ -177,7 +177,7 @@ async fn blobs_and_index_children_written_during_a_collection_stay() {
     }
     let (policy, pulls) = (policy(Duration::ZERO), HashMap::new());
     let run = run_at_later(&policy, &pulls);
-    let collection = Collection::begin(&*reg.driver, &reg.store, &run)
+    let collection = Collection::begin(&*reg.driver, &reg.coord, &run)
         .await
         .unwrap();
     // An index over the first untagged manifest, and a fresh upload of
@@ -242,7 +242,7 @@ async fn stress(grace: Duration) {
             let pulls = HashMap::new();
             while !done.load(Ordering::Relaxed) {
                 let run = run_at_later(&policy, &pulls);
-                super::gc::run(&*reg.driver, &reg.store, &run)
+                super::gc::run(&*reg.driver, &reg.coord, &run)
                     .await
                     .unwrap();
                 runs.fetch_add(1, Ordering::Relaxed);
@@ -323,7 +323,7 @@ async fn stress(grace: Duration) {
     // One more run with nothing going on, then everything acknowledged.
     let (policy, pulls) = (policy(grace), HashMap::new());
     let run = run_at_later(&policy, &pulls);
-    super::gc::run(&*reg.driver, &reg.store, &run)
+    super::gc::run(&*reg.driver, &reg.coord, &run)
         .await
         .unwrap();
     let mut tags = 0;

@@ -30,6 +30,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 
 use super::{blocking, io_err};
+use crate::coord::Coordinator;
 use crate::oci::{Algorithm, Digest, RegistryError, RepoName};
 use crate::storage::driver::Driver;
 use crate::storage::{self, FsStore};
@@ -114,6 +115,7 @@ impl Known {
 pub struct Uploads {
     store: Arc<FsStore>,
     driver: Arc<dyn Driver>,
+    coord: Coordinator,
     sessions: Mutex<HashMap<String, Known>>,
 }
 
@@ -131,10 +133,11 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Uploads {
-    pub(super) fn new(store: Arc<FsStore>, driver: Arc<dyn Driver>) -> Self {
+    pub(super) fn new(store: Arc<FsStore>, driver: Arc<dyn Driver>, coord: Coordinator) -> Self {
         Uploads {
             store,
             driver,
+            coord,
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -415,7 +418,7 @@ impl Uploads {
                 Ok(())
             })
             .await?;
-            let _gc = super::gc_shared(&self.store).await?;
+            let _gc = super::gc_shared(&self.coord).await?;
             super::gc::record(&*self.driver, repo, super::gc::Written::Blob(digest)).await?;
             let (repo2, digest2) = (repo.clone(), digest.clone());
             blocking(move || {

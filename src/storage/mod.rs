@@ -13,7 +13,7 @@
 //!                                                    registry:2 skips `_` directories)
 //! <root>/berth/                                     berth's own state beside it:
 //!     gc.lock, gc.turnstile.lock, gc.run.lock,
-//!     locks/repo-XX.lock                             locks between requests and GC
+//!     locks/repo-XX.lock                             lock files (coord::Coordinator::files)
 //!     gc.journal/<id>                                what requests wrote while a GC runs
 //!     pulls.json, pulls/<process>.json               last pulls (registry::pulls)
 //!     repositories.changed
@@ -437,71 +437,6 @@ impl FsStore {
     pub fn berth_dir(&self) -> PathBuf {
         self.root.join(keys::BERTH)
     }
-
-    /// The lock between garbage collection (exclusive, while it decides
-    /// and deletes) and every request that changes what is referenced
-    /// (shared: manifest and tag writes and deletes, blob commits, mounts),
-    /// across processes; released when dropped.
-    ///
-    /// Everyone passes a turnstile first (held only while waiting for the
-    /// lock itself), so that a collection waiting for the exclusive lock
-    /// holds back new writers and gets it once those inside are done:
-    /// `flock` alone lets a steady stream of shared holders starve it.
-    pub fn gc_lock(&self, exclusive: bool) -> io::Result<File> {
-        let turnstile = lock_file(&self.berth_dir().join("gc.turnstile.lock"), true)?;
-        let lock = lock_file(&self.berth_dir().join("gc.lock"), exclusive);
-        drop(turnstile);
-        lock
-    }
-
-    /// Held by a garbage collection for its whole run: one at a time per
-    /// store, across processes (the journal is theirs alone).
-    pub fn gc_run_lock(&self) -> io::Result<File> {
-        lock_file(&self.berth_dir().join("gc.run.lock"), true)
-    }
-
-    /// Serializes the changes to one repository's manifests and tags (a
-    /// tag's `PUT` and `DELETE`, a manifest's `DELETE`), across processes,
-    /// so that each takes effect whole, in some order. Repositories share
-    /// [`REPO_LOCK_STRIPES`] lock files by a hash of their name.
-    pub fn repo_lock(&self, repo: &RepoName) -> io::Result<File> {
-        use sha2::Digest as _;
-        let stripe = sha2::Sha256::digest(repo.as_str().as_bytes())[0] as usize % REPO_LOCK_STRIPES;
-        lock_file(
-            &self
-                .berth_dir()
-                .join(format!("locks/repo-{stripe:02x}.lock")),
-            true,
-        )
-    }
-}
-
-/// Lock files that repositories share (see [`FsStore::repo_lock`]).
-pub const REPO_LOCK_STRIPES: usize = 256;
-
-/// Opens (creating it and its directory) and locks a lock file; the lock
-/// goes with the returned file.
-fn lock_file(path: &Path, exclusive: bool) -> io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-    };
-    let f = match open() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(path.parent().expect("lock file has a parent"))?;
-            open()?
-        }
-        other => other?,
-    };
-    if exclusive {
-        f.lock()?;
-    } else {
-        f.lock_shared()?;
-    }
-    Ok(f)
 }
 
 #[cfg(test)]

@@ -40,9 +40,10 @@ use std::time::SystemTime;
 use super::manifest;
 use super::retention::{evict_for_quota, expired, TagFacts};
 use crate::config::{Retention, Untagged};
+use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, RegistryError, RepoName, Tag};
 use crate::storage::driver::{optional, Driver, StorageError};
-use crate::storage::{keys, FsStore};
+use crate::storage::keys;
 use bytes::Bytes;
 use scan::{BlobEntry, RepoScan};
 
@@ -205,13 +206,13 @@ fn blobs_of(d: &Digest, manifests: &Manifests) -> Vec<Digest> {
     out
 }
 
-/// Runs retention and garbage collection once; `store` holds the locks.
+/// Runs retention and garbage collection once.
 pub async fn run(
     driver: &dyn Driver,
-    store: &FsStore,
+    coord: &Coordinator,
     r: &Run<'_>,
 ) -> Result<Report, RegistryError> {
-    Collection::begin(driver, store, r).await?.finish().await
+    Collection::begin(driver, coord, r).await?.finish().await
 }
 
 /// What requests wrote since a collection began, read from the store's
@@ -310,12 +311,10 @@ struct Marked {
 /// exclusive lock, with what was written in between, and deletes.
 pub struct Collection<'a> {
     driver: &'a dyn Driver,
-    /// Where the locks are.
-    store: &'a FsStore,
     r: &'a Run<'a>,
     /// One collection at a time per store (a dry run writes nothing and
     /// takes no lock).
-    _running: Option<std::fs::File>,
+    running: Option<Guard>,
     repos: Vec<RepoScan>,
     blobs: Vec<BlobEntry>,
     manifests: Manifests,
@@ -323,30 +322,21 @@ pub struct Collection<'a> {
     gone: HashSet<(usize, usize)>,
 }
 
-/// Takes a GC lock of `store` (waiting on the blocking pool).
-async fn lock(
-    store: &FsStore,
-    take: fn(&FsStore) -> std::io::Result<std::fs::File>,
-) -> Result<std::fs::File, RegistryError> {
-    let store = store.clone();
-    super::blocking(move || take(&store).map_err(|e| RegistryError::io("locking", e))).await
-}
-
 impl<'a> Collection<'a> {
     /// Opens the journal, scans the store and applies retention.
     pub async fn begin(
         driver: &'a dyn Driver,
-        store: &'a FsStore,
+        coord: &Coordinator,
         r: &'a Run<'a>,
     ) -> Result<Self, RegistryError> {
         let running = match r.dry_run {
             true => None,
-            false => Some(lock(store, FsStore::gc_run_lock).await?),
+            false => Some(coord.lock(Lock::GcRun, Mode::Exclusive).await?),
         };
-        if !r.dry_run {
+        if let Some(running) = &running {
             // Under the exclusive lock: a writer either finished before
             // (and the scan below sees its write) or records it.
-            let _lock = lock(store, |s| s.gc_lock(true)).await?;
+            let _lock = running.lock(Lock::Gc, Mode::Exclusive).await?;
             driver.delete_all(keys::JOURNAL).await?;
             driver.put(keys::JOURNAL_OPEN, Bytes::new()).await?;
         }
@@ -364,9 +354,8 @@ impl<'a> Collection<'a> {
         manifests.load(driver, revisions.collect()).await;
         let mut c = Collection {
             driver,
-            store,
             r,
-            _running: running,
+            running,
             repos,
             blobs,
             manifests,
@@ -514,7 +503,11 @@ impl<'a> Collection<'a> {
                 .map(|&ri| self.repos[ri].name.to_string())
                 .collect();
         } else {
-            let lock = lock(self.store, |s| s.gc_lock(true)).await?;
+            let running = self
+                .running
+                .as_ref()
+                .expect("a real run holds the run lock");
+            let lock = running.lock(Lock::Gc, Mode::Exclusive).await?;
             let written = Journal::read(self.driver).await?;
             let added = written.manifests.values().flatten().cloned().collect();
             self.manifests.load(self.driver, added).await;
