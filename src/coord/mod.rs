@@ -375,7 +375,7 @@ pub struct Guard {
     mode: Mode,
     key: i64,
     local: Option<local::Held>,
-    file: Option<std::fs::File>,
+    file: Option<files::Held>,
     released: bool,
 }
 
