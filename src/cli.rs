@@ -209,6 +209,18 @@ fn raise_open_file_limit() {
     }
 }
 
+/// The `[coordination]` of `cfg`, connected; `None` without one.
+async fn coordinator(cfg: &config::Config) -> anyhow::Result<Option<crate::coord::Coordinator>> {
+    let Some(c) = &cfg.coordination else {
+        return Ok(None);
+    };
+    let coord = crate::coord::Coordinator::connect(&c.postgres, "", c.pool_size)
+        .await
+        .context("coordination")?;
+    tracing::info!(coordination = %coord.describe(), "locks shared with other berth processes");
+    Ok(Some(coord))
+}
+
 /// `berth gc`: retention and garbage collection of the chosen instances.
 fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
     let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
@@ -221,8 +233,15 @@ fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
         return Err(config_error(format!("no instance '{name}'")));
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let coord = runtime.block_on(coordinator(&cfg))?;
     for inst in instances {
-        let registry = crate::registry::Registry::new(&inst.storage_root);
+        let registry = crate::registry::Registry::with_coordinator(
+            &inst.storage_root,
+            match &coord {
+                Some(c) => c.for_store(&inst.storage_root.display().to_string()),
+                None => crate::coord::Coordinator::files(&inst.storage_root),
+            },
+        );
         let run = registry.collect_garbage(&inst.retention, std::time::SystemTime::now(), dry_run);
         let report = runtime
             .block_on(run)
@@ -293,6 +312,13 @@ async fn serve(dir: &Path, cfg: config::Config, snapshot: Snapshot) -> anyhow::R
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
+    // With `[coordination]`, the instances take their locks in PostgreSQL:
+    // built again now that it is connected.
+    let snapshot = match coordinator(&cfg).await? {
+        Some(coord) => Snapshot::build_coordinated(&cfg, None, Some(coord))
+            .map_err(|e| config_error(e.join("\n")))?,
+        None => snapshot,
+    };
     let listeners = Listeners::bind(&cfg).await?;
     let mut server = Server::start(cfg, snapshot, listeners).await?;
     announce(&server.listeners())?;

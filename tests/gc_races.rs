@@ -8,14 +8,13 @@ mod common;
 #[path = "common_api/mod.rs"]
 mod common_api;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{sha256_digest, ConfigDir, Instance, Server};
+use common::{ConfigDir, Instance, Server};
 use common_api::*;
 use rand::Rng;
 
@@ -231,9 +230,6 @@ async fn a_tag_pushed_during_gc_to_an_old_untagged_manifest_stays() {
     server.stop();
 }
 
-/// What one pusher was told: its tags and what they point at.
-type Told = HashMap<String, (Vec<u8>, String)>;
-
 /// Pushers push new images, re-tag old manifests and delete tags (each on
 /// its own tags) while `berth gc` runs back to back with `gc_grace = "0s"`.
 /// Every tag whose last write was acknowledged must be pullable at the
@@ -263,95 +259,13 @@ async fn stress_with_gc_in_a_loop_loses_nothing() {
             }
         })
     };
-    let pool: Arc<parking_lot::Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let refused = Arc::new(AtomicUsize::new(0));
-    let mut pushers = Vec::new();
-    for p in 0..PUSHERS {
-        let (reg, pool, refused) = (reg.clone(), pool.clone(), refused.clone());
-        pushers.push(tokio::spawn(async move {
-            let mut told = Told::new();
-            for _ in 0..ops / PUSHERS {
-                let (tag, choice, pick) = {
-                    let mut rng = rand::rng();
-                    let tag = format!("p{p}-{}", rng.random_range(0..6));
-                    (
-                        tag,
-                        rng.random_range(0..10),
-                        rng.random_range(0..usize::MAX),
-                    )
-                };
-                let manifest = match choice {
-                    0..=3 => make_image(&reg, "stress", OCI_MANIFEST).await,
-                    4..=6 => {
-                        let pool = pool.lock();
-                        if pool.is_empty() {
-                            continue;
-                        }
-                        pool[pick % pool.len()].clone()
-                    }
-                    _ => {
-                        let known = told.remove(&tag).is_some();
-                        let path = format!("/v2/stress/manifests/{tag}");
-                        let s = status(reg.delete(&path).send().await.unwrap()).await;
-                        assert_eq!(s, if known { 202 } else { 404 }, "DELETE {tag}");
-                        continue;
-                    }
-                };
-                let resp = put_manifest(&reg, "stress", &tag, OCI_MANIFEST, &manifest).await;
-                match resp.status().as_u16() {
-                    201 => {
-                        let digest = sha256_digest(&manifest);
-                        pool.lock().push(manifest.clone());
-                        told.insert(tag, (manifest, digest));
-                    }
-                    // Its blobs were collected before the manifest came:
-                    // refused, so nothing was promised.
-                    400 => {
-                        let body = resp.bytes().await.unwrap();
-                        assert_eq!(error_codes(&body), ["MANIFEST_BLOB_UNKNOWN"]);
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    s => panic!("PUT {tag}: {s}: {}", resp.text().await.unwrap()),
-                }
-            }
-            told
-        }));
-    }
-    let mut all = Vec::new();
-    for p in pushers {
-        all.push(p.await.unwrap());
-    }
+    let (all, refused) = churn::churn(std::slice::from_ref(&reg), "stress", PUSHERS, ops).await;
     done.store(true, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || collector.join().unwrap())
         .await
         .unwrap();
     assert!(berth(&cfg, &["gc"]).status().unwrap().success());
-    let mut lost = Vec::new();
-    let mut checked = 0;
-    for told in &all {
-        for (tag, (manifest, digest)) in told {
-            checked += 1;
-            let resp = get_manifest(&reg, "stress", tag).await;
-            let got = header(&resp, "docker-content-digest");
-            if resp.status() != 200 || got.as_deref() != Some(digest) {
-                lost.push(format!("{tag}: {} {got:?}, told {digest}", resp.status()));
-                continue;
-            }
-            let (_, blobs) = manifest_refs(manifest);
-            for b in blobs {
-                let s = status(
-                    reg.head(&format!("/v2/stress/blobs/{b}"))
-                        .send()
-                        .await
-                        .unwrap(),
-                )
-                .await;
-                if s != 200 {
-                    lost.push(format!("{tag}: blob {b}: {s}"));
-                }
-            }
-        }
-    }
+    let (lost, checked) = churn::lost(&reg, "stress", &all).await;
     assert!(
         lost.is_empty(),
         "acknowledged and lost:\n{}",
@@ -366,7 +280,7 @@ async fn stress_with_gc_in_a_loop_loses_nothing() {
     eprintln!(
         "stress: {ops} operations, {} collections, {checked} tags checked, {} pushes refused for collected blobs",
         runs.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed)
+        refused
     );
     server.stop();
 }

@@ -106,11 +106,17 @@ fn io_err(context: &'static str) -> impl Fn(io::Error) -> RegistryError {
 }
 
 impl Registry {
+    /// The registry of the storage root `root`, its locks as lock files
+    /// in it (for the processes of one host).
     pub fn new(root: &std::path::Path) -> Self {
+        Self::with_coordinator(root, Coordinator::files(root))
+    }
+
+    /// The registry of `root`, its locks taken through `coord`.
+    pub fn with_coordinator(root: &std::path::Path, coord: Coordinator) -> Self {
         let store = Arc::new(FsStore::new(root));
         let pulls = PullLog::default();
         let driver: Arc<dyn Driver> = Arc::new(FsDriver::new(root));
-        let coord = Coordinator::files(root);
         Registry {
             uploads: Uploads::new(store.clone(), driver.clone(), coord.clone()),
             driver,

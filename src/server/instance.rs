@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use super::tls;
 use crate::auth::Authenticator;
 use crate::config::{Config, InstanceConfig};
+use crate::coord::Coordinator;
 use crate::registry::Registry;
 
 /// One registry as served: its config, content, credentials and TLS.
@@ -92,6 +93,9 @@ pub struct Snapshot {
     pub(super) header_timeout: Duration,
     /// `[server] body_timeout`, for requests started from now on.
     pub(super) body_timeout: Duration,
+    /// The PostgreSQL coordination of `[coordination]`, connected at start
+    /// (reloads keep it); `None`: lock files in each storage root.
+    coord: Option<Coordinator>,
 }
 
 impl Snapshot {
@@ -100,6 +104,18 @@ impl Snapshot {
     /// upload sessions go on), the authenticator of an unchanged htpasswd
     /// file (its verified credentials stay). Errors name file and line.
     pub fn build(config: &Config, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<String>> {
+        let coord = previous.and_then(|p| p.coord.clone());
+        Self::build_coordinated(config, previous, coord)
+    }
+
+    /// [`Snapshot::build`] with the locks of every instance taken through
+    /// `coord` (each storage root is a store of its own), or, with `None`,
+    /// as lock files in each storage root.
+    pub fn build_coordinated(
+        config: &Config,
+        previous: Option<&Snapshot>,
+        coord: Option<Coordinator>,
+    ) -> Result<Snapshot, Vec<String>> {
         let mut instances = BTreeMap::new();
         let mut by_host = HashMap::new();
         let mut errors = Vec::new();
@@ -108,7 +124,13 @@ impl Snapshot {
             let old = previous.and_then(|p| p.instances.get(&ic.name));
             let registry = match old {
                 Some(o) if o.config.storage_root == ic.storage_root => o.registry.clone(),
-                _ => Arc::new(Registry::new(&ic.storage_root)),
+                _ => Arc::new(Registry::with_coordinator(
+                    &ic.storage_root,
+                    match &coord {
+                        Some(c) => c.for_store(&ic.storage_root.display().to_string()),
+                        None => Coordinator::files(&ic.storage_root),
+                    },
+                )),
             };
             let auth = match old {
                 Some(o)
@@ -174,6 +196,7 @@ impl Snapshot {
                 https_port: AtomicU16::new(https_port),
                 header_timeout: config.header_timeout,
                 body_timeout: config.body_timeout,
+                coord,
             })
         } else {
             Err(errors)

@@ -4,6 +4,8 @@
 //! custom Host headers).
 #![allow(dead_code)] // each test binary uses a different part of the helpers
 
+pub mod churn;
+
 pub use reqwest::Method;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
