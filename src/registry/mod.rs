@@ -44,6 +44,44 @@ pub struct Registry {
     pulls: PullLog,
     listings: Arc<Listings>,
     sessions: quota::SessionQuota,
+    /// Manifests read lately, by digest.
+    manifests: ManifestCache,
+}
+
+/// Manifests by digest, the most recently read up to [`MANIFEST_CACHE`]
+/// bytes. Content never changes under its digest, so an entry is never
+/// stale; whether a manifest is still in a repository is read from the
+/// store on every request, never from here.
+struct ManifestCache(parking_lot::Mutex<(lru::LruCache<Digest, Bytes>, usize)>);
+
+impl Default for ManifestCache {
+    fn default() -> Self {
+        ManifestCache(parking_lot::Mutex::new((lru::LruCache::unbounded(), 0)))
+    }
+}
+
+/// Bytes of manifests kept in memory per instance.
+const MANIFEST_CACHE: usize = 16 << 20;
+
+impl ManifestCache {
+    fn get(&self, d: &Digest) -> Option<Bytes> {
+        self.0.lock().0.get(d).cloned()
+    }
+
+    fn put(&self, d: &Digest, bytes: Bytes) {
+        if bytes.len() > MANIFEST_CACHE / 16 {
+            return;
+        }
+        let mut c = self.0.lock();
+        c.1 += bytes.len();
+        if let Some(old) = c.0.put(d.clone(), bytes) {
+            c.1 -= old.len();
+        }
+        while c.1 > MANIFEST_CACHE {
+            let Some((_, old)) = c.0.pop_lru() else { break };
+            c.1 -= old.len();
+        }
+    }
 }
 
 /// A blob of a repository, found and ready to be read.
@@ -125,6 +163,7 @@ impl Registry {
             pulls,
             listings: Arc::default(),
             sessions: quota::SessionQuota::default(),
+            manifests: ManifestCache::default(),
         }
     }
 
@@ -335,8 +374,15 @@ impl Registry {
         let found = async {
             let unknown = || Self::manifest_unknown(repo, reference);
             let digest = self.resolve(repo, reference).await?.ok_or_else(unknown)?;
-            let bytes =
-                optional(self.driver.get(&keys::blob(&digest)).await)?.ok_or_else(unknown)?;
+            let bytes = match self.manifests.get(&digest) {
+                Some(bytes) => bytes,
+                None => {
+                    let bytes = optional(self.driver.get(&keys::blob(&digest)).await)?
+                        .ok_or_else(unknown)?;
+                    self.manifests.put(&digest, bytes.clone());
+                    bytes
+                }
+            };
             Ok(StoredManifest {
                 media_type: manifest::stored_media_type(&bytes),
                 digest,

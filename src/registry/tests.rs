@@ -369,3 +369,22 @@ async fn a_blob_collected_between_lookup_and_read_is_unknown() {
         Ok(_) => panic!("a deleted blob opened"),
     }
 }
+
+#[test]
+fn the_manifest_cache_keeps_the_latest_within_its_budget() {
+    let cache = super::ManifestCache::default();
+    let size = super::MANIFEST_CACHE / 16;
+    let digests: Vec<Digest> = (0..20u8)
+        .map(|i| Digest::of(Algorithm::Sha256, &[i]))
+        .collect();
+    for d in &digests {
+        cache.put(d, Bytes::from(vec![0u8; size]));
+    }
+    // 16 fit: the first 4 went.
+    assert!(digests[..4].iter().all(|d| cache.get(d).is_none()));
+    assert!(digests[4..].iter().all(|d| cache.get(d).is_some()));
+    // Larger than a sixteenth of the budget: not kept.
+    let big = Digest::of(Algorithm::Sha256, b"big");
+    cache.put(&big, Bytes::from(vec![0u8; size + 1]));
+    assert!(cache.get(&big).is_none());
+}
