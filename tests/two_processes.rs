@@ -183,3 +183,40 @@ async fn two_processes_coordinated_in_postgres_lose_nothing_to_each_others_colle
         "two processes, PostgreSQL: {ops} operations, {runs_a} + {runs_b} collections, {checked} tags checked, {refused} pushes refused for collected blobs"
     );
 }
+
+#[test]
+fn an_unreachable_coordination_server_stops_serve_and_gc_with_the_reason() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = ConfigDir::new(&[Instance::new("ci")]);
+    let toml = cfg.path().join("berth.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str(&format!(
+        "[coordination]\npostgres = \"postgres://berth:secret@127.0.0.1:{port}/berth\"\n"
+    ));
+    std::fs::write(&toml, text).unwrap();
+    for command in ["serve", "gc"] {
+        let out = std::process::Command::new(common::berth_bin())
+            .args([command, "--config-dir"])
+            .arg(cfg.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "berth {command} ran without its locks"
+        );
+        assert!(
+            stderr.contains("coordination") && stderr.contains(&format!("127.0.0.1:{port}")),
+            "berth {command}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("secret"),
+            "berth {command} printed the password"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! The registry domain of one instance: repositories, blobs, uploads,
-//! manifests, tags and referrers over a [`FsStore`]. Knows nothing of HTTP;
-//! every storage call runs on the blocking pool, never on the async runtime.
+//! manifests, tags and referrers over a storage [`Driver`], with its locks
+//! taken through [`Coordinator`]. Upload data and the tag and catalog
+//! caches still use the filesystem-only [`FsStore`], on the blocking pool.
+//! Knows nothing of HTTP.
 
 pub mod fsck;
 pub mod gc;

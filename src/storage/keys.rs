@@ -6,8 +6,6 @@ use crate::oci::{Digest, RepoName, Tag};
 
 /// Everything registry:2 reads is under this.
 pub const V2: &str = "docker/registry/v2";
-/// berth's own state beside it (registry:2 never looks there).
-pub const BERTH: &str = "berth";
 
 /// `<base>/<alg>/<hex>`
 fn digest_dir(base: &str, d: &Digest) -> String {

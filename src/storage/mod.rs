@@ -21,8 +21,9 @@
 //!
 //! Every file that readers see is written to a temporary name in the same
 //! directory, fsynced and renamed into place, so a crash leaves either the old
-//! or the new content, never a torn file. This module owns the paths and the
-//! atomic file operations; it knows nothing of manifests or HTTP.
+//! or the new content, never a torn file. This module owns the driver trait
+//! and its drivers, the layout as keys and paths, and the atomic file
+//! operations; it knows nothing of manifests or HTTP.
 
 mod append;
 pub mod driver;
@@ -122,10 +123,6 @@ impl FsStore {
         self.at(keys::upload(repo, id))
     }
 
-    pub fn referrers_dir(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
-        self.at(keys::referrers(repo, subject))
-    }
-
     pub fn referrer_link(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> PathBuf {
         self.at(keys::referrer_link(repo, subject, referrer))
     }
@@ -137,11 +134,6 @@ impl FsStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// Reads a whole blob; for small content (manifests) only.
-    pub fn read_blob(&self, d: &Digest) -> io::Result<Option<Vec<u8>>> {
-        read_optional(&self.blob_path(d))
     }
 
     /// Stores `bytes` as the blob `d` (the caller has verified the digest).
@@ -170,7 +162,7 @@ impl FsStore {
     }
 
     /// Repositories holding `marker` (`_manifests`, `_layers`), sorted.
-    pub fn list_repositories_with(&self, marker: &str) -> io::Result<Vec<String>> {
+    fn list_repositories_with(&self, marker: &str) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
         let root = self.repositories_dir();
         let mut stack = vec![(root.clone(), String::new())];
@@ -297,27 +289,6 @@ impl FsStore {
     fn repositories_marker(&self) -> PathBuf {
         self.root.join(keys::REPOSITORIES_CHANGED)
     }
-
-    /// Digests linked under `dir/<alg>/<hex>/link` (revisions, referrers).
-    pub fn list_links(&self, dir: &Path) -> io::Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let alg_dir = dir.join(alg.as_str());
-            let entries = match fs::read_dir(&alg_dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                if let Some(d) = read_link(&entry.path().join("link"))? {
-                    out.push(d);
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
 }
 
 fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
@@ -431,14 +402,6 @@ pub fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
     Ok(Digest::from_parts(algorithm, hex))
 }
 
-impl FsStore {
-    /// `<root>/berth`: berth's own state beside the registry:2 tree (which
-    /// registry:2 never looks at).
-    pub fn berth_dir(&self) -> PathBuf {
-        self.root.join(keys::BERTH)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,11 +476,6 @@ mod tests {
         assert_eq!(
             s.list_tags(&RepoName::parse("nope").unwrap()).unwrap(),
             None
-        );
-        assert_eq!(
-            s.list_links(&s.repo_dir(&repo).join("_manifests/revisions"))
-                .unwrap(),
-            vec![d]
         );
     }
 
