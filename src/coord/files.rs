@@ -4,16 +4,16 @@
 //! when the process holding them exits.
 //!
 //! Each lock is first taken in the process's memory ([`super::local`],
-//! fair, waiting without a thread), then as a file lock, so that a file
-//! lock is waited for by at most one task of a process per exclusive lock,
-//! and never by a task that shares: a shared request tries the file lock
-//! and, while another process holds it exclusively, tries again every
-//! [`RETRY`] instead of holding a thread of the blocking pool (a pool of
-//! waiting writers would leave none to the request holding the lock).
-//! `flock` does not queue, so the gc lock has a turnstile in front of it:
-//! every taker passes it, and a collection waiting for the exclusive lock
-//! holds the turnstile, so new writers stay out until those inside are
-//! done. Repositories share [`super::local::REPO_STRIPES`] lock files.
+//! fair, waiting without a thread), then as a file lock. File locks are
+//! only ever tried, never waited for in a thread: a request whose lock is
+//! held by another process tries again every [`RETRY`]. Nothing runs on
+//! behalf of a request after it is dropped (a wait cut off by a timeout or
+//! a client that went away leaves no thread that takes the lock later), and
+//! no pool of waiting threads can leave none to the request holding the
+//! lock. `flock` does not queue, so the gc lock has a turnstile in front of
+//! it: every taker passes it, and a collection waiting for the exclusive
+//! lock holds the turnstile while it waits, so new writers stay out until
+//! those inside are done. Repositories share [`super::local::REPO_STRIPES`] lock files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use super::{local, CoordError, Lock, Mode, Request};
 
-/// How often a shared request tries a file lock held elsewhere.
+/// How often a request tries again a file lock held elsewhere.
 const RETRY: Duration = Duration::from_millis(5);
 
 pub(super) struct Files {
     dir: PathBuf,
     local: local::Locks,
-    /// Shared requests of this process pass the turnstile one at a time
-    /// (waiting here, not retrying against each other).
+    /// The requests of this process try file locks one at a time (waiting
+    /// here, not retrying against each other).
     passage: tokio::sync::Mutex<()>,
 }
 
@@ -57,39 +57,17 @@ fn open(path: &Path) -> io::Result<File> {
     }
 }
 
-/// Locks `f`; `false` when it does not wait and the lock is held in a
-/// conflicting mode.
-fn flock(f: &File, mode: Mode, wait: bool) -> io::Result<bool> {
-    let tried = match (mode, wait) {
-        (Mode::Shared, true) => return f.lock_shared().map(|()| true),
-        (Mode::Exclusive, true) => return f.lock().map(|()| true),
-        (Mode::Shared, false) => f.try_lock_shared(),
-        (Mode::Exclusive, false) => f.try_lock(),
+/// Tries to lock `f`; `false` when it is held in a conflicting mode.
+fn try_flock(f: &File, mode: Mode) -> io::Result<bool> {
+    let tried = match mode {
+        Mode::Shared => f.try_lock_shared(),
+        Mode::Exclusive => f.try_lock(),
     };
     match tried {
         Ok(()) => Ok(true),
         Err(fs::TryLockError::WouldBlock) => Ok(false),
         Err(fs::TryLockError::Error(e)) => Err(e),
     }
-}
-
-/// Takes the file lock at `path` (behind `turnstile`, if any) in `mode`;
-/// `None` when `wait` is false and it is held elsewhere.
-fn take(path: &Path, turnstile: Option<&Path>, mode: Mode, wait: bool) -> io::Result<Option<File>> {
-    let gate = match turnstile {
-        Some(t) => {
-            let gate = open(t)?;
-            if !flock(&gate, Mode::Exclusive, wait)? {
-                return Ok(None);
-            }
-            Some(gate)
-        }
-        None => None,
-    };
-    let f = open(path)?;
-    let taken = flock(&f, mode, wait)?;
-    drop(gate);
-    Ok(taken.then_some(f))
 }
 
 impl Files {
@@ -113,32 +91,41 @@ impl Files {
             Lock::Repo(_) => format!("locks/repo-{:02x}.lock", local::Locks::stripe(r.key)),
         });
         let turnstile = matches!(r.lock, Lock::Gc).then(|| self.dir.join("gc.turnstile.lock"));
-        let failed = |source: io::Error| CoordError::Files {
+        let failed = |path: &Path, source: io::Error| CoordError::Files {
             path: path.display().to_string(),
             source,
         };
-        // Shared requests never wait in the blocking pool (see the module doc).
-        let block = r.wait && r.mode == Mode::Exclusive;
+        let file = open(&path).map_err(|e| failed(&path, e))?;
+        let gate = match turnstile {
+            Some(t) => Some((open(&t).map_err(|e| failed(&t, e))?, t)),
+            None => None,
+        };
+        // An exclusive request that waits keeps the turnstile once passed.
+        let keep_gate = r.wait && r.mode == Mode::Exclusive;
+        let mut inside = false;
         loop {
-            let (p, t, mode) = (path.clone(), turnstile.clone(), r.mode);
-            let passage = match block {
-                true => None,
-                false => Some(self.passage.lock().await),
-            };
-            let taken = tokio::task::spawn_blocking(move || take(&p, t.as_deref(), mode, block))
-                .await
-                .map_err(|e| failed(io::Error::other(e)))?
-                .map_err(failed)?;
+            let passage = self.passage.lock().await;
+            let mut taken = false;
+            if let Some((g, t)) = gate.as_ref().filter(|_| !inside) {
+                inside = try_flock(g, Mode::Exclusive).map_err(|e| failed(t, e))?;
+            }
+            if gate.is_none() || inside {
+                taken = try_flock(&file, r.mode).map_err(|e| failed(&path, e))?;
+            }
+            if let Some((g, t)) = gate.as_ref().filter(|_| inside && (taken || !keep_gate)) {
+                g.unlock().map_err(|e| failed(t, e))?;
+                inside = false;
+            }
             drop(passage);
             match taken {
-                Some(file) => {
+                true => {
                     return Ok(Some(Held {
                         _file: file,
                         _local: local,
                     }))
                 }
-                None if r.wait => tokio::time::sleep(RETRY).await,
-                None => return Ok(None),
+                false if r.wait => tokio::time::sleep(RETRY).await,
+                false => return Ok(None),
             }
         }
     }
