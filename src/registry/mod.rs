@@ -158,7 +158,7 @@ impl Registry {
         let pulls = PullLog::default();
         let driver: Arc<dyn Driver> = Arc::new(FsDriver::new(root));
         Registry {
-            uploads: Uploads::new(store.clone(), driver.clone(), coord.clone()),
+            uploads: Uploads::new(driver.clone(), coord.clone()),
             driver,
             coord,
             store,

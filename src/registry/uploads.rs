@@ -1,14 +1,21 @@
-//! Blob upload sessions. Data streams into `_uploads/<id>/data` while it is
-//! hashed; the body's chunks are gathered (not copied) into batches of
-//! ½–4 MiB, each hashed and written (straight to the disk where it can, see
-//! [`storage::Appender`]) by two blocking tasks side by side while the next
-//! batch is received. A chunk is all-or-nothing: if
-//! the body breaks off or has the wrong length, the file is cut back to where
-//! the chunk started. On finish the file is fsynced, verified against the
-//! digest and renamed into the blob store.
+//! Blob upload sessions, in the store as Distribution keeps them
+//! (`_uploads/<id>/{data,startedat}`), so that any process serving the
+//! store can continue one. Data streams into `data` through the driver's
+//! [`Writer`] while it is hashed; the body's chunks are gathered (not
+//! copied) into batches of ½–4 MiB, each hashed (on the blocking pool) and
+//! written side by side while the next batch is received. A chunk is
+//! all-or-nothing: if the body breaks off or has the wrong length, `data`
+//! is cut back to where the chunk started. On finish the data is verified
+//! against the digest and committed into the blob store
+//! ([`Driver::commit`]).
 //!
-//! The running hash lives in memory; after a restart an upload continues
-//! without it and the file is hashed from disk when it is finished.
+//! The running hash lives in the memory of the process that received the
+//! chunks. When a chunk lands on another process (or on one started after
+//! the first died), the size is taken from the store and the hash is
+//! dropped: the data is hashed again from the store when the upload is
+//! finished. That costs one read of the blob at the end (about a second
+//! per GiB) instead of saving hash state after every chunk, and only for
+//! uploads that changed process.
 //!
 //! A session belongs to the user who opened it: its owner is written to
 //! `_uploads/<id>/owner` (registry:2 ignores files it does not know there),
@@ -18,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,11 +35,10 @@ use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 
-use super::{blocking, io_err};
 use crate::coord::Coordinator;
 use crate::oci::{Algorithm, Digest, RegistryError, RepoName};
-use crate::storage::driver::Driver;
-use crate::storage::{self, FsStore};
+use crate::storage::driver::{optional, Batch, Driver, Writer};
+use crate::storage::{hash, keys, tree};
 
 /// A request body as the registry consumes it.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
@@ -85,7 +90,7 @@ struct Session {
     /// Hash of bytes 0..size, when known.
     hasher: Option<Sha256>,
     /// Set once finished or cancelled; a waiter that gets the lock afterwards
-    /// must not touch the (gone) files.
+    /// must not touch the (gone) objects.
     closed: bool,
 }
 
@@ -113,29 +118,27 @@ impl Known {
 
 /// The upload sessions of one instance.
 pub struct Uploads {
-    store: Arc<FsStore>,
     driver: Arc<dyn Driver>,
     coord: Coordinator,
     sessions: Mutex<HashMap<String, Known>>,
 }
 
-/// The file of an upload directory naming the session's owner.
-const OWNER_FILE: &str = "owner";
+/// The object of an upload naming the session's owner.
+const OWNER: &str = "owner";
 
 fn unknown(id: &str) -> RegistryError {
     RegistryError::BlobUploadUnknown(format!("upload {id} is not known"))
 }
 
 /// Upload ids are ours (UUIDs); anything else cannot name a session and must
-/// never reach a path.
+/// never reach a key.
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 impl Uploads {
-    pub(super) fn new(store: Arc<FsStore>, driver: Arc<dyn Driver>, coord: Coordinator) -> Self {
+    pub(super) fn new(driver: Arc<dyn Driver>, coord: Coordinator) -> Self {
         Uploads {
-            store,
             driver,
             coord,
             sessions: Mutex::new(HashMap::new()),
@@ -146,33 +149,32 @@ impl Uploads {
         format!("{repo}\n{id}")
     }
 
-    fn data_path(&self, repo: &RepoName, id: &str) -> PathBuf {
-        self.store.upload_dir(repo, id).join("data")
+    fn data_key(repo: &RepoName, id: &str) -> String {
+        format!("{}/data", keys::upload(repo, id))
     }
 
     /// Opens a session owned by `owner` ("" for anonymous); returns its id.
     pub async fn start(&self, repo: &RepoName, owner: &str) -> Result<String, RegistryError> {
         let id = uuid::Uuid::new_v4().to_string();
-        let dir = self.store.upload_dir(repo, &id);
-        let owner_bytes = owner.as_bytes().to_vec();
-        blocking(move || {
-            let result = (|| {
-                std::fs::create_dir_all(&dir)?;
-                // Before `data`: a session on disk without its owner would
-                // be open to everyone.
-                storage::atomic_write(&dir.join(OWNER_FILE), &owner_bytes)?;
-                std::fs::File::create(dir.join("data"))?;
-                let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-                storage::atomic_write(&dir.join("startedat"), started.to_string().as_bytes())
-            })();
-            if result.is_err() {
-                // No client knows this session's id: leave nothing behind
-                // (e.g. an empty `data` when the disk filled up).
-                let _ = storage::remove_dir_all(&dir);
-            }
-            result.map_err(io_err("starting upload"))
-        })
-        .await?;
+        let dir = keys::upload(repo, &id);
+        let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let d = &*self.driver;
+        let written = async {
+            // Before `data`: a session in the store without its owner
+            // would be open to everyone.
+            d.put(&format!("{dir}/{OWNER}"), Bytes::from(owner.to_string()))
+                .await?;
+            d.put(&format!("{dir}/data"), Bytes::new()).await?;
+            d.put(&format!("{dir}/startedat"), Bytes::from(started))
+                .await
+        }
+        .await;
+        if let Err(e) = written {
+            // No client knows this session's id: leave nothing behind
+            // (e.g. an empty `data` when the disk filled up).
+            let _ = d.delete_all(&dir).await;
+            return Err(e.into());
+        }
         let session = Session {
             size: 0,
             hasher: Some(Sha256::new()),
@@ -205,28 +207,19 @@ impl Uploads {
             return Err(unknown(id));
         }
         let key = Self::key(repo, id);
-        let path = self.data_path(repo, id);
         let known = self.sessions.lock().get(&key).cloned();
         if let Some(k) = known {
             // Whether it is still stored is for the caller to see.
             return k.for_user(user, id);
         }
-        let owner_path = self.store.upload_dir(repo, id).join(OWNER_FILE);
-        let (size, owner) = blocking(move || {
-            let size = match std::fs::metadata(&path) {
-                Ok(m) => m.len(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(RegistryError::io("reading upload", e)),
-            };
-            let owner = match std::fs::read(&owner_path) {
-                Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(RegistryError::io("reading upload owner", e)),
-            };
-            Ok(Some((size, owner)))
-        })
-        .await?
-        .ok_or_else(|| unknown(id))?;
+        let data = optional(self.driver.stat(&Self::data_key(repo, id)).await)?;
+        let size = data.ok_or_else(|| unknown(id))?.size;
+        let owner = optional(
+            self.driver
+                .get(&format!("{}/{OWNER}", keys::upload(repo, id)))
+                .await,
+        )?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
         let hasher = (size == 0).then(Sha256::new);
         let session = Session {
             size,
@@ -259,14 +252,8 @@ impl Uploads {
         if s.closed {
             return Err(unknown(id));
         }
-        let path = self.data_path(repo, id);
-        let stored = blocking(move || match std::fs::metadata(&path) {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(RegistryError::io("reading upload", e)),
-        })
-        .await?;
-        match stored {
+        let stored = optional(self.driver.stat(&Self::data_key(repo, id)).await)?;
+        match stored.map(|m| m.size) {
             None => {
                 self.sessions.lock().remove(&Self::key(repo, id));
                 Err(unknown(id))
@@ -334,14 +321,10 @@ impl Uploads {
                 )));
             }
         }
-        let path = self.data_path(repo, id);
-        let open_path = path.clone();
-        let file = blocking(move || {
-            storage::Appender::open(&open_path, start).map_err(io_err("opening upload"))
-        })
-        .await?;
+        let key = Self::data_key(repo, id);
+        let writer = self.driver.writer(&key, start).await?;
         let saved = s.hasher.clone();
-        let result = match copy_body(file, s.hasher.take(), body).await {
+        let result = match copy_body(writer, s.hasher.take(), body).await {
             Ok((written, hasher)) => match range {
                 Some((first, last)) if last - first + 1 != written => {
                     Err(RegistryError::SizeInvalid(format!(
@@ -358,13 +341,8 @@ impl Uploads {
             Err(e) => Err(e),
         };
         s.hasher = saved;
-        // Cut the file back so the upload stays resumable at `start`.
-        blocking(move || {
-            storage::open_upload_at(&path, start)
-                .map(drop)
-                .map_err(io_err("rolling back chunk"))
-        })
-        .await?;
+        // Cut the data back so the upload stays resumable at `start`.
+        self.driver.writer(&key, start).await?.finish().await?;
         match max {
             Some(max) if passed.load(Ordering::Relaxed) => Err(RegistryError::blob_too_large(max)),
             _ => result,
@@ -387,60 +365,38 @@ impl Uploads {
         let mut s = self.open_session(repo, id, user).await?;
         self.append_locked(repo, id, &mut s, range, body, max)
             .await?;
-        let path = self.data_path(repo, id);
-        let computed = match (&s.hasher, digest.algorithm()) {
-            (Some(h), Algorithm::Sha256) => Some(Digest::from_parts(
-                Algorithm::Sha256,
-                hex::encode(h.clone().finalize()),
-            )),
-            _ => None,
-        };
-        let (store, digest2, dir) = (
-            self.store.clone(),
-            digest.clone(),
-            self.store.upload_dir(repo, id),
+        let (d, dir, key) = (
+            &*self.driver,
+            keys::upload(repo, id),
+            Self::data_key(repo, id),
         );
-        let check = path.clone();
         let outcome = async {
-            let cleanup = dir.clone();
-            blocking(move || {
-                let actual = match computed {
-                    Some(d) => d,
-                    None => storage::hash_file(&check, digest2.algorithm())
-                        .map_err(io_err("hashing upload"))?,
-                };
-                if actual != digest2 {
-                    storage::remove_dir_all(&cleanup).map_err(io_err("removing upload"))?;
-                    return Err(RegistryError::DigestInvalid(format!(
-                        "uploaded content has digest {actual}, not {digest2}"
-                    )));
+            let actual = match (s.hasher.clone(), digest.algorithm()) {
+                (Some(h), Algorithm::Sha256) => {
+                    Digest::from_parts(Algorithm::Sha256, hex::encode(h.finalize()))
                 }
-                Ok(())
-            })
-            .await?;
+                _ => hash::hash_object(d, &key, digest.algorithm(), &mut |_| {}).await?,
+            };
+            if actual != *digest {
+                d.delete_all(&dir).await?;
+                return Err(RegistryError::DigestInvalid(format!(
+                    "uploaded content has digest {actual}, not {digest}"
+                )));
+            }
             let _gc = super::gc_shared(&self.coord).await?;
-            super::gc::record(&*self.driver, repo, super::gc::Written::Blob(digest)).await?;
-            let (repo2, digest2) = (repo.clone(), digest.clone());
-            blocking(move || {
-                let e = io_err("storing blob");
-                std::fs::File::open(&path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(&e)?;
-                let stored = (|| {
-                    if store.blob_size(&digest2)?.is_none() {
-                        store.commit_blob_file(&digest2, &path)?;
-                    }
-                    storage::write_link(&store.layer_link(&repo2, &digest2), &digest2)
-                })();
-                // Once the data has moved into the blob store the session is
-                // over, even if linking failed (a full disk): nothing is left
-                // to resume, and nothing may be left behind.
-                if stored.is_ok() || !path.exists() {
-                    storage::remove_dir_all(&dir).map_err(&e)?;
-                }
-                stored.map_err(&e)
-            })
-            .await
+            super::gc::record(d, repo, super::gc::Written::Blob(digest)).await?;
+            let committed = d.commit(&key, &keys::blob(digest)).await;
+            let linked = match &committed {
+                Ok(()) => tree::write_link(d, &keys::layer_link(repo, digest), digest).await,
+                Err(_) => Ok(()),
+            };
+            // Once the data has moved into the blob store the session is
+            // over, even if linking failed (a full disk): nothing is left
+            // to resume, and nothing may be left behind.
+            if committed.is_ok() {
+                d.delete_all(&dir).await?;
+            }
+            committed.and(linked).map_err(RegistryError::from)
         }
         .await;
         if !matches!(
@@ -455,8 +411,7 @@ impl Uploads {
 
     pub async fn cancel(&self, repo: &RepoName, id: &str, user: &str) -> Result<(), RegistryError> {
         let mut s = self.open_session(repo, id, user).await?;
-        let dir = self.store.upload_dir(repo, id);
-        blocking(move || storage::remove_dir_all(&dir).map_err(io_err("removing upload"))).await?;
+        self.driver.delete_all(&keys::upload(repo, id)).await?;
         s.closed = true;
         self.sessions.lock().remove(&Self::key(repo, id));
         Ok(())
@@ -478,52 +433,55 @@ fn within(body: BodyStream, allowed: u64, passed: Arc<AtomicBool>) -> BodyStream
     }))
 }
 
-/// Body chunks as received (not copied), shared by the hashing and the
-/// writing task.
-type Batch = Arc<Vec<Bytes>>;
-
 /// Batches a stage may have waiting while it works: a stage that falls
 /// behind for a moment (a slow disk write, a preempted hash) holds up
 /// neither the other stage nor the receiving of the next batch.
 const BACKLOG: usize = 1;
 
-/// One side of the pipeline (the file or the hasher), with the batches it
-/// has not started on.
+/// The work of a stage on some batches, handing the value back.
+type Task<T> = JoinHandle<Result<T, RegistryError>>;
+
+/// One side of the pipeline (the writer or the hasher), with the batches
+/// it has not started on.
 struct Stage<T> {
     run: Option<Run<T>>,
     backlog: Vec<Batch>,
-    work: fn(&mut T, &Batch) -> io::Result<()>,
+    spawn: fn(T, Vec<Batch>) -> Task<T>,
 }
 
-/// A stage's value: at hand, or busy on the blocking pool.
+/// A stage's value: at hand, or busy in a task.
 enum Run<T> {
     Idle(T),
-    Busy(JoinHandle<io::Result<T>>),
+    Busy(Task<T>),
 }
 
 impl<T: Send + 'static> Stage<T> {
-    fn new(value: T, work: fn(&mut T, &Batch) -> io::Result<()>) -> Stage<T> {
+    fn new(value: T, spawn: fn(T, Vec<Batch>) -> Task<T>) -> Stage<T> {
         Stage {
             run: Some(Run::Idle(value)),
             backlog: Vec::new(),
-            work,
+            spawn,
         }
     }
 
     /// Waits for the work under way, if any (after an error there is no
     /// value left).
-    async fn settle(&mut self) -> io::Result<T> {
+    async fn settle(&mut self) -> Result<T, RegistryError> {
         match self.run.take() {
             Some(Run::Idle(t)) => Ok(t),
-            Some(Run::Busy(task)) => task.await.map_err(io::Error::other)?,
-            None => Err(io::Error::other("an earlier batch failed")),
+            Some(Run::Busy(task)) => task
+                .await
+                .map_err(|e| RegistryError::Internal(format!("upload task failed: {e}")))?,
+            None => Err(RegistryError::Internal(
+                "an earlier batch of the upload failed".into(),
+            )),
         }
     }
 
     /// Hands `batch` to the stage: it starts at once if the stage is free
     /// and waits in the backlog otherwise; only a full backlog waits for
     /// the stage.
-    async fn push(&mut self, batch: Batch) -> io::Result<()> {
+    async fn push(&mut self, batch: Batch) -> Result<(), RegistryError> {
         self.backlog.push(batch);
         if let Some(Run::Busy(task)) = &self.run {
             if !task.is_finished() && self.backlog.len() <= BACKLOG {
@@ -534,19 +492,15 @@ impl<T: Send + 'static> Stage<T> {
     }
 
     /// Waits for the stage, then starts it on the whole backlog.
-    async fn start(&mut self) -> io::Result<()> {
-        let mut t = self.settle().await?;
+    async fn start(&mut self) -> Result<(), RegistryError> {
+        let t = self.settle().await?;
         let batches = std::mem::take(&mut self.backlog);
-        let work = self.work;
-        self.run = Some(Run::Busy(tokio::task::spawn_blocking(move || {
-            batches.iter().try_for_each(|b| work(&mut t, b))?;
-            Ok(t)
-        })));
+        self.run = Some(Run::Busy((self.spawn)(t, batches)));
         Ok(())
     }
 
     /// Works through the backlog; returns the value.
-    async fn finish(mut self) -> io::Result<T> {
+    async fn finish(mut self) -> Result<T, RegistryError> {
         if !self.backlog.is_empty() {
             self.start().await?;
         }
@@ -554,29 +508,37 @@ impl<T: Send + 'static> Stage<T> {
     }
 }
 
-fn write_batch(f: &mut storage::Appender, batch: &Batch) -> io::Result<()> {
-    f.write(batch)
+fn write_batches(mut w: Box<dyn Writer>, batches: Vec<Batch>) -> Task<Box<dyn Writer>> {
+    tokio::spawn(async move {
+        for b in batches {
+            w.write(b).await?;
+        }
+        Ok(w)
+    })
 }
 
-fn hash_batch(h: &mut Sha256, batch: &Batch) -> io::Result<()> {
-    batch.iter().for_each(|c| h.update(c));
-    Ok(())
+fn hash_batches(mut h: Sha256, batches: Vec<Batch>) -> Task<Sha256> {
+    tokio::task::spawn_blocking(move || {
+        batches
+            .iter()
+            .flat_map(|b| b.iter())
+            .for_each(|c| h.update(c));
+        Ok(h)
+    })
 }
 
-/// Streams `body` into `file`, hashing on the way. Returns the number of
+/// Streams `body` into `writer`, hashing on the way. Returns the number of
 /// bytes written and the updated hasher. Hashing and writing run side by
-/// side on the blocking pool, each on earlier batches while the next one is
-/// received.
+/// side, each on earlier batches while the next one is received.
 async fn copy_body(
-    file: storage::Appender,
+    writer: Box<dyn Writer>,
     hasher: Option<Sha256>,
     mut body: BodyStream,
 ) -> Result<(u64, Option<Sha256>), RegistryError> {
     let appending = Appending::start();
     let mut batch_size = appending.batch_size();
-    let write_err = io_err("writing upload");
-    let mut file = Stage::new(file, write_batch);
-    let mut hash = hasher.map(|h| Stage::new(h, hash_batch));
+    let mut file = Stage::new(writer, write_batches);
+    let mut hash = hasher.map(|h| Stage::new(h, hash_batches));
     let mut batch = Vec::new();
     let mut batch_len = 0;
     let mut written = 0u64;
@@ -589,7 +551,7 @@ async fn copy_body(
                 false
             }
             Some(Err(e)) => {
-                // The file is cut back after this: no write may still be
+                // The data is cut back after this: no write may still be
                 // under way then.
                 let _ = file.settle().await;
                 return Err(RegistryError::BlobUploadInvalid(format!(
@@ -608,16 +570,15 @@ async fn copy_body(
             let data: Batch = Arc::new(std::mem::take(&mut batch));
             batch_len = 0;
             batch_size = appending.batch_size();
-            file.push(data.clone()).await.map_err(&write_err)?;
+            file.push(data.clone()).await?;
             if let Some(h) = &mut hash {
-                h.push(data).await.map_err(&write_err)?;
+                h.push(data).await?;
             }
         }
         if done {
-            let mut file = file.finish().await.map_err(&write_err)?;
-            blocking(move || file.finish().map_err(io_err("writing upload"))).await?;
+            file.finish().await?.finish().await?;
             let hasher = match hash {
-                Some(h) => Some(h.finish().await.map_err(&write_err)?),
+                Some(h) => Some(h.finish().await?),
                 None => None,
             };
             return Ok((written, hasher));

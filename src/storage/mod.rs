@@ -28,6 +28,7 @@
 mod append;
 pub mod driver;
 pub mod filesystem;
+pub mod hash;
 pub mod keys;
 pub mod listing;
 pub mod memory;
