@@ -155,6 +155,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     i.htpasswd.display()
                 );
             }
+            for w in gc_refusals(&cfg)? {
+                eprintln!("warning: {w}");
+            }
             Ok(())
         }
         Command::Serve { config_dir } => {
@@ -219,6 +222,35 @@ async fn coordinator(cfg: &config::Config) -> anyhow::Result<Option<crate::coord
         .context("coordination")?;
     tracing::info!(coordination = %coord.describe(), "locks shared with other berth processes");
     Ok(Some(coord))
+}
+
+/// For `berth check`: the instances whose collections would be refused
+/// now, because a live process on their store takes its locks elsewhere
+/// ([`crate::registry::presence`]), with the reason. Reads the stores,
+/// connects to nothing.
+fn gc_refusals(cfg: &config::Config) -> anyhow::Result<Vec<String>> {
+    use crate::registry::presence;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let postgres = cfg.coordination.as_ref().map(|c| &c.postgres);
+    let mut out = Vec::new();
+    for i in &cfg.instances {
+        let driver = crate::storage::filesystem::FsDriver::new(&i.storage_root);
+        let ours = crate::coord::planned_domain(postgres, &i.storage_root.display().to_string());
+        let refused = runtime.block_on(presence::refusal_in(
+            &driver,
+            &ours,
+            std::time::SystemTime::now(),
+        ));
+        match refused {
+            Ok(None) => {}
+            Ok(Some(why)) => out.push(format!("instance {}: {why}", i.name)),
+            Err(e) => out.push(format!(
+                "instance {}: cannot read the heartbeats: {e}",
+                i.name
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// `berth gc`: retention and garbage collection of the chosen instances.

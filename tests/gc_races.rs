@@ -58,7 +58,9 @@ async fn status(resp: reqwest::Response) -> u16 {
 
 #[tokio::test]
 async fn put_and_delete_of_one_tag_end_in_one_order() {
-    let server = Server::start(&ConfigDir::new(&[Instance::new("ci")]));
+    // Kept to the end: the server reads its htpasswd file and root there.
+    let cfg = ConfigDir::new(&[Instance::new("ci")]);
+    let server = Server::start(&cfg);
     let reg = Reg::for_instance(&server, "ci");
     let (manifest, _) = push_image(&reg, "race", "base").await;
     let mut odd = Vec::new();

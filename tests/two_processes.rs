@@ -220,3 +220,91 @@ fn an_unreachable_coordination_server_stops_serve_and_gc_with_the_reason() {
         );
     }
 }
+
+/// A process coordinated in PostgreSQL and one that is not, on one root:
+/// neither collects while the other serves (its locks cannot hold back
+/// the other's writes), `berth check` says so, and once the other stops
+/// (its heartbeat goes with it) collections run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_that_do_not_share_their_locks_refuse_to_collect() {
+    let pg = common::postgres::Postgres::start();
+    let mut ci = Instance::new("ci");
+    ci.extra = "[retention]\ninterval = \"1s\"\n".into();
+    let coordinated = ConfigDir::new(&[ci]);
+    let toml = coordinated.path().join("berth.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str(&format!("[coordination]\npostgres = \"{}\"\n", pg.url()));
+    std::fs::write(&toml, text).unwrap();
+    // The same root, without [coordination].
+    let root = coordinated.storage_root("ci");
+    let mut alone = Instance::new("ci");
+    alone.extra = format!(
+        "[storage]\nroot = {:?}\n[retention]\ninterval = \"1s\"\n",
+        root.display().to_string()
+    );
+    let alone = ConfigDir::new(&[alone]);
+
+    let a = Server::start(&coordinated);
+    a.wait_for_stderr("locks shared with other berth processes");
+    let berth = |command: &str, dir: &std::path::Path| {
+        let out = std::process::Command::new(common::berth_bin())
+            .args([command, "--config-dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // `berth gc` without coordination, while A serves with it.
+    let (ok, stderr) = berth("gc", alone.path());
+    assert!(!ok, "berth gc ran beside a process it cannot hold back");
+    for needle in [
+        "garbage collection refused",
+        &format!("berth process {} on host", a.pid()),
+        "PostgreSQL 127.0.0.1",
+        "lock files of the kernel",
+        "[coordination] postgres",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
+    let (ok, stderr) = berth("check", alone.path());
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("warning: instance ci: garbage collection refused"),
+        "{stderr}"
+    );
+    // The other way round: A's scheduled runs stop while B serves.
+    let b = Server::start(&alone);
+    let refused = "retention failed: garbage collection refused";
+    b.wait_for_stderr("scheduled retention will not run");
+    let seen = b.wait_for_stderr(refused);
+    assert!(
+        seen.contains(&format!("berth process {} on host", a.pid())),
+        "{seen}"
+    );
+    let seen = a.wait_for_stderr(refused);
+    assert!(
+        seen.contains(&format!("berth process {} on host", b.pid())),
+        "{seen}"
+    );
+    let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
+    push_image(&ra, "app", "a").await;
+    push_image(&rb, "app", "b").await;
+    // B stops cleanly: its heartbeat goes, and A collects again.
+    b.stop();
+    let before = a.stderr().matches("retention: ci:").count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while a.stderr().matches("retention: ci:").count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never collected again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for tag in ["a", "b"] {
+        expect_status(get_manifest(&ra, "app", tag).await, 200).await;
+    }
+    a.stop();
+}

@@ -347,6 +347,21 @@ impl Coordinator {
         }
     }
 
+    /// What this coordinator's locks are shared with: two processes on
+    /// one store see each other's locks exactly when their domains are
+    /// equal. In words an operator reads (never the password).
+    pub fn domain(&self) -> String {
+        match &self.backend {
+            Backend::Local(..) => format!(
+                "in-memory locks of process {} on {}",
+                std::process::id(),
+                host().name
+            ),
+            Backend::Files(..) => files_domain(),
+            Backend::Postgres(pool) => postgres_domain(pool.server(), &self.store),
+        }
+    }
+
     /// For logs and `berth check`: `local`, or `postgres HOST:PORT/DATABASE`
     /// (never the password).
     pub fn describe(&self) -> String {
@@ -356,6 +371,53 @@ impl Coordinator {
             Backend::Postgres(pool) => format!("postgres {}", pool.server()),
         }
     }
+}
+
+/// The domain ([`Coordinator::domain`]) of the coordinator a process
+/// would have with `postgres` (`[coordination]`, when configured) on the
+/// store named `store`, without connecting.
+pub fn planned_domain(postgres: Option<&PostgresUrl>, store: &str) -> String {
+    match postgres {
+        Some(url) => postgres_domain(url.server(), store),
+        None => files_domain(),
+    }
+}
+
+fn postgres_domain(server: &str, store: &str) -> String {
+    format!("PostgreSQL {server}, store {store}")
+}
+
+/// `flock` is shared by the processes of one kernel (containers included,
+/// whatever their host names), so the kernel's boot id names the domain.
+fn files_domain() -> String {
+    format!("lock files of the kernel booted as {}", host().boot_id)
+}
+
+/// This machine as processes on it see it.
+pub struct Host {
+    /// The host name, for people.
+    pub name: String,
+    /// The running kernel's boot id (`/proc/sys/kernel/random/boot_id`;
+    /// the host name where there is none).
+    pub boot_id: String,
+}
+
+/// This machine, read once.
+pub fn host() -> &'static Host {
+    static HOST: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        let name = read("/proc/sys/kernel/hostname");
+        let boot_id = match read("/proc/sys/kernel/random/boot_id") {
+            id if id.is_empty() => name.clone(),
+            id => id,
+        };
+        Host { name, boot_id }
+    })
 }
 
 impl fmt::Debug for Coordinator {

@@ -8,6 +8,7 @@ pub mod fsck;
 pub mod gc;
 pub mod manifest;
 mod paginate;
+pub mod presence;
 mod pulls;
 mod quota;
 pub mod retention;
@@ -453,7 +454,24 @@ impl Registry {
         self.pulls.flush(&*self.driver).await
     }
 
-    /// Runs retention and garbage collection once ([`gc`]).
+    /// Writes this process's heartbeat into the store ([`presence`]).
+    pub async fn beat(&self) -> Result<(), RegistryError> {
+        Ok(presence::beat(&*self.driver, &self.coord).await?)
+    }
+
+    /// Removes this process's heartbeat: it stops serving the store.
+    pub async fn leave(&self) -> Result<(), RegistryError> {
+        Ok(presence::leave(&*self.driver).await?)
+    }
+
+    /// Why a collection would be refused now ([`presence`]); `None` when
+    /// it would run.
+    pub async fn gc_refusal(&self) -> Result<Option<String>, RegistryError> {
+        Ok(presence::refusal(&*self.driver, &self.coord, SystemTime::now()).await?)
+    }
+
+    /// Runs retention and garbage collection once ([`gc`]); refused while
+    /// another process on the store takes its locks elsewhere.
     pub async fn collect_garbage(
         &self,
         policy: &crate::config::Retention,

@@ -19,7 +19,7 @@ use super::tls;
 use crate::auth::Authenticator;
 use crate::config::{Config, InstanceConfig};
 use crate::coord::Coordinator;
-use crate::registry::Registry;
+use crate::registry::{presence, Registry};
 
 /// One registry as served: its config, content, credentials and TLS.
 pub struct Instance {
@@ -27,13 +27,14 @@ pub struct Instance {
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub tls: Option<Arc<tls::InstanceTls>>,
-    /// Background work: writing the pull log, scheduled retention runs.
-    jobs: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// Background work: the heartbeat; writing the pull log, scheduled
+    /// retention runs.
+    jobs: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if let Some(j) = self.jobs.lock().take() {
+        for j in self.jobs.lock().drain(..) {
             j.abort();
         }
     }
@@ -43,18 +44,44 @@ impl Drop for Instance {
 const FLUSH_PULLS: Duration = Duration::from_secs(30);
 
 impl Instance {
-    /// Starts the background jobs: the pull log every [`FLUSH_PULLS`], and
-    /// retention + garbage collection every `[retention] interval`.
+    /// Starts the background jobs: the heartbeat every
+    /// [`presence::BEAT`] (on a task of its own, so that a long collection
+    /// does not make this process look gone), the pull log every
+    /// [`FLUSH_PULLS`], and retention + garbage collection every
+    /// `[retention] interval`.
     fn start_jobs(self: &Arc<Self>) {
         let mut jobs = self.jobs.lock();
-        if jobs.is_some() {
+        if !jobs.is_empty() {
             return;
         }
+        let weak = Arc::downgrade(self);
+        let scheduled = self.config.retention.interval.is_some();
+        let name = self.config.name.clone();
+        jobs.push(tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let Some(inst) = weak.upgrade() else { return };
+                if let Err(e) = inst.registry.beat().await {
+                    tracing::warn!(instance = %name, "cannot write the heartbeat: {e}");
+                }
+                if std::mem::take(&mut first) && scheduled {
+                    match inst.registry.gc_refusal().await {
+                        Ok(None) => {}
+                        Ok(Some(why)) => {
+                            tracing::warn!(instance = %name, "scheduled retention will not run: {why}")
+                        }
+                        Err(e) => tracing::warn!(instance = %name, "cannot read the heartbeats: {e}"),
+                    }
+                }
+                drop(inst);
+                tokio::time::sleep(presence::BEAT).await;
+            }
+        }));
         let weak = Arc::downgrade(self);
         let interval = self.config.retention.interval;
         let tick = interval.map_or(FLUSH_PULLS, |i| i.min(FLUSH_PULLS));
         let name = self.config.name.clone();
-        *jobs = Some(tokio::spawn(async move {
+        jobs.push(tokio::spawn(async move {
             let mut last_gc = Instant::now();
             loop {
                 tokio::time::sleep(tick).await;
@@ -177,7 +204,7 @@ impl Snapshot {
                         registry,
                         auth,
                         tls,
-                        jobs: parking_lot::Mutex::new(None),
+                        jobs: parking_lot::Mutex::new(Vec::new()),
                     });
                     for h in &ic.hostnames {
                         by_host.insert(h.clone(), inst.clone());

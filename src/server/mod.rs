@@ -330,7 +330,8 @@ impl Server {
 
     /// Stops accepting, lets requests in flight finish for at most `drain`
     /// (then cuts the connections still open), writes what is kept in
-    /// memory, then returns: nothing of this server runs afterwards.
+    /// memory and removes the heartbeats, then returns: nothing of this
+    /// server runs afterwards.
     pub async fn shutdown(self, drain: Duration) {
         let snapshot = self.snapshot.load_full();
         let mut tasks = self.closing;
@@ -352,6 +353,9 @@ impl Server {
         for (name, inst) in &snapshot.instances {
             if let Err(e) = inst.registry.flush_pulls().await {
                 tracing::warn!(instance = %name, "cannot write the pull log: {e}");
+            }
+            if let Err(e) = inst.registry.leave().await {
+                tracing::warn!(instance = %name, "cannot remove the heartbeat: {e}");
             }
         }
     }

@@ -102,3 +102,7 @@ pub const JOURNAL_OPEN: &str = "berth/gc.journal/open";
 /// Rewritten by whatever removes repositories, so that running servers
 /// walk the catalog again (see `storage::listing`).
 pub const REPOSITORIES_CHANGED: &str = "berth/repositories.changed";
+
+/// One heartbeat object per berth process serving the store
+/// (`registry::presence`).
+pub const PROCESSES: &str = "berth/processes";

@@ -30,6 +30,9 @@
 //! uploaded before the run for a manifest not pushed yet may go, and that
 //! manifest's `PUT` then fails with `MANIFEST_BLOB_UNKNOWN` — never a `201`
 //! for content that is gone. One run at a time per store, across processes.
+//! The invariant holds among processes that share their locks: a run is
+//! refused, when it begins and again before it decides, while a live
+//! process on the store takes its locks elsewhere ([`super::presence`]).
 //!
 //! A dry run computes the same report and changes nothing.
 
@@ -37,8 +40,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::manifest;
 use super::retention::{evict_for_quota, expired, TagFacts};
+use super::{manifest, presence};
 use crate::config::{Retention, Untagged};
 use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, RegistryError, RepoName, Tag};
@@ -320,6 +323,17 @@ pub struct Collection<'a> {
     manifests: Manifests,
     /// Tags retention removes, as (repository, tag) indexes.
     gone: HashSet<(usize, usize)>,
+    /// The lock domain of this process ([`presence`]).
+    domain: String,
+}
+
+/// Refuses a run while a live process on the store takes its locks in
+/// another domain ([`presence`]).
+async fn refuse_if_shared(driver: &dyn Driver, domain: &str) -> Result<(), RegistryError> {
+    match presence::refusal_in(driver, domain, SystemTime::now()).await? {
+        Some(why) => Err(RegistryError::Denied(why)),
+        None => Ok(()),
+    }
 }
 
 impl<'a> Collection<'a> {
@@ -333,7 +347,9 @@ impl<'a> Collection<'a> {
             true => None,
             false => Some(coord.lock(Lock::GcRun, Mode::Exclusive).await?),
         };
+        let domain = coord.domain();
         if let Some(running) = &running {
+            refuse_if_shared(driver, &domain).await?;
             // Under the exclusive lock: a writer either finished before
             // (and the scan below sees its write) or records it.
             let _lock = running.lock(Lock::Gc, Mode::Exclusive).await?;
@@ -360,6 +376,7 @@ impl<'a> Collection<'a> {
             blobs,
             manifests,
             gone: HashSet::new(),
+            domain,
         };
         c.gone = c.retention();
         Ok(c)
@@ -508,6 +525,10 @@ impl<'a> Collection<'a> {
                 .as_ref()
                 .expect("a real run holds the run lock");
             let lock = running.lock(Lock::Gc, Mode::Exclusive).await?;
+            if let Err(e) = refuse_if_shared(self.driver, &self.domain).await {
+                self.driver.delete_all(keys::JOURNAL).await?;
+                return Err(e);
+            }
             let written = Journal::read(self.driver).await?;
             let added = written.manifests.values().flatten().cloned().collect();
             self.manifests.load(self.driver, added).await;
