@@ -3,8 +3,11 @@
 //!
 //! `cargo run --release -p berth-bench -- [--quick] [--berth PATH]
 //! [--reference PATH] [--rounds N] [--duration SECS] [--skip-reference]
-//! [--data-dir DIR] [--out DIR] [--keep]`; [`run`] is the same with the
-//! arguments given (the binary is a thin wrapper, the test suite calls it).
+//! [--baseline PATH] [--data-dir DIR] [--out DIR] [--keep]`; [`run`] is the
+//! same with the arguments given (the binary is a thin wrapper, the test
+//! suite calls it). With `--baseline`, another berth binary (an earlier
+//! build) takes the reference's place, and every workload must be within
+//! [`NOT_WORSE`] of it.
 
 mod http;
 mod layout;
@@ -37,6 +40,8 @@ struct Opts {
     berth: PathBuf,
     reference: PathBuf,
     skip_reference: bool,
+    /// Another berth binary to compare with, in the reference's place.
+    baseline: Option<PathBuf>,
     rounds: Option<usize>,
     duration: Option<f64>,
     data_dir: Option<PathBuf>,
@@ -52,7 +57,24 @@ impl Opts {
     fn wants(&self, workload: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|w| w == workload)
     }
+
+    /// Whether a second server runs beside berth (the reference, or the
+    /// baseline).
+    fn compared(&self) -> bool {
+        self.baseline.is_some() || !self.skip_reference
+    }
+
+    /// What the second server is called in the results.
+    fn rival(&self) -> &'static str {
+        match self.baseline {
+            Some(_) => "baseline",
+            None => "reference",
+        }
+    }
 }
+
+/// How much worse than the baseline a workload may be (`--baseline`).
+pub const NOT_WORSE: f64 = 0.05;
 
 /// Sizes and counts of one run.
 struct Plan {
@@ -112,12 +134,16 @@ impl Plan {
 
 fn usage() -> &'static str {
     "usage: berth-bench [--quick] [--berth PATH] [--reference PATH] [--skip-reference]\n\
-     \x20                  [--rounds N] [--duration SECS] [--data-dir DIR] [--out DIR] [--keep]\n\
+     \x20                  [--baseline PATH] [--rounds N] [--duration SECS] [--data-dir DIR]\n\
+     \x20                  [--out DIR] [--keep]\n\
      \n\
      --quick           small sizes, one round: a sanity run of every workload\n\
      --berth PATH      berth binary (default: $CARGO_TARGET_DIR or target, /release/berth)\n\
      --reference PATH  docker-registry binary (default: /usr/bin/docker-registry)\n\
      --skip-reference  run berth alone (no ratios)\n\
+     --baseline PATH   compare with another berth binary instead of the reference:\n\
+     \x20                 every workload within 5 % of it, rate workloads 5 rounds too;\n\
+     \x20                 results in ab.json\n\
      --rounds N        rounds per workload (default 5; quick 1)\n\
      --duration SECS   duration of each rate measurement (default 3; quick 0.5)\n\
      --data-dir DIR    where the temporary data directory goes (default: <checkout>/target)\n\
@@ -155,6 +181,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
         berth: target.join("release/berth"),
         reference: PathBuf::from("/usr/bin/docker-registry"),
         skip_reference: false,
+        baseline: None,
         rounds: None,
         duration: None,
         data_dir: None,
@@ -173,6 +200,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
             "--berth" => o.berth = PathBuf::from(value()?),
             "--reference" => o.reference = PathBuf::from(value()?),
             "--skip-reference" => o.skip_reference = true,
+            "--baseline" => o.baseline = Some(PathBuf::from(value()?)),
             "--rounds" => o.rounds = Some(value()?.parse().context("--rounds")?),
             "--duration" => o.duration = Some(value()?.parse().context("--duration")?),
             "--data-dir" => o.data_dir = Some(PathBuf::from(value()?)),
@@ -361,7 +389,19 @@ fn order(round: usize, n: usize) -> Vec<usize> {
     }
 }
 
-fn metrics(plan: &Plan) -> Vec<Metric> {
+/// The metrics of a run: against the reference with berth's targets, or
+/// against a baseline with [`NOT_WORSE`] for each.
+fn metrics(plan: &Plan, baseline: bool) -> Vec<Metric> {
+    let mut all = reference_metrics(plan);
+    if baseline {
+        for m in &mut all {
+            m.target = Target::NotWorse(NOT_WORSE);
+        }
+    }
+    all
+}
+
+fn reference_metrics(plan: &Plan) -> Vec<Metric> {
     let size = |b: u64| {
         if b >= MIB {
             format!("{} MiB", b / MIB)
@@ -467,7 +507,9 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "no berth binary at {} (cargo build --release, or --berth PATH)",
         opts.berth.display()
     );
-    if !opts.skip_reference {
+    if let Some(b) = &opts.baseline {
+        ensure!(b.is_file(), "no baseline berth binary at {}", b.display());
+    } else if !opts.skip_reference {
         ensure!(
             opts.reference.is_file(),
             "no reference registry at {} (apt-get install docker-registry, or --skip-reference)",
@@ -490,7 +532,10 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         dir.display()
     ));
 
-    let machine = machine(&opts.reference);
+    let mut machine = machine(&opts.reference);
+    if let Some(b) = &opts.baseline {
+        machine["baseline"] = json!(b.display().to_string());
+    }
     say(&format!("machine: {machine}"));
 
     say("limits: sha256 and fsync'd write ...");
@@ -542,8 +587,9 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "catalog_page": plan.catalog_page,
         "bcrypt_cost": BCRYPT_COST,
     });
-    let rows = report::rows(metrics(&plan), &results, limits);
-    report::print_table(&rows, limits);
+    let rows = report::rows(metrics(&plan, opts.baseline.is_some()), &results, limits);
+    let names = ["berth", opts.rival()];
+    report::print_table(&rows, limits, names);
 
     let bench_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = opts
@@ -551,14 +597,18 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         .clone()
         .unwrap_or_else(|| bench_dir.join("results"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let out = report::json(&rows, &results, limits, machine.clone(), settings);
-    let partial = opts.quick || opts.skip_reference || !opts.only.is_empty();
-    let name = if partial { "quick.json" } else { "latest.json" };
+    let out = report::json(&rows, &results, limits, machine.clone(), settings, names);
+    let partial = opts.quick || !opts.compared() || !opts.only.is_empty();
+    let name = match (&opts.baseline, partial) {
+        (Some(_), _) => "ab.json",
+        (None, true) => "quick.json",
+        (None, false) => "latest.json",
+    };
     let json_path = out_dir.join(name);
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     say(&format!("\nwrote {}", json_path.display()));
-    if !partial && opts.out.is_none() {
+    if !partial && opts.out.is_none() && opts.baseline.is_none() {
         let md = report::markdown(&rows, limits, &machine, &settings_text);
         report::update_readme(&bench_dir.join("README.md"), &md)?;
         say(&format!("wrote {}", bench_dir.join("README.md").display()));
@@ -579,8 +629,8 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     let auth = basic_auth(USER, PASSWORD);
 
     let mut roots = vec![dir.join("berth-data")];
-    if !opts.skip_reference {
-        roots.push(dir.join("reference-data"));
+    if opts.compared() {
+        roots.push(dir.join(format!("{}-data", opts.rival())));
     }
     let t = Instant::now();
     std::thread::scope(|s| {
@@ -599,12 +649,17 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     ));
 
     let mut servers = vec![servers::start_berth(
+        "berth",
         &opts.berth,
         dir,
         &roots[0],
         &htpasswd,
     )?];
-    if !opts.skip_reference {
+    if let Some(b) = &opts.baseline {
+        servers.push(servers::start_berth(
+            "baseline", b, dir, &roots[1], &htpasswd,
+        )?);
+    } else if !opts.skip_reference {
         servers
             .push(servers::start_reference(&opts.reference, dir, &roots[1], &htpasswd_path).await?);
     }
@@ -784,7 +839,12 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     }
 
     // Rate workloads.
-    let rate_rounds = plan.rounds.min(3);
+    // Against a baseline, as many rounds as the others: differences of a
+    // few percent need them.
+    let rate_rounds = match opts.baseline {
+        Some(_) => plan.rounds,
+        None => plan.rounds.min(3),
+    };
     for (name, req, conns, key) in [
         ("manifest-get", &manifest, plan.conns, "manifest_rps"),
         ("tags", &tags, plan.list_conns, "tags_rps"),

@@ -28,8 +28,11 @@ pub enum Target {
     /// berth / reference at least this, and berth at least this fraction
     /// of min(sha256, fsync'd write).
     RatioAndLimit(f64, f64),
-    /// berth / reference at most this (for latencies).
+    /// berth at most this (for latencies and memory).
     AtMost(f64),
+    /// berth no more than this fraction worse than the other server
+    /// (a baseline build of berth).
+    NotWorse(f64),
 }
 
 pub struct Metric {
@@ -43,7 +46,8 @@ pub struct Metric {
 
 #[derive(Default)]
 pub struct Results {
-    /// Samples per metric key: [berth, reference].
+    /// Samples per metric key: [berth, the other server (reference or
+    /// baseline)].
     pub samples: BTreeMap<&'static str, [Vec<f64>; 2]>,
 }
 
@@ -123,6 +127,10 @@ pub fn rows(metrics: Vec<Metric>, results: &Results, limits: Limits) -> Vec<Row>
                     )
                 }
                 Target::AtMost(x) => (format!("≤ {x} {}", metric.unit), berth.map(|b| b <= x)),
+                Target::NotWorse(x) => match metric.better {
+                    Better::Higher => (format!("≥ {:.2}×", 1.0 - x), ratio.map(|r| r >= 1.0 - x)),
+                    Better::Lower => (format!("≤ {:.2}×", 1.0 + x), ratio.map(|r| r <= 1.0 + x)),
+                },
             };
             Row {
                 metric,
@@ -157,16 +165,10 @@ fn status(met: Option<bool>) -> &'static str {
     }
 }
 
-pub fn print_table(rows: &[Row], limits: Limits) {
-    let header = [
-        "workload",
-        "unit",
-        "berth",
-        "reference",
-        "berth/ref",
-        "target",
-        "",
-    ];
+/// The table on the console; `names` are the two servers' names.
+pub fn print_table(rows: &[Row], limits: Limits, names: [&str; 2]) {
+    let ratio = format!("{}/{}", names[0], &names[1][..3]);
+    let header = ["workload", "unit", names[0], names[1], &ratio, "target", ""];
     let mut lines: Vec<[String; 7]> = vec![header.map(str::to_string)];
     for r in rows {
         lines.push([
@@ -258,26 +260,28 @@ pub fn json(
     limits: Limits,
     machine: serde_json::Value,
     settings: serde_json::Value,
+    names: [&str; 2],
 ) -> serde_json::Value {
     let metrics: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
             let empty = [Vec::new(), Vec::new()];
             let s = results.samples.get(r.metric.key).unwrap_or(&empty);
-            json!({
+            let mut v = json!({
                 "key": r.metric.key,
                 "label": r.metric.label,
                 "unit": r.metric.unit,
                 "better": if r.metric.better == Better::Higher { "higher" } else { "lower" },
                 "aggregate": if r.metric.agg == Agg::Median { "median" } else { "max" },
-                "berth": r.berth,
-                "reference": r.reference,
                 "ratio": r.ratio,
-                "berth_samples": s[0],
-                "reference_samples": s[1],
                 "target": r.target_text,
                 "met": r.met,
-            })
+            });
+            for (i, (name, value)) in names.iter().zip([r.berth, r.reference]).enumerate() {
+                v[*name] = json!(value);
+                v[format!("{name}_samples")] = json!(s[i]);
+            }
+            v
         })
         .collect();
     json!({

@@ -60,7 +60,7 @@ fn die_with_parent(cmd: &mut Command) -> &mut Command {
 
 /// One registry under test.
 pub struct Server {
-    /// "berth" or "reference".
+    /// "berth", "baseline" (another berth binary) or "reference".
     pub name: &'static str,
     pub addr: SocketAddr,
     /// Storage root (the directory holding `docker/registry/v2`).
@@ -98,9 +98,16 @@ impl Server {
     }
 }
 
-/// Starts `berth serve` with one instance `bench` on a dedicated listener.
-pub fn start_berth(bin: &Path, dir: &Path, root: &Path, htpasswd: &str) -> Result<Server> {
-    let cfg = dir.join("berth-config");
+/// Starts `berth serve` with one instance `bench` on a dedicated listener,
+/// its config and log in `dir` under `name`.
+pub fn start_berth(
+    name: &'static str,
+    bin: &Path,
+    dir: &Path,
+    root: &Path,
+    htpasswd: &str,
+) -> Result<Server> {
+    let cfg = dir.join(format!("{name}-config"));
     std::fs::create_dir_all(cfg.join("instances"))?;
     std::fs::create_dir_all(cfg.join("credentials"))?;
     std::fs::write(cfg.join("credentials/bench.htpasswd"), htpasswd)?;
@@ -111,7 +118,7 @@ pub fn start_berth(bin: &Path, dir: &Path, root: &Path, htpasswd: &str) -> Resul
             root.display().to_string()
         ),
     )?;
-    let log = dir.join("berth.log");
+    let log = dir.join(format!("{name}.log"));
     let mut child = die_with_parent(&mut Command::new(bin))
         .arg("serve")
         .arg("--config-dir")
@@ -153,7 +160,7 @@ pub fn start_berth(bin: &Path, dir: &Path, root: &Path, htpasswd: &str) -> Resul
     }
     let addr = addr.ok_or_else(|| anyhow!("berth announced no listener for bench"))?;
     Ok(Server {
-        name: "berth",
+        name,
         addr,
         root: root.to_path_buf(),
         log,
