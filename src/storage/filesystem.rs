@@ -8,21 +8,66 @@
 //! [`Appender`] (direct I/O where the filesystem has it); a commit fsyncs
 //! the upload and renames it into the blob store. Reads stream with
 //! [`FileRange`] (page-cached data on the task, the rest on the blocking
-//! pool). Every call that may wait for the disk runs on the blocking pool.
+//! pool). Every call that may wait for the disk runs on the blocking pool,
+//! but for the small reads of every request (links, manifests, `stat`):
+//! they open and `stat` right on the task, as nginx does in its event loop
+//! (the kernel answers from its caches for any path used lately), and read
+//! with `RWF_NOWAIT`, which never waits for the disk; what is not cached is
+//! read on the blocking pool. That saves a hand-over to another thread and
+//! back on every small read.
 
 use std::fs;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use rustix::io::{preadv2, ReadWriteFlags};
 
 use super::driver::{Batch, ByteStream, Driver, Meta, Names, StorageError, Writer};
 use super::{atomic_write, remove_dir_all, remove_file, sync_dir, Appender, FileRange};
 
 /// How many names a listing hands over at once.
 const LIST_PAGE: usize = 1000;
+
+/// Objects up to this size are read whole on the task when cached.
+const SMALL: u64 = 64 << 10;
+
+/// A small object read right on the task, if the page cache holds it
+/// whole; `None` otherwise (a large object, a directory, data that is not
+/// cached, a filesystem without `RWF_NOWAIT`): read it on the blocking
+/// pool then.
+fn get_cached(path: &Path) -> io::Result<Option<Bytes>> {
+    let f = fs::File::open(path)?;
+    let m = f.metadata()?;
+    if m.is_dir() || m.len() > SMALL {
+        return Ok(None);
+    }
+    let mut buf = BytesMut::zeroed(m.len() as usize);
+    let read = preadv2(
+        &f,
+        &mut [IoSliceMut::new(&mut buf)],
+        0,
+        ReadWriteFlags::NOWAIT,
+    );
+    Ok(match read {
+        Ok(n) if n as u64 == m.len() => Some(buf.freeze()),
+        _ => None,
+    })
+}
+
+/// Size and modification time of the file at `path`.
+fn meta(path: &Path) -> io::Result<Meta> {
+    let m = fs::metadata(path)?;
+    if m.is_dir() {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    Ok(Meta {
+        size: m.len(),
+        modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    })
+}
 
 /// A store in a local directory.
 #[derive(Debug, Clone)]
@@ -90,6 +135,11 @@ impl Driver for FsDriver {
 
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         let path = self.path(key);
+        match get_cached(&path) {
+            Ok(Some(data)) => return Ok(data),
+            Ok(None) => {}
+            Err(e) => return Err(StorageError::io("reading", key, e)),
+        }
         blocking("reading", key, move || fs::read(path).map(Bytes::from)).await
     }
 
@@ -123,18 +173,7 @@ impl Driver for FsDriver {
     }
 
     async fn stat(&self, key: &str) -> Result<Meta, StorageError> {
-        let path = self.path(key);
-        blocking("reading", key, move || {
-            let m = fs::metadata(path)?;
-            if m.is_dir() {
-                return Err(io::ErrorKind::NotFound.into());
-            }
-            Ok(Meta {
-                size: m.len(),
-                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            })
-        })
-        .await
+        meta(&self.path(key)).map_err(|e| StorageError::io("reading", key, e))
     }
 
     async fn read(&self, key: &str, offset: u64, len: u64) -> Result<ByteStream, StorageError> {
