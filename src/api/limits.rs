@@ -1,4 +1,5 @@
-//! An instance's `[limits]` applied to upload requests: `max_blob_size`
+//! An instance's limits on uploads ([`Limits`], set by `[limits]`) and how
+//! upload requests are held to them: `max_blob_size`
 //! (413 `SIZE_INVALID`, checked against `Content-Length` and
 //! `Content-Range` before the body is read, and by the upload while it
 //! streams) and
@@ -11,9 +12,32 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use super::{body_stream, header_str};
-use crate::config::Limits;
 use crate::oci::{RegistryError, RepoName};
 use crate::registry::{BodyStream, Registry};
+
+/// An instance's limits on uploads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest blob a client may upload; `None`: no limit.
+    pub max_blob_size: Option<u64>,
+    /// Upload sessions one user may hold open at once.
+    pub max_upload_sessions: usize,
+}
+
+/// Default of `[limits] max_upload_sessions`: a push opens a few sessions at
+/// a time (docker: 3 by default, at most 5), so 100 leaves room for a user
+/// running many pushes in parallel plus abandoned sessions that wait for
+/// their `upload_ttl`.
+pub const DEFAULT_MAX_UPLOAD_SESSIONS: usize = 100;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_blob_size: None,
+            max_upload_sessions: DEFAULT_MAX_UPLOAD_SESSIONS,
+        }
+    }
+}
 
 /// What an upload request is held to.
 pub(super) struct UploadLimits<'a> {

@@ -20,10 +20,10 @@ use futures_util::TryStreamExt;
 
 use axum::extract::ConnectInfo;
 
-use crate::auth::{Authenticator, Refused};
-use crate::config::{Access, Action, Anonymous, Limits};
+use crate::auth::{Access, Action, Anonymous, Authenticator, Refused};
 use crate::oci::{RegistryError, RepoName};
 use crate::registry::{BodyStream, Registry};
+pub use limits::Limits;
 use route::Route;
 
 /// The user a request was authenticated as, left in the response's

@@ -4,7 +4,10 @@
 //! password (the plain password is never kept), until it expires or the
 //! htpasswd file changes. The file is re-read when its metadata changes, at
 //! most once per [`RECHECK`]. Fails closed: no readable file, no access.
+//! What an authenticated (or anonymous) user may then do to a repository
+//! is [`Access`]'s.
 
+mod access;
 pub(crate) mod htpasswd;
 mod limiter;
 
@@ -13,6 +16,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use access::{Access, Action, Anonymous, Rule};
 pub use htpasswd::{set_password, HtpasswdError, Users, MAX_COST, MAX_PASSWORD_BYTES};
 use limiter::Limiter;
 use parking_lot::Mutex;

@@ -1,34 +1,10 @@
-//! The `[limits]` table of an instance: how much one client may upload and
-//! how many upload sessions one user may hold open.
+//! The `[limits]` table of an instance, parsed into [`Limits`].
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{parse_size, ConfigError, Source};
-
-/// An instance's limits on uploads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest blob a client may upload; `None`: no limit.
-    pub max_blob_size: Option<u64>,
-    /// Upload sessions one user may hold open at once.
-    pub max_upload_sessions: usize,
-}
-
-/// Default of `[limits] max_upload_sessions`: a push opens a few sessions at
-/// a time (docker: 3 by default, at most 5), so 100 leaves room for a user
-/// running many pushes in parallel plus abandoned sessions that wait for
-/// their `upload_ttl`.
-pub const DEFAULT_MAX_UPLOAD_SESSIONS: usize = 100;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_blob_size: None,
-            max_upload_sessions: DEFAULT_MAX_UPLOAD_SESSIONS,
-        }
-    }
-}
+use crate::api::Limits;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

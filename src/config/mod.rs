@@ -13,16 +13,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::api::Limits;
+use crate::auth::Access;
 use crate::coord::{PostgresUrl, DEFAULT_POOL_SIZE};
+use crate::registry::retention::Retention;
 
 mod access;
 mod limits;
 mod retention;
 mod roots;
 mod tls;
-pub use access::{Access, Action, Anonymous, Pattern, Rule};
-pub use limits::{Limits, DEFAULT_MAX_UPLOAD_SESSIONS};
-pub use retention::{parse_size, Retention, Untagged};
+pub use retention::parse_size;
 pub use tls::{AcmeChallenge, Tls, LETS_ENCRYPT};
 
 /// Validated configuration of the whole process.
@@ -688,6 +689,7 @@ fn coordination(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{Action, Anonymous};
 
     struct Dir(tempfile::TempDir);
 

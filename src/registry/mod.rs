@@ -474,7 +474,7 @@ impl Registry {
     /// another process on the store takes its locks elsewhere.
     pub async fn collect_garbage(
         &self,
-        policy: &crate::config::Retention,
+        policy: &retention::Retention,
         now: SystemTime,
         dry_run: bool,
     ) -> Result<gc::Report, RegistryError> {

@@ -1,10 +1,70 @@
-//! Which tags a retention policy deletes: pure functions over tag facts and
-//! a given time, so every rule can be tested without a clock or a disk.
+//! An instance's retention policy ([`Retention`], set by `[retention]`) and
+//! which tags it deletes: pure functions over tag facts and a given time,
+//! so every rule can be tested without a clock or a disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use crate::config::Retention;
+use serde::Deserialize;
+
+use crate::oci::Pattern;
+
+/// What happens to manifests that no tag and no index references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Untagged {
+    #[default]
+    Delete,
+    Keep,
+}
+
+/// An instance's retention policy.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Keep tags pushed within this long.
+    pub max_age: Option<Duration>,
+    /// Keep tags pulled within this long.
+    pub unpulled_for: Option<Duration>,
+    /// Keep the most recently pushed tags of each repository.
+    pub keep_last: Option<usize>,
+    /// Tags always kept.
+    pub protect: Vec<Pattern>,
+    /// Repositories the policy applies to; others are untouched.
+    pub repositories: Vec<Pattern>,
+    pub untagged: Untagged,
+    /// Evict least recently used tags until the instance is below this.
+    pub max_size: Option<u64>,
+    /// How often the policy runs; `None`: only by `berth gc`.
+    pub interval: Option<Duration>,
+    /// Upload sessions older than this are purged.
+    pub upload_ttl: Duration,
+    /// Blobs and manifests younger than this are never swept.
+    pub gc_grace: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: None,
+            unpulled_for: None,
+            keep_last: None,
+            protect: Vec::new(),
+            repositories: vec![Pattern::parse("**").expect("valid glob")],
+            untagged: Untagged::Delete,
+            max_size: None,
+            interval: None,
+            upload_ttl: Duration::from_secs(24 * 3600),
+            gc_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Retention {
+    /// Whether any rule selects tags for deletion.
+    pub fn has_tag_rules(&self) -> bool {
+        self.max_age.is_some() || self.unpulled_for.is_some() || self.keep_last.is_some()
+    }
+}
 
 /// What is known of one tag.
 #[derive(Debug, Clone)]
@@ -131,7 +191,6 @@ pub fn evict_for_quota(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Pattern;
 
     const DAY: Duration = Duration::from_secs(86_400);
 

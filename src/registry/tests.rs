@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 
 use super::gc::{Collection, Run};
+use super::retention::Retention;
 use super::{fsck, BodyStream, Registry};
-use crate::config::Retention;
 use crate::oci::{Algorithm, Digest, Reference, RegistryError, RepoName, Tag};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

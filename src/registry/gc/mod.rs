@@ -40,9 +40,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::retention::{evict_for_quota, expired, TagFacts};
+use super::retention::{evict_for_quota, expired, Retention, TagFacts, Untagged};
 use super::{manifest, presence};
-use crate::config::{Retention, Untagged};
 use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, RegistryError, RepoName, Tag};
 use crate::storage::driver::{optional, Driver, StorageError};
