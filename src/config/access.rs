@@ -3,7 +3,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Source};
+use super::source::Source;
+use super::ConfigError;
 use crate::auth::{Access, Action, Anonymous, Rule};
 use crate::oci::Pattern;
 

@@ -3,7 +3,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{parse_size, ConfigError, Source};
+use super::source::Source;
+use super::{parse_size, ConfigError};
 use crate::api::Limits;
 
 #[derive(Deserialize, Default)]

@@ -11,17 +11,19 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use toml::Spanned;
 
 use crate::api::Limits;
 use crate::auth::Access;
-use crate::coord::{PostgresUrl, DEFAULT_POOL_SIZE};
+use crate::coord::PostgresUrl;
 use crate::registry::retention::Retention;
 
 mod access;
+mod instance;
 mod limits;
 mod retention;
 mod roots;
+mod server;
+mod source;
 mod tls;
 pub use retention::parse_size;
 pub use tls::{AcmeChallenge, Tls, LETS_ENCRYPT};
@@ -141,139 +143,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ServerFile {
-    #[serde(default)]
-    listen: ListenSection,
-    #[serde(default)]
-    paths: PathsSection,
-    #[serde(default)]
-    log: LogSection,
-    #[serde(default)]
-    server: ServerSection,
-    coordination: Option<Spanned<CoordinationSection>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CoordinationSection {
-    postgres: Option<Spanned<String>>,
-    pool_size: Option<Spanned<usize>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ServerSection {
-    drain_timeout: Option<Spanned<String>>,
-    header_timeout: Option<Spanned<String>>,
-    body_timeout: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ListenSection {
-    http: Option<Spanned<String>>,
-    https: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PathsSection {
-    state: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct LogSection {
-    #[serde(default)]
-    format: LogFormat,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InstanceFile {
-    #[serde(default)]
-    hostnames: Vec<Spanned<String>>,
-    #[serde(default)]
-    listen: Vec<Spanned<String>>,
-    #[serde(default)]
-    storage: StorageSection,
-    #[serde(default)]
-    auth: AuthSection,
-    #[serde(default)]
-    access: access::AccessSection,
-    #[serde(default)]
-    tls: tls::TlsSection,
-    #[serde(default)]
-    retention: retention::RetentionSection,
-    #[serde(default)]
-    limits: limits::LimitsSection,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct StorageSection {
-    root: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct AuthSection {
-    htpasswd: Option<Spanned<String>>,
-    max_login_failures: Option<Spanned<u32>>,
-}
-
-/// A file's text, for turning byte offsets into line:column.
-struct Source {
-    path: PathBuf,
-    text: String,
-}
-
-impl Source {
-    fn error_at(&self, offset: Option<usize>, message: impl Into<String>) -> ConfigError {
-        let position = offset.map(|o| {
-            let before = &self.text[..o.min(self.text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            (line, col)
-        });
-        ConfigError {
-            file: self.path.clone(),
-            position,
-            message: message.into(),
-        }
-    }
-
-    fn error_spanned<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
-        self.error_at(Some(s.span().start), message)
-    }
-
-    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        toml::from_str(&self.text).map_err(|e| {
-            self.error_at(
-                e.span().map(|s| s.start),
-                e.message().trim_end().replace('\n', ": "),
-            )
-        })
-    }
-}
-
-fn read_source(path: &Path) -> Result<Option<Source>, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(Source {
-            path: path.to_path_buf(),
-            text,
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ConfigError {
-            file: path.to_path_buf(),
-            position: None,
-            message: format!("cannot read: {e}"),
-        }),
-    }
-}
-
 /// Joins a relative path to the config dir and folds `.` and `..` away.
 fn resolve(dir: &Path, p: &str) -> PathBuf {
     let joined = dir.join(p);
@@ -290,46 +159,36 @@ fn resolve(dir: &Path, p: &str) -> PathBuf {
     out
 }
 
-fn parse_addr(
-    src: &Source,
-    s: &Spanned<String>,
-    errors: &mut Vec<ConfigError>,
-) -> Option<SocketAddr> {
-    match s.get_ref().parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            errors.push(src.error_spanned(
-                s,
-                format!(
-                    "invalid listen address '{}': expected IP:PORT such as 127.0.0.1:5000",
-                    s.get_ref()
-                ),
-            ));
-            None
+/// What berth.toml and the instances claim for their own, so that no two
+/// claim the same thing (listen addresses, hostnames, storage roots), and
+/// every problem found so far.
+#[derive(Default)]
+struct Claims {
+    errors: Vec<ConfigError>,
+    /// Listen addresses, with where each was written.
+    addrs: HashMap<SocketAddr, String>,
+    /// Hostnames, with the instance serving each.
+    hostnames: HashMap<String, ConfigError>,
+    roots: Vec<(roots::Root, ConfigError)>,
+}
+
+impl Claims {
+    /// Claims a listen address (port 0 may be used many times); `err` says
+    /// where, and is reported if it is taken already.
+    fn addr(&mut self, addr: SocketAddr, err: ConfigError) {
+        if addr.port() == 0 {
+            return;
+        }
+        match self.addrs.get(&addr) {
+            Some(prev) => self.errors.push(ConfigError {
+                message: format!("{} (already used at {prev})", err.message),
+                ..err
+            }),
+            None => {
+                self.addrs.insert(addr, err.location());
+            }
         }
     }
-}
-
-fn valid_instance_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_'))
-}
-
-fn valid_hostname(h: &str) -> bool {
-    h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        })
 }
 
 /// Reads and validates the config in `dir`.
@@ -351,282 +210,15 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
             .map(|c| resolve(&c, &dir.to_string_lossy()))
             .unwrap_or(dir.to_path_buf())
     };
-    let mut errors = Vec::new();
-    let server_path = dir.join("berth.toml");
-    let (server, server_src) = match read_source(&server_path) {
-        Ok(Some(src)) => match src.parse::<ServerFile>() {
-            Ok(f) => (f, Some(src)),
-            Err(e) => {
-                errors.push(e);
-                (ServerFile::default(), None)
-            }
-        },
-        Ok(None) => (ServerFile::default(), None),
-        Err(e) => {
-            errors.push(e);
-            (ServerFile::default(), None)
-        }
-    };
-    // Every listen address in use, with where it was said.
-    let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
-    let mut claim_addr =
-        |addr: SocketAddr, at: String, errors: &mut Vec<ConfigError>, err: ConfigError| {
-            if addr.port() == 0 {
-                return;
-            }
-            if let Some(prev) = addrs.get(&addr) {
-                errors.push(ConfigError {
-                    message: format!("{} (already used at {prev})", err.message),
-                    ..err
-                });
-            } else {
-                addrs.insert(addr, at);
-            }
-        };
-    let (mut http, mut https) = (None, None);
-    if let Some(src) = &server_src {
-        for (key, value, slot) in [
-            ("http", &server.listen.http, &mut http),
-            ("https", &server.listen.https, &mut https),
-        ] {
-            if let Some(v) = value {
-                *slot = parse_addr(src, v, &mut errors);
-                if let Some(a) = *slot {
-                    let e = src.error_spanned(v, format!("listen.{key} address {a} is used twice"));
-                    let at = e.location();
-                    claim_addr(a, at, &mut errors, e);
-                }
-            }
-        }
-    }
-    // A timeout of 0 would refuse every request; a drain timeout of 0 stops
-    // at once.
-    let mut server_duration = |value: &Option<Spanned<String>>, default: Duration, key: &str| {
-        let (Some(src), Some(d)) = (&server_src, value) else {
-            return default;
-        };
-        match humantime::parse_duration(d.get_ref()) {
-            Ok(v) if v.is_zero() && key != "drain_timeout" => {
-                errors.push(src.error_spanned(d, format!("server.{key} must be more than 0")));
-                default
-            }
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(src.error_spanned(
-                    d,
-                    format!(
-                        "invalid duration '{}': {e} (e.g. \"30s\", \"2m\")",
-                        d.get_ref()
-                    ),
-                ));
-                default
-            }
-        }
-    };
-    let sec = &server.server;
-    let drain_timeout = server_duration(&sec.drain_timeout, DEFAULT_DRAIN_TIMEOUT, "drain_timeout");
-    let header_timeout = server_duration(
-        &sec.header_timeout,
-        DEFAULT_HEADER_TIMEOUT,
-        "header_timeout",
-    );
-    let body_timeout = server_duration(&sec.body_timeout, DEFAULT_BODY_TIMEOUT, "body_timeout");
-    let coordination = match (&server_src, &server.coordination) {
-        (Some(src), Some(section)) => coordination(src, section, &mut errors),
-        _ => None,
-    };
-    let state_dir = resolve(
-        &dir,
-        server
-            .paths
-            .state
-            .as_ref()
-            .map_or("state", |s| s.get_ref().as_str()),
-    );
-
+    let mut claims = Claims::default();
+    let server = server::read(&dir, &mut claims);
     let instances_dir = dir.join("instances");
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&instances_dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect(),
-        Err(e) => {
-            errors.push(ConfigError {
-                file: instances_dir.clone(),
-                position: None,
-                message: format!("cannot read the instances directory: {e}"),
-            });
-            Vec::new()
-        }
-    };
-    files.sort();
-    let mut instances = Vec::new();
-    let mut hostnames: HashMap<String, ConfigError> = HashMap::new();
-    let mut roots: Vec<(roots::Root, ConfigError)> = Vec::new();
-    for file in files {
-        let name = file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let src = match read_source(&file) {
-            Ok(Some(src)) => src,
-            Ok(None) => continue,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        if !valid_instance_name(&name) {
-            errors.push(src.error_at(
-                None,
-                format!("instance name '{name}' (the file name) must be lowercase letters, digits, '-' or '_'"),
-            ));
-            continue;
-        }
-        let f: InstanceFile = match src.parse() {
-            Ok(f) => f,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        let mut inst = InstanceConfig {
-            name: name.clone(),
-            file: file.clone(),
-            hostnames: Vec::new(),
-            listen: Vec::new(),
-            storage_root: resolve(&dir, &format!("data/{name}")),
-            htpasswd: resolve(&dir, &format!("credentials/{name}.htpasswd")),
-            max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
-            access: access::build(&src, f.access, &mut errors),
-            tls: tls::build(&src, &dir, &f.tls, &mut errors),
-            retention: retention::build(&src, &f.retention, &mut errors),
-            limits: limits::build(&src, &f.limits, &mut errors),
-        };
-        if inst.tls.is_on() && f.hostnames.is_empty() {
-            errors.push(src.error_at(
-                None,
-                "a TLS instance needs hostnames: its certificate is issued for them",
-            ));
-        }
-        if let Some(n) = &f.auth.max_login_failures {
-            if *n.get_ref() == 0 {
-                errors.push(src.error_spanned(n, "max_login_failures must be at least 1"));
-            }
-            inst.max_login_failures = *n.get_ref();
-        }
-        for h in &f.hostnames {
-            let host = h.get_ref();
-            if !valid_hostname(host) {
-                errors.push(src.error_spanned(
-                    h,
-                    format!(
-                        "invalid hostname '{host}': use lowercase DNS names such as ci.example.com"
-                    ),
-                ));
-                continue;
-            }
-            let here =
-                src.error_spanned(h, format!("hostname '{host}' is served by two instances"));
-            if let Some(prev) = hostnames.get(host) {
-                errors.push(ConfigError {
-                    message: format!("{} (also at {})", here.message, prev.location()),
-                    ..here
-                });
-            } else {
-                hostnames.insert(
-                    host.clone(),
-                    src.error_spanned(h, format!("instance {name}")),
-                );
-                inst.hostnames.push(host.clone());
-            }
-        }
-        for l in &f.listen {
-            if let Some(a) = parse_addr(&src, l, &mut errors) {
-                let e = src.error_spanned(l, format!("listen address {a} is used twice"));
-                let at = e.location();
-                claim_addr(a, at, &mut errors, e);
-                inst.listen.push(a);
-            }
-        }
-        if f.hostnames.is_empty() && f.listen.is_empty() {
-            errors.push(src.error_at(
-                None,
-                "the instance has neither hostnames nor listen addresses, so nothing reaches it",
-            ));
-        }
-        if let Some(root) = &f.storage.root {
-            inst.storage_root = resolve(&dir, root.get_ref());
-        }
-        let root_err = match &f.storage.root {
-            Some(r) => src.error_spanned(r, "storage root"),
-            None => src.error_at(None, "storage root"),
-        };
-        let root = roots::Root::new(&inst.storage_root);
-        for (other, other_err) in &roots {
-            if let Some(how) = root.overlap(other) {
-                errors.push(ConfigError {
-                    message: format!(
-                        "storage root {} overlaps the storage root {} of another instance ({}){how}; each instance needs its own",
-                        inst.storage_root.display(),
-                        other.written().display(),
-                        other_err.location()
-                    ),
-                    ..root_err.clone()
-                });
-            }
-        }
-        roots.push((root, root_err));
-        if let Some(h) = &f.auth.htpasswd {
-            inst.htpasswd = resolve(&dir, h.get_ref());
-        }
-        if require_htpasswd && !inst.htpasswd.is_file() {
-            let message = format!(
-                "htpasswd file {} does not exist; create a user with `berth passwd --config-dir {} {name} USER`",
-                inst.htpasswd.display(),
-                dir.display()
-            );
-            errors.push(match &f.auth.htpasswd {
-                Some(h) => src.error_spanned(h, message),
-                None => src.error_at(None, message),
-            });
-        }
-        instances.push(inst);
-    }
-    let tls_instances: Vec<&InstanceConfig> = instances.iter().filter(|i| i.tls.is_on()).collect();
-    if let (Some(src), Some(v), Some(_)) = (&server_src, &server.listen.https, https) {
-        if tls_instances.is_empty() {
-            errors.push(src.error_spanned(
-                v,
-                "listen.https is set, but no instance has a [tls] mode other than \"off\"",
-            ));
-        }
-    }
-    for inst in &tls_instances {
-        if let Tls::Acme { challenge, .. } = &inst.tls {
-            let (needed, listener) = match challenge {
-                AcmeChallenge::TlsAlpn01 => (https.is_none(), "https"),
-                AcmeChallenge::Http01 => (http.is_none(), "http"),
-            };
-            if needed {
-                errors.push(ConfigError {
-                    file: inst.file.clone(),
-                    position: None,
-                    message: format!(
-                        "ACME validates this instance over the shared {listener} listener: set [listen] {listener} in berth.toml"
-                    ),
-                });
-            }
-        }
-        if https.is_none() && inst.listen.is_empty() {
-            errors.push(ConfigError {
-                file: inst.file.clone(),
-                position: None,
-                message: "a TLS instance needs [listen] https in berth.toml or listen addresses of its own".to_string(),
-            });
-        }
-    }
+    let instances: Vec<InstanceConfig> = instance_files(&instances_dir, &mut claims.errors)
+        .iter()
+        .filter_map(|file| instance::read(&dir, file, require_htpasswd, &mut claims))
+        .collect();
+    let mut errors = claims.errors;
+    tls_listeners(&server, &instances, &mut errors);
     if instances.is_empty() && errors.is_empty() {
         errors.push(ConfigError {
             file: instances_dir,
@@ -639,49 +231,75 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
     }
     Ok(Config {
         dir,
-        http,
-        https,
-        state_dir,
-        log_format: server.log.format,
-        drain_timeout,
-        header_timeout,
-        body_timeout,
-        coordination,
+        http: server.http,
+        https: server.https,
+        state_dir: server.state_dir,
+        log_format: server.log_format,
+        drain_timeout: server.drain_timeout,
+        header_timeout: server.header_timeout,
+        body_timeout: server.body_timeout,
+        coordination: server.coordination,
         instances,
     })
 }
 
-/// `[coordination]`; parsed only: connecting is the server's job, and a
-/// check works offline.
-fn coordination(
-    src: &Source,
-    section: &Spanned<CoordinationSection>,
-    errors: &mut Vec<ConfigError>,
-) -> Option<Coordination> {
-    let (at, section) = (section.span().start, section.get_ref());
-    let pool_size = match &section.pool_size {
-        Some(n) if *n.get_ref() == 0 => {
-            errors.push(src.error_spanned(n, "coordination.pool_size must be at least 1"));
-            return None;
-        }
-        Some(n) => *n.get_ref(),
-        None => DEFAULT_POOL_SIZE,
-    };
-    let Some(url) = &section.postgres else {
-        errors.push(src.error_at(
-            Some(at),
-            "[coordination] needs postgres = \"postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE\"",
-        ));
-        return None;
-    };
-    match PostgresUrl::parse(url.get_ref()) {
-        Ok(postgres) => Some(Coordination {
-            postgres,
-            pool_size,
-        }),
+/// The instance files (`*.toml`) in `dir`, sorted.
+fn instance_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
         Err(e) => {
-            errors.push(src.error_spanned(url, format!("coordination.postgres: {e}")));
-            None
+            errors.push(ConfigError {
+                file: dir.to_path_buf(),
+                position: None,
+                message: format!("cannot read the instances directory: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    files.sort();
+    files
+}
+
+/// The shared listeners TLS instances need, and a shared https listener
+/// that some instance needs.
+fn tls_listeners(
+    server: &server::Settings,
+    instances: &[InstanceConfig],
+    errors: &mut Vec<ConfigError>,
+) {
+    let tls_instances: Vec<&InstanceConfig> = instances.iter().filter(|i| i.tls.is_on()).collect();
+    if let (Some(key), true) = (&server.https_key, tls_instances.is_empty()) {
+        errors.push(ConfigError {
+            message: "listen.https is set, but no instance has a [tls] mode other than \"off\""
+                .to_string(),
+            ..key.clone()
+        });
+    }
+    for inst in &tls_instances {
+        if let Tls::Acme { challenge, .. } = &inst.tls {
+            let (needed, listener) = match challenge {
+                AcmeChallenge::TlsAlpn01 => (server.https.is_none(), "https"),
+                AcmeChallenge::Http01 => (server.http.is_none(), "http"),
+            };
+            if needed {
+                errors.push(ConfigError {
+                    file: inst.file.clone(),
+                    position: None,
+                    message: format!(
+                        "ACME validates this instance over the shared {listener} listener: set [listen] {listener} in berth.toml"
+                    ),
+                });
+            }
+        }
+        if server.https.is_none() && inst.listen.is_empty() {
+            errors.push(ConfigError {
+                file: inst.file.clone(),
+                position: None,
+                message: "a TLS instance needs [listen] https in berth.toml or listen addresses of its own".to_string(),
+            });
         }
     }
 }
@@ -784,6 +402,24 @@ mod tests {
             "{errs:?}"
         );
         assert!(errs[2].contains("overlaps"), "{errs:?}");
+    }
+
+    #[test]
+    fn storage_driver() {
+        let d = Dir::new();
+        d.instance(
+            "a",
+            "listen = [\"127.0.0.1:0\"]\n[storage]\ndriver = \"filesystem\"\n",
+        );
+        assert!(load(d.0.path()).is_ok());
+        d.instance(
+            "a",
+            "listen = [\"127.0.0.1:0\"]\n[storage]\ndriver = \"ftp\"\n",
+        );
+        assert_eq!(
+            d.errors(),
+            vec!["instances/a.toml:3:10: unknown storage driver 'ftp': one of \"filesystem\""]
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Source};
+use super::source::Source;
+use super::ConfigError;
 use crate::oci::Pattern;
 use crate::registry::retention::{Retention, Untagged};
 

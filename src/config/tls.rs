@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{resolve, ConfigError, Source};
+use super::source::Source;
+use super::{resolve, ConfigError};
 
 /// Let's Encrypt's production directory, the default ACME server.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";

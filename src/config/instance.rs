@@ -1,0 +1,269 @@
+//! One `instances/NAME.toml`: an instance's hostnames, listeners, storage,
+//! credentials and the tables its layers apply (`[access]`, `[tls]`,
+//! `[retention]`, `[limits]`), checked against what other instances
+//! already claim.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::source::Source;
+use super::{
+    access, limits, resolve, retention, roots, tls, Claims, ConfigError, InstanceConfig,
+    DEFAULT_MAX_LOGIN_FAILURES,
+};
+
+/// Storage drivers an instance may name.
+const DRIVERS: [&str; 1] = ["filesystem"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceFile {
+    #[serde(default)]
+    hostnames: Vec<Spanned<String>>,
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    storage: StorageSection,
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
+    access: access::AccessSection,
+    #[serde(default)]
+    tls: tls::TlsSection,
+    #[serde(default)]
+    retention: retention::RetentionSection,
+    #[serde(default)]
+    limits: limits::LimitsSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    /// Only `"filesystem"` for now.
+    driver: Option<Spanned<String>>,
+    root: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    htpasswd: Option<Spanned<String>>,
+    max_login_failures: Option<Spanned<u32>>,
+}
+
+/// Reads the instance file `file`; `None` when it cannot be used at all
+/// (the errors are in `claims`). With `require_htpasswd`, a missing
+/// htpasswd file is an error.
+pub(super) fn read(
+    dir: &Path,
+    file: &Path,
+    require_htpasswd: bool,
+    claims: &mut Claims,
+) -> Option<InstanceConfig> {
+    let name = file
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let src = match Source::read(file) {
+        Ok(src) => src?,
+        Err(e) => {
+            claims.errors.push(e);
+            return None;
+        }
+    };
+    if !valid_instance_name(&name) {
+        claims.errors.push(src.error_at(
+            None,
+            format!("instance name '{name}' (the file name) must be lowercase letters, digits, '-' or '_'"),
+        ));
+        return None;
+    }
+    let f: InstanceFile = match src.parse() {
+        Ok(f) => f,
+        Err(e) => {
+            claims.errors.push(e);
+            return None;
+        }
+    };
+    let errors = &mut claims.errors;
+    let mut inst = InstanceConfig {
+        name: name.clone(),
+        file: file.to_path_buf(),
+        hostnames: Vec::new(),
+        listen: Vec::new(),
+        storage_root: resolve(dir, &format!("data/{name}")),
+        htpasswd: resolve(dir, &format!("credentials/{name}.htpasswd")),
+        max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
+        access: access::build(&src, f.access, errors),
+        tls: tls::build(&src, dir, &f.tls, errors),
+        retention: retention::build(&src, &f.retention, errors),
+        limits: limits::build(&src, &f.limits, errors),
+    };
+    if inst.tls.is_on() && f.hostnames.is_empty() {
+        errors.push(src.error_at(
+            None,
+            "a TLS instance needs hostnames: its certificate is issued for them",
+        ));
+    }
+    if let Some(n) = &f.auth.max_login_failures {
+        if *n.get_ref() == 0 {
+            errors.push(src.error_spanned(n, "max_login_failures must be at least 1"));
+        }
+        inst.max_login_failures = *n.get_ref();
+    }
+    hostnames(&src, &f.hostnames, &mut inst, claims);
+    for l in &f.listen {
+        if let Some(a) = src.addr(l, &mut claims.errors) {
+            claims.addr(
+                a,
+                src.error_spanned(l, format!("listen address {a} is used twice")),
+            );
+            inst.listen.push(a);
+        }
+    }
+    if f.hostnames.is_empty() && f.listen.is_empty() {
+        claims.errors.push(src.error_at(
+            None,
+            "the instance has neither hostnames nor listen addresses, so nothing reaches it",
+        ));
+    }
+    storage(dir, &src, &f.storage, &mut inst, claims);
+    htpasswd(
+        dir,
+        &src,
+        &f.auth,
+        require_htpasswd,
+        &mut inst,
+        &mut claims.errors,
+    );
+    Some(inst)
+}
+
+/// `[auth] htpasswd`: where the instance's users are.
+fn htpasswd(
+    dir: &Path,
+    src: &Source,
+    section: &AuthSection,
+    require_htpasswd: bool,
+    inst: &mut InstanceConfig,
+    errors: &mut Vec<ConfigError>,
+) {
+    if let Some(h) = &section.htpasswd {
+        inst.htpasswd = resolve(dir, h.get_ref());
+    }
+    if require_htpasswd && !inst.htpasswd.is_file() {
+        let message = format!(
+            "htpasswd file {} does not exist; create a user with `berth passwd --config-dir {} {} USER`",
+            inst.htpasswd.display(),
+            dir.display(),
+            inst.name
+        );
+        errors.push(match &section.htpasswd {
+            Some(h) => src.error_spanned(h, message),
+            None => src.error_at(None, message),
+        });
+    }
+}
+
+/// `hostnames`: valid DNS names, each served by one instance only.
+fn hostnames(
+    src: &Source,
+    names: &[Spanned<String>],
+    inst: &mut InstanceConfig,
+    claims: &mut Claims,
+) {
+    for h in names {
+        let host = h.get_ref();
+        if !valid_hostname(host) {
+            claims.errors.push(src.error_spanned(
+                h,
+                format!(
+                    "invalid hostname '{host}': use lowercase DNS names such as ci.example.com"
+                ),
+            ));
+            continue;
+        }
+        let here = src.error_spanned(h, format!("hostname '{host}' is served by two instances"));
+        if let Some(prev) = claims.hostnames.get(host) {
+            claims.errors.push(ConfigError {
+                message: format!("{} (also at {})", here.message, prev.location()),
+                ..here
+            });
+        } else {
+            claims.hostnames.insert(
+                host.clone(),
+                src.error_spanned(h, format!("instance {}", inst.name)),
+            );
+            inst.hostnames.push(host.clone());
+        }
+    }
+}
+
+/// `[storage]`: the driver, and a root that overlaps no other instance's.
+fn storage(
+    dir: &Path,
+    src: &Source,
+    section: &StorageSection,
+    inst: &mut InstanceConfig,
+    claims: &mut Claims,
+) {
+    if let Some(d) = &section.driver {
+        if !DRIVERS.contains(&d.get_ref().as_str()) {
+            claims.errors.push(src.error_spanned(
+                d,
+                format!(
+                    "unknown storage driver '{}': one of {}",
+                    d.get_ref(),
+                    DRIVERS.map(|d| format!("\"{d}\"")).join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(root) = &section.root {
+        inst.storage_root = resolve(dir, root.get_ref());
+    }
+    let root_err = match &section.root {
+        Some(r) => src.error_spanned(r, "storage root"),
+        None => src.error_at(None, "storage root"),
+    };
+    let root = roots::Root::new(&inst.storage_root);
+    for (other, other_err) in &claims.roots {
+        if let Some(how) = root.overlap(other) {
+            claims.errors.push(ConfigError {
+                message: format!(
+                    "storage root {} overlaps the storage root {} of another instance ({}){how}; each instance needs its own",
+                    inst.storage_root.display(),
+                    other.written().display(),
+                    other_err.location()
+                ),
+                ..root_err.clone()
+            });
+        }
+    }
+    claims.roots.push((root, root_err));
+}
+
+fn valid_instance_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_'))
+}
+
+fn valid_hostname(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        })
+}
