@@ -2,7 +2,15 @@
 //! `instances/NAME.toml` per registry, read into a validated [`Config`].
 //! Every error names its file, and the line and column where it has one.
 //! Relative paths resolve against the config directory. This module reads
-//! files and checks them; it starts nothing.
+//! files and checks them; it starts nothing, and the policies it reads
+//! (access rules, retention, limits) are types of the layers that apply
+//! them.
+//!
+//! The parts: `source` (a file's text and errors pointing into it),
+//! `server` (`berth.toml`), `instance` (one instance file), the tables of an
+//! instance (`access`, `tls`, `retention`, `limits`) and `roots` (whether
+//! two storage roots overlap); this module composes them and holds what no
+//! two instances may share.
 
 use std::collections::HashMap;
 use std::fmt;
