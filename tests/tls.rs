@@ -529,8 +529,10 @@ impl Drop for Pebble {
 }
 
 /// Two instances get their own certificate from pebble through
-/// `challenge`; a client trusting pebble's root verifies each name; a
-/// restart serves the cached certificates without ordering again.
+/// `challenge`; a client trusting pebble's root verifies each name; another
+/// process serving the same stores (from a config directory of its own,
+/// so another state directory) serves the certificates kept in the stores
+/// without ordering again.
 fn acme_round(challenge: &str) {
     let (tls_port, http_port) = (free_port(), free_port());
     let pebble = Pebble::start(tls_port, http_port);
@@ -591,8 +593,28 @@ fn acme_round(challenge: &str) {
         "{log}"
     );
     server.stop();
+    for name in ["ci", "cache"] {
+        let kept = std::fs::read_dir(cfg.storage_root(name).join("berth/acme")).unwrap();
+        assert!(
+            kept.count() >= 2,
+            "no account and certificate in {name}'s store"
+        );
+    }
 
-    let again = Server::start(&cfg);
+    let other = ConfigDir::new(&["ci", "cache"].map(|name| {
+        let mut inst = tls_instance(name, &pebble.tls_block(challenge));
+        inst.extra.push_str(&format!(
+            "[storage]\nroot = {:?}\n",
+            cfg.storage_root(name).display().to_string()
+        ));
+        inst
+    }));
+    write_berth_toml(
+        &other,
+        &format!("127.0.0.1:{tls_port}"),
+        &format!("127.0.0.1:{http_port}"),
+    );
+    let again = Server::start(&other);
     for name in ["ci.test", "cache.test"] {
         let (status, _) = eventually("the cached certificate", Duration::from_secs(20), || {
             https(name, tls_port, &root, "/v2/", &[])

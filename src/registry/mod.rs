@@ -454,6 +454,12 @@ impl Registry {
         self.pulls.flush(&*self.driver).await
     }
 
+    /// The store this registry serves, for what keeps its own state there
+    /// (the ACME cache).
+    pub fn driver(&self) -> Arc<dyn Driver> {
+        self.driver.clone()
+    }
+
     /// Writes this process's heartbeat into the store ([`presence`]).
     pub async fn beat(&self) -> Result<(), RegistryError> {
         Ok(presence::beat(&*self.driver, &self.coord).await?)

@@ -172,11 +172,21 @@ impl Snapshot {
                 }
             };
             let tls = match old {
-                Some(o) if o.config.tls == ic.tls && o.config.hostnames == ic.hostnames => {
+                Some(o)
+                    if o.config.tls == ic.tls
+                        && o.config.hostnames == ic.hostnames
+                        && Arc::ptr_eq(&o.registry, &registry) =>
+                {
                     Ok(o.tls.clone())
                 }
-                _ => tls::InstanceTls::build(&ic.name, &ic.hostnames, &ic.tls, &config.state_dir)
-                    .map(|t| t.map(Arc::new)),
+                _ => tls::InstanceTls::build(
+                    &ic.name,
+                    &ic.hostnames,
+                    &ic.tls,
+                    &config.state_dir,
+                    registry.driver(),
+                )
+                .map(|t| t.map(Arc::new)),
             };
             let tls = match tls {
                 Ok(t) => t,

@@ -38,6 +38,7 @@
 //! - [`limits`]: timeouts and size limits of connections and requests.
 //! - [`tls`]: certificates (ACME, files, local CA) and rustls configuration.
 
+mod acme_cache;
 mod early;
 mod handler;
 mod instance;

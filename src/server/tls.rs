@@ -12,13 +12,14 @@ use parking_lot::Mutex;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_acme::caches::DirCache;
 use rustls_acme::{AcmeConfig, AcmeState, EventOk, ResolvesServerCertAcme, UseChallenge};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::task::JoinHandle;
 
+use super::acme_cache::StoreCache;
 use crate::config::{AcmeChallenge, Tls};
+use crate::storage::driver::{Driver, StorageError};
 
 /// How often a `files` certificate is looked at for changes.
 const FILES_RECHECK: Duration = Duration::from_secs(2);
@@ -222,7 +223,7 @@ fn self_signed(hostnames: &[String], state_dir: &Path) -> Result<CertifiedKey, S
 struct Acme {
     resolver: Arc<ResolvesServerCertAcme>,
     challenge: Arc<ServerConfig>,
-    pending: Mutex<Option<AcmeState<std::io::Error>>>,
+    pending: Mutex<Option<AcmeState<StorageError>>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -249,6 +250,7 @@ impl InstanceTls {
         hostnames: &[String],
         tls: &Tls,
         state_dir: &Path,
+        store: Arc<dyn Driver>,
     ) -> Result<Option<Self>, String> {
         let prefix = |e: String| format!("instance {name}: {e}");
         let (resolver, acme): (Arc<dyn ResolvesServerCert>, _) = match tls {
@@ -296,7 +298,7 @@ impl InstanceTls {
                     cfg = cfg.contact_push(format!("mailto:{email}"));
                 }
                 let state = cfg
-                    .cache(DirCache::new(state_dir.join("acme").join(name)))
+                    .cache(StoreCache::new(store, state_dir.join("acme").join(name)))
                     .state();
                 let resolver = state.resolver();
                 let acme = Acme {

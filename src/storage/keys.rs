@@ -106,3 +106,6 @@ pub const REPOSITORIES_CHANGED: &str = "berth/repositories.changed";
 /// One heartbeat object per berth process serving the store
 /// (`registry::presence`).
 pub const PROCESSES: &str = "berth/processes";
+
+/// The ACME account and certificates of the instance the store serves.
+pub const ACME: &str = "berth/acme";
