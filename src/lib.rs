@@ -16,9 +16,9 @@
 //!   filesystem and in-memory drivers, CNCF Distribution's layout as keys
 //!   ([`storage::keys`]) and the tree read through a driver
 //!   ([`storage::tree`]). Blob and manifest reads and writes, referrers,
-//!   pull times and garbage collection go through the driver; upload data,
-//!   the tag and catalog caches, fsck and the locks still use the
-//!   filesystem-only [`storage::FsStore`].
+//!   pull times, the tag and catalog caches ([`storage::listing`]) and
+//!   garbage collection go through the driver; upload data, fsck and the
+//!   locks still use the filesystem-only [`storage::FsStore`].
 //! - [`coord`]: the locks between garbage collection and writers, in this
 //!   process or, for several processes sharing one store, in PostgreSQL
 //!   (built and tested; the registry still takes its locks as files in the

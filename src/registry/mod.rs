@@ -1,8 +1,8 @@
 //! The registry domain of one instance: repositories, blobs, uploads,
 //! manifests, tags and referrers over a storage [`Driver`], with its locks
-//! taken through [`Coordinator`]. Upload data and the tag and catalog
-//! caches still use the filesystem-only [`FsStore`], on the blocking pool.
-//! Knows nothing of HTTP.
+//! taken through [`Coordinator`], and its tag lists and catalog kept in
+//! memory ([`Listings`]). Upload data still uses the filesystem-only
+//! [`FsStore`], on the blocking pool. Knows nothing of HTTP.
 
 pub mod fsck;
 pub mod gc;
@@ -29,22 +29,21 @@ pub use uploads::Uploads;
 use self::manifest::Descriptor;
 use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, Reference, RegistryError, RepoName};
-use crate::storage::driver::{optional, ByteStream, Driver};
+use crate::storage::driver::{optional, ByteStream, Driver, StorageError};
 use crate::storage::filesystem::FsDriver;
-use crate::storage::listing::{Listings, Names};
+use crate::storage::listing::{self, Listings, Names};
 use crate::storage::{keys, tree, FsStore};
 
 /// One instance's registry.
 pub struct Registry {
-    /// Where everything is; what is not moved onto it yet goes through
-    /// `store` (the same root).
+    /// Where everything is; upload data, not moved onto it yet, goes
+    /// through an [`FsStore`] of the same root.
     driver: Arc<dyn Driver>,
     /// The locks between requests and garbage collection.
     coord: Coordinator,
-    store: Arc<FsStore>,
     uploads: Uploads,
     pulls: PullLog,
-    listings: Arc<Listings>,
+    listings: Listings,
     sessions: quota::SessionQuota,
     /// Manifests read lately, by digest.
     manifests: ManifestCache,
@@ -145,6 +144,14 @@ fn io_err(context: &'static str) -> impl Fn(io::Error) -> RegistryError {
     move |e| RegistryError::io(context, e)
 }
 
+/// A storage failure of `context`, named in the internal error.
+fn storage_err(context: &'static str) -> impl Fn(StorageError) -> RegistryError {
+    move |e| match RegistryError::from(e) {
+        RegistryError::Internal(cause) => RegistryError::Internal(format!("{context}: {cause}")),
+        other => other,
+    }
+}
+
 impl Registry {
     /// The registry of the storage root `root`, its locks as lock files
     /// in it (for the processes of one host).
@@ -158,12 +165,11 @@ impl Registry {
         let pulls = PullLog::default();
         let driver: Arc<dyn Driver> = Arc::new(FsDriver::new(root));
         Registry {
-            uploads: Uploads::new(store.clone(), driver.clone(), coord.clone()),
+            uploads: Uploads::new(store, driver.clone(), coord.clone()),
             driver,
             coord,
-            store,
             pulls,
-            listings: Arc::default(),
+            listings: Listings::default(),
             sessions: quota::SessionQuota::default(),
             manifests: ManifestCache::default(),
         }
@@ -335,8 +341,13 @@ impl Registry {
             tree::write_link(d, &keys::referrer_link(repo, subject, &digest), &digest).await?;
         }
         if let Some(tag) = tag {
+            let current = keys::tag_current_link(repo, tag);
+            let created = optional(d.stat(&current).await)?.is_none();
             tree::write_link(d, &keys::tag_index_link(repo, tag, &digest), &digest).await?;
-            tree::write_link(d, &keys::tag_current_link(repo, tag), &digest).await?;
+            tree::write_link(d, &current, &digest).await?;
+            if created {
+                listing::tags_changed(d, repo).await?;
+            }
         }
         Ok(PutManifest { digest, subject })
     }
@@ -416,12 +427,14 @@ impl Registry {
                     return Err(unknown());
                 }
                 d.delete_all(&keys::tag(repo, tag)).await?;
+                listing::tags_changed(d, repo).await?;
             }
             Reference::Digest(digest) => {
                 if !d.delete(&keys::revision_link(repo, digest)).await? {
                     return Err(unknown());
                 }
                 let tags: Vec<String> = d.list(&keys::tags(repo)).try_collect().await?;
+                let mut untagged = false;
                 for tag in tags {
                     // A registry:2 root may hold directories that are no valid tag.
                     let Ok(tag) = crate::oci::Tag::parse(&tag) else {
@@ -430,11 +443,15 @@ impl Registry {
                     let current = tree::read_link(d, &keys::tag_current_link(repo, &tag)).await?;
                     if current.as_ref() == Some(digest) {
                         d.delete_all(&keys::tag(repo, &tag)).await?;
+                        untagged = true;
                     } else {
                         // Its history forgets the manifest too.
                         d.delete_all(&keys::tag_index_entry(repo, &tag, digest))
                             .await?;
                     }
+                }
+                if untagged {
+                    listing::tags_changed(d, repo).await?;
                 }
                 let bytes = optional(d.get(&keys::blob(digest)).await)?.unwrap_or_default();
                 if let Ok(parsed) = manifest::parse(None, &bytes) {
@@ -477,16 +494,11 @@ impl Registry {
 
     /// Sorted tags of a repository.
     pub async fn tags(&self, repo: &RepoName) -> Result<Names, RegistryError> {
-        let (store, listings, repo) = (self.store.clone(), self.listings.clone(), repo.clone());
-        blocking(move || {
-            listings
-                .tags(&store, &repo)
-                .map_err(io_err("listing tags"))?
-                .ok_or_else(|| {
-                    RegistryError::NameUnknown(format!("repository {repo} is not known"))
-                })
-        })
-        .await
+        self.listings
+            .tags(&*self.driver, repo)
+            .await
+            .map_err(storage_err("listing tags"))?
+            .ok_or_else(|| RegistryError::NameUnknown(format!("repository {repo} is not known")))
     }
 
     /// Repositories that have blobs linked, manifests or not (mount sources).
@@ -504,13 +516,10 @@ impl Registry {
 
     /// Sorted repository names.
     pub async fn catalog(&self) -> Result<Names, RegistryError> {
-        let (store, listings) = (self.store.clone(), self.listings.clone());
-        blocking(move || {
-            listings
-                .catalog(&store)
-                .map_err(io_err("listing repositories"))
-        })
-        .await
+        self.listings
+            .catalog(&*self.driver)
+            .await
+            .map_err(storage_err("listing repositories"))
     }
 
     /// Manifests of `repo` whose subject is `subject`, optionally only those

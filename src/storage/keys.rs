@@ -102,3 +102,14 @@ pub const JOURNAL_OPEN: &str = "berth/gc.journal/open";
 /// Rewritten by whatever removes repositories, so that running servers
 /// walk the catalog again (see `storage::listing`).
 pub const REPOSITORIES_CHANGED: &str = "berth/repositories.changed";
+
+/// Rewritten by every write of berth's that creates or removes a tag name
+/// of `r`, so that running servers list its tags again (see
+/// `storage::listing`). Outside [`V2`]: registry:2 never sees it. The
+/// object is `_token` under the repository's name, never the name itself,
+/// since a repository's name may be the start of another's (`a`, `a/b`)
+/// and a file cannot be a directory too; no name component begins
+/// with `_`.
+pub fn tags_changed(r: &RepoName) -> String {
+    format!("berth/tags.changed/{r}/_token")
+}
