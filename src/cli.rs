@@ -267,12 +267,11 @@ fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let coord = runtime.block_on(coordinator(&cfg))?;
     for inst in instances {
-        let registry = crate::registry::Registry::with_coordinator(
+        let registry = crate::registry::Registry::on_filesystem(
             &inst.storage_root,
-            match &coord {
-                Some(c) => c.for_store(&inst.storage_root.display().to_string()),
-                None => crate::coord::Coordinator::files(&inst.storage_root),
-            },
+            coord
+                .as_ref()
+                .map(|c| c.for_store(&inst.storage_root.display().to_string())),
         );
         let run = registry.collect_garbage(&inst.retention, std::time::SystemTime::now(), dry_run);
         let report = runtime

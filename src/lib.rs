@@ -14,15 +14,14 @@
 //! - [`oci`]: names, digests, media types and error codes shared by all layers.
 //! - [`storage`]: the driver trait ([`storage::driver::Driver`]) with its
 //!   filesystem and in-memory drivers, CNCF Distribution's layout as keys
-//!   ([`storage::keys`]) and the tree read through a driver
-//!   ([`storage::tree`]). Blob and manifest reads and writes, referrers,
-//!   pull times and garbage collection go through the driver; upload data,
-//!   the tag and catalog caches, fsck and the locks still use the
-//!   filesystem-only [`storage::FsStore`].
-//! - [`coord`]: the locks between garbage collection and writers, in this
-//!   process or, for several processes sharing one store, in PostgreSQL
-//!   (built and tested; the registry still takes its locks as files in the
-//!   storage root, which serve the processes of one host).
+//!   ([`storage::keys`]), the tree read through a driver
+//!   ([`storage::tree`]) and the tag and catalog caches
+//!   ([`storage::listing`]). Everything the registry stores goes through
+//!   the driver; `berth fsck` still walks the filesystem through
+//!   [`storage::FsStore`].
+//! - [`coord`]: the locks between garbage collection and writers: lock
+//!   files in the storage root for the processes of one host, or, with
+//!   `[coordination]`, PostgreSQL advisory locks for processes anywhere.
 //!
 //! The path of one request: a listener accepts the connection
 //! ([`server`]), the `Host` (or the dedicated listener) picks the instance,

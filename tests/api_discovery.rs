@@ -4,7 +4,7 @@ mod common;
 #[path = "common_api/mod.rs"]
 mod common_api;
 
-use common::{settle_dir, sha256_digest, Instance};
+use common::{sha256_digest, Instance};
 use common_api::*;
 use serde_json::{json, Value};
 
@@ -228,27 +228,27 @@ async fn catalog_empty_instance() {
 }
 
 #[tokio::test]
-async fn listings_are_fresh_after_pushes_deletes_and_changes_on_disk() {
+async fn listings_are_fresh_after_pushes_deletes_and_changes_by_other_processes() {
     let env = Env::start();
     let reg = &env.reg;
     let tags_dir = env.cfg.tags_dir("ci", "app");
     let (body, digest) = push_image(reg, "app", "v1").await;
-    // Each step lists twice: once to fill the cache from a settled
-    // directory, once after the change.
-    settle_dir(&tags_dir);
+    // Each step lists twice: once to fill the cache, once after the change.
     assert_eq!(list_tags(reg, "app").await, ["v1"]);
     put_manifest_ok(reg, "app", "v2", OCI_MANIFEST, &body).await;
     assert_eq!(list_tags(reg, "app").await, ["v1", "v2"]);
 
-    settle_dir(&tags_dir);
+    // Re-pointing a tag changes no name.
+    assert_eq!(list_tags(reg, "app").await, ["v1", "v2"]);
+    let other = make_image(reg, "app", OCI_MANIFEST).await;
+    put_manifest_ok(reg, "app", "v2", OCI_MANIFEST, &other).await;
     assert_eq!(list_tags(reg, "app").await, ["v1", "v2"]);
     reg.expect_status(Method::DELETE, "/v2/app/manifests/v1", 202)
         .await;
     assert_eq!(list_tags(reg, "app").await, ["v2"]);
 
-    // Another process tags the manifest on disk, links last.
-    settle_dir(&tags_dir);
-    assert_eq!(list_tags(reg, "app").await, ["v2"]);
+    // Another berth process tags the manifest on disk, links last, then
+    // renews the repository's token.
     let hex = digest.trim_start_matches("sha256:");
     for link in [
         format!("v3/index/sha256/{hex}/link"),
@@ -258,12 +258,13 @@ async fn listings_are_fresh_after_pushes_deletes_and_changes_on_disk() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, &digest).unwrap();
     }
+    env.cfg.renew_tags_token("ci", "app");
     assert_eq!(list_tags(reg, "app").await, ["v2", "v3"]);
 
     // ... and removes one.
-    settle_dir(&tags_dir);
     assert_eq!(list_tags(reg, "app").await, ["v2", "v3"]);
     std::fs::remove_dir_all(tags_dir.join("v2")).unwrap();
+    env.cfg.renew_tags_token("ci", "app");
     assert_eq!(list_tags(reg, "app").await, ["v3"]);
 
     // A repository created by a push is in the very next catalog.

@@ -85,6 +85,24 @@ async fn an_upload_begun_on_a_killed_process_is_finished_on_the_other() {
     b.stop();
 }
 
+#[tokio::test]
+async fn tags_one_process_creates_or_removes_are_listed_by_the_other_at_once() {
+    let cfg = ConfigDir::new(&[Instance::new("ci")]);
+    let (a, b) = (Server::start(&cfg), Server::start(&cfg));
+    let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
+    let (body, _) = push_image(&rb, "app", "v1").await;
+    // A lists (and keeps) before each change B makes.
+    assert_eq!(list_tags(&ra, "app").await, ["v1"]);
+    put_manifest_ok(&rb, "app", "v2", OCI_MANIFEST, &body).await;
+    assert_eq!(list_tags(&ra, "app").await, ["v1", "v2"]);
+    rb.expect_status(Method::DELETE, "/v2/app/manifests/v1", 202)
+        .await;
+    assert_eq!(list_tags(&ra, "app").await, ["v2"]);
+    assert_eq!(list_tags(&rb, "app").await, ["v2"]);
+    a.stop();
+    b.stop();
+}
+
 /// Makes a tag look pushed `age` ago.
 fn age_tag(cfg: &ConfigDir, repo: &str, tag: &str, age: std::time::Duration) {
     let link = cfg.tags_dir("ci", repo).join(format!("{tag}/current/link"));

@@ -1,8 +1,9 @@
 //! The registry domain of one instance: repositories, blobs, uploads,
 //! manifests, tags and referrers over a storage [`Driver`], with its locks
-//! taken through [`Coordinator`]. Upload data and the tag and catalog
-//! caches still use the filesystem-only [`FsStore`], on the blocking pool.
-//! Knows nothing of HTTP.
+//! taken through [`Coordinator`], and its tag lists and catalog kept in
+//! memory ([`Listings`]). Nothing here touches a file: the same registry
+//! runs on the filesystem driver and, in its unit tests, in memory. Knows
+//! nothing of HTTP.
 
 pub mod fsck;
 pub mod gc;
@@ -16,7 +17,6 @@ pub mod retention;
 mod tests;
 mod uploads;
 
-use std::io;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -30,22 +30,20 @@ pub use uploads::Uploads;
 use self::manifest::Descriptor;
 use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, Reference, RegistryError, RepoName};
-use crate::storage::driver::{optional, ByteStream, Driver};
+use crate::storage::driver::{optional, ByteStream, Driver, StorageError};
 use crate::storage::filesystem::FsDriver;
-use crate::storage::listing::{Listings, Names};
-use crate::storage::{keys, tree, FsStore};
+use crate::storage::listing::{self, Listings, Names};
+use crate::storage::{keys, tree};
 
 /// One instance's registry.
 pub struct Registry {
-    /// Where everything is; what is not moved onto it yet goes through
-    /// `store` (the same root).
+    /// Where everything is.
     driver: Arc<dyn Driver>,
     /// The locks between requests and garbage collection.
     coord: Coordinator,
-    store: Arc<FsStore>,
     uploads: Uploads,
     pulls: PullLog,
-    listings: Arc<Listings>,
+    listings: Listings,
     sessions: quota::SessionQuota,
     /// Manifests read lately, by digest.
     manifests: ManifestCache,
@@ -125,49 +123,41 @@ pub struct PutManifest {
     pub subject: Option<Digest>,
 }
 
-/// Runs storage work on the blocking pool.
-async fn blocking<T, F>(f: F) -> Result<T, RegistryError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, RegistryError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RegistryError::Internal(format!("storage task failed: {e}")))?
-}
-
 /// The GC lock, shared: held by every request that makes content
 /// referenced, from its checks to its last write ([`gc`]).
 async fn gc_shared(coord: &Coordinator) -> Result<Guard, RegistryError> {
     Ok(coord.lock(Lock::Gc, Mode::Shared).await?)
 }
 
-fn io_err(context: &'static str) -> impl Fn(io::Error) -> RegistryError {
-    move |e| RegistryError::io(context, e)
+/// A storage failure of `context`, named in the internal error.
+fn storage_err(context: &'static str) -> impl Fn(StorageError) -> RegistryError {
+    move |e| match RegistryError::from(e) {
+        RegistryError::Internal(cause) => RegistryError::Internal(format!("{context}: {cause}")),
+        other => other,
+    }
 }
 
 impl Registry {
-    /// The registry of the storage root `root`, its locks as lock files
-    /// in it (for the processes of one host).
-    pub fn new(root: &std::path::Path) -> Self {
-        Self::with_coordinator(root, Coordinator::files(root))
-    }
-
-    /// The registry of `root`, its locks taken through `coord`.
-    pub fn with_coordinator(root: &std::path::Path, coord: Coordinator) -> Self {
-        let store = Arc::new(FsStore::new(root));
-        let pulls = PullLog::default();
-        let driver: Arc<dyn Driver> = Arc::new(FsDriver::new(root));
+    /// The registry of the store `driver` serves, its locks taken through
+    /// `coord`.
+    pub fn new(driver: Arc<dyn Driver>, coord: Coordinator) -> Self {
         Registry {
             uploads: Uploads::new(driver.clone(), coord.clone()),
             driver,
             coord,
-            store,
-            pulls,
-            listings: Arc::default(),
+            pulls: PullLog::default(),
+            listings: Listings::default(),
             sessions: quota::SessionQuota::default(),
             manifests: ManifestCache::default(),
         }
+    }
+
+    /// The registry of the local directory `root` (the filesystem
+    /// driver), its locks as lock files in it, for the processes of one
+    /// host; or through `coord`, when given.
+    pub fn on_filesystem(root: &std::path::Path, coord: Option<Coordinator>) -> Self {
+        let coord = coord.unwrap_or_else(|| Coordinator::files(root));
+        Self::new(Arc::new(FsDriver::new(root)), coord)
     }
 
     /// The lock of one repository's manifests and tags, taken under the
@@ -336,8 +326,13 @@ impl Registry {
             tree::write_link(d, &keys::referrer_link(repo, subject, &digest), &digest).await?;
         }
         if let Some(tag) = tag {
+            let current = keys::tag_current_link(repo, tag);
+            let created = optional(d.stat(&current).await)?.is_none();
             tree::write_link(d, &keys::tag_index_link(repo, tag, &digest), &digest).await?;
-            tree::write_link(d, &keys::tag_current_link(repo, tag), &digest).await?;
+            tree::write_link(d, &current, &digest).await?;
+            if created {
+                listing::tags_changed(d, repo).await?;
+            }
         }
         Ok(PutManifest { digest, subject })
     }
@@ -417,12 +412,14 @@ impl Registry {
                     return Err(unknown());
                 }
                 d.delete_all(&keys::tag(repo, tag)).await?;
+                listing::tags_changed(d, repo).await?;
             }
             Reference::Digest(digest) => {
                 if !d.delete(&keys::revision_link(repo, digest)).await? {
                     return Err(unknown());
                 }
                 let tags: Vec<String> = d.list(&keys::tags(repo)).try_collect().await?;
+                let mut untagged = false;
                 for tag in tags {
                     // A registry:2 root may hold directories that are no valid tag.
                     let Ok(tag) = crate::oci::Tag::parse(&tag) else {
@@ -431,11 +428,15 @@ impl Registry {
                     let current = tree::read_link(d, &keys::tag_current_link(repo, &tag)).await?;
                     if current.as_ref() == Some(digest) {
                         d.delete_all(&keys::tag(repo, &tag)).await?;
+                        untagged = true;
                     } else {
                         // Its history forgets the manifest too.
                         d.delete_all(&keys::tag_index_entry(repo, &tag, digest))
                             .await?;
                     }
+                }
+                if untagged {
+                    listing::tags_changed(d, repo).await?;
                 }
                 let bytes = optional(d.get(&keys::blob(digest)).await)?.unwrap_or_default();
                 if let Ok(parsed) = manifest::parse(None, &bytes) {
@@ -501,16 +502,11 @@ impl Registry {
 
     /// Sorted tags of a repository.
     pub async fn tags(&self, repo: &RepoName) -> Result<Names, RegistryError> {
-        let (store, listings, repo) = (self.store.clone(), self.listings.clone(), repo.clone());
-        blocking(move || {
-            listings
-                .tags(&store, &repo)
-                .map_err(io_err("listing tags"))?
-                .ok_or_else(|| {
-                    RegistryError::NameUnknown(format!("repository {repo} is not known"))
-                })
-        })
-        .await
+        self.listings
+            .tags(&*self.driver, repo)
+            .await
+            .map_err(storage_err("listing tags"))?
+            .ok_or_else(|| RegistryError::NameUnknown(format!("repository {repo} is not known")))
     }
 
     /// Repositories that have blobs linked, manifests or not (mount sources).
@@ -528,13 +524,10 @@ impl Registry {
 
     /// Sorted repository names.
     pub async fn catalog(&self) -> Result<Names, RegistryError> {
-        let (store, listings) = (self.store.clone(), self.listings.clone());
-        blocking(move || {
-            listings
-                .catalog(&store)
-                .map_err(io_err("listing repositories"))
-        })
-        .await
+        self.listings
+            .catalog(&*self.driver)
+            .await
+            .map_err(storage_err("listing repositories"))
     }
 
     /// Manifests of `repo` whose subject is `subject`, optionally only those

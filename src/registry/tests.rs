@@ -127,7 +127,7 @@ fn run_at_later<'a>(policy: &'a Retention, pulls: &'a HashMap<String, SystemTime
 async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
     for grace in [Duration::from_secs(3600), Duration::ZERO] {
         let dir = tempfile::tempdir().unwrap();
-        let reg = Registry::new(dir.path());
+        let reg = Registry::on_filesystem(dir.path(), None);
         let r = repo("app");
         let img = push(&reg, &r, "old", "m").await.unwrap();
         reg.delete_manifest(&r, &tag("old")).await.unwrap();
@@ -156,7 +156,7 @@ async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
 #[tokio::test]
 async fn blobs_and_index_children_written_during_a_collection_stay() {
     let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::new(dir.path());
+    let reg = Registry::on_filesystem(dir.path(), None);
     let r = repo("app");
     let (child, child_blobs) = image("child");
     let (other, other_blobs) = image("other");
@@ -230,7 +230,7 @@ async fn stress(grace: Duration) {
 
     const WORKERS: usize = 6;
     let dir = tempfile::tempdir().unwrap();
-    let reg = Arc::new(Registry::new(dir.path()));
+    let reg = Arc::new(Registry::on_filesystem(dir.path(), None));
     let repos = [repo("a"), repo("b/c")];
     let ops = stress_ops();
     let done = Arc::new(AtomicBool::new(false));
@@ -354,7 +354,7 @@ async fn stress_with_no_grace_loses_nothing() {
 #[tokio::test]
 async fn a_blob_collected_between_lookup_and_read_is_unknown() {
     let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::new(dir.path());
+    let reg = Registry::on_filesystem(dir.path(), None);
     let r = repo("app");
     let img = push(&reg, &r, "v1", "gone").await.unwrap();
     let blob = reg.blob(&r, &img.blobs[1]).await.unwrap();

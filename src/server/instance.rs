@@ -151,12 +151,11 @@ impl Snapshot {
             let old = previous.and_then(|p| p.instances.get(&ic.name));
             let registry = match old {
                 Some(o) if o.config.storage_root == ic.storage_root => o.registry.clone(),
-                _ => Arc::new(Registry::with_coordinator(
+                _ => Arc::new(Registry::on_filesystem(
                     &ic.storage_root,
-                    match &coord {
-                        Some(c) => c.for_store(&ic.storage_root.display().to_string()),
-                        None => Coordinator::files(&ic.storage_root),
-                    },
+                    coord
+                        .as_ref()
+                        .map(|c| c.for_store(&ic.storage_root.display().to_string())),
                 )),
             };
             let auth = match old {

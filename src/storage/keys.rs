@@ -109,3 +109,14 @@ pub const PROCESSES: &str = "berth/processes";
 
 /// The ACME account and certificates of the instance the store serves.
 pub const ACME: &str = "berth/acme";
+
+/// Rewritten by every write of berth's that creates or removes a tag name
+/// of `r`, so that running servers list its tags again (see
+/// `storage::listing`). Outside [`V2`]: registry:2 never sees it. The
+/// object is `_token` under the repository's name, never the name itself,
+/// since a repository's name may be the start of another's (`a`, `a/b`)
+/// and a file cannot be a directory too; no name component begins
+/// with `_`.
+pub fn tags_changed(r: &RepoName) -> String {
+    format!("berth/tags.changed/{r}/_token")
+}

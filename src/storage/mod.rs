@@ -16,7 +16,8 @@
 //!     locks/repo-XX.lock                             lock files (coord::Coordinator::files)
 //!     gc.journal/<id>                                what requests wrote while a GC runs
 //!     pulls.json, pulls/<process>.json               last pulls (registry::pulls)
-//!     repositories.changed
+//!     repositories.changed, tags.changed/<name>/_token
+//!                                                    tokens of the listings (listing)
 //! ```
 //!
 //! Every file that readers see is written to a temporary name in the same
@@ -43,16 +44,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::oci::{Algorithm, Digest, RepoName, Tag};
-
-/// What a repository's `_manifests/tags` holds.
-#[derive(Debug, Default)]
-pub struct TagScan {
-    /// Tags with a `current/link`, sorted.
-    pub tags: Vec<String>,
-    /// Directories without one: a push between creating the tag directory
-    /// and writing its link, or history registry:2 keeps of a deleted tag.
-    pub unlinked: Vec<String>,
-}
 
 /// One instance's storage root.
 #[derive(Debug, Clone)]
@@ -92,24 +83,12 @@ impl FsStore {
         self.at(keys::blobs())
     }
 
-    pub fn repo_dir(&self, repo: &RepoName) -> PathBuf {
-        self.at(keys::repo(repo))
-    }
-
     pub fn layer_link(&self, repo: &RepoName, d: &Digest) -> PathBuf {
         self.at(keys::layer_link(repo, d))
     }
 
     pub fn revision_link(&self, repo: &RepoName, d: &Digest) -> PathBuf {
         self.at(keys::revision_link(repo, d))
-    }
-
-    pub fn tags_dir(&self, repo: &RepoName) -> PathBuf {
-        self.at(keys::tags(repo))
-    }
-
-    pub fn tag_dir(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
-        self.at(keys::tag(repo, tag))
     }
 
     pub fn tag_current_link(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
@@ -155,46 +134,6 @@ impl FsStore {
         sync_dir(dir)
     }
 
-    /// Lists repositories the way registry:2 does: a directory holding
-    /// `_manifests` is a repository; `_`-prefixed directories are skipped.
-    /// Sorted.
-    pub fn list_repositories(&self) -> io::Result<Vec<String>> {
-        self.list_repositories_with("_manifests")
-    }
-
-    /// Repositories holding `marker` (`_manifests`, `_layers`), sorted.
-    fn list_repositories_with(&self, marker: &str) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        let root = self.repositories_dir();
-        let mut stack = vec![(root.clone(), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                if !entry.file_type()?.is_dir() {
-                    continue;
-                }
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name == marker && !prefix.is_empty() {
-                    out.push(prefix.clone());
-                } else if !name.starts_with('_') {
-                    let child = if prefix.is_empty() {
-                        name
-                    } else {
-                        format!("{prefix}/{name}")
-                    };
-                    stack.push((entry.path(), child));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
     /// Every repository directory, whatever it holds: a directory with at
     /// least one `_`-prefixed subdirectory (`_manifests`, `_layers`,
     /// `_uploads`, `_referrers`). Sorted.
@@ -234,61 +173,32 @@ impl FsStore {
     }
 
     /// Names of the tags of a repository that point at something, sorted;
-    /// `None` when the repository does not exist.
+    /// `None` when the repository does not exist (read by fsck's tests).
+    #[cfg(test)]
     pub fn list_tags(&self, repo: &RepoName) -> io::Result<Option<Vec<String>>> {
-        if !self.repo_dir(repo).join("_manifests").is_dir() {
+        if !self.at(keys::repo(repo)).join("_manifests").is_dir() {
             return Ok(None);
         }
-        Ok(Some(self.scan_tags(repo)?.tags))
-    }
-
-    /// Reads a repository's `_manifests/tags` (nothing when it is absent).
-    pub fn scan_tags(&self, repo: &RepoName) -> io::Result<TagScan> {
-        let mut scan = TagScan::default();
-        let entries = match fs::read_dir(self.tags_dir(repo)) {
+        let mut tags = Vec::new();
+        let entries = match fs::read_dir(self.at(keys::tags(repo))) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(tags)),
             Err(e) => return Err(e),
         };
         for entry in entries {
             let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
             if entry.path().join("current/link").is_file() {
-                scan.tags.push(name);
-            } else if entry.file_type()?.is_dir() {
-                scan.unlinked.push(name);
+                tags.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
-        scan.tags.sort();
-        Ok(scan)
+        tags.sort();
+        Ok(Some(tags))
     }
 
-    /// Whether the tag directory `name` of `repo` has a `current/link`.
-    pub fn tag_is_linked(&self, repo: &RepoName, name: &str) -> bool {
-        self.tags_dir(repo)
-            .join(name)
-            .join("current/link")
-            .is_file()
-    }
-
-    /// Token in `<root>/berth/repositories.changed`; `None` before anyone
-    /// wrote one.
-    pub fn repositories_token(&self) -> io::Result<Option<Vec<u8>>> {
-        read_optional(&self.repositories_marker())
-    }
-
-    /// Writes a new token to `<root>/berth/repositories.changed`: done by
-    /// whatever removes repositories (garbage collection, in this process or
-    /// another), so that a running server rebuilds its cached catalog.
-    pub fn repositories_changed(&self) -> io::Result<()> {
-        atomic_write(
-            &self.repositories_marker(),
-            uuid::Uuid::new_v4().simple().to_string().as_bytes(),
-        )
-    }
-
-    fn repositories_marker(&self) -> PathBuf {
-        self.root.join(keys::REPOSITORIES_CHANGED)
+    /// Renews the tag-list token of `repo` ([`listing::tags_changed`]), for
+    /// what still changes tags through paths (fsck).
+    pub fn tags_changed(&self, repo: &RepoName) -> io::Result<()> {
+        atomic_write(&self.at(keys::tags_changed(repo)), &listing::new_token())
     }
 }
 
@@ -451,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn links_round_trip_and_listing() {
+    fn links_round_trip_and_tags_are_listed() {
         let dir = tempfile::tempdir().unwrap();
         let s = FsStore::new(dir.path());
         let d = digest('b');
@@ -463,9 +373,6 @@ mod tests {
                 Some(d.clone())
             );
         }
-        // A directory without _manifests is not a repository.
-        fs::create_dir_all(s.repositories_dir().join("only/_layers")).unwrap();
-        assert_eq!(s.list_repositories().unwrap(), vec!["x", "x/y", "z/w/v"]);
         let repo = RepoName::parse("x").unwrap();
         assert_eq!(s.list_tags(&repo).unwrap(), Some(vec![]));
         write_link(&s.tag_current_link(&repo, &Tag::parse("b").unwrap()), &d).unwrap();

@@ -1,15 +1,25 @@
 //! Distribution's tree read and written through a [`Driver`]: links, the
 //! names under a prefix, the linked digests of a directory, the
-//! repositories. Where things are is [`super::keys`]; this module knows
-//! what links hold and what makes a repository.
+//! repositories, the catalog and the tags of a repository. Where things
+//! are is [`super::keys`]; this module knows what links hold, what makes a
+//! repository, a repository of the catalog and a tag. Walks take names
+//! from [`Driver::list`] as they come, never a whole directory at once.
 
+use std::future::ready;
 use std::time::SystemTime;
 
 use futures_util::TryStreamExt;
 
 use super::driver::{optional, Driver, StorageError};
 use super::keys;
-use crate::oci::{Algorithm, Digest, RepoName};
+use crate::oci::{Algorithm, Digest, RepoName, Tag};
+
+/// Reads under way at once over one listing: each is a round trip to the
+/// store (the blocking pool, or the network).
+pub const READ_AHEAD: usize = 16;
+
+/// The child of a repository that puts it in the catalog.
+const MANIFESTS: &str = "_manifests";
 
 /// The digest a link holds (`sha256:<hex>`); `None` when the link is
 /// absent or holds no valid digest.
@@ -51,6 +61,21 @@ pub async fn links(d: &dyn Driver, base: &str) -> Result<Vec<(Digest, SystemTime
 /// Every repository: a directory under `repositories/` with a `_`-prefixed
 /// child (`_manifests`, `_layers`, `_uploads`, `_referrers`), sorted.
 pub async fn repositories(d: &dyn Driver) -> Result<Vec<RepoName>, StorageError> {
+    walk_repositories(d, |child| child.starts_with('_')).await
+}
+
+/// The repositories of the catalog, as registry:2 lists them: those with
+/// `_manifests`, sorted.
+pub async fn catalog(d: &dyn Driver) -> Result<Vec<RepoName>, StorageError> {
+    walk_repositories(d, |child| child == MANIFESTS).await
+}
+
+/// Directories under `repositories/` with a child that `marks` them,
+/// sorted. `_`-prefixed children are never walked into.
+async fn walk_repositories(
+    d: &dyn Driver,
+    marks: fn(&str) -> bool,
+) -> Result<Vec<RepoName>, StorageError> {
     let root = keys::repositories();
     let mut out = Vec::new();
     let mut todo = vec![String::new()];
@@ -59,22 +84,55 @@ pub async fn repositories(d: &dyn Driver) -> Result<Vec<RepoName>, StorageError>
             true => root.clone(),
             false => format!("{root}/{path}"),
         };
-        let mut is_repo = false;
-        for name in names(d, &dir).await? {
+        let mut marked = false;
+        let mut children = d.list(&dir);
+        while let Some(name) = children.try_next().await? {
             if name.starts_with('_') {
-                is_repo = true;
+                marked |= marks(&name);
             } else if path.is_empty() {
                 todo.push(name);
             } else {
                 todo.push(format!("{path}/{name}"));
             }
         }
-        if is_repo {
+        if marked {
             if let Ok(repo) = RepoName::parse(&path) {
                 out.push(repo);
             }
         }
     }
+    out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    Ok(out)
+}
+
+/// Whether `repo` is in the catalog (has `_manifests`).
+pub async fn in_catalog(d: &dyn Driver, repo: &RepoName) -> Result<bool, StorageError> {
+    let dir = keys::repo(repo);
+    let mut children = d.list(&dir);
+    while let Some(name) = children.try_next().await? {
+        if name == MANIFESTS {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Tags of `repo` that point at something (have a `current/link`),
+/// sorted. Names that are no valid tag (a registry:2 root may hold such
+/// directories) are skipped; links are looked at [`READ_AHEAD`] at a time.
+pub async fn tags(d: &dyn Driver, repo: &RepoName) -> Result<Vec<Tag>, StorageError> {
+    let dir = keys::tags(repo);
+    let mut out: Vec<Tag> = d
+        .list(&dir)
+        .try_filter_map(|name| ready(Ok(Tag::parse(&name).ok())))
+        .map_ok(|tag| async move {
+            let link = keys::tag_current_link(repo, &tag);
+            Ok(optional(d.stat(&link).await)?.map(|_| tag))
+        })
+        .try_buffer_unordered(READ_AHEAD)
+        .try_filter_map(|linked| ready(Ok(linked)))
+        .try_collect()
+        .await?;
     out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     Ok(out)
 }
@@ -106,5 +164,44 @@ mod tests {
             .map(|r| r.to_string())
             .collect();
         assert_eq!(found, ["a", "a/b", "c/d/e"]);
+    }
+
+    fn strings<T: ToString>(v: Vec<T>) -> Vec<String> {
+        v.iter().map(T::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn the_catalog_needs_manifests_and_tags_a_current_link() {
+        let d = MemDriver::new();
+        let digest = Digest::of(Algorithm::Sha256, b"x");
+        let (a, ab) = (
+            RepoName::parse("a").unwrap(),
+            RepoName::parse("a/b").unwrap(),
+        );
+        write_link(&d, &keys::layer_link(&a, &digest), &digest)
+            .await
+            .unwrap();
+        write_link(&d, &keys::revision_link(&ab, &digest), &digest)
+            .await
+            .unwrap();
+        assert_eq!(strings(catalog(&d).await.unwrap()), ["a/b"]);
+        assert!(!in_catalog(&d, &a).await.unwrap());
+        assert!(in_catalog(&d, &ab).await.unwrap());
+
+        for name in ["v2", "v1"] {
+            let tag = Tag::parse(name).unwrap();
+            write_link(&d, &keys::tag_current_link(&ab, &tag), &digest)
+                .await
+                .unwrap();
+        }
+        // History without a current link, and a name that is no tag.
+        let old = Tag::parse("old").unwrap();
+        write_link(&d, &keys::tag_index_link(&ab, &old, &digest), &digest)
+            .await
+            .unwrap();
+        let bad = format!("{}/-bad/current/link", keys::tags(&ab));
+        d.put(&bad, Bytes::from(digest.to_string())).await.unwrap();
+        assert_eq!(strings(tags(&d, &ab).await.unwrap()), ["v1", "v2"]);
+        assert!(tags(&d, &a).await.unwrap().is_empty());
     }
 }

@@ -122,17 +122,17 @@ impl ConfigDir {
             "docker/registry/v2/repositories/{repo}/_manifests/tags"
         ))
     }
-}
 
-/// Sets a directory's mtime an hour back, as if its last change were long
-/// past: from then on the server keeps the tag list it reads from it, and
-/// only a change of the directory shows it something new.
-pub fn settle_dir(dir: &Path) {
-    let past = std::time::SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::open(dir)
-        .unwrap()
-        .set_modified(past)
-        .unwrap();
+    /// Writes a new tag-list token for `repo`, as a berth process does
+    /// after it creates or removes a tag name (see `storage::listing`).
+    pub fn renew_tags_token(&self, instance: &str, repo: &str) {
+        let token = self
+            .storage_root(instance)
+            .join(format!("berth/tags.changed/{repo}/_token"));
+        std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+        let value = format!("{:?}", std::time::SystemTime::now());
+        std::fs::write(token, value).unwrap();
+    }
 }
 
 /// A running `berth serve`.

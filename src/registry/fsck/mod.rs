@@ -45,7 +45,9 @@
 //! fsck must not touch the bytes of any blob (a corrupt one is moved, a
 //! broken manifest only unlinked), upload sessions that hold data, or
 //! anything outside `<root>/docker/registry/v2/` but its own run directory
-//! under `<root>/quarantine/`.
+//! under `<root>/quarantine/` and the tag-list tokens of the repositories
+//! it removes tags from (`<root>/berth/tags.changed/`, see
+//! [`crate::storage::listing`]).
 //!
 //! The parts: `report` (what a run found, and its text); `leftovers`,
 //! `blobs` and `repositories` (the passes, in the order they run, with

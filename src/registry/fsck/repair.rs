@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Ctx, Kind, Leftover, LeftoverKind, Problem, Status};
-use crate::oci::Digest;
+use crate::oci::{Digest, RepoName};
 use crate::storage;
 
 /// Directory under the storage root that receives quarantined blobs.
@@ -111,6 +111,21 @@ impl Ctx {
         f.sync_all()
     }
 
+    /// Renews the tag-list token of the repository of the removed tag
+    /// directory `tag_dir` (`<name>/_manifests/tags/<tag>`), so that
+    /// running servers list its tags again.
+    fn tags_changed(&self, tag_dir: &Path) -> io::Result<()> {
+        let repo = tag_dir
+            .ancestors()
+            .nth(3)
+            .and_then(|dir| dir.strip_prefix(self.store.repositories_dir()).ok())
+            .and_then(|name| RepoName::parse(name.to_str()?).ok());
+        match repo {
+            Some(repo) => self.store.tags_changed(&repo),
+            None => Ok(()),
+        }
+    }
+
     fn describe(fix: &Fix) -> String {
         match fix {
             Fix::None => "cannot be repaired by fsck".to_string(),
@@ -152,6 +167,7 @@ impl Ctx {
             }
             Fix::RemoveTag(dir) => {
                 storage::remove_dir_all(dir)?;
+                self.tags_changed(dir)?;
                 Ok("tag removed".to_string())
             }
             Fix::UnlinkManifest {
@@ -163,6 +179,7 @@ impl Ctx {
                 let mut names = Vec::new();
                 for t in tags {
                     storage::remove_dir_all(t)?;
+                    self.tags_changed(t)?;
                     names.push(
                         t.file_name()
                             .map(|n| n.to_string_lossy().into_owned())

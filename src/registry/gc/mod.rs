@@ -16,9 +16,11 @@
 //!    anything younger than `gc_grace`; their blobs are live, and so are the
 //!    blobs the journal names. Then delete the tags, manifests and blobs
 //!    left unmarked, and close the journal.
-//! 5. Repositories left without tags and manifests leave the catalog (and
-//!    the catalog token is renewed, so running servers walk again); upload
-//!    sessions older than `upload_ttl` are purged.
+//! 5. Repositories left without tags and manifests leave the catalog. The
+//!    tag-list tokens of the repositories that lost tags or left, and the
+//!    catalog token when repositories left, are renewed, so running servers
+//!    list them again ([`crate::storage::listing`]); upload sessions older
+//!    than `upload_ttl` are purged.
 //!
 //! The invariant: nothing a request wrote after the run began is deleted
 //! by it, whatever `gc_grace` is. A writer holds the shared lock from its
@@ -36,7 +38,7 @@
 //!
 //! A dry run computes the same report and changes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -45,7 +47,7 @@ use super::{manifest, presence};
 use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, RegistryError, RepoName, Tag};
 use crate::storage::driver::{optional, Driver, StorageError};
-use crate::storage::keys;
+use crate::storage::{keys, listing};
 use bytes::Bytes;
 use scan::{BlobEntry, RepoScan};
 
@@ -562,13 +564,20 @@ impl<'a> Collection<'a> {
     /// delete (a request may have deleted it first).
     async fn sweep(&self, m: &Marked, report: &mut Report) -> Result<(), RegistryError> {
         let d = self.driver;
+        let mut untagged = BTreeSet::new();
         for &(ri, ti) in &m.tags {
             let repo = &self.repos[ri];
             if d.delete_all(&keys::tag(&repo.name, &repo.tags[ti].0))
                 .await?
             {
                 report.tags.push(self.tag_name((ri, ti)));
+                untagged.insert(ri);
             }
+        }
+        // After the removals, as every change of a tag list (see
+        // `storage::listing`).
+        for ri in untagged {
+            listing::tags_changed(d, &self.repos[ri].name).await?;
         }
         for (ri, digest) in &m.revisions {
             let repo = &self.repos[*ri].name;
@@ -606,13 +615,13 @@ impl<'a> Collection<'a> {
             let name = &self.repos[ri].name;
             if remove_repo_if_empty(d, name).await? {
                 report.repositories.push(name.to_string());
+                listing::tags_changed(d, name).await?;
             }
         }
         if !report.repositories.is_empty() {
             // After the removals: a server that walks before this sees the
             // old token and walks again.
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            d.put(keys::REPOSITORIES_CHANGED, token.into()).await?;
+            listing::repositories_changed(d).await?;
         }
         Ok(())
     }

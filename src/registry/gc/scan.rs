@@ -9,12 +9,9 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use crate::oci::{Algorithm, Digest, RegistryError, RepoName, Tag};
 use crate::storage::driver::{optional, Driver, StorageError};
-pub(super) use crate::storage::tree::{links, names, repositories};
-use crate::storage::{keys, tree};
-
-/// Reads under way at once while one repository is scanned: each is a
-/// round trip to the store (the blocking pool, or the network).
-const READ_AHEAD: usize = 16;
+use crate::storage::keys;
+use crate::storage::tree::{self, READ_AHEAD};
+pub(super) use crate::storage::tree::{in_catalog, links, names, repositories, tags};
 
 /// One repository as the scan found it.
 pub(super) struct RepoScan {
@@ -45,25 +42,6 @@ pub(super) struct BlobEntry {
     pub digest: Digest,
     pub size: u64,
     pub modified: SystemTime,
-}
-
-/// Whether a repository is in the catalog (has `_manifests`).
-pub(super) async fn in_catalog(d: &dyn Driver, repo: &RepoName) -> Result<bool, StorageError> {
-    let under = names(d, &keys::repo(repo)).await?;
-    Ok(under.iter().any(|n| n == "_manifests"))
-}
-
-/// Tags of a repository that point at something, sorted.
-pub(super) async fn tags(d: &dyn Driver, repo: &RepoName) -> Result<Vec<Tag>, StorageError> {
-    let mut out = Vec::new();
-    for name in names(d, &keys::tags(repo)).await? {
-        let Ok(tag) = Tag::parse(&name) else { continue };
-        if optional(d.stat(&keys::tag_current_link(repo, &tag)).await)?.is_some() {
-            out.push(tag);
-        }
-    }
-    out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    Ok(out)
 }
 
 /// What one repository holds.
