@@ -1,133 +1,15 @@
-//! Races between requests and garbage collection on the registry layer:
-//! deterministic interleavings (a collection stopped between its scan and
-//! its sweep while requests run), and many random ones.
+//! Races between requests and garbage collection: deterministic
+//! interleavings (a collection stopped between its scan and its sweep
+//! while requests run), and many random ones.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use bytes::Bytes;
-use futures_util::TryStreamExt;
-
-use super::gc::{Collection, Run};
-use super::retention::Retention;
-use super::{fsck, BodyStream, Registry};
-use crate::oci::{Algorithm, Digest, Reference, RegistryError, RepoName, Tag};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn body(bytes: Vec<u8>) -> BodyStream {
-    Box::pin(futures_util::stream::iter([Ok(Bytes::from(bytes))]))
-}
-
-fn repo(name: &str) -> RepoName {
-    RepoName::parse(name).unwrap()
-}
-
-fn tag(name: &str) -> Reference {
-    Reference::Tag(Tag::parse(name).unwrap())
-}
-
-/// An image: its manifest's bytes and digest, and its blobs.
-#[derive(Clone)]
-struct Image {
-    manifest: Bytes,
-    digest: Digest,
-    blobs: Vec<Digest>,
-}
-
-fn image(seed: &str) -> (Image, Vec<Vec<u8>>) {
-    let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
-    let layer = format!("layer of {seed}").repeat(10).into_bytes();
-    let (c, l) = (
-        Digest::of(Algorithm::Sha256, &config),
-        Digest::of(Algorithm::Sha256, &layer),
-    );
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l.to_string(), "size": layer.len()}],
-    })
-    .to_string();
-    let img = Image {
-        digest: Digest::of(Algorithm::Sha256, manifest.as_bytes()),
-        manifest: Bytes::from(manifest),
-        blobs: vec![c, l],
-    };
-    (img, vec![config, layer])
-}
-
-async fn push(reg: &Registry, r: &RepoName, t: &str, seed: &str) -> Result<Image, RegistryError> {
-    let (img, blobs) = image(seed);
-    for (d, data) in img.blobs.iter().zip(blobs) {
-        reg.put_blob(r, "", d, body(data), None).await?;
-    }
-    put(reg, r, t, &img).await?;
-    Ok(img)
-}
-
-async fn put(reg: &Registry, r: &RepoName, t: &str, img: &Image) -> Result<(), RegistryError> {
-    reg.put_manifest(r, &tag(t), Some(OCI_MANIFEST), img.manifest.clone())
-        .await
-        .map(drop)
-}
-
-/// Fails unless `t` resolves to `img` and every blob of it can be read.
-async fn assert_pullable(reg: &Registry, r: &RepoName, t: &str, img: &Image) {
-    let m = reg
-        .manifest(r, &tag(t))
-        .await
-        .unwrap_or_else(|e| panic!("{r}:{t} is lost: {e}"));
-    assert_eq!(m.digest, img.digest, "{r}:{t}");
-    for b in &img.blobs {
-        let blob = reg
-            .blob(r, b)
-            .await
-            .unwrap_or_else(|e| panic!("blob {b} of {r}:{t} is lost: {e}"));
-        let data: Vec<Bytes> = blob
-            .open(0, blob.size)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(
-            Digest::of(Algorithm::Sha256, &data.concat()),
-            *b,
-            "blob of {r}:{t}"
-        );
-    }
-}
-
-fn policy(grace: Duration) -> Retention {
-    Retention {
-        gc_grace: grace,
-        ..Retention::default()
-    }
-}
-
-/// A clock two hours ahead: everything written so far is past the
-/// default grace of an hour.
-fn later() -> SystemTime {
-    SystemTime::now() + Duration::from_secs(7200)
-}
-
-/// A real run on the clock of [`later`].
-fn run_at_later<'a>(policy: &'a Retention, pulls: &'a HashMap<String, SystemTime>) -> Run<'a> {
-    Run {
-        policy,
-        pulls,
-        now: later(),
-        dry_run: false,
-    }
-}
+use super::*;
+use crate::registry::fsck;
+use crate::registry::gc::Collection;
 
 #[tokio::test]
 async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
     for grace in [Duration::from_secs(3600), Duration::ZERO] {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = Registry::on_filesystem(dir.path(), None);
+        let reg = memory();
         let r = repo("app");
         let img = push(&reg, &r, "old", "m").await.unwrap();
         reg.delete_manifest(&r, &tag("old")).await.unwrap();
@@ -145,7 +27,7 @@ async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
         assert_pullable(&reg, &r, "promoted", &img).await;
         // Untagged again, the next run takes it.
         reg.delete_manifest(&r, &tag("promoted")).await.unwrap();
-        let report = super::gc::run(&*reg.driver, &reg.coord, &run)
+        let report = crate::registry::gc::run(&*reg.driver, &reg.coord, &run)
             .await
             .unwrap();
         assert_eq!(report.manifests, [format!("app@{}", img.digest)]);
@@ -155,8 +37,7 @@ async fn a_tag_pushed_to_an_old_untagged_manifest_during_a_collection_stays() {
 
 #[tokio::test]
 async fn blobs_and_index_children_written_during_a_collection_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::on_filesystem(dir.path(), None);
+    let reg = memory();
     let r = repo("app");
     let (child, child_blobs) = image("child");
     let (other, other_blobs) = image("other");
@@ -242,7 +123,7 @@ async fn stress(grace: Duration) {
             let pulls = HashMap::new();
             while !done.load(Ordering::Relaxed) {
                 let run = run_at_later(&policy, &pulls);
-                super::gc::run(&*reg.driver, &reg.coord, &run)
+                crate::registry::gc::run(&*reg.driver, &reg.coord, &run)
                     .await
                     .unwrap();
                 runs.fetch_add(1, Ordering::Relaxed);
@@ -323,7 +204,7 @@ async fn stress(grace: Duration) {
     // One more run with nothing going on, then everything acknowledged.
     let (policy, pulls) = (policy(grace), HashMap::new());
     let run = run_at_later(&policy, &pulls);
-    super::gc::run(&*reg.driver, &reg.coord, &run)
+    crate::registry::gc::run(&*reg.driver, &reg.coord, &run)
         .await
         .unwrap();
     let mut tags = 0;
@@ -353,8 +234,7 @@ async fn stress_with_no_grace_loses_nothing() {
 
 #[tokio::test]
 async fn a_blob_collected_between_lookup_and_read_is_unknown() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::on_filesystem(dir.path(), None);
+    let reg = memory();
     let r = repo("app");
     let img = push(&reg, &r, "v1", "gone").await.unwrap();
     let blob = reg.blob(&r, &img.blobs[1]).await.unwrap();
@@ -372,8 +252,8 @@ async fn a_blob_collected_between_lookup_and_read_is_unknown() {
 
 #[test]
 fn the_manifest_cache_keeps_the_latest_within_its_budget() {
-    let cache = super::ManifestCache::default();
-    let size = super::MANIFEST_CACHE / 16;
+    let cache = crate::registry::ManifestCache::default();
+    let size = crate::registry::MANIFEST_CACHE / 16;
     let digests: Vec<Digest> = (0..20u8)
         .map(|i| Digest::of(Algorithm::Sha256, &[i]))
         .collect();
