@@ -156,13 +156,10 @@ async fn two_processes_coordinated_in_postgres_lose_nothing_to_each_others_colle
     let mut ci = Instance::new("ci");
     ci.extra = "[retention]\ngc_grace = \"0s\"\ninterval = \"1s\"\n".into();
     let cfg = ConfigDir::new(&[ci]);
-    let toml = cfg.path().join("berth.toml");
-    let mut text = std::fs::read_to_string(&toml).unwrap();
-    text.push_str(&format!(
+    cfg.add_to_berth_toml(&format!(
         "[coordination]\npostgres = \"{}\"\npool_size = 4\n",
         pg.url()
     ));
-    std::fs::write(&toml, text).unwrap();
     let (a, b) = (Server::start(&cfg), Server::start(&cfg));
     for s in [&a, &b] {
         s.wait_for_stderr("locks shared with other berth processes");
@@ -211,12 +208,9 @@ fn an_unreachable_coordination_server_stops_serve_and_gc_with_the_reason() {
         .unwrap()
         .port();
     let cfg = ConfigDir::new(&[Instance::new("ci")]);
-    let toml = cfg.path().join("berth.toml");
-    let mut text = std::fs::read_to_string(&toml).unwrap();
-    text.push_str(&format!(
+    cfg.add_to_berth_toml(&format!(
         "[coordination]\npostgres = \"postgres://berth:secret@127.0.0.1:{port}/berth\"\n"
     ));
-    std::fs::write(&toml, text).unwrap();
     for command in ["serve", "gc"] {
         let out = std::process::Command::new(common::berth_bin())
             .args([command, "--config-dir"])
@@ -249,10 +243,7 @@ async fn processes_that_do_not_share_their_locks_refuse_to_collect() {
     let mut ci = Instance::new("ci");
     ci.extra = "[retention]\ninterval = \"1s\"\n".into();
     let coordinated = ConfigDir::new(&[ci]);
-    let toml = coordinated.path().join("berth.toml");
-    let mut text = std::fs::read_to_string(&toml).unwrap();
-    text.push_str(&format!("[coordination]\npostgres = \"{}\"\n", pg.url()));
-    std::fs::write(&toml, text).unwrap();
+    coordinated.add_to_berth_toml(&format!("[coordination]\npostgres = \"{}\"\n", pg.url()));
     // The same root, without [coordination].
     let root = coordinated.storage_root("ci");
     let mut alone = Instance::new("ci");

@@ -111,6 +111,14 @@ impl ConfigDir {
         self.dir.path()
     }
 
+    /// Appends `text` to `berth.toml`.
+    pub fn add_to_berth_toml(&self, text: &str) {
+        let toml = self.path().join("berth.toml");
+        let mut all = std::fs::read_to_string(&toml).unwrap();
+        all.push_str(text);
+        std::fs::write(&toml, all).unwrap();
+    }
+
     /// The storage root of an instance (the default `data/NAME`).
     pub fn storage_root(&self, instance: &str) -> PathBuf {
         self.path().join("data").join(instance)

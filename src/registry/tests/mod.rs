@@ -92,6 +92,22 @@ async fn put(reg: &Registry, r: &RepoName, t: &str, img: &Image) -> Result<(), R
         .map(drop)
 }
 
+/// The content of blob `d` of repository `r`.
+async fn read_blob(reg: &Registry, r: &RepoName, d: &Digest) -> Vec<u8> {
+    let blob = reg
+        .blob(r, d)
+        .await
+        .unwrap_or_else(|e| panic!("blob {d} of {r} is lost: {e}"));
+    let pieces: Vec<Bytes> = blob
+        .open(0, blob.size)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    pieces.concat()
+}
+
 /// Fails unless `t` resolves to `img` and every blob of it can be read.
 async fn assert_pullable(reg: &Registry, r: &RepoName, t: &str, img: &Image) {
     let m = reg
@@ -100,22 +116,8 @@ async fn assert_pullable(reg: &Registry, r: &RepoName, t: &str, img: &Image) {
         .unwrap_or_else(|e| panic!("{r}:{t} is lost: {e}"));
     assert_eq!(m.digest, img.digest, "{r}:{t}");
     for b in &img.blobs {
-        let blob = reg
-            .blob(r, b)
-            .await
-            .unwrap_or_else(|e| panic!("blob {b} of {r}:{t} is lost: {e}"));
-        let data: Vec<Bytes> = blob
-            .open(0, blob.size)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(
-            Digest::of(Algorithm::Sha256, &data.concat()),
-            *b,
-            "blob of {r}:{t}"
-        );
+        let data = read_blob(reg, r, b).await;
+        assert_eq!(Digest::of(Algorithm::Sha256, &data), *b, "blob of {r}:{t}");
     }
 }
 

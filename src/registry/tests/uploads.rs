@@ -13,18 +13,6 @@ fn broken(data: &[u8]) -> BodyStream {
     ]))
 }
 
-async fn read_blob(reg: &Registry, r: &RepoName, d: &Digest) -> Vec<u8> {
-    let blob = reg.blob(r, d).await.unwrap();
-    let pieces: Vec<Bytes> = blob
-        .open(0, blob.size)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    pieces.concat()
-}
-
 #[tokio::test]
 async fn chunks_go_to_whichever_process_and_the_upload_finishes_anywhere() {
     let a = memory();
