@@ -1,10 +1,7 @@
 //! Blob upload sessions, in the store as Distribution keeps them
 //! (`_uploads/<id>/{data,startedat}`), so that any process serving the
 //! store can continue one. Data streams into `data` through the driver's
-//! [`Writer`] while it is hashed; the body's chunks are gathered (not
-//! copied) into batches of ½–4 MiB, each hashed (on the blocking pool) and
-//! written side by side while the next batch is received. A chunk is
-//! all-or-nothing: if the body breaks off or has the wrong length, `data`
+//! writer while it is hashed ([`pipeline`]). A chunk is all-or-nothing: if the body breaks off or has the wrong length, `data`
 //! is cut back to where the chunk started. On finish the data is verified
 //! against the digest and committed into the blob store
 //! ([`Driver::commit`]).
@@ -25,65 +22,22 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
-use tokio::task::JoinHandle;
 
 use crate::coord::Coordinator;
 use crate::oci::{Algorithm, Digest, RegistryError, RepoName};
-use crate::storage::driver::{optional, Batch, Driver, Writer};
+use crate::storage::driver::{optional, Driver};
+use crate::storage::pipeline::{self, copy_body, CopyError};
 use crate::storage::{hash, keys, tree};
 
 /// A request body as the registry consumes it.
-pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
-
-/// Body bytes per batch handed to the hashing and the writing task; each
-/// batch is one disk write. Larger batches mean larger writes and fewer
-/// hand-offs between the two tasks (each waits for the slower one), smaller
-/// ones less memory: an upload alone gets `MAX_BATCH`, and as more run at
-/// once each gets less, down to `MIN_BATCH`, so that their buffers stay
-/// within about `PIPELINE_MEMORY`. An upload holds up to `HELD` batches: one
-/// received, up to two in work, one in a backlog, and the disk writer's
-/// staging copy.
-const MIN_BATCH: usize = 512 << 10;
-const MAX_BATCH: usize = 4 << 20;
-const PIPELINE_MEMORY: usize = 12 << 20;
-const HELD: usize = 5;
-/// Body chunks per MiB of batch at most. A chunk may keep a whole receive
-/// buffer of the connection alive, so this bounds the memory held by a
-/// batch of many small chunks.
-const CHUNKS_PER_MIB: usize = 64;
-
-/// Appends under way in this process.
-static APPENDING: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one append as under way while it lives.
-struct Appending;
-
-impl Appending {
-    fn start() -> Appending {
-        APPENDING.fetch_add(1, Ordering::Relaxed);
-        Appending
-    }
-
-    /// The size of the next batch, for as many appends as run now.
-    fn batch_size(&self) -> usize {
-        let n = APPENDING.load(Ordering::Relaxed).max(1);
-        (PIPELINE_MEMORY / HELD / n).clamp(MIN_BATCH, MAX_BATCH)
-    }
-}
-
-impl Drop for Appending {
-    fn drop(&mut self) {
-        APPENDING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+pub type BodyStream = pipeline::Body;
 
 struct Session {
     size: u64,
@@ -338,7 +292,11 @@ impl Uploads {
                     return Ok(());
                 }
             },
-            Err(e) => Err(e),
+            Err(CopyError::Body { written, source }) => Err(RegistryError::BlobUploadInvalid(
+                format!("upload body broke off after {written} bytes: {source}"),
+            )),
+            Err(CopyError::Storage(e)) => Err(e.into()),
+            Err(CopyError::Task(e)) => Err(RegistryError::Internal(format!("upload: {e}"))),
         };
         s.hasher = saved;
         // Cut the data back so the upload stays resumable at `start`.
@@ -431,157 +389,4 @@ fn within(body: BodyStream, allowed: u64, passed: Arc<AtomicBool>) -> BodyStream
         }
         Ok(chunk)
     }))
-}
-
-/// Batches a stage may have waiting while it works: a stage that falls
-/// behind for a moment (a slow disk write, a preempted hash) holds up
-/// neither the other stage nor the receiving of the next batch.
-const BACKLOG: usize = 1;
-
-/// The work of a stage on some batches, handing the value back.
-type Task<T> = JoinHandle<Result<T, RegistryError>>;
-
-/// One side of the pipeline (the writer or the hasher), with the batches
-/// it has not started on.
-struct Stage<T> {
-    run: Option<Run<T>>,
-    backlog: Vec<Batch>,
-    spawn: fn(T, Vec<Batch>) -> Task<T>,
-}
-
-/// A stage's value: at hand, or busy in a task.
-enum Run<T> {
-    Idle(T),
-    Busy(Task<T>),
-}
-
-impl<T: Send + 'static> Stage<T> {
-    fn new(value: T, spawn: fn(T, Vec<Batch>) -> Task<T>) -> Stage<T> {
-        Stage {
-            run: Some(Run::Idle(value)),
-            backlog: Vec::new(),
-            spawn,
-        }
-    }
-
-    /// Waits for the work under way, if any (after an error there is no
-    /// value left).
-    async fn settle(&mut self) -> Result<T, RegistryError> {
-        match self.run.take() {
-            Some(Run::Idle(t)) => Ok(t),
-            Some(Run::Busy(task)) => task
-                .await
-                .map_err(|e| RegistryError::Internal(format!("upload task failed: {e}")))?,
-            None => Err(RegistryError::Internal(
-                "an earlier batch of the upload failed".into(),
-            )),
-        }
-    }
-
-    /// Hands `batch` to the stage: it starts at once if the stage is free
-    /// and waits in the backlog otherwise; only a full backlog waits for
-    /// the stage.
-    async fn push(&mut self, batch: Batch) -> Result<(), RegistryError> {
-        self.backlog.push(batch);
-        if let Some(Run::Busy(task)) = &self.run {
-            if !task.is_finished() && self.backlog.len() <= BACKLOG {
-                return Ok(());
-            }
-        }
-        self.start().await
-    }
-
-    /// Waits for the stage, then starts it on the whole backlog.
-    async fn start(&mut self) -> Result<(), RegistryError> {
-        let t = self.settle().await?;
-        let batches = std::mem::take(&mut self.backlog);
-        self.run = Some(Run::Busy((self.spawn)(t, batches)));
-        Ok(())
-    }
-
-    /// Works through the backlog; returns the value.
-    async fn finish(mut self) -> Result<T, RegistryError> {
-        if !self.backlog.is_empty() {
-            self.start().await?;
-        }
-        self.settle().await
-    }
-}
-
-fn write_batches(mut w: Box<dyn Writer>, batches: Vec<Batch>) -> Task<Box<dyn Writer>> {
-    tokio::spawn(async move {
-        for b in batches {
-            w.write(b).await?;
-        }
-        Ok(w)
-    })
-}
-
-fn hash_batches(mut h: Sha256, batches: Vec<Batch>) -> Task<Sha256> {
-    tokio::task::spawn_blocking(move || {
-        batches
-            .iter()
-            .flat_map(|b| b.iter())
-            .for_each(|c| h.update(c));
-        Ok(h)
-    })
-}
-
-/// Streams `body` into `writer`, hashing on the way. Returns the number of
-/// bytes written and the updated hasher. Hashing and writing run side by
-/// side, each on earlier batches while the next one is received.
-async fn copy_body(
-    writer: Box<dyn Writer>,
-    hasher: Option<Sha256>,
-    mut body: BodyStream,
-) -> Result<(u64, Option<Sha256>), RegistryError> {
-    let appending = Appending::start();
-    let mut batch_size = appending.batch_size();
-    let mut file = Stage::new(writer, write_batches);
-    let mut hash = hasher.map(|h| Stage::new(h, hash_batches));
-    let mut batch = Vec::new();
-    let mut batch_len = 0;
-    let mut written = 0u64;
-    loop {
-        let done = match body.next().await {
-            Some(Ok(chunk)) => {
-                written += chunk.len() as u64;
-                batch_len += chunk.len();
-                batch.push(chunk);
-                false
-            }
-            Some(Err(e)) => {
-                // The data is cut back after this: no write may still be
-                // under way then.
-                let _ = file.settle().await;
-                return Err(RegistryError::BlobUploadInvalid(format!(
-                    "upload body broke off after {written} bytes: {e}"
-                )));
-            }
-            None => true,
-        };
-        if !done
-            && batch_len < batch_size
-            && batch.len() < (batch_size >> 20).max(1) * CHUNKS_PER_MIB
-        {
-            continue;
-        }
-        if batch_len > 0 {
-            let data: Batch = Arc::new(std::mem::take(&mut batch));
-            batch_len = 0;
-            batch_size = appending.batch_size();
-            file.push(data.clone()).await?;
-            if let Some(h) = &mut hash {
-                h.push(data).await?;
-            }
-        }
-        if done {
-            file.finish().await?.finish().await?;
-            let hasher = match hash {
-                Some(h) => Some(h.finish().await?),
-                None => None,
-            };
-            return Ok((written, hasher));
-        }
-    }
 }

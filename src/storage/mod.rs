@@ -33,6 +33,7 @@ pub mod hash;
 pub mod keys;
 pub mod listing;
 pub mod memory;
+pub mod pipeline;
 mod read;
 pub mod tree;
 
