@@ -12,7 +12,15 @@
 //!   dropped.
 //! - Listing is of the immediate children of a prefix ("directories" are
 //!   the common prefixes of keys), as a stream: a listing of a million keys
-//!   never sits in memory at once.
+//!   never sits in memory at once. The key of an object lists nothing.
+//!   Temporary objects (those a write in progress makes beside its key,
+//!   named as [`super::is_temp_name`] says) are left out; only
+//!   [`Driver::list_with_temp`] shows them, for finding what crashes left.
+//! - [`Driver::rename`] moves one object to another key, replacing what
+//!   was there. It is not atomic on every driver (an object store copies,
+//!   then deletes): a crash may leave the object under both keys, never
+//!   under neither. For moving damaged content aside (fsck's quarantine),
+//!   not for publishing content, which is [`Driver::commit`]'s.
 //! - Errors are one [`StorageError`], mapped once to `RegistryError`.
 
 use std::io;
@@ -139,6 +147,12 @@ pub trait Driver: Send + Sync + 'static {
     /// nothing when there are none.
     fn list<'a>(&'a self, prefix: &'a str) -> Names<'a>;
 
+    /// [`Driver::list`], temporary objects included (see the module doc).
+    /// A driver whose writes leave none behind lists what `list` does.
+    fn list_with_temp<'a>(&'a self, prefix: &'a str) -> Names<'a> {
+        self.list(prefix)
+    }
+
     /// Deletes one object; whether it was there.
     async fn delete(&self, key: &str) -> Result<bool, StorageError>;
 
@@ -156,6 +170,11 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Moves the finished object `from` to `to` (see the module doc).
     async fn commit(&self, from: &str, to: &str) -> Result<(), StorageError>;
+
+    /// Moves the object `from` to `to`, replacing what `to` held, durably
+    /// (see the module doc). [`StorageError::NotFound`] when `from` is
+    /// absent.
+    async fn rename(&self, from: &str, to: &str) -> Result<(), StorageError>;
 }
 
 #[cfg(test)]
@@ -204,6 +223,10 @@ pub(crate) mod contract {
         assert_eq!(names(d, "r").await, ["top", "x", "y"]);
         assert_eq!(names(d, "r/x").await, ["_layers", "_manifests"]);
         assert!(names(d, "nothing/here").await.is_empty());
+        assert!(
+            names(d, "r/top").await.is_empty(),
+            "an object lists nothing"
+        );
         assert!(d.delete_all("r/x").await.unwrap());
         assert!(!d.delete_all("r/x").await.unwrap());
         assert_eq!(names(d, "r").await, ["top", "y"]);
@@ -247,5 +270,32 @@ pub(crate) mod contract {
         assert!(d.read("nope", 0, 1).await.err().unwrap().is_not_found());
         let mut empty = d.read("blobs/h/data", 11, 0).await.unwrap();
         assert!(empty.next().await.is_none());
+    }
+
+    pub async fn temporary_objects(d: &dyn Driver) {
+        d.put("t/.link.0123abcd.tmp", Bytes::from_static(b"half"))
+            .await
+            .unwrap();
+        d.put("t/link", Bytes::from_static(b"whole")).await.unwrap();
+        assert_eq!(names(d, "t").await, ["link"]);
+        let mut all: Vec<String> = d.list_with_temp("t").try_collect().await.unwrap();
+        all.sort();
+        assert_eq!(all, [".link.0123abcd.tmp", "link"]);
+        assert_eq!(d.stat("t/.link.0123abcd.tmp").await.unwrap().size, 4);
+        assert!(d.delete("t/.link.0123abcd.tmp").await.unwrap());
+    }
+
+    pub async fn renames(d: &dyn Driver) {
+        d.put("a/b", Bytes::from_static(b"one")).await.unwrap();
+        d.rename("a/b", "q/1/a/b").await.unwrap();
+        assert!(d.get("a/b").await.unwrap_err().is_not_found());
+        assert_eq!(d.get("q/1/a/b").await.unwrap(), "one");
+        // What the target held is replaced.
+        d.put("a/b", Bytes::from_static(b"two")).await.unwrap();
+        d.rename("a/b", "q/1/a/b").await.unwrap();
+        assert_eq!(d.get("q/1/a/b").await.unwrap(), "two");
+        let gone = d.rename("a/b", "q/2").await.unwrap_err();
+        assert!(gone.is_not_found(), "{gone}");
+        assert!(d.stat("q/2").await.unwrap_err().is_not_found());
     }
 }

@@ -15,6 +15,10 @@
 //! with `RWF_NOWAIT`, which never waits for the disk; what is not cached is
 //! read on the blocking pool. That saves a hand-over to another thread and
 //! back on every small read.
+//!
+//! A rename is the filesystem's (a copy and a removal across filesystems),
+//! made durable like a commit. Listings leave out the temporary names of
+//! writes in progress but in [`Driver::list_with_temp`].
 
 use std::fs;
 use std::io::{self, IoSliceMut};
@@ -84,6 +88,62 @@ impl FsDriver {
 
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key.trim_matches('/'))
+    }
+
+    /// The names in the directory of `prefix`, temp files too if `temp`.
+    fn names(&self, prefix: &str, temp: bool) -> Names<'static> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<String>, StorageError>>(1);
+        let (dir, key) = (self.path(prefix), prefix.to_string());
+        tokio::task::spawn_blocking(move || {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                // Nothing there, or a file: no children.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    return
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(StorageError::io("listing", &key, e)));
+                    return;
+                }
+            };
+            let mut page = Vec::with_capacity(LIST_PAGE);
+            for entry in entries {
+                match entry {
+                    Ok(e) => {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if temp || !super::is_temp_name(&name) {
+                            page.push(name);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(StorageError::io("listing", &key, e)));
+                        return;
+                    }
+                }
+                if page.len() == LIST_PAGE
+                    && tx.blocking_send(Ok(std::mem::take(&mut page))).is_err()
+                {
+                    return;
+                }
+            }
+            if !page.is_empty() {
+                let _ = tx.blocking_send(Ok(page));
+            }
+        });
+        let pages = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|page| (page, rx))
+        });
+        use futures_util::StreamExt;
+        Box::pin(pages.flat_map(|page| {
+            let names: Vec<Result<String, StorageError>> = match page {
+                Ok(names) => names.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures_util::stream::iter(names)
+        }))
     }
 }
 
@@ -183,52 +243,11 @@ impl Driver for FsDriver {
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> Names<'a> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<String>, StorageError>>(1);
-        let (dir, key) = (self.path(prefix), prefix.to_string());
-        tokio::task::spawn_blocking(move || {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(StorageError::io("listing", &key, e)));
-                    return;
-                }
-            };
-            let mut page = Vec::with_capacity(LIST_PAGE);
-            for entry in entries {
-                match entry {
-                    Ok(e) => {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        if !super::is_temp_name(&name) {
-                            page.push(name);
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(StorageError::io("listing", &key, e)));
-                        return;
-                    }
-                }
-                if page.len() == LIST_PAGE
-                    && tx.blocking_send(Ok(std::mem::take(&mut page))).is_err()
-                {
-                    return;
-                }
-            }
-            if !page.is_empty() {
-                let _ = tx.blocking_send(Ok(page));
-            }
-        });
-        let pages = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|page| (page, rx))
-        });
-        use futures_util::StreamExt;
-        Box::pin(pages.flat_map(|page| {
-            let names: Vec<Result<String, StorageError>> = match page {
-                Ok(names) => names.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            futures_util::stream::iter(names)
-        }))
+        self.names(prefix, false)
+    }
+
+    fn list_with_temp<'a>(&'a self, prefix: &'a str) -> Names<'a> {
+        self.names(prefix, true)
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StorageError> {
@@ -290,6 +309,29 @@ impl Driver for FsDriver {
         })
         .await
     }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let (src, dst) = (self.path(from), self.path(to));
+        blocking("moving", from, move || move_file(&src, &dst)).await
+    }
+}
+
+/// Moves `src` to `dst`, across filesystems too (a copy, fsynced, then a
+/// removal), and makes both directories durable.
+fn move_file(src: &Path, dst: &Path) -> io::Result<()> {
+    let dir = dst.parent().expect("key has a parent");
+    fs::create_dir_all(dir)?;
+    match fs::rename(src, dst) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            fs::copy(src, dst)?;
+            fs::File::open(dst)?.sync_all()?;
+            fs::remove_file(src)?;
+        }
+        Err(e) => return Err(e),
+    }
+    sync_dir(dir)?;
+    sync_dir(src.parent().expect("key has a parent"))
 }
 
 #[cfg(test)]
@@ -299,12 +341,14 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_the_driver_contract() {
-        for check in 0..3 {
+        for check in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let d = FsDriver::new(dir.path());
             match check {
                 0 => contract::small_objects(&d).await,
                 1 => contract::listing_and_prefix_deletes(&d).await,
+                2 => contract::temporary_objects(&d).await,
+                3 => contract::renames(&d).await,
                 _ => contract::uploads(&d).await,
             }
         }

@@ -1,6 +1,8 @@
 //! The in-memory driver: every object in one ordered map, for tests of the
 //! layers above storage without a disk (milliseconds each). Nothing
-//! survives the process.
+//! survives the process. Its writes leave no temporary objects; a test
+//! that plays a crash puts keys with temporary names, which listings leave
+//! out as the filesystem driver's do.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -25,6 +27,24 @@ pub struct MemDriver {
 impl MemDriver {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The names under `prefix`; temporary names (which only a test puts
+    /// here, to play a crash) only if `temp`.
+    fn names(&self, prefix: &str, temp: bool) -> Names<'static> {
+        let start = dir(prefix);
+        let mut names = std::collections::BTreeSet::new();
+        let objects = self.objects.lock();
+        for key in objects.range(start.clone()..).map(|(k, _)| k) {
+            let Some(rest) = key.strip_prefix(&start) else {
+                break;
+            };
+            let name = rest.split('/').next().unwrap_or(rest);
+            if temp || !super::is_temp_name(name) {
+                names.insert(name.to_string());
+            }
+        }
+        Box::pin(futures_util::stream::iter(names.into_iter().map(Ok)))
     }
 }
 
@@ -121,16 +141,11 @@ impl Driver for MemDriver {
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> Names<'a> {
-        let start = dir(prefix);
-        let mut names = std::collections::BTreeSet::new();
-        let objects = self.objects.lock();
-        for key in objects.range(start.clone()..).map(|(k, _)| k) {
-            let Some(rest) = key.strip_prefix(&start) else {
-                break;
-            };
-            names.insert(rest.split('/').next().unwrap_or(rest).to_string());
-        }
-        Box::pin(futures_util::stream::iter(names.into_iter().map(Ok)))
+        self.names(prefix, false)
+    }
+
+    fn list_with_temp<'a>(&'a self, prefix: &'a str) -> Names<'a> {
+        self.names(prefix, true)
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StorageError> {
@@ -177,6 +192,15 @@ impl Driver for MemDriver {
         objects.entry(to.into()).or_insert(object);
         Ok(())
     }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let mut objects = self.objects.lock();
+        let object = objects
+            .remove(from)
+            .ok_or_else(|| StorageError::NotFound(from.into()))?;
+        objects.insert(to.into(), object);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -189,5 +213,7 @@ mod tests {
         contract::small_objects(&MemDriver::new()).await;
         contract::listing_and_prefix_deletes(&MemDriver::new()).await;
         contract::uploads(&MemDriver::new()).await;
+        contract::temporary_objects(&MemDriver::new()).await;
+        contract::renames(&MemDriver::new()).await;
     }
 }
