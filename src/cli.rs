@@ -299,12 +299,16 @@ fn fsck(dir: &Path, only: Option<&str>, repair: bool) -> anyhow::Result<()> {
             names.join(", ")
         )));
     }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let mut unresolved = 0;
     for inst in instances {
         let mut progress = progress::TerminalProgress::new(&inst.name);
-        let report = fsck::check(&inst.storage_root, &fsck::Options { repair }, &mut |p| {
+        let driver = crate::storage::filesystem::FsDriver::new(&inst.storage_root);
+        let root = inst.storage_root.display().to_string();
+        let opts = fsck::Options { repair };
+        let report = runtime.block_on(fsck::check(&driver, &root, &opts, &mut |p| {
             progress.update(p)
-        });
+        }));
         progress.finish();
         print!("{}", report.render(&inst.name));
         std::io::stdout().flush()?;

@@ -16,9 +16,8 @@
 //!   filesystem and in-memory drivers, CNCF Distribution's layout as keys
 //!   ([`storage::keys`]), the tree read through a driver
 //!   ([`storage::tree`]) and the tag and catalog caches
-//!   ([`storage::listing`]). Everything the registry stores goes through
-//!   the driver; `berth fsck` still walks the filesystem through
-//!   [`storage::FsStore`].
+//!   ([`storage::listing`]). Everything the registry stores, and
+//!   everything `berth fsck` reads and repairs, goes through the driver.
 //! - [`coord`]: the locks between garbage collection and writers: lock
 //!   files in the storage root for the processes of one host, or, with
 //!   `[coordination]`, PostgreSQL advisory locks for processes anywhere.

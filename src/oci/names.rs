@@ -108,6 +108,15 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm named `name` (as in [`Algorithm::as_str`]).
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "sha256" => Some(Algorithm::Sha256),
+            "sha512" => Some(Algorithm::Sha512),
+            _ => None,
+        }
+    }
+
     fn hex_len(self) -> usize {
         match self {
             Algorithm::Sha256 => 64,
@@ -141,15 +150,11 @@ impl Digest {
         if !alg_ok || !enc_ok {
             return Err(invalid());
         }
-        let algorithm = match alg {
-            "sha256" => Algorithm::Sha256,
-            "sha512" => Algorithm::Sha512,
-            other => {
-                return Err(RegistryError::Unsupported(format!(
-                    "digest algorithm '{other}' is not supported (use sha256 or sha512)"
-                )))
-            }
-        };
+        let algorithm = Algorithm::from_name(alg).ok_or_else(|| {
+            RegistryError::Unsupported(format!(
+                "digest algorithm '{alg}' is not supported (use sha256 or sha512)"
+            ))
+        })?;
         let hex_ok = enc.len() == algorithm.hex_len()
             && enc
                 .bytes()

@@ -103,10 +103,6 @@ impl Uploads {
         format!("{repo}\n{id}")
     }
 
-    fn data_key(repo: &RepoName, id: &str) -> String {
-        format!("{}/data", keys::upload(repo, id))
-    }
-
     /// Opens a session owned by `owner` ("" for anonymous); returns its id.
     pub async fn start(&self, repo: &RepoName, owner: &str) -> Result<String, RegistryError> {
         let id = uuid::Uuid::new_v4().to_string();
@@ -118,7 +114,7 @@ impl Uploads {
             // would be open to everyone.
             d.put(&format!("{dir}/{OWNER}"), Bytes::from(owner.to_string()))
                 .await?;
-            d.put(&format!("{dir}/data"), Bytes::new()).await?;
+            d.put(&keys::upload_data(repo, &id), Bytes::new()).await?;
             d.put(&format!("{dir}/startedat"), Bytes::from(started))
                 .await
         }
@@ -166,7 +162,7 @@ impl Uploads {
             // Whether it is still stored is for the caller to see.
             return k.for_user(user, id);
         }
-        let data = optional(self.driver.stat(&Self::data_key(repo, id)).await)?;
+        let data = optional(self.driver.stat(&keys::upload_data(repo, id)).await)?;
         let size = data.ok_or_else(|| unknown(id))?.size;
         let owner = optional(
             self.driver
@@ -206,7 +202,7 @@ impl Uploads {
         if s.closed {
             return Err(unknown(id));
         }
-        let stored = optional(self.driver.stat(&Self::data_key(repo, id)).await)?;
+        let stored = optional(self.driver.stat(&keys::upload_data(repo, id)).await)?;
         match stored.map(|m| m.size) {
             None => {
                 self.sessions.lock().remove(&Self::key(repo, id));
@@ -275,7 +271,7 @@ impl Uploads {
                 )));
             }
         }
-        let key = Self::data_key(repo, id);
+        let key = keys::upload_data(repo, id);
         let writer = self.driver.writer(&key, start).await?;
         let saved = s.hasher.clone();
         let result = match copy_body(writer, s.hasher.take(), body).await {
@@ -326,7 +322,7 @@ impl Uploads {
         let (d, dir, key) = (
             &*self.driver,
             keys::upload(repo, id),
-            Self::data_key(repo, id),
+            keys::upload_data(repo, id),
         );
         let outcome = async {
             let actual = match (s.hasher.clone(), digest.algorithm()) {

@@ -1,21 +1,14 @@
-//! The blob pass: every `blobs/<alg>/<xx>/<hex>/data` is hashed, streamed
-//! [`BUF`] bytes at a time, and compared with its name; what does not match
-//! is corrupt, and the later passes judge links against it
+//! The blob pass: every `blobs/<alg>/<xx>/<hex>/data` is hashed as the
+//! driver streams it ([`hash_object`]) and compared with its name; what does not match is
+//! corrupt, and the later passes judge links against it
 //! ([`Ctx::blob_state`]). Reads blobs only; quarantining is `repair`'s.
 
-use std::fs;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-
-use sha2::Digest as _;
-
 use super::repair::Fix;
-use super::{algorithm, entries, Ctx, Kind, Phase, Progress};
+use super::{sorted_names, Ctx, Kind, Phase, Progress};
 use crate::oci::{Algorithm, Digest};
-use crate::storage;
-
-/// Bytes read per hashing step.
-pub(super) const BUF: usize = 1 << 20;
+use crate::storage::driver::optional;
+use crate::storage::hash::hash_object;
+use crate::storage::keys;
 
 /// The state of a blob in the blob store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,120 +28,73 @@ impl BlobState {
     }
 }
 
-/// Hashes a file `BUF` bytes at a time, telling `on_bytes` how far it got.
-fn hash_file(
-    path: &Path,
-    alg: Algorithm,
-    buf: &mut [u8],
-    on_bytes: &mut dyn FnMut(u64),
-) -> io::Result<Digest> {
-    fn run<H: sha2::Digest>(
-        mut h: H,
-        f: &mut fs::File,
-        buf: &mut [u8],
-        on_bytes: &mut dyn FnMut(u64),
-    ) -> io::Result<String> {
-        loop {
-            let n = match f.read(buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            h.update(&buf[..n]);
-            on_bytes(n as u64);
-        }
-        Ok(hex::encode(h.finalize()))
-    }
-    let mut f = fs::File::open(path)?;
-    let hex = match alg {
-        Algorithm::Sha256 => run(sha2::Sha256::new(), &mut f, buf, on_bytes)?,
-        Algorithm::Sha512 => run(sha2::Sha512::new(), &mut f, buf, on_bytes)?,
-    };
-    Ok(Digest::from_parts(alg, hex))
-}
-
-impl Ctx {
-    pub(super) fn blob_state(&self, d: &Digest) -> BlobState {
+impl Ctx<'_> {
+    pub(super) async fn blob_state(&self, d: &Digest) -> BlobState {
         if self.corrupt.contains(d) {
             BlobState::Corrupt
-        } else if self.store.blob_path(d).is_file() {
+        } else if self.exists(&keys::blob(d)).await {
             BlobState::Intact
         } else {
             BlobState::Missing
         }
     }
 
-    /// Calls `f` with every `blobs/<alg>/<xx>/<hex>/data` whose name is a
-    /// digest berth knows; returns what did not fit (as notes) when `notes`.
-    fn walk_blobs(&mut self, notes: bool, f: &mut dyn FnMut(&mut Ctx, Digest, PathBuf)) {
-        let blobs = self.store.blobs_dir();
-        let algs = match entries(&blobs) {
-            Ok(l) => l,
-            Err(e) => {
-                if notes {
-                    self.unreadable(&blobs, &e);
-                }
-                return;
-            }
-        };
-        for (alg_name, alg_dir, ft) in algs {
-            let Some(alg) = algorithm(&alg_name).filter(|_| ft.is_dir()) else {
+    /// The names under `prefix`, sorted; with `notes`, a listing that
+    /// fails is a problem (else it is only skipped).
+    async fn blob_names(&mut self, prefix: &str, notes: bool) -> Vec<String> {
+        match notes {
+            true => self.names(prefix).await,
+            false => sorted_names(self.driver, prefix).await.unwrap_or_default(),
+        }
+    }
+
+    /// Calls `f` with every blob `blobs/<alg>/<xx>/<hex>/data` whose name is
+    /// a digest berth knows, and its size; with `notes`, notes what does
+    /// not fit and reports what cannot be listed.
+    async fn walk_blobs(&mut self, notes: bool, f: &mut impl AsyncFnMut(&mut Self, Digest, u64)) {
+        let blobs = keys::blobs();
+        for alg_name in self.blob_names(&blobs, notes).await {
+            let alg_dir = keys::child(&blobs, &alg_name);
+            let Some(alg) = Algorithm::from_name(&alg_name) else {
                 if notes {
                     self.note(format!(
                         "{}: not a digest algorithm berth knows; not verified",
-                        alg_dir.display()
+                        self.show(&alg_dir)
                     ));
                 }
                 continue;
             };
-            let prefixes = match entries(&alg_dir) {
-                Ok(l) => l,
-                Err(e) => {
-                    if notes {
-                        self.unreadable(&alg_dir, &e);
-                    }
-                    continue;
-                }
-            };
-            for (prefix, prefix_dir, _) in prefixes {
-                let hexes = match entries(&prefix_dir) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        if notes {
-                            self.unreadable(&prefix_dir, &e);
-                        }
-                        continue;
-                    }
-                };
-                for (hex, hex_dir, ft) in hexes {
+            for prefix in self.blob_names(&alg_dir, notes).await {
+                let prefix_dir = keys::child(&alg_dir, &prefix);
+                for hex in self.blob_names(&prefix_dir, notes).await {
                     let digest = Digest::parse(&format!("{}:{hex}", alg.as_str()))
                         .ok()
-                        .filter(|_| ft.is_dir() && hex.starts_with(&prefix) && prefix.len() == 2);
+                        .filter(|_| hex.starts_with(&prefix) && prefix.len() == 2);
                     let Some(digest) = digest else {
-                        if notes && !storage::is_temp_name(&hex) {
+                        if notes {
                             self.note(format!(
                                 "{}: not a blob directory; ignored",
-                                hex_dir.display()
+                                self.show(&keys::child(&prefix_dir, &hex))
                             ));
                         }
                         continue;
                     };
-                    let data = hex_dir.join("data");
-                    if data.is_file() {
-                        f(self, digest, data);
+                    let meta = optional(self.driver.stat(&keys::blob(&digest)).await);
+                    if let Ok(Some(meta)) = meta {
+                        f(self, digest, meta.size).await;
                     }
                 }
             }
         }
     }
 
-    pub(super) fn blob_pass(&mut self, progress: &mut dyn FnMut(&Progress)) {
+    pub(super) async fn blob_pass(&mut self, progress: &mut (dyn FnMut(&Progress) + Send)) {
         let (mut total, mut bytes_total) = (0u64, 0u64);
-        self.walk_blobs(false, &mut |_, _, path| {
+        self.walk_blobs(false, &mut async |_: &mut Self, _, size| {
             total += 1;
-            bytes_total += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        });
+            bytes_total += size;
+        })
+        .await;
         let mut p = Progress {
             phase: Phase::Blobs,
             done: 0,
@@ -157,30 +103,34 @@ impl Ctx {
             bytes_total,
         };
         progress(&p);
-        let mut buf = vec![0u8; BUF];
-        self.walk_blobs(true, &mut |ctx, digest, path| {
-            let result = hash_file(&path, digest.algorithm(), &mut buf, &mut |n| {
+        self.walk_blobs(true, &mut async |ctx: &mut Self, digest: Digest, size| {
+            let key = keys::blob(&digest);
+            let result = hash_object(ctx.driver, &key, digest.algorithm(), &mut |n| {
                 p.bytes_done += n;
                 progress(&p);
-            });
+            })
+            .await;
             p.done += 1;
             progress(&p);
             match result {
                 Ok(actual) if actual == digest => {
                     ctx.report.blobs += 1;
-                    ctx.report.blob_bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    ctx.report.blob_bytes += size;
                 }
                 Ok(actual) => {
                     ctx.corrupt.insert(digest.clone());
+                    let detail = format!("the bytes hash to {actual}, not {digest}");
                     ctx.problem(
                         Kind::CorruptBlob,
-                        &path,
-                        format!("the bytes hash to {actual}, not {digest}"),
-                        Fix::Quarantine(path.clone()),
-                    );
+                        &key,
+                        detail,
+                        Fix::Quarantine(key.clone()),
+                    )
+                    .await;
                 }
-                Err(e) => ctx.unreadable(&path, &e),
+                Err(e) => ctx.unreadable(&key, &e).await,
             }
-        });
+        })
+        .await;
     }
 }

@@ -1,56 +1,61 @@
-//! The first pass: what crashes leave behind, anywhere under
-//! `docker/registry/v2/`: temp files of interrupted atomic writes and upload
-//! directories without a data file. They are reported apart from the
-//! problems and do not change the outcome; removing them is `repair`'s.
+//! What crashes leave behind under `docker/registry/v2/`: temp files of
+//! interrupted atomic writes, found anywhere by the first pass through
+//! listings that show them, and upload directories without a data file,
+//! found by the repository pass as it lists each repository's uploads
+//! ([`Ctx::leftover`]). They are reported apart from the problems and do
+//! not change the outcome; removing them is `repair`'s.
 
-use std::fs;
-use std::path::Path;
+use futures_util::StreamExt;
 
-use super::{entries, repair, Ctx, Leftover, LeftoverKind};
-use crate::storage;
+use super::{repair, Ctx, Leftover, LeftoverKind};
+use crate::storage::driver::optional;
+use crate::storage::{is_temp_name, keys};
 
-impl Ctx {
-    /// Temp files anywhere in the tree and upload directories without data.
-    pub(super) fn leftover_pass(&mut self) {
-        let mut stack = vec![self.store.v2_dir().to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let list = match entries(&dir) {
-                Ok(l) => l,
-                Err(e) => {
-                    self.unreadable(&dir, &e);
+impl Ctx<'_> {
+    /// Temp files anywhere in the tree. Listings are read as they come;
+    /// what waits is the prefixes still to be listed.
+    pub(super) async fn leftover_pass(&mut self) {
+        let d = self.driver;
+        let mut todo = vec![keys::V2.to_string()];
+        while let Some(dir) = todo.pop() {
+            let mut names = d.list_with_temp(&dir);
+            while let Some(name) = names.next().await {
+                let name = match name {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.unreadable(&dir, &e).await;
+                        break;
+                    }
+                };
+                let key = keys::child(&dir, &name);
+                if !is_temp_name(&name) {
+                    if !keys::is_object_name(&name) {
+                        todo.push(key);
+                    }
                     continue;
                 }
-            };
-            let in_uploads = dir.file_name().is_some_and(|n| n == "_uploads");
-            for (name, path, ft) in list {
-                if ft.is_dir() {
-                    if in_uploads && !path.join("data").exists() {
-                        self.leftover(LeftoverKind::UploadWithoutData, &path);
-                    } else {
-                        stack.push(path);
-                    }
-                } else if ft.is_file() && storage::is_temp_name(&name) {
-                    self.leftover(LeftoverKind::TempFile, &path);
+                match optional(d.stat(&key).await) {
+                    Ok(Some(meta)) => self.leftover(LeftoverKind::TempFile, key, meta.size).await,
+                    // A prefix named like a temp file, or a write that
+                    // finished since the listing.
+                    Ok(None) => todo.push(key),
+                    Err(e) => self.unreadable(&key, &e).await,
                 }
             }
         }
-        self.report.leftovers.sort_by(|a, b| a.path.cmp(&b.path));
     }
 
-    fn leftover(&mut self, kind: LeftoverKind, path: &Path) {
-        let bytes = match kind {
-            LeftoverKind::TempFile => fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            LeftoverKind::UploadWithoutData => 0,
-        };
+    /// Records a leftover of `bytes` at `key`, removed when repairing.
+    pub(super) async fn leftover(&mut self, kind: LeftoverKind, key: String, bytes: u64) {
         let mut l = Leftover {
             kind,
-            path: path.to_path_buf(),
+            key,
             bytes,
             removed: false,
             error: None,
         };
         if self.repair {
-            repair::remove_leftover(&mut l);
+            repair::remove_leftover(self.driver, &mut l).await;
         }
         self.report.leftovers.push(l);
     }

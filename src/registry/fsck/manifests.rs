@@ -4,15 +4,14 @@
 //! (schema1, unknown media types, oversized) are noted and not judged.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::path::Path;
 
 use super::blobs::BlobState;
 use super::repair::Fix;
-use super::repositories::{layer_link, revision_link};
 use super::{Ctx, Kind};
-use crate::oci::{media, Digest};
+use crate::oci::{media, Digest, RepoName};
 use crate::registry::manifest;
+use crate::storage::driver::optional;
+use crate::storage::keys;
 
 /// Deepest index nesting followed.
 const MAX_DEPTH: usize = 32;
@@ -33,12 +32,12 @@ pub(super) enum Completeness {
     Unchecked,
 }
 
-impl Ctx {
-    /// Whether manifest `d` of the repository in `dir` can be pulled whole.
+impl Ctx<'_> {
+    /// Whether manifest `d` of `repo` can be pulled whole.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn completeness(
+    pub(super) async fn completeness(
         &mut self,
-        dir: &Path,
+        repo: &RepoName,
         d: &Digest,
         linked: &HashSet<Digest>,
         memo: &mut HashMap<Digest, Completeness>,
@@ -53,7 +52,7 @@ impl Ctx {
             return Completeness::Unchecked;
         }
         if !refs.contains_key(d) {
-            let r = self.load_refs(d);
+            let r = self.load_refs(d).await;
             refs.insert(d.clone(), r);
         }
         let Some(r) = refs.get(d).and_then(Option::as_ref) else {
@@ -63,11 +62,11 @@ impl Ctx {
         let (blobs, children) = (r.blobs.clone(), r.children.clone());
         let mut why = Vec::new();
         for b in &blobs {
-            match self.blob_state(b) {
+            match self.blob_state(b).await {
                 BlobState::Intact => {
-                    let layer = layer_link(dir, b);
-                    if !layer.is_file()
-                        && !revision_link(dir, b).is_file()
+                    let layer = keys::layer_link(repo, b);
+                    if !self.exists(&layer).await
+                        && !self.exists(&keys::revision_link(repo, b)).await
                         && relinked.insert(b.clone())
                     {
                         self.problem(
@@ -77,23 +76,25 @@ impl Ctx {
                                 "manifest {d} references blob {b}, which is intact but not linked into the repository"
                             ),
                             Fix::WriteLink(layer.clone(), b.clone()),
-                        );
+                        )
+                        .await;
                     }
                 }
                 state => why.push(format!("its blob {b} is {}", state.as_str())),
             }
         }
         for c in &children {
-            let state = self.blob_state(c);
+            let state = self.blob_state(c).await;
             if state != BlobState::Intact {
                 why.push(format!("its child manifest {c} is {}", state.as_str()));
                 continue;
             }
-            let child = self.completeness(dir, c, linked, memo, refs, relinked, depth + 1);
+            let child =
+                Box::pin(self.completeness(repo, c, linked, memo, refs, relinked, depth + 1)).await;
             if let Completeness::Broken(_) = child {
                 why.push(format!("its child manifest {c} cannot be pulled"));
             } else if !linked.contains(c) && relinked.insert(c.clone()) {
-                let link = revision_link(dir, c);
+                let link = keys::revision_link(repo, c);
                 self.problem(
                     Kind::MissingLink,
                     &link,
@@ -101,7 +102,8 @@ impl Ctx {
                         "index {d} references manifest {c}, which is intact but not linked into the repository"
                     ),
                     Fix::WriteLink(link.clone(), c.clone()),
-                );
+                )
+                .await;
             }
         }
         let c = if why.is_empty() {
@@ -115,19 +117,20 @@ impl Ctx {
 
     /// The references of a stored manifest; `None` (with a note) when it is
     /// nothing berth can judge.
-    fn load_refs(&mut self, d: &Digest) -> Option<Refs> {
-        let path = self.store.blob_path(d);
-        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    async fn load_refs(&mut self, d: &Digest) -> Option<Refs> {
+        let key = keys::blob(d);
+        let meta = optional(self.driver.stat(&key).await).ok().flatten();
+        let size = meta.map_or(0, |m| m.size);
         if size > manifest::MAX_MANIFEST_SIZE as u64 {
             self.note(format!(
                 "manifest {d} is {size} bytes, more than any manifest berth accepts; references not checked"
             ));
             return None;
         }
-        let bytes = match fs::read(&path) {
+        let bytes = match self.driver.get(&key).await {
             Ok(b) => b,
             Err(e) => {
-                self.unreadable(&path, &e);
+                self.unreadable(&key, &e).await;
                 return None;
             }
         };

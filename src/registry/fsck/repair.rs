@@ -1,79 +1,76 @@
-//! The repairs: every change fsck makes to the store is made here. A
-//! problem found by a pass comes with the [`Fix`] that would mend it;
-//! [`Ctx::problem`] records it and, when repairing, applies the fix and
-//! appends it to the run's `actions.log`. Corrupt blobs go to the run's
-//! quarantine directory, never away; leftovers of interrupted writes are
-//! removed.
+//! The repairs: every change fsck makes to the store is made here, through
+//! the driver. A problem found by a pass comes with the [`Fix`] that would
+//! mend it; [`Ctx::problem`] records it and, when repairing, applies the fix
+//! and appends it to the run's `actions.log` (see the [`super`] module doc
+//! for how the log is written). Corrupt blobs go to the run's quarantine,
+//! never away; leftovers of interrupted writes are removed.
 
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{Ctx, Kind, Leftover, LeftoverKind, Problem, Status};
-use crate::oci::{Digest, RepoName};
-use crate::storage;
+use bytes::Bytes;
 
-/// Directory under the storage root that receives quarantined blobs.
-pub const QUARANTINE_DIR: &str = "quarantine";
+use super::{cause, Ctx, Kind, Leftover, LeftoverKind, Problem, Status};
+use crate::oci::{Digest, RepoName, Tag};
+use crate::storage::driver::{Driver, StorageError};
+use crate::storage::{keys, listing, tree};
 
 /// A repair.
 pub(super) enum Fix {
     /// Nothing fsck can do.
     None,
-    Quarantine(PathBuf),
-    RemoveLink(PathBuf),
-    WriteLink(PathBuf, Digest),
-    RemoveTag(PathBuf),
+    /// Moves the object at this key to the run's quarantine.
+    Quarantine(String),
+    /// Removes the link at this key.
+    RemoveLink(String),
+    WriteLink(String, Digest),
+    /// Removes a tag whole (its current link and history).
+    RemoveTag(RepoName, Tag),
+    /// Unlinks a manifest from its repository, with the tags pointing at
+    /// it and its referrer link to `subject`.
     UnlinkManifest {
-        revision: PathBuf,
-        tags: Vec<PathBuf>,
-        referrer: Option<PathBuf>,
+        repo: RepoName,
+        manifest: Digest,
+        tags: Vec<Tag>,
+        subject: Option<Digest>,
     },
 }
 
-/// Removes `dir` when it is empty; errors do not matter.
-fn remove_if_empty(dir: Option<&Path>) {
-    if let Some(dir) = dir {
-        let _ = fs::remove_dir(dir);
-    }
+/// Removes the prefix `key` was in (a link's or a blob's `<hex>`) when
+/// nothing else is left in it, as a removal by registry:2 leaves it;
+/// errors do not matter.
+async fn remove_parent_if_empty(d: &dyn Driver, key: &str) {
+    let dir = keys::parent(key);
+    let _ = d.prune(dir, keys::parent(dir)).await;
 }
 
-/// Moves a file, across file systems too (copy, fsync, then remove).
-fn move_file(src: &Path, dst: &Path) -> io::Result<()> {
-    let dir = dst.parent().expect("destination has a parent");
-    fs::create_dir_all(dir)?;
-    match fs::rename(src, dst) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(18) => {
-            // EXDEV
-            fs::copy(src, dst)?;
-            fs::File::open(dst)?.sync_all()?;
-            fs::remove_file(src)?;
-        }
-        Err(e) => return Err(e),
+/// Removes `tags` of `repo` whole, then renews the repository's tag-list
+/// token so that running servers list its tags again.
+async fn remove_tags(d: &dyn Driver, repo: &RepoName, tags: &[Tag]) -> Result<(), StorageError> {
+    for t in tags {
+        d.delete_all(&keys::tag(repo, t)).await?;
     }
-    storage::sync_dir(dir)?;
-    if let Some(src_dir) = src.parent() {
-        storage::sync_dir(src_dir)?;
+    match tags.is_empty() {
+        true => Ok(()),
+        false => listing::tags_changed(d, repo).await,
     }
-    Ok(())
 }
 
 /// Removes a leftover, noting in it whether that worked.
-pub(super) fn remove_leftover(l: &mut Leftover) {
+pub(super) async fn remove_leftover(d: &dyn Driver, l: &mut Leftover) {
     let r = match l.kind {
-        LeftoverKind::TempFile => storage::remove_file(&l.path),
-        LeftoverKind::UploadWithoutData => storage::remove_dir_all(&l.path),
+        LeftoverKind::TempFile => d.delete(&l.key).await,
+        LeftoverKind::UploadWithoutData => d.delete_all(&l.key).await,
     };
     match r {
         Ok(_) => l.removed = true,
-        Err(e) => l.error = Some(e.to_string()),
+        Err(e) => l.error = Some(cause(&e)),
     }
 }
 
-impl Ctx {
-    /// This run's quarantine directory, created on first use.
-    fn quarantine_dir(&mut self) -> io::Result<PathBuf> {
+impl Ctx<'_> {
+    /// This run's quarantine, claimed on first use by creating its empty
+    /// `actions.log` under a name no earlier run has.
+    async fn quarantine_run(&mut self) -> Result<String, StorageError> {
         if let Some(q) = &self.report.quarantine {
             return Ok(q.clone());
         }
@@ -82,57 +79,40 @@ impl Ctx {
             .chars()
             .filter(|c| !matches!(c, '-' | ':'))
             .collect();
-        let base = self.root.join(QUARANTINE_DIR);
-        fs::create_dir_all(&base)?;
         let mut n = 0;
-        let dir = loop {
-            let name = match n {
+        let run = loop {
+            let run = keys::quarantine_run(&match n {
                 0 => stamp.clone(),
                 n => format!("{stamp}-{n}"),
-            };
-            let dir = base.join(name);
-            match fs::create_dir(&dir) {
-                Ok(()) => break dir,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) => return Err(e),
+            });
+            let log = keys::quarantine_log(&run);
+            if self.driver.put_new(&log, Bytes::new()).await? {
+                break run;
             }
+            n += 1;
         };
-        self.report.quarantine = Some(dir.clone());
-        Ok(dir)
+        self.log_len = 0;
+        self.report.quarantine = Some(run.clone());
+        Ok(run)
     }
 
-    fn log_action(&mut self, line: &str) -> io::Result<()> {
-        let dir = self.quarantine_dir()?;
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("actions.log"))?;
-        writeln!(f, "{line}")?;
-        f.sync_all()
-    }
-
-    /// Renews the tag-list token of the repository of the removed tag
-    /// directory `tag_dir` (`<name>/_manifests/tags/<tag>`), so that
-    /// running servers list its tags again.
-    fn tags_changed(&self, tag_dir: &Path) -> io::Result<()> {
-        let repo = tag_dir
-            .ancestors()
-            .nth(3)
-            .and_then(|dir| dir.strip_prefix(self.store.repositories_dir()).ok())
-            .and_then(|name| RepoName::parse(name.to_str()?).ok());
-        match repo {
-            Some(repo) => self.store.tags_changed(&repo),
-            None => Ok(()),
-        }
+    /// Appends `line` to the run's `actions.log`, durably.
+    async fn log_action(&mut self, line: &str) -> Result<(), StorageError> {
+        let log = keys::quarantine_log(&self.quarantine_run().await?);
+        let mut w = self.driver.writer(&log, self.log_len).await?;
+        w.write(Arc::new(vec![Bytes::from(format!("{line}\n"))]))
+            .await?;
+        self.log_len = w.finish().await?;
+        Ok(())
     }
 
     fn describe(fix: &Fix) -> String {
         match fix {
             Fix::None => "cannot be repaired by fsck".to_string(),
-            Fix::Quarantine(_) => format!("move it to {QUARANTINE_DIR}/"),
+            Fix::Quarantine(_) => format!("move it to {}/", keys::QUARANTINE),
             Fix::RemoveLink(_) => "remove the link".to_string(),
             Fix::WriteLink(_, d) => format!("write the link to {d}"),
-            Fix::RemoveTag(_) => "remove the tag".to_string(),
+            Fix::RemoveTag(..) => "remove the tag".to_string(),
             Fix::UnlinkManifest { tags, .. } => {
                 if tags.is_empty() {
                     "unlink the manifest from the repository (its bytes stay in blobs/)".to_string()
@@ -146,52 +126,46 @@ impl Ctx {
         }
     }
 
-    fn apply(&mut self, fix: &Fix) -> io::Result<String> {
+    async fn apply(&mut self, fix: &Fix) -> Result<String, StorageError> {
+        let d = self.driver;
         match fix {
             Fix::None => Ok(String::new()),
-            Fix::Quarantine(path) => {
-                let rel = path.strip_prefix(&self.root).unwrap_or(path).to_path_buf();
-                let dst = self.quarantine_dir()?.join(rel);
-                move_file(path, &dst)?;
-                remove_if_empty(path.parent());
-                Ok(format!("moved to {}", dst.display()))
+            Fix::Quarantine(key) => {
+                let dst = keys::quarantined(&self.quarantine_run().await?, key);
+                d.rename(key, &dst).await?;
+                remove_parent_if_empty(d, key).await;
+                Ok(format!("moved to {}", self.show(&dst)))
             }
-            Fix::RemoveLink(path) => {
-                storage::remove_file(path)?;
-                remove_if_empty(path.parent());
+            Fix::RemoveLink(key) => {
+                d.delete(key).await?;
+                remove_parent_if_empty(d, key).await;
                 Ok("link removed".to_string())
             }
-            Fix::WriteLink(path, d) => {
-                storage::write_link(path, d)?;
-                Ok(format!("link written: {d}"))
+            Fix::WriteLink(key, digest) => {
+                tree::write_link(d, key, digest).await?;
+                Ok(format!("link written: {digest}"))
             }
-            Fix::RemoveTag(dir) => {
-                storage::remove_dir_all(dir)?;
-                self.tags_changed(dir)?;
+            Fix::RemoveTag(repo, tag) => {
+                remove_tags(d, repo, std::slice::from_ref(tag)).await?;
                 Ok("tag removed".to_string())
             }
             Fix::UnlinkManifest {
-                revision,
+                repo,
+                manifest,
                 tags,
-                referrer,
+                subject,
             } => {
                 // Tags first, so that no tag ever points at a missing revision.
-                let mut names = Vec::new();
-                for t in tags {
-                    storage::remove_dir_all(t)?;
-                    self.tags_changed(t)?;
-                    names.push(
-                        t.file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                    );
+                remove_tags(d, repo, tags).await?;
+                if let Some(subject) = subject {
+                    let link = keys::referrer_link(repo, subject, manifest);
+                    d.delete(&link).await?;
+                    remove_parent_if_empty(d, &link).await;
                 }
-                if let Some(r) = referrer {
-                    storage::remove_file(r)?;
-                    remove_if_empty(r.parent());
-                }
-                storage::remove_file(revision)?;
-                remove_if_empty(revision.parent());
+                let revision = keys::revision_link(repo, manifest);
+                d.delete(&revision).await?;
+                remove_parent_if_empty(d, &revision).await;
+                let names: Vec<&str> = tags.iter().map(Tag::as_str).collect();
                 Ok(if names.is_empty() {
                     "manifest unlinked (its bytes stay in blobs/)".to_string()
                 } else {
@@ -204,28 +178,30 @@ impl Ctx {
         }
     }
 
-    pub(super) fn problem(&mut self, kind: Kind, path: &Path, detail: String, fix: Fix) {
+    pub(super) async fn problem(&mut self, kind: Kind, key: &str, detail: String, fix: Fix) {
         let (action, status) = match (&fix, self.repair) {
             (Fix::None, _) => (Self::describe(&fix), Status::Unrepairable),
             (_, false) => (
                 format!("--repair would {}", Self::describe(&fix)),
                 Status::Found,
             ),
-            (_, true) => match self.apply(&fix) {
+            (_, true) => match self.apply(&fix).await {
                 Ok(done) => {
-                    let line = format!("{}: {}: {detail}: {done}", kind.as_str(), path.display());
-                    let status = match self.log_action(&line) {
+                    let line = format!("{}: {}: {detail}: {done}", kind.as_str(), self.show(key));
+                    let status = match self.log_action(&line).await {
                         Ok(()) => Status::Repaired,
-                        Err(e) => Status::RepairFailed(format!("cannot write actions.log: {e}")),
+                        Err(e) => {
+                            Status::RepairFailed(format!("cannot write actions.log: {}", cause(&e)))
+                        }
                     };
                     (done, status)
                 }
-                Err(e) => (Self::describe(&fix), Status::RepairFailed(e.to_string())),
+                Err(e) => (Self::describe(&fix), Status::RepairFailed(cause(&e))),
             },
         };
         self.report.problems.push(Problem {
             kind,
-            path: path.to_path_buf(),
+            key: key.to_string(),
             detail,
             action,
             status,

@@ -1,10 +1,11 @@
 //! What one fsck run found: the problems (what is wrong, and what became of
 //! it), the leftovers of interrupted writes, the counts, and the text for a
 //! human. Owns no checking and no repair: the passes fill a [`Report`], and
-//! `repair` sets what became of each problem.
+//! `repair` sets what became of each problem. Things are named by their
+//! storage keys; the text shows them below the store's root
+//! ([`Report::path`]), as paths for the filesystem driver.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 /// What is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,8 @@ pub enum Status {
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub kind: Kind,
-    pub path: PathBuf,
+    /// Where: a storage key.
+    pub key: String,
     pub detail: String,
     /// What repair does (or did).
     pub action: String,
@@ -77,7 +79,7 @@ impl LeftoverKind {
 #[derive(Debug, Clone)]
 pub struct Leftover {
     pub kind: LeftoverKind,
-    pub path: PathBuf,
+    pub key: String,
     pub bytes: u64,
     pub removed: bool,
     pub error: Option<String>,
@@ -86,7 +88,9 @@ pub struct Leftover {
 /// The outcome of one run over one storage root.
 #[derive(Debug, Default)]
 pub struct Report {
-    pub root: PathBuf,
+    /// The store's root as the report names it (a directory, for the
+    /// filesystem driver).
+    pub root: String,
     pub repair: bool,
     pub problems: Vec<Problem>,
     pub leftovers: Vec<Leftover>,
@@ -102,11 +106,16 @@ pub struct Report {
     pub links: u64,
     pub upload_sessions: u64,
     pub upload_bytes: u64,
-    /// This run's quarantine directory, when something was put there.
-    pub quarantine: Option<PathBuf>,
+    /// The key of this run's quarantine, when something was put there.
+    pub quarantine: Option<String>,
 }
 
 impl Report {
+    /// `key` below the root, for a human: `<root>/<key>`.
+    pub fn path(&self, key: &str) -> String {
+        format!("{}/{key}", self.root.trim_end_matches('/'))
+    }
+
     /// Problems still there after this run.
     pub fn unresolved(&self) -> usize {
         self.problems
@@ -128,7 +137,7 @@ impl Report {
                 out,
                 "{label}: {}: {}: {}",
                 p.kind.as_str(),
-                p.path.display(),
+                self.path(&p.key),
                 p.detail
             );
             let _ = match &p.status {
@@ -149,7 +158,7 @@ impl Report {
                 out,
                 "{label}: leftover {}: {} ({} bytes; left by an interrupted write): {what}",
                 l.kind.as_str(),
-                l.path.display(),
+                self.path(&l.key),
                 l.bytes
             );
         }
@@ -160,7 +169,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{label}: quarantine: {} (with actions.log)",
-                q.display()
+                self.path(q)
             );
         }
         let repaired = self.problems.len() - self.unresolved();
@@ -173,7 +182,7 @@ impl Report {
             out,
             "{label}: {}: {} blob(s) ({}) verified, {} repositor{}, {} manifest(s), {} tag(s), \
              {} link(s); {problems}; {} leftover(s){}; {} upload session(s) ({}, resumable, left alone)",
-            self.root.display(),
+            self.root,
             self.blobs,
             human_bytes(self.blob_bytes),
             self.repositories,

@@ -2,27 +2,24 @@
 //! referrer links (each must hold its directory's digest and point at an
 //! intact blob, or for tags and referrers at a manifest of the repository),
 //! its manifests (see `manifests`), and its upload sessions, which are
-//! counted and left alone.
+//! counted and left alone (those without data are leftovers).
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
 
 use super::blobs::BlobState;
 use super::manifests::{Completeness, Refs};
 use super::repair::Fix;
-use super::{algorithm, entries, Ctx, Kind, Phase, Progress};
-use crate::oci::Digest;
-use crate::storage;
+use super::{Ctx, Kind, LeftoverKind, Phase, Progress};
+use crate::oci::{Algorithm, Digest, RepoName, Tag};
+use crate::storage::driver::optional;
+use crate::storage::{keys, tree};
 
-impl Ctx {
-    pub(super) fn repository_pass(&mut self, progress: &mut dyn FnMut(&Progress)) {
-        let repos = match self.store.list_repository_dirs() {
+impl Ctx<'_> {
+    pub(super) async fn repository_pass(&mut self, progress: &mut (dyn FnMut(&Progress) + Send)) {
+        let repos = match tree::repositories(self.driver).await {
             Ok(r) => r,
             Err(e) => {
-                let dir = self.store.repositories_dir();
-                self.unreadable(&dir, &e);
+                self.unreadable(&keys::repositories(), &e).await;
                 return;
             }
         };
@@ -33,25 +30,26 @@ impl Ctx {
             bytes_done: 0,
             bytes_total: 0,
         };
-        for name in repos {
+        for repo in repos {
             progress(&p);
-            self.check_repository(&name);
+            self.check_repository(&repo).await;
             p.done += 1;
         }
         progress(&p);
     }
 
-    fn check_repository(&mut self, name: &str) {
-        let dir = self.store.repositories_dir().join(name);
+    async fn check_repository(&mut self, repo: &RepoName) {
         self.report.repositories += 1;
 
-        for (d, link) in self.digest_links(&dir.join("_layers")) {
-            self.check_blob_link(&link, &d, "layer");
+        for d in self.digest_dirs(&keys::layers(repo)).await {
+            self.check_blob_link(&keys::layer_link(repo, &d), &d, "layer")
+                .await;
         }
 
         let mut revisions = Vec::new();
-        for (d, link) in self.digest_links(&dir.join("_manifests/revisions")) {
-            if self.check_blob_link(&link, &d, "manifest revision") {
+        for d in self.digest_dirs(&keys::revisions(repo)).await {
+            let link = keys::revision_link(repo, &d);
+            if self.check_blob_link(&link, &d, "manifest revision").await {
                 revisions.push(d);
             }
         }
@@ -63,92 +61,66 @@ impl Ctx {
         let mut relinked = HashSet::new();
         let mut broken = Vec::new();
         for d in &revisions {
-            let state = self.completeness(&dir, d, &linked, &mut memo, &mut refs, &mut relinked, 0);
+            let state = self
+                .completeness(repo, d, &linked, &mut memo, &mut refs, &mut relinked, 0)
+                .await;
             if let Completeness::Broken(why) = state {
                 broken.push((d.clone(), why));
             }
         }
         for (d, why) in broken {
-            let tags = self.tags_pointing_at(&dir, &d);
-            let tag_names: Vec<String> = tags
-                .iter()
-                .filter_map(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect();
-            let referrer = refs
+            let tags = self.tags_pointing_at(repo, &d).await;
+            let subject = refs
                 .get(&d)
                 .and_then(|r: &Option<Refs>| r.as_ref())
-                .and_then(|r| r.subject.as_ref())
-                .map(|s| {
-                    dir.join("_referrers")
-                        .join(s.algorithm().as_str())
-                        .join(s.hex())
-                        .join(d.algorithm().as_str())
-                        .join(d.hex())
-                        .join("link")
-                });
-            let revision = revision_link(&dir, &d);
-            let tagged = if tag_names.is_empty() {
+                .and_then(|r| r.subject.clone());
+            let tagged = if tags.is_empty() {
                 "untagged".to_string()
             } else {
-                format!("tags: {}", tag_names.join(", "))
+                let names: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+                format!("tags: {}", names.join(", "))
             };
             self.problem(
                 Kind::BrokenManifest,
-                &revision,
+                &keys::revision_link(repo, &d),
                 format!("manifest {d} ({tagged}) cannot be pulled: {why}"),
                 Fix::UnlinkManifest {
-                    revision: revision.clone(),
+                    repo: repo.clone(),
+                    manifest: d.clone(),
                     tags,
-                    referrer,
+                    subject,
                 },
-            );
+            )
+            .await;
             if self.repair {
                 linked.remove(&d);
             }
         }
 
-        self.check_tags(&dir, &linked);
-        self.check_referrers(&dir, &linked);
-        self.count_uploads(&dir);
+        self.check_tags(repo, &linked).await;
+        self.check_referrers(repo, &linked).await;
+        self.uploads(repo).await;
     }
 
-    /// `<base>/<alg>/<hex>` directories: (digest, `link` path), sorted.
-    fn digest_links(&mut self, base: &Path) -> Vec<(Digest, PathBuf)> {
+    /// The digests of the `<base>/<alg>/<hex>` prefixes, sorted; what is
+    /// no digest is noted.
+    async fn digest_dirs(&mut self, base: &str) -> Vec<Digest> {
         let mut out = Vec::new();
-        let algs = match entries(base) {
-            Ok(l) => l,
-            Err(e) => {
-                self.unreadable(base, &e);
-                return out;
-            }
-        };
-        for (alg_name, alg_dir, ft) in algs {
-            if !ft.is_dir() || storage::is_temp_name(&alg_name) {
-                continue;
-            }
-            let Some(alg) = algorithm(&alg_name) else {
+        for alg_name in self.names(base).await {
+            let alg_dir = keys::child(base, &alg_name);
+            let Some(alg) = Algorithm::from_name(&alg_name) else {
                 self.note(format!(
                     "{}: not a digest algorithm berth knows; not checked",
-                    alg_dir.display()
+                    self.show(&alg_dir)
                 ));
                 continue;
             };
-            let hexes = match entries(&alg_dir) {
-                Ok(l) => l,
-                Err(e) => {
-                    self.unreadable(&alg_dir, &e);
-                    continue;
-                }
-            };
-            for (hex, hex_dir, ft) in hexes {
-                if !ft.is_dir() {
-                    continue;
-                }
+            for hex in self.names(&alg_dir).await {
                 match Digest::parse(&format!("{}:{hex}", alg.as_str())) {
-                    Ok(d) => out.push((d, hex_dir.join("link"))),
+                    Ok(d) => out.push(d),
                     Err(_) => self.note(format!(
                         "{}: not a digest directory; ignored",
-                        hex_dir.display()
+                        self.show(&keys::child(&alg_dir, &hex))
                     )),
                 }
             }
@@ -156,37 +128,28 @@ impl Ctx {
         out
     }
 
-    /// Reads a link file: `Ok(None)` when there is none, `Ok(Some(text))`
-    /// with its (trimmed) content otherwise.
-    fn read_link_text(path: &Path) -> io::Result<Option<String>> {
-        match fs::read(path) {
-            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).trim().to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Checks a link `<...>/<alg>/<hex>/link` that must name `d` and point
     /// at an intact blob. Returns whether it is a usable link afterwards
     /// (`false` when absent or dangling).
-    fn check_blob_link(&mut self, link: &Path, d: &Digest, what: &str) -> bool {
-        let text = match Self::read_link_text(link) {
+    async fn check_blob_link(&mut self, link: &str, d: &Digest, what: &str) -> bool {
+        let text = match self.link_text(link).await {
             Ok(Some(t)) => t,
             Ok(None) => return false,
             Err(e) => {
-                self.unreadable(link, &e);
+                self.unreadable(link, &e).await;
                 return true;
             }
         };
         self.report.links += 1;
-        let state = self.blob_state(d);
+        let state = self.blob_state(d).await;
         if state != BlobState::Intact {
             self.problem(
                 Kind::DanglingLink,
                 link,
                 format!("{what} link to {d}, whose blob is {}", state.as_str()),
-                Fix::RemoveLink(link.to_path_buf()),
-            );
+                Fix::RemoveLink(link.to_string()),
+            )
+            .await;
             return false;
         }
         if Digest::parse(&text).ok().as_ref() != Some(d) {
@@ -194,55 +157,51 @@ impl Ctx {
                 Kind::BadLink,
                 link,
                 format!("{what} link holds {text:?}, not {d}"),
-                Fix::WriteLink(link.to_path_buf(), d.clone()),
-            );
+                Fix::WriteLink(link.to_string(), d.clone()),
+            )
+            .await;
         }
         true
     }
 
-    /// Tag directories of the repository in `dir` whose current link is `d`.
-    fn tags_pointing_at(&mut self, dir: &Path, d: &Digest) -> Vec<PathBuf> {
-        let tags_dir = dir.join("_manifests/tags");
-        let list = match entries(&tags_dir) {
-            Ok(l) => l,
-            Err(e) => {
-                self.unreadable(&tags_dir, &e);
-                return Vec::new();
+    /// The tags of `repo`, each with its name as stored; what is no tag
+    /// name is noted (and not checked) when `notes`.
+    async fn tags(&mut self, repo: &RepoName, notes: bool) -> Vec<(String, Tag)> {
+        let mut out = Vec::new();
+        for name in self.names(&keys::tags(repo)).await {
+            match Tag::parse(&name) {
+                Ok(tag) => out.push((name, tag)),
+                Err(_) if notes => self.note(format!(
+                    "{}: not a tag name; not checked",
+                    self.show(&keys::child(&keys::tags(repo), &name))
+                )),
+                Err(_) => {}
             }
-        };
-        list.into_iter()
-            .filter(|(_, path, ft)| {
-                ft.is_dir()
-                    && storage::read_link(&path.join("current/link"))
-                        .ok()
-                        .flatten()
-                        .as_ref()
-                        == Some(d)
-            })
-            .map(|(_, path, _)| path)
-            .collect()
+        }
+        out
     }
 
-    fn check_tags(&mut self, dir: &Path, linked: &HashSet<Digest>) {
-        let tags_dir = dir.join("_manifests/tags");
-        let list = match entries(&tags_dir) {
-            Ok(l) => l,
-            Err(e) => {
-                self.unreadable(&tags_dir, &e);
-                return;
+    /// The tags of `repo` whose current link is `d`.
+    async fn tags_pointing_at(&mut self, repo: &RepoName, d: &Digest) -> Vec<Tag> {
+        let mut out = Vec::new();
+        for (_, tag) in self.tags(repo, false).await {
+            let current = tree::read_link(self.driver, &keys::tag_current_link(repo, &tag)).await;
+            if current.ok().flatten().as_ref() == Some(d) {
+                out.push(tag);
             }
-        };
-        for (tag, tag_dir, ft) in list {
-            if !ft.is_dir() {
-                continue;
-            }
-            let current = tag_dir.join("current/link");
-            let text = match Self::read_link_text(&current) {
+        }
+        out
+    }
+
+    async fn check_tags(&mut self, repo: &RepoName, linked: &HashSet<Digest>) {
+        for (name, tag) in self.tags(repo, true).await {
+            let current = keys::tag_current_link(repo, &tag);
+            let text = match self.link_text(&current).await {
                 Ok(Some(t)) => t,
                 // Not a tag (registry:2 may leave history without a current link).
                 Ok(None) => continue,
                 Err(e) => {
-                    self.unreadable(&current, &e);
+                    self.unreadable(&current, &e).await;
                     continue;
                 }
             };
@@ -253,46 +212,46 @@ impl Ctx {
                     self.problem(
                         Kind::BadLink,
                         &current,
-                        format!("tag {tag} holds {text:?}, which is no digest"),
-                        Fix::RemoveTag(tag_dir.clone()),
-                    );
+                        format!("tag {name} holds {text:?}, which is no digest"),
+                        Fix::RemoveTag(repo.clone(), tag.clone()),
+                    )
+                    .await;
                     continue;
                 }
                 Ok(d) if !linked.contains(&d) => {
-                    let why = if revision_link(dir, &d).is_file() {
-                        format!("whose blob is {}", self.blob_state(&d).as_str())
+                    let why = if self.exists(&keys::revision_link(repo, &d)).await {
+                        format!("whose blob is {}", self.blob_state(&d).await.as_str())
                     } else {
                         "which is not in the repository".to_string()
                     };
                     self.problem(
                         Kind::DanglingLink,
                         &current,
-                        format!("tag {tag} points at manifest {d}, {why}"),
-                        Fix::RemoveTag(tag_dir.clone()),
-                    );
+                        format!("tag {name} points at manifest {d}, {why}"),
+                        Fix::RemoveTag(repo.clone(), tag.clone()),
+                    )
+                    .await;
                     continue;
                 }
                 Ok(_) => {}
             }
-            for (d, link) in self.digest_links(&tag_dir.join("index")) {
-                self.check_blob_link(&link, &d, &format!("tag {tag} history"));
+            for d in self.digest_dirs(&keys::tag_index(repo, &tag)).await {
+                let link = keys::tag_index_link(repo, &tag, &d);
+                self.check_blob_link(&link, &d, &format!("tag {name} history"))
+                    .await;
             }
         }
     }
 
-    fn check_referrers(&mut self, dir: &Path, linked: &HashSet<Digest>) {
-        let base = dir.join("_referrers");
-        for (subject, subject_link) in self.digest_links(&base) {
-            let subject_dir = subject_link
-                .parent()
-                .expect("link has a parent")
-                .to_path_buf();
-            for (d, link) in self.digest_links(&subject_dir) {
-                let text = match Self::read_link_text(&link) {
+    async fn check_referrers(&mut self, repo: &RepoName, linked: &HashSet<Digest>) {
+        for subject in self.digest_dirs(&keys::referrer_subjects(repo)).await {
+            for d in self.digest_dirs(&keys::referrers(repo, &subject)).await {
+                let link = keys::referrer_link(repo, &subject, &d);
+                let text = match self.link_text(&link).await {
                     Ok(Some(t)) => t,
                     Ok(None) => continue,
                     Err(e) => {
-                        self.unreadable(&link, &e);
+                        self.unreadable(&link, &e).await;
                         continue;
                     }
                 };
@@ -305,52 +264,37 @@ impl Ctx {
                             "referrer link of {subject} to manifest {d}, which is not in the repository"
                         ),
                         Fix::RemoveLink(link.clone()),
-                    );
+                    )
+                    .await;
                 } else if Digest::parse(&text).ok().as_ref() != Some(&d) {
                     self.problem(
                         Kind::BadLink,
                         &link,
                         format!("referrer link holds {text:?}, not {d}"),
                         Fix::WriteLink(link.clone(), d.clone()),
-                    );
+                    )
+                    .await;
                 }
             }
         }
     }
 
-    fn count_uploads(&mut self, dir: &Path) {
-        let uploads = dir.join("_uploads");
-        let list = match entries(&uploads) {
-            Ok(l) => l,
-            Err(e) => {
-                self.unreadable(&uploads, &e);
-                return;
-            }
-        };
-        for (_, path, ft) in list {
-            if !ft.is_dir() {
-                continue;
-            }
-            if let Ok(m) = fs::metadata(path.join("data")) {
-                self.report.upload_sessions += 1;
-                self.report.upload_bytes += m.len();
+    /// Counts the upload sessions of `repo`; one without data is a
+    /// leftover.
+    async fn uploads(&mut self, repo: &RepoName) {
+        for id in self.names(&keys::uploads(repo)).await {
+            let data = keys::upload_data(repo, &id);
+            match optional(self.driver.stat(&data).await) {
+                Ok(Some(meta)) => {
+                    self.report.upload_sessions += 1;
+                    self.report.upload_bytes += meta.size;
+                }
+                Ok(None) => {
+                    let dir = keys::upload(repo, &id);
+                    self.leftover(LeftoverKind::UploadWithoutData, dir, 0).await;
+                }
+                Err(e) => self.unreadable(&data, &e).await,
             }
         }
     }
-}
-
-pub(super) fn layer_link(repo_dir: &Path, d: &Digest) -> PathBuf {
-    repo_dir
-        .join("_layers")
-        .join(d.algorithm().as_str())
-        .join(d.hex())
-        .join("link")
-}
-
-pub(super) fn revision_link(repo_dir: &Path, d: &Digest) -> PathBuf {
-    repo_dir
-        .join("_manifests/revisions")
-        .join(d.algorithm().as_str())
-        .join(d.hex())
-        .join("link")
 }

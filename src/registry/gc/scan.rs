@@ -108,14 +108,14 @@ pub(super) async fn uploads(
     repo: &RepoName,
 ) -> Result<Vec<(String, Option<SystemTime>)>, RegistryError> {
     let mut out = Vec::new();
-    for id in names(d, &format!("{}/_uploads", keys::repo(repo))).await? {
+    for id in names(d, &keys::uploads(repo)).await? {
         let dir = keys::upload(repo, &id);
         let started = optional(d.get(&format!("{dir}/startedat")).await)?
             .and_then(|b| String::from_utf8(b.to_vec()).ok())
             .and_then(|s| humantime::parse_rfc3339_weak(s.trim()).ok());
         let started = match started {
             Some(t) => Some(t),
-            None => optional(d.stat(&format!("{dir}/data")).await)?.map(|m| m.modified),
+            None => optional(d.stat(&keys::upload_data(repo, &id)).await)?.map(|m| m.modified),
         };
         out.push((id, started));
     }

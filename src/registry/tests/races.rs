@@ -214,7 +214,8 @@ async fn stress(grace: Duration) {
             tags += 1;
         }
     }
-    let report = fsck::check(dir.path(), &fsck::Options { repair: false }, &mut |_| {});
+    let root = dir.path().display().to_string();
+    let report = fsck::check(&*reg.driver, &root, &fsck::Options::default(), &mut |_| {}).await;
     assert_eq!(report.unresolved(), 0, "{}", report.render("stress"));
     eprintln!(
         "stress (grace {grace:?}): {ops} operations, {} collections, {tags} tags checked, {refused} writes refused for collected blobs",
