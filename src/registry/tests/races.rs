@@ -110,8 +110,7 @@ async fn stress(grace: Duration) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     const WORKERS: usize = 6;
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Arc::new(Registry::on_filesystem(dir.path(), None));
+    let reg = Arc::new(memory());
     let repos = [repo("a"), repo("b/c")];
     let ops = stress_ops();
     let done = Arc::new(AtomicBool::new(false));
@@ -214,8 +213,13 @@ async fn stress(grace: Duration) {
             tags += 1;
         }
     }
-    let root = dir.path().display().to_string();
-    let report = fsck::check(&*reg.driver, &root, &fsck::Options::default(), &mut |_| {}).await;
+    let report = fsck::check(
+        &*reg.driver,
+        "memory",
+        &fsck::Options::default(),
+        &mut |_| {},
+    )
+    .await;
     assert_eq!(report.unresolved(), 0, "{}", report.render("stress"));
     eprintln!(
         "stress (grace {grace:?}): {ops} operations, {} collections, {tags} tags checked, {refused} writes refused for collected blobs",
