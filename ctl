@@ -250,7 +250,7 @@ install_test_packages() {
 	for cmd in skopeo:skopeo dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils umoci:umoci systemd-analyze:systemd pebble:pebble openssl:openssl curl:curl; do
 		command -v "${cmd%%:*}" >/dev/null 2>&1 || missing="$missing ${cmd#*:}"
 	done
-	# The PostgreSQL server's programs are not on PATH (tests/common/postgres.rs).
+	# The PostgreSQL server's programs are not on PATH (tests/suite/common/postgres.rs).
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$missing postgresql"
 	[ -z "$missing" ] && return 0
 	echo "ctl: installing Debian packages:$missing"

@@ -1,5 +1,5 @@
 //! Property checks over the parsers that read untrusted text, shared by the
-//! fuzz targets in `fuzz/` and the corpus replay in `tests/fuzz_corpus.rs`.
+//! fuzz targets in `fuzz/` and the corpus replay in `tests/suite/fuzz_corpus.rs`.
 //! Each check takes raw input bytes, runs one parser family on them and
 //! panics when a property does not hold; an error result is not a failure.
 

@@ -1,4 +1,4 @@
-//! What the lock scenarios in tests/coord.rs (run on both backends) cannot
+//! What the lock scenarios in tests/suite/coord.rs (run on both backends) cannot
 //! see: how repositories share local locks, keys, URLs and errors.
 
 use super::*;

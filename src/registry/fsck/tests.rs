@@ -1,6 +1,6 @@
 //! Runs of [`check`] over stores on the in-memory driver, damaged in each
 //! way fsck knows through their keys, checked, repaired and checked again.
-//! `tests/fsck.rs` does the same with the `berth` binary on a directory.
+//! `tests/suite/fsck.rs` does the same with the `berth` binary on a directory.
 
 use bytes::Bytes;
 use serde_json::json;
