@@ -7,8 +7,8 @@ use crate::common_api::*;
 use serde_json::Value;
 
 /// A server with one instance `ci` logging JSON, whose repository list
-/// cannot be read (a file where its directory should be): listing the
-/// catalog fails with an internal error.
+/// cannot be read (a symbolic link to itself where its directory should
+/// be): listing the catalog fails with an internal error.
 fn env() -> Env {
     let cfg = ConfigDir::new(&[Instance::new("ci")]);
     let berth_toml = cfg.path().join("berth.toml");
@@ -17,7 +17,7 @@ fn env() -> Env {
     std::fs::write(&berth_toml, toml).unwrap();
     let v2 = cfg.storage_root("ci").join("docker/registry/v2");
     std::fs::create_dir_all(&v2).unwrap();
-    std::fs::write(v2.join("repositories"), "not a directory").unwrap();
+    std::os::unix::fs::symlink("repositories", v2.join("repositories")).unwrap();
     Env::start_in(cfg, "ci")
 }
 
