@@ -114,7 +114,11 @@ impl Uploads {
             // would be open to everyone.
             d.put(&format!("{dir}/{OWNER}"), Bytes::from(owner.to_string()))
                 .await?;
-            d.put(&keys::upload_data(repo, &id), Bytes::new()).await?;
+            // Empty, through the writer: nothing to make durable yet.
+            d.writer(&keys::upload_data(repo, &id), 0)
+                .await?
+                .finish()
+                .await?;
             d.put(&format!("{dir}/startedat"), Bytes::from(started))
                 .await
         }

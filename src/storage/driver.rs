@@ -116,6 +116,13 @@ pub type Batch = Arc<Vec<Bytes>>;
 pub trait Writer: Send {
     /// Appends the batch.
     async fn write(&mut self, batch: Batch) -> Result<(), StorageError>;
+    /// Appends the batches in order; a driver may write them in one go.
+    async fn write_all(&mut self, batches: Vec<Batch>) -> Result<(), StorageError> {
+        for b in batches {
+            self.write(b).await?;
+        }
+        Ok(())
+    }
     /// Makes what was written durable; returns the object's size.
     async fn finish(self: Box<Self>) -> Result<u64, StorageError>;
 }

@@ -168,10 +168,15 @@ struct FsWriter {
 #[async_trait]
 impl Writer for FsWriter {
     async fn write(&mut self, batch: Batch) -> Result<(), StorageError> {
+        self.write_all(vec![batch]).await
+    }
+
+    /// One hand-over to the blocking pool for all of them.
+    async fn write_all(&mut self, batches: Vec<Batch>) -> Result<(), StorageError> {
         let mut file = self.file.take().expect("writer used after an error");
-        let n: usize = batch.iter().map(|c| c.len()).sum();
+        let n: usize = batches.iter().flat_map(|b| b.iter()).map(|c| c.len()).sum();
         let file = blocking("writing", &self.key, move || {
-            file.write(&batch)?;
+            batches.iter().try_for_each(|b| file.write(b))?;
             Ok(file)
         })
         .await?;

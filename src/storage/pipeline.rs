@@ -3,15 +3,16 @@
 //! pool) and written through the driver's [`Writer`] side by side, while
 //! the next batch is received.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
-use tokio::task::JoinHandle;
 
 use super::driver::{Batch, StorageError, Writer};
 
@@ -82,25 +83,30 @@ impl Drop for Appending {
 /// neither the other stage nor the receiving of the next batch.
 const BACKLOG: usize = 1;
 
-/// The work of a stage on some batches, handing the value back.
-type Task<T> = JoinHandle<Result<T, StorageError>>;
+/// The work of a stage on some batches, handing the value back. It must
+/// go on without being polled (its work runs in a task of its own, or on
+/// the blocking pool): the pipeline polls it only to see whether it is
+/// done, from the task receiving the body, so that nothing else has to be
+/// scheduled between one batch's end and the next one's start.
+type Work<T> = Pin<Box<dyn Future<Output = Result<T, CopyError>> + Send>>;
 
 /// One side of the pipeline (the writer or the hasher), with the batches
 /// it has not started on.
 struct Stage<T> {
     run: Option<Run<T>>,
     backlog: Vec<Batch>,
-    spawn: fn(T, Vec<Batch>) -> Task<T>,
+    spawn: fn(T, Vec<Batch>) -> Work<T>,
 }
 
-/// A stage's value: at hand, or busy in a task.
+/// A stage's value: at hand, being worked on, or lost to an error.
 enum Run<T> {
     Idle(T),
-    Busy(Task<T>),
+    Busy(Work<T>),
+    Failed(CopyError),
 }
 
 impl<T: Send + 'static> Stage<T> {
-    fn new(value: T, spawn: fn(T, Vec<Batch>) -> Task<T>) -> Stage<T> {
+    fn new(value: T, spawn: fn(T, Vec<Batch>) -> Work<T>) -> Stage<T> {
         Stage {
             run: Some(Run::Idle(value)),
             backlog: Vec::new(),
@@ -108,14 +114,28 @@ impl<T: Send + 'static> Stage<T> {
         }
     }
 
+    /// Whether work is under way; looks once, without waiting (and so
+    /// starts work that begins when first polled).
+    fn busy(&mut self) -> bool {
+        let Some(Run::Busy(work)) = &mut self.run else {
+            return false;
+        };
+        let done = match work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Pending => return true,
+            Poll::Ready(Ok(t)) => Run::Idle(t),
+            Poll::Ready(Err(e)) => Run::Failed(e),
+        };
+        self.run = Some(done);
+        false
+    }
+
     /// Waits for the work under way, if any (after an error there is no
     /// value left).
     async fn settle(&mut self) -> Result<T, CopyError> {
         match self.run.take() {
             Some(Run::Idle(t)) => Ok(t),
-            Some(Run::Busy(task)) => {
-                Ok(task.await.map_err(|e| CopyError::Task(e.to_string()))??)
-            }
+            Some(Run::Busy(work)) => work.await,
+            Some(Run::Failed(e)) => Err(e),
             None => Err(CopyError::Task("an earlier batch failed".into())),
         }
     }
@@ -125,10 +145,8 @@ impl<T: Send + 'static> Stage<T> {
     /// the stage.
     async fn push(&mut self, batch: Batch) -> Result<(), CopyError> {
         self.backlog.push(batch);
-        if let Some(Run::Busy(task)) = &self.run {
-            if !task.is_finished() && self.backlog.len() <= BACKLOG {
-                return Ok(());
-            }
+        if self.busy() && self.backlog.len() <= BACKLOG {
+            return Ok(());
         }
         self.start().await
     }
@@ -138,6 +156,7 @@ impl<T: Send + 'static> Stage<T> {
         let t = self.settle().await?;
         let batches = std::mem::take(&mut self.backlog);
         self.run = Some(Run::Busy((self.spawn)(t, batches)));
+        self.busy();
         Ok(())
     }
 
@@ -150,23 +169,22 @@ impl<T: Send + 'static> Stage<T> {
     }
 }
 
-fn write_batches(mut w: Box<dyn Writer>, batches: Vec<Batch>) -> Task<Box<dyn Writer>> {
-    tokio::spawn(async move {
-        for b in batches {
-            w.write(b).await?;
-        }
+fn write_batches(mut w: Box<dyn Writer>, batches: Vec<Batch>) -> Work<Box<dyn Writer>> {
+    Box::pin(async move {
+        w.write_all(batches).await?;
         Ok(w)
     })
 }
 
-fn hash_batches(mut h: Sha256, batches: Vec<Batch>) -> Task<Sha256> {
-    tokio::task::spawn_blocking(move || {
+fn hash_batches(mut h: Sha256, batches: Vec<Batch>) -> Work<Sha256> {
+    let task = tokio::task::spawn_blocking(move || {
         batches
             .iter()
             .flat_map(|b| b.iter())
             .for_each(|c| h.update(c));
-        Ok(h)
-    })
+        h
+    });
+    Box::pin(async move { task.await.map_err(|e| CopyError::Task(e.to_string())) })
 }
 
 /// Streams `body` into `writer`, hashing on the way (when given a hasher).
