@@ -246,6 +246,69 @@ async fn downloads_nobody_reads_are_cut_off() {
     assert_others_served(&env.reg).await;
 }
 
+/// A client that goes away in the middle of a chunk (its connection
+/// closed, for PATCH with and without Content-Range, and for the final
+/// PUT): the session stays at its last good offset, every time, and the
+/// upload can be finished.
+#[tokio::test]
+async fn an_upload_body_cut_by_a_closed_connection_is_rolled_back() {
+    let env = start(vec![Instance::new("ci")]);
+    let addr = env.server.addr("ci").to_string();
+    let auth = auth(&env);
+    let data = random_bytes(3000);
+    let digest = sha256_digest(&data);
+    let location = session_with(&env.reg, &data[..1000]).await;
+    let put_path = with_query(&location, &format!("digest={digest}"));
+    for round in 0..5 {
+        for (method, path, range) in [
+            ("PATCH", location.as_str(), "Content-Range: 1000-1999\r\n"),
+            ("PATCH", location.as_str(), ""),
+            ("PUT", put_path.as_str(), ""),
+        ] {
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: ci\r\nAuthorization: {auth}\r\n{range}Content-Length: 1000\r\n\r\n"
+            );
+            let mut stream = TcpStream::connect(&addr).await.expect("connect");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(&data[1000..1300]).await.unwrap();
+            drop(stream);
+            // Whatever the server is still doing with that request, the
+            // session is where it was once it is done.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let range = upload_range(&env.reg, &location).await;
+                if range == "0-999" {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}, {method} {range:?}: the session kept {range} of a cut chunk"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let resp = env
+        .reg
+        .patch(&location)
+        .header("content-range", "1000-1999")
+        .body(data[1000..2000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let location = must_header(&resp, "location");
+    let resp = env
+        .reg
+        .put(&with_query(&location, &format!("digest={digest}")))
+        .body(data[2000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    expect_blob_created(resp, REPO, &digest).await;
+    assert_blob(&env.reg, REPO, &digest, &data).await;
+}
+
 #[tokio::test]
 async fn stalled_upload_body_is_rolled_back_and_resumable() {
     let env = start(vec![Instance::new("ci")]);
