@@ -5,7 +5,9 @@
 //!
 //! Each lock is first taken in the process's memory ([`super::local`],
 //! fair, waiting without a thread), then as a file lock. File locks are
-//! only ever tried, never waited for in a thread: a request whose lock is
+//! only ever tried, never waited for in a thread (opening a lock file and
+//! trying it run on the task: neither waits for the disk, the directory
+//! being in use on every request): a request whose lock is
 //! held by another process tries again every [`RETRY`]. Nothing runs on
 //! behalf of a request after it is dropped (a wait cut off by a timeout or
 //! a client that went away leaves no thread that takes the lock later), and

@@ -95,7 +95,12 @@ impl Appender {
                 mode: Mode::Direct { stage, len, pos },
             });
         }
-        let mut file = super::open_upload_at(path, offset)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        file.set_len(offset)?;
         io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
         Ok(Appender {
             file,
@@ -341,6 +346,18 @@ mod tests {
             .unwrap();
         a.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), &data[..6001]);
+    }
+
+    #[test]
+    fn reopening_through_the_page_cache_cuts_off_past_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        std::fs::write(&path, b"hello world").unwrap();
+        let mut a = Appender::open_with(&path, 5, false).unwrap();
+        a.write(&[Bytes::from_static(b"!")]).unwrap();
+        a.finish().unwrap();
+        drop(a);
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello!");
     }
 
     /// What a refusal of direct I/O half-way does: the staged bytes and all

@@ -5,9 +5,9 @@
 //! Small objects are written to a temporary name beside their key,
 //! fsynced and renamed into place (then the directory is fsynced), so a
 //! crash leaves the old or the new content. Uploads append with
-//! [`Appender`] (direct I/O where the filesystem has it); a commit fsyncs
+//! `Appender` (storage/append.rs) (direct I/O where the filesystem has it); a commit fsyncs
 //! the upload and renames it into the blob store. Reads stream with
-//! [`FileRange`] (page-cached data on the task, the rest on the blocking
+//! `FileRange` (storage/read.rs) (page-cached data on the task, the rest on the blocking
 //! pool). Every call that may wait for the disk runs on the blocking pool,
 //! but for the small reads of every request (links, manifests, `stat`):
 //! they open and `stat` right on the task, as nginx does in its event loop

@@ -13,28 +13,27 @@ use crate::oci::{Algorithm, Digest};
 const BATCH: usize = 4 << 20;
 
 /// A running hash in one of the algorithms digests name.
-#[derive(Clone)]
-pub enum Hasher {
+enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
 }
 
 impl Hasher {
-    pub fn new(algorithm: Algorithm) -> Hasher {
+    fn new(algorithm: Algorithm) -> Hasher {
         match algorithm {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
         }
     }
 
-    pub fn update(&mut self, data: &[u8]) {
+    fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha512(h) => h.update(data),
         }
     }
 
-    pub fn finish(self) -> Digest {
+    fn finish(self) -> Digest {
         match self {
             Hasher::Sha256(h) => Digest::from_parts(Algorithm::Sha256, hex::encode(h.finalize())),
             Hasher::Sha512(h) => Digest::from_parts(Algorithm::Sha512, hex::encode(h.finalize())),
@@ -58,11 +57,12 @@ pub async fn hash_object(
     let mut pending_len = 0;
     loop {
         let piece = stream.next().await.transpose().map_err(failed)?;
-        if let Some(p) = &piece {
+        let end = piece.is_none();
+        if let Some(p) = piece {
             pending_len += p.len();
-            pending.push(p.clone());
+            pending.push(p);
         }
-        if pending_len >= BATCH || (piece.is_none() && pending_len > 0) {
+        if pending_len >= BATCH || (end && pending_len > 0) {
             let batch = std::mem::take(&mut pending);
             hasher = tokio::task::spawn_blocking(move || {
                 batch.iter().for_each(|b| hasher.update(b));
@@ -73,7 +73,7 @@ pub async fn hash_object(
             progress(pending_len as u64);
             pending_len = 0;
         }
-        if piece.is_none() {
+        if end {
             return Ok(hasher.finish());
         }
     }

@@ -39,10 +39,10 @@ pub mod pipeline;
 mod read;
 pub mod tree;
 
-pub use append::Appender;
-pub use read::FileRange;
+use append::Appender;
+use read::FileRange;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -98,20 +98,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Opens an upload's data file for appending at `offset`, cutting off any
-/// bytes past it (left by a chunk that failed half-way).
-pub fn open_upload_at(path: &Path, offset: u64) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    f.set_len(offset)?;
-    let mut f = f;
-    io::Seek::seek(&mut f, io::SeekFrom::Start(offset))?;
-    Ok(f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,16 +110,5 @@ mod tests {
         atomic_write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path().join("a/b")).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn upload_reopen_truncates_past_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("data");
-        fs::write(&p, b"hello world").unwrap();
-        let mut f = open_upload_at(&p, 5).unwrap();
-        f.write_all(b"!").unwrap();
-        drop(f);
-        assert_eq!(fs::read(&p).unwrap(), b"hello!");
     }
 }

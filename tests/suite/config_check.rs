@@ -518,3 +518,17 @@ fn coordination() {
     assert_stderr_contains(&out, "invalid value for option `port`");
     assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
 }
+
+/// A store whose heartbeats cannot be read (a symbolic link loop where
+/// their directory should be) does not fail the check: it is a warning
+/// naming the instance and what failed.
+#[test]
+fn unreadable_heartbeats_are_a_warning() {
+    let cfg = one_instance();
+    let berth_dir = cfg.storage_root("ci").join("berth");
+    std::fs::create_dir_all(&berth_dir).unwrap();
+    std::os::unix::fs::symlink("processes", berth_dir.join("processes")).unwrap();
+    let out = check(&cfg);
+    assert_passes(&out);
+    assert_stderr_contains(&out, "warning: instance ci: cannot read the heartbeats");
+}

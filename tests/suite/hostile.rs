@@ -246,6 +246,38 @@ async fn downloads_nobody_reads_are_cut_off() {
     assert_others_served(&env.reg).await;
 }
 
+/// The head of an upload request to `path` announcing 1000 bytes, with
+/// `range` (a `Content-Range` line, or nothing).
+fn upload_head(method: &str, path: &str, auth: &str, range: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: ci\r\nAuthorization: {auth}\r\n{range}Content-Length: 1000\r\n\r\n"
+    )
+}
+
+/// Sends bytes 1000..2000 of `data` to the session at `location` (which
+/// holds the first 1000) and finishes it with the rest; the blob must then
+/// be whole.
+async fn resume_and_finish(reg: &Reg, location: &str, data: &[u8]) {
+    let digest = sha256_digest(data);
+    let resp = reg
+        .patch(location)
+        .header("content-range", "1000-1999")
+        .body(data[1000..2000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let location = must_header(&resp, "location");
+    let resp = reg
+        .put(&with_query(&location, &format!("digest={digest}")))
+        .body(data[2000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    expect_blob_created(resp, REPO, &digest).await;
+    assert_blob(reg, REPO, &digest, data).await;
+}
+
 /// A client that goes away in the middle of a chunk (its connection
 /// closed, for PATCH with and without Content-Range, and for the final
 /// PUT): the session stays at its last good offset, every time, and the
@@ -265,9 +297,7 @@ async fn an_upload_body_cut_by_a_closed_connection_is_rolled_back() {
             ("PATCH", location.as_str(), ""),
             ("PUT", put_path.as_str(), ""),
         ] {
-            let head = format!(
-                "{method} {path} HTTP/1.1\r\nHost: ci\r\nAuthorization: {auth}\r\n{range}Content-Length: 1000\r\n\r\n"
-            );
+            let head = upload_head(method, path, &auth, range);
             let mut stream = TcpStream::connect(&addr).await.expect("connect");
             stream.write_all(head.as_bytes()).await.unwrap();
             stream.write_all(&data[1000..1300]).await.unwrap();
@@ -288,25 +318,7 @@ async fn an_upload_body_cut_by_a_closed_connection_is_rolled_back() {
             }
         }
     }
-    let resp = env
-        .reg
-        .patch(&location)
-        .header("content-range", "1000-1999")
-        .body(data[1000..2000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let location = must_header(&resp, "location");
-    let resp = env
-        .reg
-        .put(&with_query(&location, &format!("digest={digest}")))
-        .body(data[2000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    expect_blob_created(resp, REPO, &digest).await;
-    assert_blob(&env.reg, REPO, &digest, &data).await;
+    resume_and_finish(&env.reg, &location, &data).await;
 }
 
 #[tokio::test]
@@ -326,9 +338,7 @@ async fn stalled_upload_body_is_rolled_back_and_resumable() {
         ("PATCH", location.as_str(), "Content-Range: 1000-1999\r\n"),
         ("PUT", put_path.as_str(), ""),
     ] {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: ci\r\nAuthorization: {auth}\r\n{range}Content-Length: 1000\r\n\r\n"
-        );
+        let head = upload_head(method, path, &auth, range);
         let resp = send_partial(&addr, &head, &data[1000..1300]).await;
         resp.expect_error(400, "BLOB_UPLOAD_INVALID", &format!("stalled {method}"));
         assert!(resp.text().contains("no data for 1s"), "{}", resp.text());
@@ -341,25 +351,7 @@ async fn stalled_upload_body_is_rolled_back_and_resumable() {
     }
 
     // The client resumes and finishes.
-    let resp = env
-        .reg
-        .patch(&location)
-        .header("content-range", "1000-1999")
-        .body(data[1000..2000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let location = must_header(&resp, "location");
-    let resp = env
-        .reg
-        .put(&with_query(&location, &format!("digest={digest}")))
-        .body(data[2000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    expect_blob_created(resp, REPO, &digest).await;
-    assert_blob(&env.reg, REPO, &digest, &data).await;
+    resume_and_finish(&env.reg, &location, &data).await;
 
     // A stalled monolithic upload leaves nothing behind.
     let other = random_bytes(500);

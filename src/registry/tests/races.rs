@@ -273,3 +273,40 @@ fn the_manifest_cache_keeps_the_latest_within_its_budget() {
     cache.put(&big, Bytes::from(vec![0u8; size + 1]));
     assert!(cache.get(&big).is_none());
 }
+
+/// A process on the store that takes its locks elsewhere and appears while
+/// a collection runs stops it before it decides: nothing is deleted, and
+/// the journal is closed.
+#[tokio::test]
+async fn a_process_in_another_lock_domain_appearing_mid_run_stops_the_collection() {
+    let reg = memory();
+    let r = repo("app");
+    let img = push(&reg, &r, "old", "m").await.unwrap();
+    reg.delete_manifest(&r, &tag("old")).await.unwrap();
+    let (policy, pulls) = (policy(Duration::ZERO), HashMap::new());
+    let run = run_at_later(&policy, &pulls);
+    let collection = Collection::begin(&*reg.driver, &reg.coord, &run)
+        .await
+        .unwrap();
+    let other = crate::registry::presence::Heartbeat {
+        host: "elsewhere".into(),
+        pid: 7,
+        started: "2026-01-01T00:00:00Z".into(),
+        domain: "lock files of the kernel booted as x".into(),
+    };
+    reg.driver
+        .put(
+            &format!("{}/other", crate::storage::keys::PROCESSES),
+            serde_json::to_vec(&other).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    match collection.finish().await {
+        Err(RegistryError::Denied(why)) => assert!(why.contains("berth process 7"), "{why}"),
+        other => panic!("the collection went on: {:?}", other.map(|r| r.manifests)),
+    }
+    let open = reg.driver.stat(crate::storage::keys::JOURNAL_OPEN).await;
+    assert!(open.unwrap_err().is_not_found(), "the journal stayed open");
+    // The untagged manifest it would have taken is still there.
+    assert!(reg.blob(&r, &img.digest).await.is_ok());
+}
