@@ -4,10 +4,11 @@
 //!
 //! Small objects are written to a temporary name beside their key,
 //! fsynced and renamed into place (then the directory is fsynced), so a
-//! crash leaves the old or the new content. Uploads append with
-//! `Appender` (storage/append.rs) (direct I/O where the filesystem has it); a commit fsyncs
-//! the upload and renames it into the blob store. Reads stream with
-//! `FileRange` (storage/read.rs) (page-cached data on the task, the rest on the blocking
+//! crash leaves the old or the new content. Uploads append with the
+//! appender of `append.rs` (direct I/O where the filesystem has it); a
+//! commit fsyncs the upload and renames it into the blob store. Reads
+//! stream through `read.rs` (page-cached data on the task, the rest on the
+//! blocking
 //! pool). Every call that may wait for the disk runs on the blocking pool,
 //! but for the small reads of every request (links, manifests, `stat`):
 //! they open and `stat` right on the task, as nginx does in its event loop
