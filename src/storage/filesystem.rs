@@ -8,8 +8,8 @@
 //! appender of `append.rs` (direct I/O where the filesystem has it); a
 //! commit fsyncs the upload and renames it into the blob store. Reads
 //! stream through `read.rs` (page-cached data on the task, the rest on the
-//! blocking
-//! pool). Every call that may wait for the disk runs on the blocking pool,
+//! blocking pool). Every call that may wait for the disk runs on the
+//! blocking pool,
 //! but for the small reads of every request (links, manifests, `stat`):
 //! they open and `stat` right on the task, as nginx does in its event loop
 //! (the kernel answers from its caches for any path used lately), and read
