@@ -132,6 +132,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for w in &snapshot.warnings {
                 eprintln!("warning: {w}");
             }
+            let problems = storage_problems(&snapshot)?;
+            if !problems.is_empty() {
+                return Err(config_error(problems.join("\n")));
+            }
             println!("{}: configuration is valid", cfg.dir.display());
             if let Some(c) = &cfg.coordination {
                 // Not connected to: a check works offline.
@@ -151,7 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         .map(|a| a.to_string())
                         .collect::<Vec<_>>()
                         .join(", "),
-                    i.storage_root.display(),
+                    i.storage,
                     i.htpasswd.display()
                 );
             }
@@ -234,10 +238,10 @@ fn gc_refusals(cfg: &config::Config) -> anyhow::Result<Vec<String>> {
     let postgres = cfg.coordination.as_ref().map(|c| &c.postgres);
     let mut out = Vec::new();
     for i in &cfg.instances {
-        let driver = crate::storage::filesystem::FsDriver::new(&i.storage_root);
-        let ours = crate::coord::planned_domain(postgres, &i.storage_root.display().to_string());
+        let driver = i.storage.open()?;
+        let ours = crate::coord::planned_domain(postgres, &i.storage.identity());
         let refused = runtime.block_on(presence::refusal_in(
-            &driver,
+            &*driver,
             &ours,
             std::time::SystemTime::now(),
         ));
@@ -251,6 +255,25 @@ fn gc_refusals(cfg: &config::Config) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// For `berth check`: what keeps each bucket of the instances from being
+/// written and read (its probe, run for all of them at once). Directories
+/// are left alone: a check writes nothing on this host.
+fn storage_problems(snapshot: &Snapshot) -> anyhow::Result<Vec<String>> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let probes = snapshot
+        .instances
+        .values()
+        .filter(|i| i.config.storage.is_shared())
+        .map(|i| async move {
+            let probed = i.registry.driver().probe().await;
+            probed
+                .err()
+                .map(|why| format!("instance {}: {why}", i.config.name))
+        });
+    let found = runtime.block_on(futures_util::future::join_all(probes));
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// `berth gc`: retention and garbage collection of the chosen instances.
@@ -267,12 +290,12 @@ fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let coord = runtime.block_on(coordinator(&cfg))?;
     for inst in instances {
-        let registry = crate::registry::Registry::on_filesystem(
-            &inst.storage_root,
+        let registry = crate::registry::Registry::open(
+            &inst.storage,
             coord
                 .as_ref()
-                .map(|c| c.for_store(&inst.storage_root.display().to_string())),
-        );
+                .map(|c| c.for_store(&inst.storage.identity())),
+        )?;
         let run = registry.collect_garbage(&inst.retention, std::time::SystemTime::now(), dry_run);
         let report = runtime
             .block_on(run)
@@ -303,10 +326,10 @@ fn fsck(dir: &Path, only: Option<&str>, repair: bool) -> anyhow::Result<()> {
     let mut unresolved = 0;
     for inst in instances {
         let mut progress = progress::TerminalProgress::new(&inst.name);
-        let driver = crate::storage::filesystem::FsDriver::new(&inst.storage_root);
-        let root = inst.storage_root.display().to_string();
+        let driver = inst.storage.open()?;
+        let root = inst.storage.to_string();
         let opts = fsck::Options { repair };
-        let report = runtime.block_on(fsck::check(&driver, &root, &opts, &mut |p| {
+        let report = runtime.block_on(fsck::check(&*driver, &root, &opts, &mut |p| {
             progress.update(p)
         }));
         progress.finish();

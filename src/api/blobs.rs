@@ -21,6 +21,16 @@ pub(super) async fn get(
     head: bool,
 ) -> Result<Response<Body>, RegistryError> {
     let blob = registry.blob(repo, digest).await?;
+    if !head {
+        if let Some(url) = blob.redirect().await? {
+            return Ok(Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(header::LOCATION, url)
+                .header(DIGEST_HEADER, digest.to_string())
+                .body(Body::empty())
+                .expect("valid response"));
+        }
+    }
     let range = match byte_range(header_str(req, header::RANGE), blob.size) {
         Ok(r) => r,
         Err(e) => {

@@ -10,12 +10,10 @@ use toml::Spanned;
 
 use super::source::Source;
 use super::{
-    access, limits, resolve, retention, roots, tls, Claims, ConfigError, InstanceConfig,
+    access, limits, resolve, retention, storage, tls, Claims, ConfigError, InstanceConfig,
     DEFAULT_MAX_LOGIN_FAILURES,
 };
-
-/// Storage drivers an instance may name.
-const DRIVERS: [&str; 1] = ["filesystem"];
+use crate::storage::location::Location;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +23,7 @@ struct InstanceFile {
     #[serde(default)]
     listen: Vec<Spanned<String>>,
     #[serde(default)]
-    storage: StorageSection,
+    storage: storage::StorageSection,
     #[serde(default)]
     auth: AuthSection,
     #[serde(default)]
@@ -36,14 +34,6 @@ struct InstanceFile {
     retention: retention::RetentionSection,
     #[serde(default)]
     limits: limits::LimitsSection,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct StorageSection {
-    /// Only `"filesystem"` for now.
-    driver: Option<Spanned<String>>,
-    root: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,7 +84,8 @@ pub(super) fn read(
         file: file.to_path_buf(),
         hostnames: Vec::new(),
         listen: Vec::new(),
-        storage_root: resolve(dir, &format!("data/{name}")),
+        // Read below, after the keys above it in the file.
+        storage: Location::Filesystem(resolve(dir, &format!("data/{name}"))),
         htpasswd: resolve(dir, &format!("credentials/{name}.htpasswd")),
         max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
         access: access::build(&src, f.access, errors),
@@ -124,13 +115,13 @@ pub(super) fn read(
             inst.listen.push(a);
         }
     }
+    inst.storage = storage::build(dir, &src, &name, &f.storage, claims);
     if f.hostnames.is_empty() && f.listen.is_empty() {
         claims.errors.push(src.error_at(
             None,
             "the instance has neither hostnames nor listen addresses, so nothing reaches it",
         ));
     }
-    storage(dir, &src, &f.storage, &mut inst, claims);
     htpasswd(
         dir,
         &src,
@@ -200,50 +191,6 @@ fn hostnames(
             inst.hostnames.push(host.clone());
         }
     }
-}
-
-/// `[storage]`: the driver, and a root that overlaps no other instance's.
-fn storage(
-    dir: &Path,
-    src: &Source,
-    section: &StorageSection,
-    inst: &mut InstanceConfig,
-    claims: &mut Claims,
-) {
-    if let Some(d) = &section.driver {
-        if !DRIVERS.contains(&d.get_ref().as_str()) {
-            claims.errors.push(src.error_spanned(
-                d,
-                format!(
-                    "unknown storage driver '{}': one of {}",
-                    d.get_ref(),
-                    DRIVERS.map(|d| format!("\"{d}\"")).join(", ")
-                ),
-            ));
-        }
-    }
-    if let Some(root) = &section.root {
-        inst.storage_root = resolve(dir, root.get_ref());
-    }
-    let root_err = match &section.root {
-        Some(r) => src.error_spanned(r, "storage root"),
-        None => src.error_at(None, "storage root"),
-    };
-    let root = roots::Root::new(&inst.storage_root);
-    for (other, other_err) in &claims.roots {
-        if let Some(how) = root.overlap(other) {
-            claims.errors.push(ConfigError {
-                message: format!(
-                    "storage root {} overlaps the storage root {} of another instance ({}){how}; each instance needs its own",
-                    inst.storage_root.display(),
-                    other.written().display(),
-                    other_err.location()
-                ),
-                ..root_err.clone()
-            });
-        }
-    }
-    claims.roots.push((root, root_err));
 }
 
 fn valid_instance_name(name: &str) -> bool {

@@ -24,6 +24,7 @@ use crate::api::Limits;
 use crate::auth::Access;
 use crate::coord::PostgresUrl;
 use crate::registry::retention::Retention;
+use crate::storage::location::Location;
 
 mod access;
 mod instance;
@@ -32,6 +33,7 @@ mod retention;
 mod roots;
 mod server;
 mod source;
+mod storage;
 mod tls;
 pub use retention::parse_size;
 pub use tls::{AcmeChallenge, Tls, LETS_ENCRYPT};
@@ -82,7 +84,7 @@ pub struct InstanceConfig {
     pub file: PathBuf,
     pub hostnames: Vec<String>,
     pub listen: Vec<SocketAddr>,
-    pub storage_root: PathBuf,
+    pub storage: Location,
     pub htpasswd: PathBuf,
     /// Failed logins per minute from one address before it is throttled.
     pub max_login_failures: u32,
@@ -178,6 +180,8 @@ struct Claims {
     /// Hostnames, with the instance serving each.
     hostnames: HashMap<String, ConfigError>,
     roots: Vec<(roots::Root, ConfigError)>,
+    /// Buckets (endpoint and bucket) with the prefix claimed in each.
+    buckets: Vec<(String, String, ConfigError)>,
 }
 
 impl Claims {
@@ -365,10 +369,13 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.instances.len(), 2);
         let ci = c.instances.iter().find(|i| i.name == "ci").unwrap();
-        assert_eq!(ci.storage_root, d.0.path().join("data/ci"));
+        assert_eq!(ci.storage, Location::Filesystem(d.0.path().join("data/ci")));
         assert_eq!(ci.htpasswd, d.0.path().join("credentials/ci.htpasswd"));
         let cache = c.instances.iter().find(|i| i.name == "cache").unwrap();
-        assert_eq!(cache.storage_root, PathBuf::from("/srv/cache"));
+        assert_eq!(
+            cache.storage,
+            Location::Filesystem(PathBuf::from("/srv/cache"))
+        );
     }
 
     #[test]
@@ -426,7 +433,60 @@ mod tests {
         );
         assert_eq!(
             d.errors(),
-            vec!["instances/a.toml:3:10: unknown storage driver 'ftp': one of \"filesystem\""]
+            vec!["instances/a.toml:3:10: unknown storage driver 'ftp': one of \"filesystem\", \"s3\""]
+        );
+        // Keys of the other driver, and what an s3 instance needs.
+        d.instance(
+            "a",
+            "listen = [\"127.0.0.1:0\"]\n[storage]\nbucket = \"b1\"\n",
+        );
+        assert_eq!(
+            d.errors(),
+            vec!["instances/a.toml:3:10: storage.bucket is for driver \"s3\" (this instance stores in a directory)"]
+        );
+        d.instance(
+            "a",
+            "listen = [\"127.0.0.1:0\"]\n[storage]\ndriver = \"s3\"\nroot = \"x\"\npart_size = \"1MiB\"\nendpoint = \"ftp://x\"\n",
+        );
+        let errs = d.errors();
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs[0].starts_with("instances/a.toml:4:8: storage.root is for driver \"filesystem\""),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.ends_with("driver \"s3\" needs storage.bucket")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("6:12: storage.endpoint: 'ftp://x' is not an http")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("5:13: storage.part_size must be from 5MiB")),
+            "{errs:?}"
+        );
+        // Two instances on one bucket need prefixes apart.
+        let s3 = |prefix: &str| {
+            format!("listen = [\"127.0.0.1:0\"]\n[storage]\ndriver = \"s3\"\nbucket = \"reg\"\nendpoint = \"http://127.0.0.1:3900\"\nprefix = \"{prefix}\"\n")
+        };
+        d.instance("a", &s3("ci"));
+        d.instance("b", &s3("cache"));
+        let c = load(d.0.path()).unwrap();
+        let Location::S3(o) = &c.instances[0].storage else {
+            panic!("not s3")
+        };
+        assert!(o.path_style && o.redirect.is_none() && o.region == "us-east-1");
+        d.instance("b", &s3("ci/sub"));
+        let errs = d.errors();
+        assert!(
+            errs[0].contains(
+                "s3://reg/ci/sub at http://127.0.0.1:3900 overlaps the store of another instance"
+            ),
+            "{errs:?}"
         );
     }
 

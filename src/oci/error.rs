@@ -69,6 +69,9 @@ pub enum RegistryError {
     RangeNotSatisfiable(String),
     #[error("storage is full: {0}")]
     StorageFull(String),
+    /// The registry cannot reach its storage now (503).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -98,6 +101,7 @@ impl RegistryError {
             Unsupported(_) | MethodNotAllowed(_) | NotFound(_) | Misdirected(_)
             | HostInvalid(_) | UriTooLong(_) | HeadersTooLarge(_) => "UNSUPPORTED",
             StorageFull(_) | Internal(_) => "UNKNOWN",
+            Unavailable(_) => "UNAVAILABLE",
         }
     }
 
@@ -117,6 +121,7 @@ impl RegistryError {
             HeadersTooLarge(_) => 431,
             RangeInvalid(_) | RangeNotSatisfiable(_) => 416,
             StorageFull(_) => 507,
+            Unavailable(_) => 503,
             Internal(_) => 500,
             BlobUploadInvalid(_)
             | DigestInvalid(_)

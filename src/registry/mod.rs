@@ -31,8 +31,8 @@ use self::manifest::Descriptor;
 use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, Reference, RegistryError, RepoName};
 use crate::storage::driver::{optional, ByteStream, Driver, StorageError};
-use crate::storage::filesystem::FsDriver;
 use crate::storage::listing::{self, Listings, Names};
+use crate::storage::location::Location;
 use crate::storage::{keys, tree};
 
 /// One instance's registry.
@@ -108,6 +108,12 @@ impl Blob {
             other => Ok(other?),
         }
     }
+
+    /// Where the client may fetch the blob itself, when the store is set
+    /// to send clients there (a presigned URL of an object store).
+    pub async fn redirect(&self) -> Result<Option<String>, RegistryError> {
+        Ok(self.driver.redirect(&keys::blob(&self.digest)).await?)
+    }
 }
 
 /// A stored manifest.
@@ -152,12 +158,17 @@ impl Registry {
         }
     }
 
-    /// The registry of the local directory `root` (the filesystem
-    /// driver), its locks as lock files in it, for the processes of one
-    /// host; or through `coord`, when given.
-    pub fn on_filesystem(root: &std::path::Path, coord: Option<Coordinator>) -> Self {
-        let coord = coord.unwrap_or_else(|| Coordinator::files(root));
-        Self::new(Arc::new(FsDriver::new(root)), coord)
+    /// The registry of the store at `location`, its locks taken through
+    /// `coord`; without one, as lock files in a local directory (for the
+    /// processes of one host), or in this process alone for a bucket (a
+    /// process of another lock domain on it then keeps collections from
+    /// running: [`presence`]).
+    pub fn open(location: &Location, coord: Option<Coordinator>) -> Result<Self, StorageError> {
+        let coord = coord.unwrap_or_else(|| match location {
+            Location::Filesystem(root) => Coordinator::files(root),
+            Location::S3(_) => Coordinator::local().for_store(&location.identity()),
+        });
+        Ok(Self::new(location.open()?, coord))
     }
 
     /// The lock of one repository's manifests and tags, taken under the

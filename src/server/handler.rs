@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::routing::{self, Via};
 use super::{early, limits, Snapshot};
 use crate::api;
+use crate::oci::RegistryError;
 
 /// The header that carries a request's id, both ways.
 const REQUEST_ID: &str = "x-request-id";
@@ -96,6 +97,11 @@ async fn serve(
         .or(early);
     let mut resp = match (early, &instance) {
         (Some(resp), _) => resp,
+        (None, Some(inst)) if inst.storage_problem().is_some() => {
+            api::error_response(&RegistryError::Unavailable(
+                "this registry cannot reach its storage now; try again later".into(),
+            ))
+        }
         (None, Some(inst)) => {
             let ctx = api::Instance {
                 registry: &inst.registry,

@@ -30,6 +30,9 @@ pub struct Instance {
     /// Background work: the heartbeat; writing the pull log, scheduled
     /// retention runs.
     jobs: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// Why a bucket cannot be used now, when its last probe failed: the
+    /// instance then answers 503 until a probe succeeds.
+    storage_problem: parking_lot::Mutex<Option<String>>,
 }
 
 impl Drop for Instance {
@@ -44,6 +47,36 @@ impl Drop for Instance {
 const FLUSH_PULLS: Duration = Duration::from_secs(30);
 
 impl Instance {
+    /// Why the instance's storage cannot be used now, if so.
+    pub fn storage_problem(&self) -> Option<String> {
+        self.storage_problem.lock().clone()
+    }
+
+    /// Probes a bucket (a directory is not: a full disk still serves
+    /// pulls); logs when the outcome changes. Whether it can be used.
+    async fn probe_storage(&self) -> bool {
+        if !self.config.storage.is_shared() {
+            return true;
+        }
+        let problem = self.registry.driver().probe().await.err();
+        let name = &self.config.name;
+        let mut current = self.storage_problem.lock();
+        if *current != problem {
+            match &problem {
+                Some(why) => {
+                    tracing::error!(instance = %name, "{why}; answering 503 until it works")
+                }
+                None if current.is_some() => {
+                    tracing::info!(instance = %name, "storage {} works again", self.config.storage)
+                }
+                None => {}
+            }
+        }
+        let ok = problem.is_none();
+        *current = problem;
+        ok
+    }
+
     /// Starts the background jobs: the heartbeat every
     /// [`presence::BEAT`] (on a task of its own, so that a long collection
     /// does not make this process look gone), the pull log every
@@ -61,6 +94,11 @@ impl Instance {
             let mut first = true;
             loop {
                 let Some(inst) = weak.upgrade() else { return };
+                if !inst.probe_storage().await {
+                    drop(inst);
+                    tokio::time::sleep(presence::BEAT).await;
+                    continue;
+                }
                 if let Err(e) = inst.registry.beat().await {
                     tracing::warn!(instance = %name, "cannot write the heartbeat: {e}");
                 }
@@ -150,13 +188,17 @@ impl Snapshot {
         for ic in &config.instances {
             let old = previous.and_then(|p| p.instances.get(&ic.name));
             let registry = match old {
-                Some(o) if o.config.storage_root == ic.storage_root => o.registry.clone(),
-                _ => Arc::new(Registry::on_filesystem(
-                    &ic.storage_root,
-                    coord
-                        .as_ref()
-                        .map(|c| c.for_store(&ic.storage_root.display().to_string())),
-                )),
+                Some(o) if o.config.storage == ic.storage => o.registry.clone(),
+                _ => {
+                    let coord = coord.as_ref().map(|c| c.for_store(&ic.storage.identity()));
+                    match Registry::open(&ic.storage, coord) {
+                        Ok(r) => Arc::new(r),
+                        Err(e) => {
+                            errors.push(format!("instance {}: {e}", ic.name));
+                            continue;
+                        }
+                    }
+                }
             };
             let auth = match old {
                 Some(o)
@@ -214,6 +256,7 @@ impl Snapshot {
                         auth,
                         tls,
                         jobs: parking_lot::Mutex::new(Vec::new()),
+                        storage_problem: parking_lot::Mutex::new(None),
                     });
                     for h in &ic.hostnames {
                         by_host.insert(h.clone(), inst.clone());

@@ -182,11 +182,39 @@ pub trait Driver: Send + Sync + 'static {
     /// (see the module doc). [`StorageError::NotFound`] when `from` is
     /// absent.
     async fn rename(&self, from: &str, to: &str) -> Result<(), StorageError>;
+
+    /// A URL that serves the object `key` to anyone holding it for a
+    /// while (an object store's presigned URL), when the driver is set to
+    /// send clients there instead of streaming the object itself.
+    async fn redirect(&self, _key: &str) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
+    /// Writes, reads and deletes a small object under `berth/probe/`:
+    /// `Err` says, in words an operator can act on, what stands in the way.
+    async fn probe(&self) -> Result<(), String> {
+        let key = format!("berth/probe/{}", uuid::Uuid::new_v4().simple());
+        let probed = async {
+            self.put(&key, Bytes::from_static(b"berth")).await?;
+            self.get(&key).await?;
+            self.delete(&key).await
+        }
+        .await;
+        probed.map(|_| ()).map_err(|e| self.explain(&e))
+    }
+
+    /// An error of this store in an operator's words, for
+    /// [`Driver::probe`].
+    fn explain(&self, e: &StorageError) -> String {
+        format!("storage {}: {e}", self.describe())
+    }
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
-    //! What every driver must do, run against each of them.
+#[cfg(any(test, feature = "driver-contract"))]
+pub mod contract {
+    //! What every driver must do, run against each of them: here for the
+    //! filesystem and memory drivers, in the integration tests (feature
+    //! `driver-contract`) for the S3 driver against real object stores.
 
     use super::*;
     use futures_util::{StreamExt, TryStreamExt};

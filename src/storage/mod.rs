@@ -34,9 +34,11 @@ pub mod filesystem;
 pub mod hash;
 pub mod keys;
 pub mod listing;
+pub mod location;
 pub mod memory;
 pub mod pipeline;
 mod read;
+pub mod s3;
 pub mod tree;
 
 use append::Appender;
