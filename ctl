@@ -12,6 +12,9 @@ LOG_FILE=$STATE_DIR/berth.log
 UNIT=berth.service
 SYSTEMD_DIR=${BERTH_SYSTEMD_DIR:-/etc/systemd/system}
 SERVICE_USER=berth
+# Test tools that Debian does not ship, built or installed once and kept
+# (tests/suite/common/garage.rs and moto.rs look for them there).
+TOOLS=${BERTH_TOOLS:-$HOME/.cache/berth/tools}
 
 die() { echo "ctl: $*" >&2; exit 1; }
 
@@ -33,7 +36,8 @@ usage: ./ctl COMMAND [ARGS]
                         set a user's password (prompt or stdin), or remove the user
   install               install the systemd unit for this checkout and a system user
                         `berth` (needs root); prints what it did
-  test                  install the Debian packages the tests need, then run every test
+  test                  install the Debian packages and S3 servers (Garage, moto) the tests
+                        need, then run every test
   help                  this text
 
 Exit codes: 0 done, 1 failed, 2 configuration errors, 3 (status) not running,
@@ -41,7 +45,8 @@ Exit codes: 0 done, 1 failed, 2 configuration errors, 3 (status) not running,
 
 Environment: BERTH_CONFIG_DIR (default: this checkout), BERTH_STATE_DIR
 (default: CONFIG_DIR/state; holds berth.pid and berth.log), BERTH_BIN (use
-this binary, build nothing), BERTH_SYSTEMD_DIR (default /etc/systemd/system).
+this binary, build nothing), BERTH_SYSTEMD_DIR (default /etc/systemd/system),
+BERTH_TOOLS (default ~/.cache/berth/tools; test tools from crates.io and PyPI).
 USAGE
 }
 
@@ -252,6 +257,10 @@ install_test_packages() {
 	done
 	# The PostgreSQL server's programs are not on PATH (tests/suite/common/postgres.rs).
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$missing postgresql"
+	# moto goes into a venv (install_test_tools), which needs Debian's ensurepip.
+	if ! have_moto && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+		missing="$missing python3-venv"
+	fi
 	[ -z "$missing" ] && return 0
 	echo "ctl: installing Debian packages:$missing"
 	sudo=
@@ -259,6 +268,24 @@ install_test_packages() {
 	$sudo apt-get update -qq
 	# shellcheck disable=SC2086
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+}
+
+have_moto() { command -v moto_server >/dev/null 2>&1 || [ -x "$TOOLS/venv/bin/moto_server" ]; }
+
+# The S3 servers of the tests: Garage from crates.io, moto from PyPI (in a
+# venv of its own, which leaves the system's Python alone).
+install_test_tools() {
+	if [ ! -x "$TOOLS/bin/garage" ]; then
+		echo "ctl: building Garage 2.5.0 into $TOOLS (cargo install, once: about 15 minutes on 2 cores)"
+		cargo install garage --locked --version 2.5.0 --root "$TOOLS" --quiet ||
+			die "building Garage failed (see above)"
+	fi
+	if ! have_moto; then
+		echo "ctl: installing moto[server] (PyPI) into $TOOLS/venv"
+		{ python3 -m venv "$TOOLS/venv" &&
+			"$TOOLS/venv/bin/python3" -m pip install --quiet 'moto[server]'; } ||
+			die "installing moto failed (see above)"
+	fi
 }
 
 cmd=${1:-help}
@@ -293,6 +320,7 @@ passwd)
 test)
 	need_cargo
 	install_test_packages
+	install_test_tools
 	cd "$ROOT" && exec cargo test --all-targets "$@"
 	;;
 help | -h | --help) usage ;;

@@ -34,6 +34,8 @@ mod load;
 mod real_clients;
 mod reload;
 mod request_id;
+mod s3;
+mod s3_harness;
 mod tls;
 mod tls_docker;
 mod two_processes;

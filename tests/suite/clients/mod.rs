@@ -589,7 +589,7 @@ pub fn http_get_raw(addr: &str, path: &str) -> Option<String> {
 // The reference registry
 
 /// A running `docker-registry serve` (CNCF Distribution 2.8) with htpasswd
-/// auth, filesystem storage and deletes enabled.
+/// auth, filesystem storage (or the storage it is given) and deletes enabled.
 pub struct DistRegistry {
     child: Child,
     /// "127.0.0.1:PORT"
@@ -604,6 +604,18 @@ impl DistRegistry {
     /// Starts the reference registry on a free port of 127.0.0.1 serving
     /// `root`, with one user.
     pub fn start(root: &Path, user: &str, password: &str) -> DistRegistry {
+        std::fs::create_dir_all(root).unwrap();
+        let storage = format!(
+            "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+            root.display()
+        );
+        Self::start_with_storage(&storage, user, password)
+    }
+
+    /// The same with `storage`, the config's `storage:` section (e.g. an
+    /// S3 bucket). `AWS_CA_BUNDLE` is kept out of its environment: with it,
+    /// the S3 driver does not start ("LoadCustomCABundleError").
+    pub fn start_with_storage(storage: &str, user: &str, password: &str) -> DistRegistry {
         let bin = tool("docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         let htpasswd = dir.path().join("htpasswd");
@@ -611,7 +623,6 @@ impl DistRegistry {
             .unwrap()
             .format_for_version(bcrypt::Version::TwoY);
         std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-        std::fs::create_dir_all(root).unwrap();
         let log = dir.path().join("registry.log");
         for _attempt in 0..10 {
             let addr = format!("127.0.0.1:{}", pick_port());
@@ -623,10 +634,8 @@ impl DistRegistry {
                 &config,
                 format!(
                     "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
-                     storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: {addr}\n  secret: berth-e2e-{secret}\n\
+                     {storage}http:\n  addr: {addr}\n  secret: berth-e2e-{secret}\n\
                      auth:\n  htpasswd:\n    realm: {realm}\n    path: {htpasswd}\n",
-                    root = root.display(),
                     secret = token(),
                     htpasswd = htpasswd.display(),
                 ),
@@ -635,6 +644,7 @@ impl DistRegistry {
             let mut child = Command::new(&bin)
                 .arg("serve")
                 .arg(&config)
+                .env_remove("AWS_CA_BUNDLE")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())

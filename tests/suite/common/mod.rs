@@ -8,7 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod garage;
+pub mod moto;
 pub mod postgres;
+pub mod s3;
 
 /// One instance of a test config.
 pub struct Instance {
