@@ -258,7 +258,7 @@ async fn collections_on_one_process_lose_nothing_pushed_through_the_other() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(800);
-    let (told, refused) = churn::churn(&[rb.clone()], "stress", 4, ops).await;
+    let (told, refused) = churn::churn(std::slice::from_ref(&rb), "stress", 4, ops).await;
     let (lost, checked) = churn::lost(&ra, "stress", &told).await;
     assert!(
         lost.is_empty(),
