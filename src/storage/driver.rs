@@ -30,7 +30,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, TryStreamExt};
 
 /// Size and modification time of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +93,15 @@ impl From<StorageError> for crate::oci::RegistryError {
     }
 }
 
+/// `a/b` of `a` and `b`; either may be empty.
+pub fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
 /// Turns "not found" into `None`.
 pub fn optional<T>(r: Result<T, StorageError>) -> Result<Option<T>, StorageError> {
     match r {
@@ -107,6 +116,10 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// Names under a prefix, as they come.
 pub type Names<'a> = Pin<Box<dyn Stream<Item = Result<String, StorageError>> + Send + 'a>>;
+
+/// Objects under a prefix with their size and time, as they come.
+pub type Objects<'a> =
+    Pin<Box<dyn Stream<Item = Result<(String, Meta), StorageError>> + Send + 'a>>;
 
 /// One batch of an upload's body: the chunks as received.
 pub type Batch = Arc<Vec<Bytes>>;
@@ -158,6 +171,30 @@ pub trait Driver: Send + Sync + 'static {
     /// A driver whose writes leave none behind lists what `list` does.
     fn list_with_temp<'a>(&'a self, prefix: &'a str) -> Names<'a> {
         self.list(prefix)
+    }
+
+    /// Every object under `prefix`, at any depth, by its key below
+    /// `prefix` (`a/b/link`), with its size and time, in no order;
+    /// temporary objects left out. One pass over the store where it can
+    /// (an object store lists keys with their metadata a thousand at a
+    /// time); here, a listing and a look at each name.
+    fn walk<'a>(&'a self, prefix: &'a str) -> Objects<'a> {
+        let found = async move {
+            let mut out = Vec::new();
+            let mut todo = vec![String::new()];
+            while let Some(rel) = todo.pop() {
+                let names: Vec<String> = self.list(&join(prefix, &rel)).try_collect().await?;
+                for name in names {
+                    let key = join(&rel, &name);
+                    if let Some(meta) = optional(self.stat(&join(prefix, &key)).await)? {
+                        out.push((key.clone(), meta));
+                    }
+                    todo.push(key);
+                }
+            }
+            Ok(futures_util::stream::iter(out.into_iter().map(Ok)))
+        };
+        Box::pin(futures_util::stream::once(found).try_flatten())
     }
 
     /// Deletes one object; whether it was there.
@@ -305,6 +342,35 @@ pub mod contract {
         assert!(d.read("nope", 0, 1).await.err().unwrap().is_not_found());
         let mut empty = d.read("blobs/h/data", 11, 0).await.unwrap();
         assert!(empty.next().await.is_none());
+    }
+
+    pub async fn walking(d: &dyn Driver) {
+        for k in ["w/a/1/link", "w/a/2/link", "w/b/data", "w/top", "wx/no"] {
+            d.put(k, Bytes::from_static(b"kk")).await.unwrap();
+        }
+        let mut w = d.writer("w/up/data", 0).await.unwrap();
+        w.write(Arc::new(vec![Bytes::from_static(b"abc")]))
+            .await
+            .unwrap();
+        w.finish().await.unwrap();
+        let mut all: Vec<(String, u64)> = d
+            .walk("w")
+            .map_ok(|(k, m)| (k, m.size))
+            .try_collect()
+            .await
+            .unwrap();
+        all.sort();
+        let expected = [
+            ("a/1/link", 2),
+            ("a/2/link", 2),
+            ("b/data", 2),
+            ("top", 2),
+            ("up/data", 3),
+        ]
+        .map(|(k, n)| (k.to_string(), n));
+        assert_eq!(all, expected);
+        let none: Vec<(String, Meta)> = d.walk("nothing").try_collect().await.unwrap();
+        assert!(none.is_empty());
     }
 
     pub async fn temporary_objects(d: &dyn Driver) {

@@ -30,8 +30,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use rustix::io::{preadv2, ReadWriteFlags};
 
-use super::driver::{Batch, ByteStream, Driver, Meta, Names, StorageError, Writer};
+use super::driver::{Batch, ByteStream, Driver, Meta, Names, Objects, StorageError, Writer};
 use super::{atomic_write, remove_dir_all, remove_file, sync_dir, Appender, FileRange};
+use futures_util::TryStreamExt;
 
 /// How many names a listing hands over at once.
 const LIST_PAGE: usize = 1000;
@@ -256,6 +257,45 @@ impl Driver for FsDriver {
         self.names(prefix, true)
     }
 
+    /// One walk of the directory tree on the blocking pool.
+    fn walk<'a>(&'a self, prefix: &'a str) -> Objects<'a> {
+        let root = self.path(prefix);
+        let found = blocking("listing", prefix, move || {
+            let mut out = Vec::new();
+            let mut todo = vec![String::new()];
+            while let Some(rel) = todo.pop() {
+                let entries = match fs::read_dir(root.join(&rel)) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let Ok(name) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    let key = super::driver::join(&rel, &name);
+                    let m = match entry.metadata() {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if m.is_dir() {
+                        todo.push(key);
+                    } else if !super::is_temp_name(&name) {
+                        let meta = Meta {
+                            size: m.len(),
+                            modified: m.modified()?,
+                        };
+                        out.push(Ok((key, meta)));
+                    }
+                }
+            }
+            Ok(futures_util::stream::iter(out))
+        });
+        Box::pin(futures_util::stream::once(found).try_flatten())
+    }
+
     async fn delete(&self, key: &str) -> Result<bool, StorageError> {
         let path = self.path(key);
         blocking("deleting", key, move || remove_file(&path)).await
@@ -347,7 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_the_driver_contract() {
-        for check in 0..5 {
+        for check in 0..6 {
             let dir = tempfile::tempdir().unwrap();
             let d = FsDriver::new(dir.path());
             match check {
@@ -355,6 +395,7 @@ mod tests {
                 1 => contract::listing_and_prefix_deletes(&d).await,
                 2 => contract::temporary_objects(&d).await,
                 3 => contract::renames(&d).await,
+                4 => contract::walking(&d).await,
                 _ => contract::uploads(&d).await,
             }
         }

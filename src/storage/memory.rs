@@ -215,5 +215,6 @@ mod tests {
         contract::uploads(&MemDriver::new()).await;
         contract::temporary_objects(&MemDriver::new()).await;
         contract::renames(&MemDriver::new()).await;
+        contract::walking(&MemDriver::new()).await;
     }
 }

@@ -49,7 +49,7 @@ use object_store::{
 };
 use tokio::task::JoinHandle;
 
-use super::driver::{Batch, ByteStream, Driver, Meta, Names, StorageError, Writer};
+use super::driver::{Batch, ByteStream, Driver, Meta, Names, Objects, StorageError, Writer};
 
 /// The smallest part S3 takes (all but the last part of an upload).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -700,6 +700,61 @@ impl Driver for S3Driver {
                 async move { Ok((!name.is_empty()).then_some(name)) }
             });
         Box::pin(names)
+    }
+
+    /// One listing of every key under the prefix (a thousand a request);
+    /// the segments of a written object come as that object.
+    fn walk<'a>(&'a self, prefix: &'a str) -> Objects<'a> {
+        let i = &self.inner;
+        let dir = match i.full(prefix) {
+            d if d.is_empty() => d,
+            d => format!("{d}/"),
+        };
+        let listed = i.list_raw(dir.clone(), None).map_ok(move |(path, meta)| {
+            let key = path.strip_prefix(&dir).unwrap_or(&path).to_string();
+            (
+                key,
+                meta.unwrap_or(Meta {
+                    size: 0,
+                    modified: SystemTime::UNIX_EPOCH,
+                }),
+            )
+        });
+        // Keys come in order, so the segments of one object come together.
+        let merged = stream::try_unfold(
+            (Box::pin(listed), None::<(String, Meta)>),
+            |(mut listed, mut pending)| async move {
+                while let Some((key, meta)) = listed.try_next().await? {
+                    let Some((base, name)) = key.rsplit_once(&format!("{SEGMENTS}/")) else {
+                        if let Some(done) = pending.take() {
+                            return Ok(Some((vec![done, (key, meta)], (listed, None))));
+                        }
+                        return Ok(Some((vec![(key, meta)], (listed, None))));
+                    };
+                    if !name.starts_with(SEG) {
+                        continue;
+                    }
+                    match &mut pending {
+                        Some((k, m)) if k == base => {
+                            m.size += meta.size;
+                            m.modified = m.modified.max(meta.modified);
+                        }
+                        _ => {
+                            let done = pending.replace((base.to_string(), meta));
+                            if let Some(done) = done {
+                                return Ok(Some((vec![done], (listed, pending))));
+                            }
+                        }
+                    }
+                }
+                Ok(pending.take().map(|done| (vec![done], (listed, None))))
+            },
+        );
+        Box::pin(
+            merged
+                .map_ok(|v| stream::iter(v.into_iter().map(Ok)))
+                .try_flatten(),
+        )
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StorageError> {

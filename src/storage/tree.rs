@@ -2,13 +2,14 @@
 //! names under a prefix, the linked digests of a directory, the
 //! repositories, the catalog and the tags of a repository. Where things
 //! are is [`super::keys`]; this module knows what links hold, what makes a
-//! repository, a repository of the catalog and a tag. Walks take names
-//! from [`Driver::list`] as they come, never a whole directory at once.
+//! repository, a repository of the catalog and a tag. Walks of the
+//! repositories take names from [`Driver::list`] as they come; the links
+//! of a directory come from one [`Driver::walk`].
 
 use std::future::ready;
 use std::time::SystemTime;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use super::driver::{optional, Driver, StorageError};
 use super::keys;
@@ -39,23 +40,39 @@ pub async fn names(d: &dyn Driver, prefix: &str) -> Result<Vec<String>, StorageE
     d.list(prefix).try_collect().await
 }
 
-/// Digests linked under `base/<alg>/<hex>/link`, with the link's time.
+/// Digests linked under `base/<alg>/<hex>/link`, with the link's time,
+/// sorted: one walk of `base`, then the links read [`READ_AHEAD`] at a time.
 pub async fn links(d: &dyn Driver, base: &str) -> Result<Vec<(Digest, SystemTime)>, StorageError> {
-    let mut out = Vec::new();
-    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-        let dir = format!("{base}/{}", alg.as_str());
-        for hex in names(d, &dir).await? {
-            let link = format!("{dir}/{hex}/link");
-            let (Some(digest), Some(meta)) =
-                (read_link(d, &link).await?, optional(d.stat(&link).await)?)
-            else {
-                continue;
-            };
-            out.push((digest, meta.modified));
-        }
-    }
+    let found: Vec<(String, SystemTime)> = d
+        .walk(base)
+        .try_filter_map(|(key, meta)| ready(Ok(link_digest(&key).map(|_| (key, meta.modified)))))
+        .try_collect()
+        .await?;
+    let read = futures_util::stream::iter(found).map(|(key, modified)| async move {
+        let digest = read_link(d, &format!("{base}/{key}")).await?;
+        Ok::<_, StorageError>(digest.map(|digest| (digest, modified)))
+    });
+    let mut out: Vec<_> = read
+        .buffered(READ_AHEAD)
+        .try_filter_map(|link| ready(Ok(link)))
+        .try_collect()
+        .await?;
     out.sort();
     Ok(out)
+}
+
+/// The digest a link's key below its base names (`<alg>/<hex>/link`).
+pub fn link_digest(key: &str) -> Option<Digest> {
+    let mut parts = key.split('/');
+    let (alg, hex, link) = (parts.next()?, parts.next()?, parts.next()?);
+    if link != "link" || parts.next().is_some() {
+        return None;
+    }
+    [Algorithm::Sha256, Algorithm::Sha512]
+        .iter()
+        .any(|a| a.as_str() == alg)
+        .then(|| Digest::parse(&format!("{alg}:{hex}")).ok())
+        .flatten()
 }
 
 /// Every repository: a directory under `repositories/` with a `_`-prefixed

@@ -90,6 +90,7 @@ async fn whole_contract(d: &dyn Driver) {
     contract::listing_and_prefix_deletes(d).await;
     contract::uploads(d).await;
     contract::renames(d).await;
+    contract::walking(d).await;
     multipart_writes(d).await;
 }
 

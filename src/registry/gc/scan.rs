@@ -5,9 +5,12 @@
 
 use std::time::SystemTime;
 
+use std::collections::BTreeMap;
+use std::future::ready;
+
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::oci::{Algorithm, Digest, RegistryError, RepoName, Tag};
+use crate::oci::{Digest, RegistryError, RepoName, Tag};
 use crate::storage::driver::{optional, Driver, StorageError};
 use crate::storage::keys;
 use crate::storage::tree::{self, READ_AHEAD};
@@ -44,61 +47,69 @@ pub(super) struct BlobEntry {
     pub modified: SystemTime,
 }
 
-/// What one repository holds.
+/// What one repository holds: one walk of its tags (the push time of
+/// each tag's `current/link`, its history from the keys of its index),
+/// the current links read [`READ_AHEAD`] at a time, and the revision and
+/// layer links.
 pub(super) async fn repository(d: &dyn Driver, repo: RepoName) -> Result<RepoScan, StorageError> {
     let mut scan = RepoScan::empty(repo);
     let repo = &scan.name;
-    // A registry:2 root may hold directories that are no valid tag.
-    let tags: Vec<Tag> = names(d, &keys::tags(repo))
-        .await?
-        .iter()
-        .filter_map(|n| Tag::parse(n).ok())
-        .collect();
-    let read = futures_util::stream::iter(tags)
-        .map(|tag| async move {
-            let had = links(d, &keys::tag_index(repo, &tag)).await?;
-            let link = keys::tag_current_link(repo, &tag);
-            let current = match tree::read_link(d, &link).await? {
-                Some(digest) => optional(d.stat(&link).await)?.map(|m| (digest, m.modified)),
-                None => None,
-            };
-            Ok::<_, StorageError>((tag, had, current))
-        })
-        .buffered(READ_AHEAD);
-    let read: Vec<_> = read.try_collect().await?;
-    for (tag, had, current) in read {
-        scan.history
-            .push((tag.clone(), had.into_iter().map(|(d, _)| d).collect()));
-        if let Some((digest, modified)) = current {
-            scan.tags.push((tag, digest, modified));
+    let mut current = Vec::new();
+    let mut history: BTreeMap<Tag, Vec<Digest>> = BTreeMap::new();
+    let tags_key = keys::tags(repo);
+    let mut walk = d.walk(&tags_key);
+    while let Some((key, meta)) = walk.try_next().await? {
+        // A registry:2 root may hold directories that are no valid tag.
+        let Some((tag, rest)) = key.split_once('/') else {
+            continue;
+        };
+        let Ok(tag) = Tag::parse(tag) else { continue };
+        if rest == "current/link" {
+            current.push((tag.clone(), meta.modified));
+            history.entry(tag).or_default();
+        } else if let Some(digest) = rest.strip_prefix("index/").and_then(tree::link_digest) {
+            history.entry(tag).or_default().push(digest);
         }
     }
+    drop(walk);
+    current.sort();
+    let read = futures_util::stream::iter(current)
+        .map(|(tag, modified)| async move {
+            let digest = tree::read_link(d, &keys::tag_current_link(repo, &tag)).await?;
+            Ok::<_, StorageError>(digest.map(|digest| (tag, digest, modified)))
+        })
+        .buffered(READ_AHEAD);
+    scan.tags = read.try_filter_map(|t| ready(Ok(t))).try_collect().await?;
+    scan.history = history
+        .into_iter()
+        .map(|(tag, mut had)| {
+            had.sort();
+            (tag, had)
+        })
+        .collect();
     scan.revisions = links(d, &keys::revisions(repo)).await?;
     scan.layers = links(d, &keys::layers(repo)).await?;
     Ok(scan)
 }
 
-/// Every blob with its size and time.
+/// Every blob with its size and time: one walk of the blob store.
 pub(super) async fn blobs(d: &dyn Driver) -> Result<Vec<BlobEntry>, StorageError> {
-    let mut out = Vec::new();
-    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-        let dir = format!("{}/{}", keys::blobs(), alg.as_str());
-        for prefix in names(d, &dir).await? {
-            for hex in names(d, &format!("{dir}/{prefix}")).await? {
-                let Ok(digest) = Digest::parse(&format!("{}:{hex}", alg.as_str())) else {
-                    continue;
-                };
-                if let Some(meta) = optional(d.stat(&keys::blob(&digest)).await)? {
-                    out.push(BlobEntry {
-                        digest,
-                        size: meta.size,
-                        modified: meta.modified,
-                    });
-                }
-            }
-        }
-    }
-    Ok(out)
+    d.walk(&keys::blobs())
+        .try_filter_map(|(key, meta)| {
+            // `<alg>/<hex[..2]>/<hex>/data`
+            let parts: Vec<&str> = key.split('/').collect();
+            let digest = match parts.as_slice() {
+                [alg, _, hex, "data"] => Digest::parse(&format!("{alg}:{hex}")).ok(),
+                _ => None,
+            };
+            ready(Ok(digest.map(|digest| BlobEntry {
+                digest,
+                size: meta.size,
+                modified: meta.modified,
+            })))
+        })
+        .try_collect()
+        .await
 }
 
 /// Upload sessions of a repository with the time each began (its
