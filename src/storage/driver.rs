@@ -371,6 +371,8 @@ pub mod contract {
         assert_eq!(all, expected);
         let none: Vec<(String, Meta)> = d.walk("nothing").try_collect().await.unwrap();
         assert!(none.is_empty());
+        assert!(d.delete_all("w").await.unwrap());
+        assert!(d.walk("w").try_next().await.unwrap().is_none());
     }
 
     pub async fn temporary_objects(d: &dyn Driver) {

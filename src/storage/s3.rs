@@ -417,28 +417,27 @@ impl Inner {
     /// way); whether there was anything.
     async fn delete_key(&self, key: &str) -> Result<bool, StorageError> {
         let path = self.path(key)?;
-        let plain = match self.store.head(&path).await {
+        match self.store.head(&path).await {
+            // A key is a whole object or segments, not both.
             Ok(_) => {
                 self.store
                     .delete(&path)
                     .await
                     .map_err(|e| self.err("delete", key, e))?;
-                true
+                return Ok(true);
             }
-            Err(object_store::Error::NotFound { .. }) => false,
+            Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.err("delete", key, e)),
+        }
+        let Some(segs) = self.segments(key).await? else {
+            return Ok(false);
         };
-        let segmented = match self.segments(key).await? {
-            Some(segs) => {
-                let records: Vec<_> = segs.uploads.into_iter().map(|(_, r)| r).collect();
-                self.abort_uploads(&records).await?;
-                self.delete_paths(segs.parts.into_iter().map(|s| s.path).collect())
-                    .await?;
-                true
-            }
-            None => false,
-        };
-        Ok(plain || segmented)
+        let records: Vec<_> = segs.uploads.into_iter().map(|(_, r)| r).collect();
+        self.abort_uploads(&records).await?;
+        let any = !segs.parts.is_empty();
+        self.delete_paths(segs.parts.into_iter().map(|s| s.path).collect())
+            .await?;
+        Ok(any)
     }
 
     /// `len` bytes from `offset` of a written object.

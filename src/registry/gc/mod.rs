@@ -597,15 +597,25 @@ impl<'a> Collection<'a> {
                 }
             }
         }
+        let mut deleted = BTreeSet::new();
         for b in self.candidates(m) {
+            deleted.insert(&b.digest);
             if d.delete_all(&keys::blob_dir(&b.digest)).await? {
                 report.blobs += 1;
                 report.bytes += b.size;
             }
         }
-        // Layer links to blobs that are gone.
+        // Layer links to blobs that are gone. Only collections delete
+        // blobs, one at a time: a blob the scan found and this run kept is
+        // there, and needs no look.
+        let kept: BTreeSet<&Digest> = self
+            .blobs
+            .iter()
+            .map(|b| &b.digest)
+            .filter(|d| !deleted.contains(d))
+            .collect();
         for repo in &self.repos {
-            for (digest, _) in &repo.layers {
+            for (digest, _) in repo.layers.iter().filter(|(dg, _)| !kept.contains(dg)) {
                 if optional(d.stat(&keys::blob(digest)).await)?.is_none() {
                     d.delete(&keys::layer_link(&repo.name, digest)).await?;
                 }
