@@ -462,7 +462,11 @@ impl Inner {
         let pieces = stream::iter(ranges)
             .then(move |(path, from, to)| {
                 let store = store.clone();
-                async move { ranged(&store, &path, from, to).await }
+                async move {
+                    ranged(&store, &path, from, to)
+                        .await
+                        .map_err(io::Error::from)
+                }
             })
             .try_flatten();
         Ok(exact(Box::pin(pieces), len - missing, missing > 0, key))
@@ -545,12 +549,12 @@ async fn ranged(
     path: &Path,
     from: u64,
     to: u64,
-) -> io::Result<stream::BoxStream<'static, io::Result<Bytes>>> {
+) -> Result<stream::BoxStream<'static, io::Result<Bytes>>, object_store::Error> {
     let opts = GetOptions {
         range: Some(GetRange::Bounded(from..to)),
         ..Default::default()
     };
-    let got = store.get_opts(path, opts).await.map_err(io::Error::from)?;
+    let got = store.get_opts(path, opts).await?;
     Ok(got.into_stream().map_err(io::Error::from).boxed())
 }
 
@@ -650,21 +654,20 @@ impl Driver for S3Driver {
         }
     }
 
+    /// One ranged GET; a look at the object first only when the range is
+    /// empty, and at its segments when there is no object.
     async fn read(&self, key: &str, offset: u64, len: u64) -> Result<ByteStream, StorageError> {
         let i = &self.inner;
         let path = i.path(key)?;
-        match i.store.head(&path).await {
-            Ok(m) => {
-                let available = m.size.saturating_sub(offset).min(len);
-                let short = available < len;
-                if available == 0 {
-                    return Ok(exact(stream::empty().boxed(), 0, short, key.into()));
-                }
-                let pieces = ranged(&i.store, &path, offset, offset + available)
-                    .await
-                    .map_err(|e| StorageError::io("read", key, e))?;
-                Ok(exact(pieces, available, short, key.into()))
-            }
+        let got = match len {
+            0 => i.store.head(&path).await.map(|_| None),
+            _ => ranged(&i.store, &path, offset, offset + len)
+                .await
+                .map(Some),
+        };
+        match got {
+            Ok(Some(pieces)) => Ok(exact(pieces, len, false, key.into())),
+            Ok(None) => Ok(exact(stream::empty().boxed(), 0, false, key.into())),
             Err(object_store::Error::NotFound { .. }) => {
                 let segs = i
                     .segments(key)
@@ -674,7 +677,13 @@ impl Driver for S3Driver {
                 segs.check(key)?;
                 i.read_segments(key, &segs, offset, len).await
             }
-            Err(e) => Err(i.err("read", key, e)),
+            // A range past the end is refused (416): the object is shorter.
+            Err(e) => match i.store.head(&path).await {
+                Ok(m) if m.size <= offset => {
+                    Ok(exact(stream::empty().boxed(), len, false, key.into()))
+                }
+                _ => Err(i.err("read", key, e)),
+            },
         }
     }
 
@@ -835,7 +844,7 @@ impl Driver for S3Driver {
         if let Some(s) = across {
             let mut kept = ranged(&i.store, &Path::from(s.path.as_str()), 0, offset - s.start)
                 .await
-                .map_err(|e| StorageError::io("append", key, e))?;
+                .map_err(|e| i.err("append", key, e))?;
             while let Some(piece) = kept.next().await {
                 let piece = piece.map_err(|e| StorageError::io("append", key, e))?;
                 w.write(Arc::new(vec![piece])).await?;
