@@ -292,8 +292,8 @@ impl Inner {
     }
 
     /// Object paths (with their size and time; `None` for a common
-    /// prefix) under the raw path prefix `prefix`, with `/` as delimiter
-    /// when `delimited`.
+    /// prefix) under the raw path prefix `prefix`, grouped at `delimiter`
+    /// when given, page by page.
     fn list_raw(
         &self,
         prefix: String,
