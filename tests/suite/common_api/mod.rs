@@ -4,6 +4,7 @@
 //! custom Host headers).
 
 pub mod churn;
+pub mod streamed;
 
 pub use reqwest::Method;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
