@@ -4,6 +4,7 @@
 //! custom Host headers).
 
 pub mod churn;
+pub mod streamed;
 
 pub use reqwest::Method;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
@@ -292,6 +293,40 @@ pub async fn expect_blob_created(resp: Response, repo: &str, digest: &str) {
 pub async fn push_blob(reg: &Reg, repo: &str, data: &[u8]) -> String {
     let digest = sha256_digest(data);
     let resp = post_blob(reg, repo, &digest, data).await;
+    expect_blob_created(resp, repo, &digest).await;
+    digest
+}
+
+/// Pushes a blob as an upload session: PATCHes of `chunk` bytes with their
+/// Content-Range, then a PUT `?digest=` without a body. Returns its digest.
+pub async fn push_chunked(reg: &Reg, repo: &str, data: &[u8], chunk: usize) -> String {
+    let digest = sha256_digest(data);
+    let resp = reg
+        .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .await;
+    let mut location = must_header(&resp, "location");
+    expect_status(resp, 202).await;
+    for (i, piece) in data.chunks(chunk).enumerate() {
+        let start = i * chunk;
+        let resp = reg
+            .patch(&location)
+            .header("content-type", "application/octet-stream")
+            .header(
+                "content-range",
+                format!("{start}-{}", start + piece.len() - 1),
+            )
+            .body(piece.to_vec())
+            .send()
+            .await
+            .unwrap();
+        location = must_header(&resp, "location");
+        expect_status(resp, 202).await;
+    }
+    let resp = reg
+        .put(&with_query(&location, &format!("digest={digest}")))
+        .send()
+        .await
+        .unwrap();
     expect_blob_created(resp, repo, &digest).await;
     digest
 }
