@@ -14,13 +14,6 @@ use crate::common::{ConfigDir, Instance, Server};
 use crate::common_api::*;
 use rand::Rng;
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn berth(cfg: &ConfigDir, args: &[&str]) -> Command {
     let mut c = Command::new(crate::common::berth_bin());
     c.args(args).arg("--config-dir").arg(cfg.path());
@@ -157,7 +150,7 @@ async fn a_tag_pushed_during_gc_to_an_old_untagged_manifest_stays() {
     let reg = Reg::for_instance(&server, "ci");
     let mut lost = Vec::new();
     let mut told = 0;
-    let rounds = env_number("BERTH_GC_ROUNDS", 8);
+    let rounds = churn::env_number("BERTH_GC_ROUNDS", 8);
     for round in 0..rounds {
         let (manifest, digest) = push_image(&reg, "app", "old").await;
         reg.expect_status(Method::DELETE, "/v2/app/manifests/old", 202)
@@ -240,7 +233,7 @@ async fn stress_with_gc_in_a_loop_loses_nothing() {
     let cfg = Arc::new(ConfigDir::new(&[ci]));
     let server = Server::start(&cfg);
     let reg = Reg::for_instance(&server, "ci");
-    let ops = env_number("BERTH_STRESS_OPS", 800);
+    let ops = churn::env_number("BERTH_STRESS_OPS", 800);
     let done = Arc::new(AtomicBool::new(false));
     let runs = Arc::new(AtomicUsize::new(0));
     let collector = {

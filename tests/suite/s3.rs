@@ -142,50 +142,22 @@ async fn two_processes_on_one_bucket_share_images_chunks_and_a_killed_push() {
     // A chunked upload whose PATCHes alternate between A and B.
     let data = random_bytes(12 << 20);
     let digest = sha256_digest(&data);
-    let resp = ra.post("/v2/app/blobs/uploads/").send().await.unwrap();
-    let mut session = must_header(&resp, "location");
-    expect_status(resp, 202).await;
+    let mut session = open_session(&ra, "app").await;
     let chunk = 3 << 20;
     for (i, piece) in data.chunks(chunk).enumerate() {
         let reg = if i % 2 == 0 { &ra } else { &rb };
-        let resp = reg
-            .patch(&session)
-            .header(
-                "content-range",
-                format!("{}-{}", i * chunk, i * chunk + piece.len() - 1),
-            )
-            .body(piece.to_vec())
-            .send()
-            .await
-            .unwrap();
-        session = must_header(&resp, "location");
-        expect_status(resp, 202).await;
+        session = patch_chunk(reg, &session, i * chunk, piece).await;
     }
-    let resp = rb
-        .put(&with_query(&session, &format!("digest={digest}")))
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 201).await;
+    finish_upload(&rb, &session, &digest).await;
     assert_blob(&ra, "app", &digest, &data).await;
 
     // A is killed while a chunk streams into it; the client asks B where
     // the upload stands and finishes it there.
     let data = random_bytes(24 << 20);
     let digest = sha256_digest(&data);
-    let resp = ra.post("/v2/app/blobs/uploads/").send().await.unwrap();
-    let session = must_header(&resp, "location");
-    expect_status(resp, 202).await;
+    let session = open_session(&ra, "app").await;
     let first = 6 << 20;
-    let resp = ra
-        .patch(&session)
-        .header("content-range", format!("0-{}", first - 1))
-        .body(data[..first].to_vec())
-        .send()
-        .await
-        .unwrap();
-    let session = must_header(&resp, "location");
-    expect_status(resp, 202).await;
+    let session = patch_chunk(&ra, &session, 0, &data[..first]).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let streaming = {
         let (ra, session) = (ra.clone(), session.clone());
@@ -207,21 +179,8 @@ async fn two_processes_on_one_bucket_share_images_chunks_and_a_killed_push() {
     let range = must_header(&status, "range");
     let done: usize = range.trim_start_matches("0-").parse::<usize>().unwrap() + 1;
     assert_eq!(done, first, "the broken chunk is not counted");
-    let resp = rb
-        .patch(&session)
-        .header("content-range", format!("{done}-{}", data.len() - 1))
-        .body(data[done..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    let session = must_header(&resp, "location");
-    expect_status(resp, 202).await;
-    let resp = rb
-        .put(&with_query(&session, &format!("digest={digest}")))
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 201).await;
+    let session = patch_chunk(&rb, &session, done, &data[done..]).await;
+    finish_upload(&rb, &session, &digest).await;
     assert_blob(&rb, "app", &digest, &data).await;
     b.stop();
 }
@@ -246,19 +205,9 @@ async fn collections_on_one_process_lose_nothing_pushed_through_the_other() {
     ci.extra
         .push_str("[retention]\ngc_grace = \"0s\"\ninterval = \"1s\"\n");
     let cfg = ConfigDir::new(&[ci]);
-    cfg.add_to_berth_toml(&format!(
-        "[coordination]\npostgres = \"{}\"\npool_size = 4\n",
-        pg.url()
-    ));
-    let (a, b) = (Server::start(&cfg), Server::start(&cfg));
-    for s in [&a, &b] {
-        s.wait_for_stderr("locks shared with other berth processes");
-    }
+    let (a, b) = churn::coordinated_pair(&cfg, &pg);
     let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
-    let ops = std::env::var("BERTH_S3_STRESS_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(800);
+    let ops = churn::env_number("BERTH_S3_STRESS_OPS", 800);
     let (told, refused) = churn::churn(std::slice::from_ref(&rb), "stress", 4, ops).await;
     let (lost, checked) = churn::lost(&ra, "stress", &told).await;
     assert!(
@@ -270,17 +219,7 @@ async fn collections_on_one_process_lose_nothing_pushed_through_the_other() {
     assert!(runs > 0, "A ran no collection:\n{}", a.stderr());
     a.stop();
     b.stop();
-    let fsck = std::process::Command::new(berth_bin())
-        .args(["fsck", "--config-dir"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&fsck.stdout),
-        String::from_utf8_lossy(&fsck.stderr)
-    );
+    churn::assert_fsck_clean(&cfg);
     eprintln!(
         "s3, PostgreSQL: {ops} operations through B, {runs} collections on A, {checked} tags checked, {refused} pushes refused"
     );

@@ -4,39 +4,6 @@
 use crate::common::{sha256_digest, ConfigDir, Instance, Server};
 use crate::common_api::*;
 
-/// Opens an upload session in `app`; its location.
-async fn open_session(reg: &Reg) -> String {
-    let resp = reg.post("/v2/app/blobs/uploads/").send().await.unwrap();
-    let session = must_header(&resp, "location");
-    expect_status(resp, 202).await;
-    session
-}
-
-async fn patch(reg: &Reg, session: &str, start: usize, data: &[u8]) -> String {
-    let resp = reg
-        .patch(session)
-        .header(
-            "content-range",
-            format!("{start}-{}", start + data.len() - 1),
-        )
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let location = must_header(&resp, "location");
-    expect_status(resp, 202).await;
-    location
-}
-
-async fn finish(reg: &Reg, session: &str, digest: &str) {
-    let resp = reg
-        .put(&with_query(session, &format!("digest={digest}")))
-        .send()
-        .await
-        .unwrap();
-    expect_status(resp, 201).await;
-}
-
 #[tokio::test]
 async fn a_chunked_upload_goes_on_whichever_process_gets_each_chunk() {
     let cfg = ConfigDir::new(&[Instance::new("ci")]);
@@ -44,12 +11,12 @@ async fn a_chunked_upload_goes_on_whichever_process_gets_each_chunk() {
     let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
     let data = random_bytes(5 << 20);
     let digest = sha256_digest(&data);
-    let mut session = open_session(&ra).await;
+    let mut session = open_session(&ra, "app").await;
     // Chunks alternate: A, B, A, B, ...
     let chunk = 1 << 20;
     for (i, piece) in data.chunks(chunk).enumerate() {
         let reg = if i % 2 == 0 { &ra } else { &rb };
-        session = patch(reg, &session, i * chunk, piece).await;
+        session = patch_chunk(reg, &session, i * chunk, piece).await;
         let status = reg.get(&session).send().await.unwrap();
         assert_eq!(
             header(&status, "range").as_deref(),
@@ -57,7 +24,7 @@ async fn a_chunked_upload_goes_on_whichever_process_gets_each_chunk() {
             "after chunk {i}"
         );
     }
-    finish(&rb, &session, &digest).await;
+    finish_upload(&rb, &session, &digest).await;
     assert_blob(&ra, "app", &digest, &data).await;
     assert_blob(&rb, "app", &digest, &data).await;
     a.stop();
@@ -71,12 +38,12 @@ async fn an_upload_begun_on_a_killed_process_is_finished_on_the_other() {
     let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
     let data = random_bytes(3 << 20);
     let digest = sha256_digest(&data);
-    let session = open_session(&ra).await;
+    let session = open_session(&ra, "app").await;
     let half = data.len() / 2;
-    let session = patch(&ra, &session, 0, &data[..half]).await;
+    let session = patch_chunk(&ra, &session, 0, &data[..half]).await;
     a.signal("KILL");
-    let session = patch(&rb, &session, half, &data[half..]).await;
-    finish(&rb, &session, &digest).await;
+    let session = patch_chunk(&rb, &session, half, &data[half..]).await;
+    finish_upload(&rb, &session, &digest).await;
     assert_blob(&rb, "app", &digest, &data).await;
     b.stop();
 }
@@ -152,19 +119,9 @@ async fn two_processes_coordinated_in_postgres_lose_nothing_to_each_others_colle
     let mut ci = Instance::new("ci");
     ci.extra = "[retention]\ngc_grace = \"0s\"\ninterval = \"1s\"\n".into();
     let cfg = ConfigDir::new(&[ci]);
-    cfg.add_to_berth_toml(&format!(
-        "[coordination]\npostgres = \"{}\"\npool_size = 4\n",
-        pg.url()
-    ));
-    let (a, b) = (Server::start(&cfg), Server::start(&cfg));
-    for s in [&a, &b] {
-        s.wait_for_stderr("locks shared with other berth processes");
-    }
+    let (a, b) = churn::coordinated_pair(&cfg, &pg);
     let (ra, rb) = (Reg::for_instance(&a, "ci"), Reg::for_instance(&b, "ci"));
-    let ops = std::env::var("BERTH_STRESS_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+    let ops = churn::env_number("BERTH_STRESS_OPS", 3000);
     let (told, refused) = churn::churn(&[ra.clone(), rb.clone()], "stress", 6, ops).await;
     let (lost, checked) = churn::lost(&rb, "stress", &told).await;
     assert!(
@@ -180,16 +137,7 @@ async fn two_processes_coordinated_in_postgres_lose_nothing_to_each_others_colle
     );
     a.stop();
     b.stop();
-    let fsck = std::process::Command::new(crate::common::berth_bin())
-        .args(["fsck", "--config-dir"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    churn::assert_fsck_clean(&cfg);
     eprintln!(
         "two processes, PostgreSQL: {ops} operations, {runs_a} + {runs_b} collections, {checked} tags checked, {refused} pushes refused for collected blobs"
     );

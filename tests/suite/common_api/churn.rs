@@ -118,3 +118,43 @@ pub async fn lost(reg: &Reg, repo: &str, told: &[Told]) -> (Vec<String>, usize) 
     }
     (lost, checked)
 }
+
+/// A count from the environment variable `name`, else `default`.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Two servers of `cfg` taking their locks in `pg` (`[coordination]`),
+/// started and each saying so.
+pub fn coordinated_pair(
+    cfg: &ConfigDir,
+    pg: &crate::common::postgres::Postgres,
+) -> (Server, Server) {
+    cfg.add_to_berth_toml(&format!(
+        "[coordination]\npostgres = \"{}\"\npool_size = 4\n",
+        pg.url()
+    ));
+    let (a, b) = (Server::start(cfg), Server::start(cfg));
+    for s in [&a, &b] {
+        s.wait_for_stderr("locks shared with other berth processes");
+    }
+    (a, b)
+}
+
+/// `berth fsck` of `cfg` finds nothing wrong.
+pub fn assert_fsck_clean(cfg: &ConfigDir) {
+    let fsck = std::process::Command::new(crate::common::berth_bin())
+        .args(["fsck", "--config-dir"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}

@@ -297,37 +297,53 @@ pub async fn push_blob(reg: &Reg, repo: &str, data: &[u8]) -> String {
     digest
 }
 
+/// Opens an upload session in `repo`; its location.
+pub async fn open_session(reg: &Reg, repo: &str) -> String {
+    let resp = reg
+        .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .await;
+    let session = must_header(&resp, "location");
+    expect_status(resp, 202).await;
+    session
+}
+
+/// PATCHes `data` as the chunk at `start` of a session; the next location.
+pub async fn patch_chunk(reg: &Reg, session: &str, start: usize, data: &[u8]) -> String {
+    let resp = reg
+        .patch(session)
+        .header("content-type", "application/octet-stream")
+        .header(
+            "content-range",
+            format!("{start}-{}", start + data.len() - 1),
+        )
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let location = must_header(&resp, "location");
+    expect_status(resp, 202).await;
+    location
+}
+
+/// Finishes a session with a PUT `?digest=` without a body.
+pub async fn finish_upload(reg: &Reg, session: &str, digest: &str) {
+    let resp = reg
+        .put(&with_query(session, &format!("digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, 201).await;
+}
+
 /// Pushes a blob as an upload session: PATCHes of `chunk` bytes with their
 /// Content-Range, then a PUT `?digest=` without a body. Returns its digest.
 pub async fn push_chunked(reg: &Reg, repo: &str, data: &[u8], chunk: usize) -> String {
     let digest = sha256_digest(data);
-    let resp = reg
-        .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-        .await;
-    let mut location = must_header(&resp, "location");
-    expect_status(resp, 202).await;
+    let mut location = open_session(reg, repo).await;
     for (i, piece) in data.chunks(chunk).enumerate() {
-        let start = i * chunk;
-        let resp = reg
-            .patch(&location)
-            .header("content-type", "application/octet-stream")
-            .header(
-                "content-range",
-                format!("{start}-{}", start + piece.len() - 1),
-            )
-            .body(piece.to_vec())
-            .send()
-            .await
-            .unwrap();
-        location = must_header(&resp, "location");
-        expect_status(resp, 202).await;
+        location = patch_chunk(reg, &location, i * chunk, piece).await;
     }
-    let resp = reg
-        .put(&with_query(&location, &format!("digest={digest}")))
-        .send()
-        .await
-        .unwrap();
-    expect_blob_created(resp, repo, &digest).await;
+    finish_upload(reg, &location, &digest).await;
     digest
 }
 
