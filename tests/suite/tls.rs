@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::garage::Garage;
 use crate::common::{ConfigDir, Instance, Server};
 
 fn tool(name: &str) -> String {
@@ -530,14 +531,19 @@ impl Drop for Pebble {
 /// `challenge`; a client trusting pebble's root verifies each name; another
 /// process serving the same stores (from a config directory of its own,
 /// so another state directory) serves the certificates kept in the stores
-/// without ordering again.
-fn acme_round(challenge: &str) {
+/// without ordering again. The stores are directories, or prefixes of a
+/// Garage bucket.
+fn acme_round(challenge: &str, bucket: Option<&Garage>) {
     let (tls_port, http_port) = (free_port(), free_port());
     let pebble = Pebble::start(tls_port, http_port);
-    let cfg = ConfigDir::new(&[
-        tls_instance("ci", &pebble.tls_block(challenge)),
-        tls_instance("cache", &pebble.tls_block(challenge)),
-    ]);
+    let on_bucket = |name: &str| {
+        let mut inst = tls_instance(name, &pebble.tls_block(challenge));
+        if let Some(g) = bucket {
+            inst.extra.push_str(&format!("\n{}", g.storage_toml(name)));
+        }
+        inst
+    };
+    let cfg = ConfigDir::new(&[on_bucket("ci"), on_bucket("cache")]);
     write_berth_toml(
         &cfg,
         &format!("127.0.0.1:{tls_port}"),
@@ -592,19 +598,23 @@ fn acme_round(challenge: &str) {
     );
     server.stop();
     for name in ["ci", "cache"] {
-        let kept = std::fs::read_dir(cfg.storage_root(name).join("berth/acme")).unwrap();
-        assert!(
-            kept.count() >= 2,
-            "no account and certificate in {name}'s store"
-        );
+        let kept = match bucket {
+            Some(g) => g.list_keys(&format!("{name}/berth/acme/")).len(),
+            None => std::fs::read_dir(cfg.storage_root(name).join("berth/acme"))
+                .unwrap()
+                .count(),
+        };
+        assert!(kept >= 2, "no account and certificate in {name}'s store");
     }
 
     let other = ConfigDir::new(&["ci", "cache"].map(|name| {
-        let mut inst = tls_instance(name, &pebble.tls_block(challenge));
-        inst.extra.push_str(&format!(
-            "[storage]\nroot = {:?}\n",
-            cfg.storage_root(name).display().to_string()
-        ));
+        let mut inst = on_bucket(name);
+        if bucket.is_none() {
+            inst.extra.push_str(&format!(
+                "[storage]\nroot = {:?}\n",
+                cfg.storage_root(name).display().to_string()
+            ));
+        }
         inst
     }));
     write_berth_toml(
@@ -628,10 +638,17 @@ fn acme_round(challenge: &str) {
 
 #[test]
 fn acme_tls_alpn_01_two_instances_one_port() {
-    acme_round("tls-alpn-01");
+    acme_round("tls-alpn-01", None);
 }
 
 #[test]
 fn acme_http_01_two_instances_one_port() {
-    acme_round("http-01");
+    acme_round("http-01", None);
+}
+
+/// The ACME account and certificates of instances on a bucket are in the
+/// bucket: a second process on it serves them without ordering.
+#[test]
+fn acme_on_a_bucket_is_ordered_once_for_every_process() {
+    acme_round("tls-alpn-01", Some(&Garage::start()));
 }
