@@ -109,6 +109,43 @@ async fn the_driver_contract_holds_on_garage_and_moto() {
     whole_contract(&d).await;
 }
 
+/// The multipart uploads under way in the bucket of `g` (ListMultipartUploads).
+fn multipart_uploads(g: &Garage) -> Vec<String> {
+    let url = format!("{}/{}?uploads=", g.endpoint(), g.bucket());
+    let out = g.curl(&url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("ListMultipartUploadsResult"),
+        "{text}"
+    );
+    text.split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A process that dies in the middle of a part upload leaves its multipart
+/// upload (and the record of it) behind; deleting the session, as the
+/// upload purge does, aborts it: no parts are left to pay for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_aborts_the_multipart_upload_of_a_writer_that_died() {
+    let g = Garage::start();
+    let d = driver(g.endpoint(), g.region(), g.bucket(), g.key_id(), g.secret());
+    let mut w = d.writer("r/_uploads/1/data", 0).await.unwrap();
+    w.write(std::sync::Arc::new(vec![Bytes::from(vec![1u8; 6 << 20])]))
+        .await
+        .unwrap();
+    // Gone without a word, as a process killed is.
+    std::mem::forget(w);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(multipart_uploads(&g).len(), 1);
+    assert!(g.list_keys("").iter().any(|k| k.contains(".segments/mpu-")));
+    assert!(d.delete_all("r/_uploads/1").await.unwrap());
+    assert_eq!(multipart_uploads(&g), Vec::<String>::new());
+    assert_eq!(g.list_keys(""), Vec::<String>::new());
+}
+
 /// An instance `ci` on the bucket of `g` under `prefix`.
 fn on_bucket(storage: String) -> Instance {
     let mut ci = Instance::new("ci");
