@@ -9,6 +9,7 @@
 //! build) takes the reference's place, and every workload must be within
 //! [`NOT_WORSE`] of it.
 
+pub mod garage;
 mod http;
 mod layout;
 mod report;

@@ -27,23 +27,28 @@ impl ProcGuard {
 
 impl Drop for ProcGuard {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
+        stop(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL when it is still running after
+/// `grace`; waits for it to end.
+pub fn stop(child: &mut Child, grace: Duration) {
+    if let Ok(None) = child.try_wait() {
         // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
         unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        let deadline = Instant::now() + grace;
+        while let Ok(None) = child.try_wait() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
+    let _ = child.wait();
 }
 
 /// Makes the child get SIGTERM if the benchmark dies without its Drop guards
@@ -168,7 +173,9 @@ pub fn start_berth(
     })
 }
 
-fn free_port() -> Result<u16> {
+/// A port of 127.0.0.1 free when asked (a server must still retry when
+/// another program takes it before the server binds it).
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
