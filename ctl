@@ -13,7 +13,7 @@ UNIT=berth.service
 SYSTEMD_DIR=${BERTH_SYSTEMD_DIR:-/etc/systemd/system}
 SERVICE_USER=berth
 # Test tools that Debian does not ship, built or installed once and kept
-# (tests/suite/common/garage.rs and moto.rs look for them there).
+# (bench/src/garage.rs and tests/suite/common/moto.rs look for them there).
 TOOLS=${BERTH_TOOLS:-$HOME/.cache/berth/tools}
 
 die() { echo "ctl: $*" >&2; exit 1; }

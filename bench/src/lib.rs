@@ -1,17 +1,20 @@
 //! `berth-bench`: berth against CNCF Distribution (Debian's `docker-registry`)
-//! side by side on 127.0.0.1, same client, same data, same disk.
+//! side by side on 127.0.0.1, same client, same data, same disk; then both
+//! again with their S3 drivers on one Garage bucket ([`garage`]).
 //!
 //! `cargo run --release -p berth-bench -- [--quick] [--berth PATH]
 //! [--reference PATH] [--rounds N] [--duration SECS] [--skip-reference]
-//! [--baseline PATH] [--data-dir DIR] [--out DIR] [--keep]`; [`run`] is the
-//! same with the arguments given (the binary is a thin wrapper, the test
-//! suite calls it). With `--baseline`, another berth binary (an earlier
-//! build) takes the reference's place, and every workload must be within
-//! [`NOT_WORSE`] of it.
+//! [--baseline PATH] [--s3] [--data-dir DIR] [--out DIR] [--keep]`; [`run`]
+//! is the same with the arguments given (the binary is a thin wrapper, the
+//! test suite calls it). With `--baseline`, another berth binary (an
+//! earlier build) takes the reference's place, and every workload must be
+//! within [`NOT_WORSE`] of it.
 
+pub mod garage;
 mod http;
 mod layout;
 mod report;
+mod s3;
 mod servers;
 mod workloads;
 
@@ -25,8 +28,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::http::{basic_auth, Blob, Body, Conn};
-use crate::report::{Agg, Better, Limits, Metric, Results, Target};
-use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server};
+use crate::report::{Agg, Better, Limits, Metric, Results, Target, RESULTS, S3_RESULTS};
+use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server, Storage};
 use crate::workloads::{Request, Upload};
 
 const MIB: u64 = 1 << 20;
@@ -51,11 +54,30 @@ struct Opts {
     keep: bool,
     /// Workloads to run (all when empty).
     only: Vec<String>,
+    /// berth's `part_size` and `parallel_parts` on S3 (its defaults when
+    /// not given).
+    s3_part_size: Option<String>,
+    s3_parallel_parts: Option<usize>,
 }
 
 impl Opts {
     fn wants(&self, workload: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|w| w == workload)
+        let known = WORKLOADS.contains(&workload) || S3_WORKLOADS.contains(&workload);
+        known && (self.only.is_empty() || self.only.iter().any(|w| w == workload))
+    }
+
+    /// Whether every one of `workloads` runs.
+    fn wants_all(&self, workloads: &[&str]) -> bool {
+        workloads.iter().all(|w| self.wants(w))
+    }
+
+    fn wants_any(&self, workloads: &[&str]) -> bool {
+        workloads.iter().any(|w| self.wants(w))
+    }
+
+    /// Whether berth runs on S3 with other settings than its defaults.
+    fn s3_tuned(&self) -> bool {
+        self.s3_part_size.is_some() || self.s3_parallel_parts.is_some()
     }
 
     /// Whether a second server runs beside berth (the reference, or the
@@ -89,6 +111,10 @@ struct Plan {
     list_conns: usize,
     catalog_page: usize,
     limit_bytes: u64,
+    /// Whether any workload on disk runs.
+    disk: bool,
+    /// Whether the workloads on S3 run (wanted, and Garage is there).
+    s3: bool,
 }
 
 impl Plan {
@@ -106,6 +132,8 @@ impl Plan {
                 list_conns: 8,
                 catalog_page: 100,
                 limit_bytes: 16 * MIB,
+                disk: o.wants_any(&WORKLOADS),
+                s3: false,
             }
         } else {
             Plan {
@@ -120,6 +148,8 @@ impl Plan {
                 list_conns: 8,
                 catalog_page: 1000,
                 limit_bytes: 512 * MIB,
+                disk: o.wants_any(&WORKLOADS),
+                s3: false,
             }
         };
         if let Some(r) = o.rounds {
@@ -134,8 +164,9 @@ impl Plan {
 
 fn usage() -> &'static str {
     "usage: berth-bench [--quick] [--berth PATH] [--reference PATH] [--skip-reference]\n\
-     \x20                  [--baseline PATH] [--rounds N] [--duration SECS] [--data-dir DIR]\n\
-     \x20                  [--out DIR] [--keep]\n\
+     \x20                  [--baseline PATH] [--rounds N] [--duration SECS] [--only LIST]\n\
+     \x20                  [--s3] [--s3-part-size SIZE] [--s3-parallel-parts N]\n\
+     \x20                  [--data-dir DIR] [--out DIR] [--keep]\n\
      \n\
      --quick           small sizes, one round: a sanity run of every workload\n\
      --berth PATH      berth binary (default: $CARGO_TARGET_DIR or target, /release/berth)\n\
@@ -151,9 +182,16 @@ fn usage() -> &'static str {
      \x20                 bench/results, and leave bench/README.md alone\n\
      --keep            keep the temporary data directory (logs, storage)\n\
      --only LIST       run only these workloads (comma-separated): push-mono,\n\
-     \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog"
+     \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog,\n\
+     \x20                 s3-push-mono, s3-push-concurrent, s3-pull\n\
+     --s3              run only the workloads on S3 (the s3-* ones; without --s3 or\n\
+     \x20                 --only they run when Garage is installed, see bench/README.md)\n\
+     --s3-part-size SIZE, --s3-parallel-parts N\n\
+     \x20                 berth's part_size and parallel_parts on S3 (default: its\n\
+     \x20                 defaults, 8MiB and 4)"
 }
 
+/// The workloads on disk (the servers' filesystem drivers).
 const WORKLOADS: [&str; 7] = [
     "push-mono",
     "push-chunked",
@@ -163,6 +201,9 @@ const WORKLOADS: [&str; 7] = [
     "tags",
     "catalog",
 ];
+
+/// The workloads on S3: the servers' S3 drivers on one Garage bucket.
+const S3_WORKLOADS: [&str; 3] = ["s3-push-mono", "s3-push-concurrent", "s3-pull"];
 
 fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -188,6 +229,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
         out: None,
         keep: false,
         only: Vec::new(),
+        s3_part_size: None,
+        s3_parallel_parts: None,
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -210,11 +253,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
                 let v = value()?;
                 for w in v.split(',') {
                     ensure!(
-                        WORKLOADS.contains(&w),
-                        "unknown workload {w:?} (one of {WORKLOADS:?})"
+                        WORKLOADS.contains(&w) || S3_WORKLOADS.contains(&w),
+                        "unknown workload {w:?} (one of {WORKLOADS:?} or {S3_WORKLOADS:?})"
                     );
                     o.only.push(w.to_string());
                 }
+            }
+            "--s3" => o.only.extend(S3_WORKLOADS.map(String::from)),
+            "--s3-part-size" => o.s3_part_size = Some(value()?),
+            "--s3-parallel-parts" => {
+                o.s3_parallel_parts = Some(value()?.parse().context("--s3-parallel-parts")?)
             }
             "-h" | "--help" => return Ok(None),
             _ => bail!("unknown argument {a:?}\n{}", usage()),
@@ -359,10 +407,13 @@ fn populate(root: &Path, plan: &Plan, opts: &Opts) -> Result<()> {
 }
 
 /// Deletes a pushed blob from disk (untimed), so every push writes a new
-/// blob and the disk does not fill up.
+/// blob and the disk does not fill up. Blobs in a bucket stay (the bucket
+/// goes with the data directory).
 fn remove_blob(s: &Server, repo: &str, digest: &str) {
     let hex = digest.trim_start_matches("sha256:");
-    let v2 = s.v2();
+    let Some(v2) = s.v2() else {
+        return;
+    };
     let _ = std::fs::remove_dir_all(v2.join(format!("blobs/sha256/{}/{hex}", &hex[..2])));
     let _ = std::fs::remove_dir_all(v2.join(format!("repositories/{repo}/_layers/sha256/{hex}")));
 }
@@ -389,8 +440,9 @@ fn order(round: usize, n: usize) -> Vec<usize> {
     }
 }
 
-/// The metrics of a run: against the reference with berth's targets, or
-/// against a baseline with [`NOT_WORSE`] for each.
+/// The metrics of a run (those on disk when any workload on disk runs,
+/// then those on S3 when they run): against the reference with berth's
+/// targets, or against a baseline with [`NOT_WORSE`] for each.
 fn metrics(plan: &Plan, baseline: bool) -> Vec<Metric> {
     let mut all = reference_metrics(plan);
     if baseline {
@@ -428,7 +480,32 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
     let big = size(plan.big);
     let (push_n, push_size) = (plan.conc_push.0, size(plan.conc_push.1));
     let (pull_n, pull_size) = (plan.conc_pull.0, size(plan.conc_pull.1));
-    vec![
+    let s3 = [
+        mbps(
+            "s3_push_mono",
+            format!("S3: push-mono {big} (POST + PUT)"),
+            Target::Ratio(2.0),
+        ),
+        mbps(
+            "s3_push_conc",
+            format!("S3: push-chunked {push_n}×{push_size} concurrent"),
+            Target::Ratio(2.0),
+        ),
+        mbps("s3_pull", format!("S3: pull {big}"), Target::Ratio(1.5)),
+        rss(
+            "s3_rss_push_conc",
+            format!("S3: peak RSS, {push_n}×{push_size} pushes"),
+            Max,
+            Target::None,
+        ),
+        rss(
+            "s3_rss_pull",
+            "S3: peak RSS, pull".into(),
+            Max,
+            Target::None,
+        ),
+    ];
+    let disk = vec![
         mbps("push_mono", format!("push-mono {big} (POST + PUT)"), push),
         mbps(
             "push_stream",
@@ -492,7 +569,9 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             Max,
             Target::None,
         ),
-    ]
+    ];
+    let disk = disk.into_iter().filter(|_| plan.disk);
+    disk.chain(s3.into_iter().filter(|_| plan.s3)).collect()
 }
 
 /// Runs the benchmark with command-line `args` (without the program name).
@@ -501,7 +580,21 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         println!("{}", usage());
         return Ok(());
     };
-    let plan = Plan::new(&opts);
+    let mut plan = Plan::new(&opts);
+    // Without Garage the workloads on S3 are left out of a default run;
+    // asked for by name, they are an error.
+    let mut s3_skipped = None;
+    if opts.wants_any(&S3_WORKLOADS) {
+        match garage::garage_bin() {
+            Ok(_) => plan.s3 = true,
+            Err(e) if opts.only.is_empty() => {
+                let why = format!("the workloads on S3 are skipped: no Garage ({e:#})");
+                say(&why);
+                s3_skipped = Some(why);
+            }
+            Err(e) => return Err(e.context("the workloads on S3 need Garage")),
+        }
+    }
     ensure!(
         opts.berth.is_file(),
         "no berth binary at {} (cargo build --release, or --berth PATH)",
@@ -535,6 +628,9 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     let mut machine = machine(&opts.reference);
     if let Some(b) = &opts.baseline {
         machine["baseline"] = json!(b.display().to_string());
+    }
+    if plan.s3 {
+        machine["garage_version"] = json!(s3::garage_version());
     }
     say(&format!("machine: {machine}"));
 
@@ -573,6 +669,10 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         plan.rounds,
         plan.duration.as_secs_f64()
     );
+    let (s3_settings_text, s3_settings) = match &s3_skipped {
+        Some(why) => (String::new(), json!({ "skipped": why })),
+        None => s3::settings(&opts, &plan),
+    };
     let settings = json!({
         "quick": opts.quick,
         "rounds": plan.rounds,
@@ -586,10 +686,14 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "list_connections": plan.list_conns,
         "catalog_page": plan.catalog_page,
         "bcrypt_cost": BCRYPT_COST,
+        "s3": s3_settings,
     });
     let rows = report::rows(metrics(&plan, opts.baseline.is_some()), &results, limits);
     let names = ["berth", opts.rival()];
     report::print_table(&rows, limits, names);
+    if let Some(why) = &s3_skipped {
+        say(&format!("\n{why}"));
+    }
 
     let bench_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = opts
@@ -598,20 +702,34 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         .unwrap_or_else(|| bench_dir.join("results"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out = report::json(&rows, &results, limits, machine.clone(), settings, names);
-    let partial = opts.quick || !opts.compared() || !opts.only.is_empty();
-    let name = match (&opts.baseline, partial) {
-        (Some(_), _) => "ab.json",
-        (None, true) => "quick.json",
-        (None, false) => "latest.json",
+    // A full run, or one of every workload on S3 with berth's defaults
+    // there: results to keep (latest.json, s3.json, and the README).
+    let measured = !opts.quick && opts.compared();
+    let on_disk = measured && opts.wants_all(&WORKLOADS);
+    let on_s3 = measured && plan.s3 && opts.wants_all(&S3_WORKLOADS) && !opts.s3_tuned();
+    let name = match (&opts.baseline, on_disk, on_s3) {
+        (Some(_), _, _) => "ab.json",
+        (None, true, _) => "latest.json",
+        (None, false, true) => "s3.json",
+        (None, false, false) => "quick.json",
     };
     let json_path = out_dir.join(name);
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     say(&format!("\nwrote {}", json_path.display()));
-    if !partial && opts.out.is_none() && opts.baseline.is_none() {
-        let md = report::markdown(&rows, limits, &machine, &settings_text);
-        report::update_readme(&bench_dir.join("README.md"), &md)?;
-        say(&format!("wrote {}", bench_dir.join("README.md").display()));
+    if opts.out.is_none() && opts.baseline.is_none() {
+        let readme = bench_dir.join("README.md");
+        let (disk_rows, s3_rows) = rows.split_at(rows.iter().take_while(|r| !s3::row(r)).count());
+        for (write, section, rows, settings) in [
+            (on_disk, &RESULTS, disk_rows, &settings_text),
+            (on_s3, &S3_RESULTS, s3_rows, &s3_settings_text),
+        ] {
+            if write {
+                let md = report::markdown(rows, limits, &machine, settings);
+                report::update_readme(&readme, section, &md)?;
+                say(&format!("wrote {} ({})", readme.display(), section.heading));
+            }
+        }
     }
     if opts.keep {
         let kept = tmp.keep();
@@ -623,14 +741,68 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
 }
 
 async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
-    let htpasswd = htpasswd_line()?;
-    let htpasswd_path = dir.join("htpasswd");
-    std::fs::write(&htpasswd_path, &htpasswd)?;
+    let htpasswd = dir.join("htpasswd");
+    std::fs::write(&htpasswd, htpasswd_line()?)?;
     let auth = basic_auth(USER, PASSWORD);
+    let mut res = Results::default();
+    if plan.disk {
+        on_disk(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
+    }
+    if plan.s3 {
+        s3::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
+    }
+    Ok(res)
+}
 
-    let mut roots = vec![dir.join("berth-data")];
+/// Starts berth and the server it is compared with (the baseline or the
+/// reference), if any, their configs and logs in `dir`, each on
+/// `storage(its name)`.
+async fn start_servers(
+    opts: &Opts,
+    dir: &Path,
+    htpasswd: &Path,
+    storage: impl Fn(&str) -> Storage,
+) -> Result<Vec<Server>> {
+    let lines = std::fs::read_to_string(htpasswd)?;
+    let mut servers = vec![servers::start_berth(
+        "berth",
+        &opts.berth,
+        dir,
+        storage("berth"),
+        &lines,
+    )?];
+    if let Some(b) = &opts.baseline {
+        let baseline = storage("baseline");
+        servers.push(servers::start_berth("baseline", b, dir, baseline, &lines)?);
+    } else if !opts.skip_reference {
+        let reference = storage("reference");
+        servers.push(servers::start_reference(&opts.reference, dir, reference, htpasswd).await?);
+    }
+    for s in &servers {
+        say(&format!(
+            "{} (pid {}) on http://{}",
+            s.name,
+            s.pid(),
+            s.addr
+        ));
+    }
+    Ok(servers)
+}
+
+/// The workloads on disk: both servers' filesystem drivers on the
+/// populated layout.
+async fn on_disk(
+    opts: &Opts,
+    plan: &Plan,
+    dir: &Path,
+    htpasswd: &Path,
+    auth: &str,
+    res: &mut Results,
+) -> Result<()> {
+    let root = |name: &str| dir.join(format!("{name}-data"));
+    let mut roots = vec![root("berth")];
     if opts.compared() {
-        roots.push(dir.join(format!("{}-data", opts.rival())));
+        roots.push(root(opts.rival()));
     }
     let t = Instant::now();
     std::thread::scope(|s| {
@@ -648,34 +820,11 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
         t.elapsed().as_secs_f64()
     ));
 
-    let mut servers = vec![servers::start_berth(
-        "berth",
-        &opts.berth,
-        dir,
-        &roots[0],
-        &htpasswd,
-    )?];
-    if let Some(b) = &opts.baseline {
-        servers.push(servers::start_berth(
-            "baseline", b, dir, &roots[1], &htpasswd,
-        )?);
-    } else if !opts.skip_reference {
-        servers
-            .push(servers::start_reference(&opts.reference, dir, &roots[1], &htpasswd_path).await?);
-    }
-    for s in &servers {
-        say(&format!(
-            "{} (pid {}) on http://{}",
-            s.name,
-            s.pid(),
-            s.addr
-        ));
-    }
-    let mut res = Results::default();
+    let mut servers = start_servers(opts, dir, htpasswd, |name| Storage::Dir(root(name))).await?;
 
     // Idle RSS: after one authenticated request and a short settle.
     for (i, s) in servers.iter().enumerate() {
-        let mut c = Conn::new(s.addr, &auth);
+        let mut c = Conn::new(s.addr, auth);
         let r = c.send("GET", "/v2/", &[], Body::Empty, false).await?;
         ensure!(
             r.status == 200,
@@ -694,10 +843,10 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
         n: plan.catalog_page,
     };
     for s in &servers {
-        let body = workloads::probe(s.addr, &auth, &manifest).await?;
+        let body = workloads::probe(s.addr, auth, &manifest).await?;
         workloads::check_manifest(&body)?;
         if opts.wants("tags") {
-            let body = workloads::probe(s.addr, &auth, &tags).await?;
+            let body = workloads::probe(s.addr, auth, &tags).await?;
             let v: serde_json::Value = serde_json::from_slice(&body)?;
             let n = v["tags"].as_array().map_or(0, Vec::len);
             ensure!(
@@ -708,7 +857,7 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
             );
         }
         if opts.wants("catalog") {
-            let body = workloads::probe(s.addr, &auth, &catalog).await?;
+            let body = workloads::probe(s.addr, auth, &catalog).await?;
             let names: Vec<String> = serde_json::from_slice(&body)?;
             // The catalog repositories, bench/app and maybe bench/tags.
             let populated = plan.repos + 1 + usize::from(opts.wants("tags"));
@@ -722,123 +871,10 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     }
     say("both servers serve the populated data");
 
-    let base = Blob::base_block();
-    let n = servers.len();
-
-    // push-mono, and push-chunked: one streamed upload
-    for (name, how, key, rss_key) in [
-        ("push-mono", Upload::Mono, "push_mono", None),
-        (
-            "push-chunked",
-            Upload::Streamed,
-            "push_stream",
-            Some("rss_push_stream"),
-        ),
-    ] {
-        for round in 0..plan.rounds * usize::from(opts.wants(name)) {
-            for i in order(round, n) {
-                let s = &mut servers[i];
-                let blob = Blob::new(base.clone(), next_seed(), plan.big);
-                let digest = blob.digest();
-                sync_disk();
-                let sampler = rss_key.map(|_| RssSampler::start(s.pid()));
-                let d = workloads::push(how, s.addr, &auth, "bench/push", &blob, &digest)
-                    .await
-                    .with_context(|| format!("{}: {name}", s.name))?;
-                if let (Some(rss_key), Some(sampler)) = (rss_key, sampler) {
-                    res.add(rss_key, i, mib(sampler.stop()));
-                }
-                res.add(key, i, mbps(plan.big, d));
-                say(&format!(
-                    "{name:<14} round {} {:>9}: {:8.0} MB/s",
-                    round + 1,
-                    s.name,
-                    mbps(plan.big, d)
-                ));
-                remove_blob(s, "bench/push", &digest);
-                s.check_alive()?;
-            }
-        }
-    }
-
-    // push-chunked: concurrent streamed uploads
-    let (cn, csize) = plan.conc_push;
-    for round in 0..plan.rounds * usize::from(opts.wants("push-concurrent")) {
-        for i in order(round, n) {
-            let s = &mut servers[i];
-            let blobs: Vec<(Blob, String)> = (0..cn)
-                .map(|_| {
-                    let b = Blob::new(base.clone(), next_seed(), csize);
-                    let d = b.digest();
-                    (b, d)
-                })
-                .collect();
-            sync_disk();
-            let sampler = RssSampler::start(s.pid());
-            let d = workloads::push_concurrent(s.addr, &auth, "bench/push8", &blobs)
-                .await
-                .with_context(|| format!("{}: concurrent pushes", s.name))?;
-            res.add("rss_push_conc", i, mib(sampler.stop()));
-            let total = cn as u64 * csize;
-            res.add("push_conc", i, mbps(total, d));
-            say(&format!(
-                "push-{cn}x       round {} {:>9}: {:8.0} MB/s",
-                round + 1,
-                s.name,
-                mbps(total, d)
-            ));
-            for (_, digest) in &blobs {
-                remove_blob(s, "bench/push8", digest);
-            }
-            s.check_alive()?;
-        }
-    }
-
-    // pull: the same two blobs pushed (untimed) to both servers
-    let pull_rounds = plan.rounds * usize::from(opts.wants("pull"));
-    let big = Blob::new(base.clone(), 0xB16, plan.big);
-    let big_digest = big.digest();
-    let (pn, psize) = plan.conc_pull;
-    let small = Blob::new(base.clone(), 0x5A11, psize);
-    let small_digest = small.digest();
-    for s in servers.iter().take(pull_rounds.min(1) * n) {
-        for (blob, digest) in [(&big, &big_digest), (&small, &small_digest)] {
-            workloads::push(Upload::Mono, s.addr, &auth, "bench/pull", blob, digest).await?;
-        }
-    }
-    sync_disk();
-    // One read of each first so both pull from the page cache.
-    for s in servers.iter().take(pull_rounds.min(1) * n) {
-        workloads::pull(s.addr, &auth, "bench/pull", &big_digest, plan.big).await?;
-        workloads::pull(s.addr, &auth, "bench/pull", &small_digest, psize).await?;
-    }
-    for round in 0..pull_rounds {
-        for i in order(round, n) {
-            let s = &mut servers[i];
-            let sampler = RssSampler::start(s.pid());
-            let d = workloads::pull(s.addr, &auth, "bench/pull", &big_digest, plan.big)
-                .await
-                .with_context(|| format!("{}: pull", s.name))?;
-            res.add("pull", i, mbps(plan.big, d));
-            let dc =
-                workloads::pull_concurrent(s.addr, &auth, "bench/pull", &small_digest, psize, pn)
-                    .await
-                    .with_context(|| format!("{}: concurrent pulls", s.name))?;
-            res.add("rss_pull", i, mib(sampler.stop()));
-            let total = pn as u64 * psize;
-            res.add("pull_conc", i, mbps(total, dc));
-            say(&format!(
-                "pull           round {} {:>9}: {:8.0} MB/s, {pn}x: {:8.0} MB/s",
-                round + 1,
-                s.name,
-                mbps(plan.big, d),
-                mbps(total, dc)
-            ));
-            s.check_alive()?;
-        }
-    }
+    blob_workloads(opts, plan, Store::Disk, &mut servers, auth, res).await?;
 
     // Rate workloads.
+    let n = servers.len();
     // Against a baseline, as many rounds as the others: differences of a
     // few percent need them.
     let rate_rounds = match opts.baseline {
@@ -853,7 +889,7 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
         for round in 0..rate_rounds * usize::from(opts.wants(name)) {
             for i in order(round, n) {
                 let s = &mut servers[i];
-                let r = workloads::rate(s.addr, &auth, req, conns, plan.duration)
+                let r = workloads::rate(s.addr, auth, req, conns, plan.duration)
                     .await
                     .with_context(|| format!("{}: {name}", s.name))?;
                 res.add(key, i, r.per_sec);
@@ -882,5 +918,175 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     }
     // Servers stop here (Drop), before the data directory goes.
     drop(servers);
-    Ok(res)
+    Ok(())
+}
+
+/// Where the push and pull workloads store.
+#[derive(Clone, Copy, PartialEq)]
+enum Store {
+    /// The servers' filesystem drivers.
+    Disk,
+    /// Their S3 drivers (one Garage bucket).
+    S3,
+}
+
+impl Store {
+    /// The name of workload `name` here (as `--only` knows it).
+    fn workload(self, name: &str) -> String {
+        match self {
+            Store::Disk => name.to_string(),
+            Store::S3 => format!("s3-{name}"),
+        }
+    }
+
+    /// The key of metric `key` here.
+    fn key(self, key: &str) -> String {
+        match self {
+            Store::Disk => key.to_string(),
+            Store::S3 => format!("{}{key}", s3::KEY_PREFIX),
+        }
+    }
+}
+
+/// The push and pull workloads on `store`, those of them wanted: one
+/// push-mono and one push-chunked of `plan.big`, `plan.conc_push` streamed
+/// pushes at once, a pull of `plan.big` and (on disk) `plan.conc_pull`
+/// pulls at once.
+async fn blob_workloads(
+    opts: &Opts,
+    plan: &Plan,
+    store: Store,
+    servers: &mut [Server],
+    auth: &str,
+    res: &mut Results,
+) -> Result<()> {
+    let base = Blob::base_block();
+    let n = servers.len();
+    let wanted = |name: &str| usize::from(opts.wants(&store.workload(name)));
+
+    // push-mono, and push-chunked: one streamed upload
+    for (name, how, key, rss_key) in [
+        ("push-mono", Upload::Mono, "push_mono", None),
+        (
+            "push-chunked",
+            Upload::Streamed,
+            "push_stream",
+            Some("rss_push_stream"),
+        ),
+    ] {
+        let rounds = plan.rounds * wanted(name);
+        let name = store.workload(name);
+        for round in 0..rounds {
+            for i in order(round, n) {
+                let s = &mut servers[i];
+                let blob = Blob::new(base.clone(), next_seed(), plan.big);
+                let digest = blob.digest();
+                sync_disk();
+                let sampler = rss_key.map(|_| RssSampler::start(s.pid()));
+                let d = workloads::push(how, s.addr, auth, "bench/push", &blob, &digest)
+                    .await
+                    .with_context(|| format!("{}: {name}", s.name))?;
+                if let (Some(rss_key), Some(sampler)) = (rss_key, sampler) {
+                    res.add(&store.key(rss_key), i, mib(sampler.stop()));
+                }
+                res.add(&store.key(key), i, mbps(plan.big, d));
+                say(&format!(
+                    "{name:<17} round {} {:>9}: {:8.0} MB/s",
+                    round + 1,
+                    s.name,
+                    mbps(plan.big, d)
+                ));
+                remove_blob(s, "bench/push", &digest);
+                s.check_alive()?;
+            }
+        }
+    }
+
+    // push-chunked: concurrent streamed uploads
+    let (cn, csize) = plan.conc_push;
+    let name = store.workload(&format!("push-{cn}x"));
+    for round in 0..plan.rounds * wanted("push-concurrent") {
+        for i in order(round, n) {
+            let s = &mut servers[i];
+            let blobs: Vec<(Blob, String)> = (0..cn)
+                .map(|_| {
+                    let b = Blob::new(base.clone(), next_seed(), csize);
+                    let d = b.digest();
+                    (b, d)
+                })
+                .collect();
+            sync_disk();
+            let sampler = RssSampler::start(s.pid());
+            let d = workloads::push_concurrent(s.addr, auth, "bench/push8", &blobs)
+                .await
+                .with_context(|| format!("{}: concurrent pushes", s.name))?;
+            res.add(&store.key("rss_push_conc"), i, mib(sampler.stop()));
+            let total = cn as u64 * csize;
+            res.add(&store.key("push_conc"), i, mbps(total, d));
+            say(&format!(
+                "{name:<17} round {} {:>9}: {:8.0} MB/s",
+                round + 1,
+                s.name,
+                mbps(total, d)
+            ));
+            for (_, digest) in &blobs {
+                remove_blob(s, "bench/push8", digest);
+            }
+            s.check_alive()?;
+        }
+    }
+
+    // pull: the same blobs pushed (untimed) to both servers; on S3 one
+    // pull only (many at once would measure Garage more than the servers)
+    let pull_rounds = plan.rounds * wanted("pull");
+    let big = Blob::new(base.clone(), 0xB16, plan.big);
+    let (pn, psize) = plan.conc_pull;
+    let small = (store == Store::Disk).then(|| Blob::new(base.clone(), 0x5A11, psize));
+    let blobs: Vec<(&Blob, String)> = [Some(&big), small.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|b| (b, b.digest()))
+        .collect();
+    for s in servers.iter().take(pull_rounds.min(1) * n) {
+        for (blob, digest) in &blobs {
+            workloads::push(Upload::Mono, s.addr, auth, "bench/pull", blob, digest).await?;
+        }
+    }
+    sync_disk();
+    // One read of each first so both pull from the page cache.
+    for s in servers.iter().take(pull_rounds.min(1) * n) {
+        for (blob, digest) in &blobs {
+            workloads::pull(s.addr, auth, "bench/pull", digest, blob.size).await?;
+        }
+    }
+    let name = store.workload("pull");
+    for round in 0..pull_rounds {
+        for i in order(round, n) {
+            let s = &mut servers[i];
+            let sampler = RssSampler::start(s.pid());
+            let d = workloads::pull(s.addr, auth, "bench/pull", &blobs[0].1, plan.big)
+                .await
+                .with_context(|| format!("{}: pull", s.name))?;
+            res.add(&store.key("pull"), i, mbps(plan.big, d));
+            let mut line = format!(
+                "{name:<17} round {} {:>9}: {:8.0} MB/s",
+                round + 1,
+                s.name,
+                mbps(plan.big, d)
+            );
+            if let Some((_, small_digest)) = blobs.get(1) {
+                let dc =
+                    workloads::pull_concurrent(s.addr, auth, "bench/pull", small_digest, psize, pn)
+                        .await
+                        .with_context(|| format!("{}: concurrent pulls", s.name))?;
+                let total = pn as u64 * psize;
+                res.add("pull_conc", i, mbps(total, dc));
+                line.push_str(&format!(", {pn}x: {:8.0} MB/s", mbps(total, dc)));
+            }
+            res.add(&store.key("rss_pull"), i, mib(sampler.stop()));
+            say(&line);
+            s.check_alive()?;
+        }
+    }
+    Ok(())
 }

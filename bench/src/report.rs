@@ -48,12 +48,12 @@ pub struct Metric {
 pub struct Results {
     /// Samples per metric key: [berth, the other server (reference or
     /// baseline)].
-    pub samples: BTreeMap<&'static str, [Vec<f64>; 2]>,
+    pub samples: BTreeMap<String, [Vec<f64>; 2]>,
 }
 
 impl Results {
-    pub fn add(&mut self, key: &'static str, server: usize, value: f64) {
-        self.samples.entry(key).or_default()[server].push(value);
+    pub fn add(&mut self, key: &str, server: usize, value: f64) {
+        self.samples.entry(key.to_string()).or_default()[server].push(value);
     }
 }
 
@@ -292,16 +292,36 @@ pub fn json(
     })
 }
 
-const START: &str = "<!-- results:start -->";
-const END: &str = "<!-- results:end -->";
+/// A section of `README.md` the benchmark writes: its markers' name and,
+/// for a README without them, the heading it is appended under.
+pub struct Section {
+    pub marker: &'static str,
+    pub heading: &'static str,
+}
 
-/// Replaces the results section of `README.md` (between the markers).
-pub fn update_readme(path: &Path, table: &str) -> Result<()> {
+/// The results of the workloads on disk.
+pub const RESULTS: Section = Section {
+    marker: "results",
+    heading: "Latest results",
+};
+
+/// The results of the workloads on S3.
+pub const S3_RESULTS: Section = Section {
+    marker: "s3-results",
+    heading: "Latest results on S3",
+};
+
+/// Replaces `section` of `README.md` (between its markers).
+pub fn update_readme(path: &Path, section: &Section, table: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# berth-bench\n".to_string());
-    let section = format!("{START}\n{table}{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
-        _ => format!("{}\n## Latest results\n\n{section}\n", old.trim_end()),
+    let (start, end) = (
+        format!("<!-- {}:start -->", section.marker),
+        format!("<!-- {}:end -->", section.marker),
+    );
+    let text = format!("{start}\n{table}{end}");
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{text}{}", &old[..a], &old[b + end.len()..]),
+        _ => format!("{}\n## {}\n\n{text}\n", old.trim_end(), section.heading),
     };
     std::fs::write(path, new)?;
     Ok(())

@@ -1,5 +1,6 @@
 //! Starting berth and the reference registry (CNCF Distribution, Debian's
-//! `docker-registry`) on 127.0.0.1, and stopping them by PID.
+//! `docker-registry`) on 127.0.0.1, on a directory or a bucket, and
+//! stopping them by PID.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -27,23 +28,28 @@ impl ProcGuard {
 
 impl Drop for ProcGuard {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
+        stop(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL when it is still running after
+/// `grace`; waits for it to end.
+pub fn stop(child: &mut Child, grace: Duration) {
+    if let Ok(None) = child.try_wait() {
         // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
         unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        let deadline = Instant::now() + grace;
+        while let Ok(None) = child.try_wait() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
+    let _ = child.wait();
 }
 
 /// Makes the child get SIGTERM if the benchmark dies without its Drop guards
@@ -58,13 +64,24 @@ fn die_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Where a server under test keeps its data.
+pub enum Storage {
+    /// A directory (the filesystem drivers), the one holding
+    /// `docker/registry/v2`.
+    Dir(PathBuf),
+    /// A bucket: berth's `[storage]` table, or the `storage:` section of
+    /// the reference's config.
+    Bucket(String),
+}
+
 /// One registry under test.
 pub struct Server {
     /// "berth", "baseline" (another berth binary) or "reference".
     pub name: &'static str,
     pub addr: SocketAddr,
-    /// Storage root (the directory holding `docker/registry/v2`).
-    pub root: PathBuf,
+    /// Storage root (the directory holding `docker/registry/v2`); `None`
+    /// on a bucket.
+    pub root: Option<PathBuf>,
     pub log: PathBuf,
     guard: ProcGuard,
 }
@@ -74,9 +91,9 @@ impl Server {
         self.guard.pid()
     }
 
-    /// `<root>/docker/registry/v2`.
-    pub fn v2(&self) -> PathBuf {
-        self.root.join("docker/registry/v2")
+    /// `<root>/docker/registry/v2`, on a directory.
+    pub fn v2(&self) -> Option<PathBuf> {
+        self.root.as_ref().map(|r| r.join("docker/registry/v2"))
     }
 
     /// Fails, with the tail of its log, when the server has exited.
@@ -104,18 +121,24 @@ pub fn start_berth(
     name: &'static str,
     bin: &Path,
     dir: &Path,
-    root: &Path,
+    storage: Storage,
     htpasswd: &str,
 ) -> Result<Server> {
     let cfg = dir.join(format!("{name}-config"));
     std::fs::create_dir_all(cfg.join("instances"))?;
     std::fs::create_dir_all(cfg.join("credentials"))?;
     std::fs::write(cfg.join("credentials/bench.htpasswd"), htpasswd)?;
+    let (root, table) = match storage {
+        Storage::Dir(root) => {
+            let table = format!("[storage]\nroot = {:?}\n", root.display().to_string());
+            (Some(root), table)
+        }
+        Storage::Bucket(table) => (None, table),
+    };
     std::fs::write(
         cfg.join("instances/bench.toml"),
         format!(
-            "hostnames = [\"bench.local\"]\nlisten = [\"127.0.0.1:0\"]\n\n[storage]\nroot = {:?}\n\n[auth]\nmax_login_failures = 100000\n",
-            root.display().to_string()
+            "hostnames = [\"bench.local\"]\nlisten = [\"127.0.0.1:0\"]\n\n{table}\n[auth]\nmax_login_failures = 100000\n"
         ),
     )?;
     let log = dir.join(format!("{name}.log"));
@@ -162,45 +185,62 @@ pub fn start_berth(
     Ok(Server {
         name,
         addr,
-        root: root.to_path_buf(),
+        root,
         log,
         guard,
     })
 }
 
-fn free_port() -> Result<u16> {
+/// A port of 127.0.0.1 free when asked (a server must still retry when
+/// another program takes it before the server binds it).
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
 
 /// Starts `docker-registry serve config.yml` (Distribution 2.8) with htpasswd
-/// auth and the filesystem driver.
+/// auth, its config and logs in `dir`: on a directory with the filesystem
+/// driver (deletes enabled), or on a bucket with the `storage:` section
+/// given. Either way upload purging is turned off, at the end of that
+/// section.
 pub async fn start_reference(
     bin: &Path,
     dir: &Path,
-    root: &Path,
+    storage: Storage,
     htpasswd: &Path,
 ) -> Result<Server> {
     let port = free_port()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let config = dir.join("reference.yml");
+    let (root, section) = match storage {
+        Storage::Dir(root) => {
+            let section = format!(
+                "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+                root.display()
+            );
+            (Some(root), section)
+        }
+        Storage::Bucket(section) => (None, section),
+    };
     std::fs::write(
         &config,
         format!(
             "version: 0.1\n\
              log:\n  level: info\n\
-             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
+             {section}  maintenance:\n    uploadpurging:\n      enabled: false\n\
              auth:\n  htpasswd:\n    realm: bench\n    path: {htpasswd}\n\
              http:\n  addr: {addr}\n  secret: berth-bench-secret\n\
              health:\n  storagedriver:\n    enabled: false\n",
-            root = root.display(),
             htpasswd = htpasswd.display(),
         ),
     )?;
     let log = dir.join("reference.log");
+    // With `AWS_CA_BUNDLE` set, its S3 driver does not start
+    // ("LoadCustomCABundleError").
     let child = die_with_parent(&mut Command::new(bin))
         .arg("serve")
         .arg(&config)
+        .env_remove("AWS_CA_BUNDLE")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join("reference.stdout.log"))?)
         .stderr(std::fs::File::create(&log)?)
@@ -209,7 +249,7 @@ pub async fn start_reference(
     let mut server = Server {
         name: "reference",
         addr,
-        root: root.to_path_buf(),
+        root,
         log,
         guard: ProcGuard { child },
     };

@@ -1,11 +1,12 @@
 //! Smoke run of the benchmark (bench/): every workload at `--quick` sizes
 //! against this build of berth and the reference registry
-//! (`/usr/bin/docker-registry`), results written to a temporary directory.
-//! It checks that every row of the report has numbers for both servers; it
-//! asserts nothing about speed.
+//! (`/usr/bin/docker-registry`), on disk and on a Garage bucket (which
+//! `./ctl test` installs, as for tests/suite/s3.rs), results written to a
+//! temporary directory. It checks that every row of the report has numbers
+//! for both servers; it asserts nothing about speed.
 
 /// The metric keys of the report, one per row.
-const ROWS: [&str; 16] = [
+const ROWS: [&str; 21] = [
     "push_mono",
     "push_stream",
     "push_conc",
@@ -22,6 +23,11 @@ const ROWS: [&str; 16] = [
     "rss_pull",
     "rss_after",
     "vmhwm",
+    "s3_push_mono",
+    "s3_push_conc",
+    "s3_pull",
+    "s3_rss_push_conc",
+    "s3_rss_pull",
 ];
 
 #[test]

@@ -4,9 +4,7 @@
 //! requests made with `curl --aws-sigv4` for tests to look into the bucket;
 //! where their programs are, a free port, and stopping a server by PID.
 
-use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -32,17 +30,8 @@ impl S3Bucket {
         secret: String,
     ) -> S3Bucket {
         let credentials_file = dir.join("aws-credentials");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&credentials_file)
-            .expect("create the credentials file");
-        write!(
-            file,
-            "[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
-        )
-        .unwrap();
+        berth_bench::garage::write_credentials_file(&credentials_file, &key_id, &secret)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         S3Bucket {
             endpoint,
             region: region.to_string(),
@@ -152,15 +141,9 @@ fn uri_encode(text: &str) -> String {
 }
 
 /// Where `./ctl test` puts the tools it builds or installs outside the
-/// system: `$BERTH_TOOLS`, default `~/.cache/berth/tools`.
+/// system (see [`berth_bench::garage::tools_dir`]).
 pub fn tools_dir() -> PathBuf {
-    match std::env::var_os("BERTH_TOOLS") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home).join(".cache/berth/tools")
-        }
-    }
+    berth_bench::garage::tools_dir().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A port of 127.0.0.1 free when asked (a server must still retry when
