@@ -18,6 +18,9 @@ mod s3;
 mod servers;
 mod workloads;
 
+/// Stopping a server child by its PID, for the tests' servers too.
+pub use servers::stop;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A bucket of an S3 server and a key allowed to read and write it.
 pub struct S3Bucket {
@@ -155,18 +155,5 @@ pub fn free_port() -> u16 {
 
 /// SIGTERM, then SIGKILL after 10 s; waits for the process to end.
 pub fn stop(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        // SAFETY: kill has no memory-safety preconditions; the PID is our
-        // own child's, not yet reaped, so it names no other process.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok(None) = child.try_wait() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = child.wait();
+    berth_bench::stop(child, Duration::from_secs(10));
 }
