@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -16,6 +17,9 @@ pub const BLOCK: usize = 1 << 20;
 /// client, and so docker, writes chunks of this order).
 const WIRE_CHUNK: usize = 32 << 10;
 const READ_BUF: usize = 256 << 10;
+/// How long one request (sent and answered) may take: a server that stops
+/// reading or answering fails the run instead of hanging it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A deterministic blob of `size` bytes: blocks of a shared pseudo-random
 /// MiB, each stamped with the blob's seed and the block index so that every
@@ -176,10 +180,16 @@ impl Conn {
         body: Body<'_>,
         keep_body: bool,
     ) -> Result<Response> {
-        let r = match self.write_request(method, path, headers, body).await {
-            Ok(()) => self.read_response(method == "HEAD", keep_body).await,
-            Err(e) => Err(e),
+        let exchange = async {
+            self.write_request(method, path, headers, body).await?;
+            self.read_response(method == "HEAD", keep_body).await
         };
+        let r = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                let secs = REQUEST_TIMEOUT.as_secs();
+                Err(anyhow!("no complete answer in {secs} s"))
+            });
         if r.is_err() {
             self.stream = None;
         }

@@ -244,13 +244,23 @@ pub fn markdown(
         ));
     }
     s.push_str(&format!(
-        "\nLimits of this machine: sha256 on one core {:.0} MB/s, fsync'd sequential write {:.0} MB/s \
-         (min {:.0} MB/s; 60% of it is {:.0} MB/s).\n",
-        limits.sha256_mbps,
-        limits.write_mbps,
-        limits.min(),
-        0.6 * limits.min()
+        "\nLimits of this machine: sha256 on one core {:.0} MB/s, fsync'd sequential write {:.0} MB/s",
+        limits.sha256_mbps, limits.write_mbps,
     ));
+    // The floor of the targets that have one.
+    let floor = rows.iter().find_map(|r| match r.metric.target {
+        Target::RatioAndLimit(_, frac) => Some(frac),
+        _ => None,
+    });
+    match floor {
+        Some(frac) => s.push_str(&format!(
+            " (min {:.0} MB/s; {:.0}% of it is {:.0} MB/s).\n",
+            limits.min(),
+            frac * 100.0,
+            frac * limits.min()
+        )),
+        None => s.push_str(".\n"),
+    }
     s
 }
 

@@ -49,7 +49,8 @@ pub fn settings(opts: &Opts, plan: &Plan) -> (String, serde_json::Value) {
          {parallel_parts}, the reference under `reference/` with its s3 driver's defaults \
          (10 MiB chunks); redirects to the bucket off for both (each serves its pulls); MB/s \
          = 10^6 bytes/s; one client (bench/src/http.rs) for both servers.",
-        plan.rounds, version
+        plan.rounds,
+        version.split(" [").next().unwrap_or_default()
     );
     let json = json!({
         "garage": version,

@@ -19,14 +19,18 @@ pub struct Garage {
 impl Garage {
     /// One node (replication factor 1).
     pub fn start() -> Garage {
-        Self::cluster(1)
+        Self::with_key_file(berth_bench::garage::Garage::start())
     }
 
     /// `nodes` nodes connected to each other, each in a zone of its own
     /// (dc1..dcN), replication factor `nodes`: every object is on every node.
     pub fn cluster(nodes: usize) -> Garage {
-        let garage =
-            berth_bench::garage::Garage::cluster(nodes).unwrap_or_else(|e| panic!("{e:#}"));
+        Self::with_key_file(berth_bench::garage::Garage::cluster(nodes))
+    }
+
+    /// The started cluster, with its key's credentials file written.
+    fn with_key_file(started: anyhow::Result<berth_bench::garage::Garage>) -> Garage {
+        let garage = started.unwrap_or_else(|e| panic!("{e:#}"));
         let dir = tempfile::Builder::new()
             .prefix("berth-garage-key")
             .tempdir()
