@@ -33,7 +33,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -559,83 +558,6 @@ async fn ranged(
     Ok(got.into_stream().map_err(io::Error::from).boxed())
 }
 
-/// The span of one GET of a read past its first.
-const WINDOW: u64 = 4 << 20;
-/// Bytes read ahead at most, across every read of the process: one read
-/// alone gets up to `parallel_parts` windows in flight, and as more run at
-/// once each gets fewer, down to one GET streamed as it comes.
-const READ_AHEAD: u64 = 64 << 20;
-
-/// Reads under way past their first window.
-static READING: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one read as under way while it lives.
-struct Reading;
-
-impl Reading {
-    fn start() -> Reading {
-        READING.fetch_add(1, Ordering::Relaxed);
-        Reading
-    }
-
-    /// Windows this read may have in flight.
-    fn ways(&self, most: usize) -> usize {
-        let n = READING.load(Ordering::Relaxed).max(1) as u64;
-        ((READ_AHEAD / WINDOW / n) as usize).clamp(1, most.max(1))
-    }
-}
-
-impl Drop for Reading {
-    fn drop(&mut self) {
-        READING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Bytes `from..to` of an object: one GET streamed as it comes when only
-/// one may be in flight, else windows fetched by tasks of their own, up to
-/// `most` at once (a single GET stream from a store is often slower than
-/// the network and the client), handed on in order.
-fn read_ahead(
-    store: &AmazonS3,
-    path: &Path,
-    from: u64,
-    to: u64,
-    most: usize,
-) -> stream::BoxStream<'static, io::Result<Bytes>> {
-    let reading = Reading::start();
-    let ways = reading.ways(most);
-    let (store, path) = (store.clone(), path.clone());
-    if ways == 1 {
-        let one = async move {
-            let _reading = reading;
-            ranged(&store, &path, from, to)
-                .await
-                .map_err(io::Error::from)
-        };
-        return stream::once(one).try_flatten().boxed();
-    }
-    let windows = (from..to)
-        .step_by(WINDOW as usize)
-        .map(move |start| (start, (start + WINDOW).min(to)));
-    stream::iter(windows)
-        .map(move |(start, end)| {
-            let (store, path) = (store.clone(), path.clone());
-            let task = tokio::spawn(async move { store.get_range(&path, start..end).await });
-            async move {
-                match task.await {
-                    Ok(got) => got.map_err(io::Error::from),
-                    Err(e) => Err(io::Error::other(e)),
-                }
-            }
-        })
-        .buffered(ways)
-        .map(move |piece| {
-            let _ = &reading;
-            piece
-        })
-        .boxed()
-}
-
 /// `pieces`, checked to hold `len` bytes; ends with `UnexpectedEof` when
 /// they hold fewer or `short` says the object is.
 fn exact(
@@ -732,26 +654,19 @@ impl Driver for S3Driver {
         }
     }
 
-    /// Ranged GETs: the first [`WINDOW`] alone, then the rest read ahead
-    /// in windows, several at once ([`read_ahead`]); a look at the object
-    /// first only when the range is empty, and at its segments when there
-    /// is no object.
+    /// One ranged GET; a look at the object first only when the range is
+    /// empty, and at its segments when there is no object.
     async fn read(&self, key: &str, offset: u64, len: u64) -> Result<ByteStream, StorageError> {
         let i = &self.inner;
         let path = i.path(key)?;
-        let (end, first_end) = (offset + len, offset + len.min(WINDOW));
         let got = match len {
             0 => i.store.head(&path).await.map(|_| None),
-            _ => ranged(&i.store, &path, offset, first_end).await.map(Some),
+            _ => ranged(&i.store, &path, offset, offset + len)
+                .await
+                .map(Some),
         };
         match got {
-            Ok(Some(first)) => {
-                let rest = match first_end < end {
-                    true => read_ahead(&i.store, &path, first_end, end, i.opts.parallel_parts),
-                    false => stream::empty().boxed(),
-                };
-                Ok(exact(first.chain(rest).boxed(), len, false, key.into()))
-            }
+            Ok(Some(pieces)) => Ok(exact(pieces, len, false, key.into())),
             Ok(None) => Ok(exact(stream::empty().boxed(), 0, false, key.into())),
             Err(object_store::Error::NotFound { .. }) => {
                 let segs = i
