@@ -147,8 +147,12 @@ impl S3Driver {
             .with_client_options(
                 ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(5))
-                    // A blob streams for as long as its client reads.
+                    // A blob streams for as long as its client reads; a
+                    // store that sends nothing for a minute (a request it
+                    // took and never answered) fails the request, which is
+                    // retried when it may be.
                     .with_timeout_disabled()
+                    .with_read_timeout(Duration::from_secs(60))
                     .with_allow_http(true),
             )
             .with_retry(RetryConfig {
