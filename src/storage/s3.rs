@@ -245,7 +245,8 @@ impl Inner {
             "invalidaccesskeyid",
             "signaturedoesnotmatch",
             "accessdenied",
-            "403",
+            // The status, not any "403" (a port, a random probe name).
+            "403 forbidden",
         ]
         .iter()
         .any(|w| all.contains(w))
@@ -1095,5 +1096,55 @@ impl Writer for SegmentWriter {
         }
         let start = self.start;
         Ok(start + (*self).complete().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn driver() -> S3Driver {
+        S3Driver::new(S3Options {
+            bucket: "reg".into(),
+            endpoint: Some("http://127.0.0.1:40377".into()),
+            region: "garage".into(),
+            prefix: "ci".into(),
+            path_style: true,
+            part_size: DEFAULT_PART_SIZE,
+            parallel_parts: DEFAULT_PARALLEL_PARTS,
+            credentials: None,
+            redirect: None,
+        })
+        .unwrap()
+    }
+
+    fn failed(text: &str) -> StorageError {
+        StorageError::Io {
+            op: "put",
+            key: "berth/probe/a403f".into(),
+            source: io::Error::other(text.to_string()),
+        }
+    }
+
+    #[test]
+    fn probe_failures_are_named_by_their_cause_not_by_digits_in_names() {
+        let d = driver();
+        let refused = d.explain(&failed(
+            "tcp connect error: Connection refused (os error 111)",
+        ));
+        assert!(
+            refused.contains("cannot connect to http://127.0.0.1:40377"),
+            "{refused}"
+        );
+        let denied = d.explain(&failed(
+            "403 Forbidden: <Error><Code>AccessDenied</Code><Message>Invalid signature</Message></Error>",
+        ));
+        assert!(denied.contains("access denied to bucket 'reg'"), "{denied}");
+        assert!(
+            denied.ends_with("(AccessDenied: Invalid signature)"),
+            "{denied}"
+        );
+        let missing = d.explain(&failed("<Code>NoSuchBucket</Code>"));
+        assert!(missing.contains("bucket 'reg' does not exist"), "{missing}");
     }
 }
