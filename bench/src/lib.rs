@@ -61,6 +61,8 @@ struct Opts {
     /// not given).
     s3_part_size: Option<String>,
     s3_parallel_parts: Option<usize>,
+    /// berth's blob `cache` on S3 ([`s3::DEFAULT_CACHE`] when not given).
+    s3_cache: Option<String>,
 }
 
 impl Opts {
@@ -80,7 +82,7 @@ impl Opts {
 
     /// Whether berth runs on S3 with other settings than its defaults.
     fn s3_tuned(&self) -> bool {
-        self.s3_part_size.is_some() || self.s3_parallel_parts.is_some()
+        self.s3_part_size.is_some() || self.s3_parallel_parts.is_some() || self.s3_cache.is_some()
     }
 
     /// Whether a second server runs beside berth (the reference, or the
@@ -191,7 +193,8 @@ fn usage() -> &'static str {
      \x20                 --only they run when Garage is installed, see bench/README.md)\n\
      --s3-part-size SIZE, --s3-parallel-parts N\n\
      \x20                 berth's part_size and parallel_parts on S3 (default: its\n\
-     \x20                 defaults, 8MiB and 4)"
+     \x20                 defaults, 8MiB and 4)\n\
+     --s3-cache SIZE   berth's blob cache on S3 (default: 2GiB; 0 turns it off)"
 }
 
 /// The workloads on disk (the servers' filesystem drivers).
@@ -234,6 +237,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
         only: Vec::new(),
         s3_part_size: None,
         s3_parallel_parts: None,
+        s3_cache: None,
     };
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -264,6 +268,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
             }
             "--s3" => o.only.extend(S3_WORKLOADS.map(String::from)),
             "--s3-part-size" => o.s3_part_size = Some(value()?),
+            "--s3-cache" => o.s3_cache = Some(value()?),
             "--s3-parallel-parts" => {
                 o.s3_parallel_parts = Some(value()?.parse().context("--s3-parallel-parts")?)
             }
@@ -493,6 +498,11 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             "s3_push_conc",
             format!("S3: push-chunked {push_n}×{push_size} concurrent"),
             Target::Ratio(2.0),
+        ),
+        mbps(
+            "s3_pull_first",
+            format!("S3: first pull {big} (berth's blob cache empty)"),
+            Target::None,
         ),
         mbps("s3_pull", format!("S3: pull {big}"), Target::Ratio(1.5)),
         rss(
@@ -1056,10 +1066,14 @@ async fn blob_workloads(
         }
     }
     sync_disk();
-    // One read of each first so both pull from the page cache.
-    for s in servers.iter().take(pull_rounds.min(1) * n) {
+    // One read of each first so both pull from the page cache (and berth
+    // on S3 from its blob cache): timed on S3.
+    for (i, s) in servers.iter().take(pull_rounds.min(1) * n).enumerate() {
         for (blob, digest) in &blobs {
-            workloads::pull(s.addr, auth, "bench/pull", digest, blob.size).await?;
+            let d = workloads::pull(s.addr, auth, "bench/pull", digest, blob.size).await?;
+            if store == Store::S3 {
+                res.add(&store.key("pull_first"), i, mbps(blob.size, d));
+            }
         }
     }
     let name = store.workload("pull");

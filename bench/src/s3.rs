@@ -19,6 +19,8 @@ pub const KEY_PREFIX: &str = "s3_";
 /// berth's `part_size` and `parallel_parts` when not set (its defaults).
 const DEFAULT_PART_SIZE: &str = "8MiB";
 const DEFAULT_PARALLEL_PARTS: usize = 4;
+/// berth's blob `cache` on S3 when not given: room for the pulled blob.
+pub const DEFAULT_CACHE: &str = "2GiB";
 
 /// The reference's keys go under this prefix, berth's (and the
 /// baseline's) under their names.
@@ -41,12 +43,14 @@ pub fn garage_version() -> String {
 pub fn settings(opts: &Opts, plan: &Plan) -> (String, serde_json::Value) {
     let part_size = opts.s3_part_size.as_deref().unwrap_or(DEFAULT_PART_SIZE);
     let parallel_parts = opts.s3_parallel_parts.unwrap_or(DEFAULT_PARALLEL_PARTS);
+    let cache = opts.s3_cache.as_deref().unwrap_or(DEFAULT_CACHE);
     let version = garage_version();
     let text = format!(
         "Settings: {} rounds per workload, alternating which server goes first, medians \
          (peaks: max); {}: one node (replication 1, sqlite metadata) on the same cores and \
-         disk, one bucket: berth under `berth/` with part_size {part_size} and parallel_parts \
-         {parallel_parts}, the reference under `reference/` with its s3 driver's defaults \
+         disk, one bucket: berth under `berth/` with part_size {part_size}, parallel_parts \
+         {parallel_parts} and a blob cache of {cache} on the local disk (the first pull of a blob \
+         fills it: that pull is timed once per server, the others read the copy), the reference under `reference/` with its s3 driver's defaults \
          (10 MiB chunks); redirects to the bucket off for both (each serves its pulls); MB/s \
          = 10^6 bytes/s; one client (bench/src/http.rs) for both servers.",
         plan.rounds,
@@ -59,6 +63,7 @@ pub fn settings(opts: &Opts, plan: &Plan) -> (String, serde_json::Value) {
             "prefix": "berth",
             "part_size": part_size,
             "parallel_parts": parallel_parts,
+            "cache": cache,
             "redirect": false,
         },
         "reference": {
@@ -94,7 +99,10 @@ pub async fn run(
     ));
     let credentials = dir.join("aws-credentials");
     garage::write_credentials_file(&credentials, garage.key_id(), garage.secret())?;
-    let mut tuning = String::new();
+    let mut tuning = format!(
+        "cache = {:?}\n",
+        opts.s3_cache.as_deref().unwrap_or(DEFAULT_CACHE)
+    );
     if let Some(size) = &opts.s3_part_size {
         tuning.push_str(&format!("part_size = {size:?}\n"));
     }

@@ -86,6 +86,7 @@ pub(super) fn read(
         listen: Vec::new(),
         // Read below, after the keys above it in the file.
         storage: Location::Filesystem(resolve(dir, &format!("data/{name}"))),
+        blob_cache: None,
         htpasswd: resolve(dir, &format!("credentials/{name}.htpasswd")),
         max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
         access: access::build(&src, f.access, errors),
@@ -115,7 +116,7 @@ pub(super) fn read(
             inst.listen.push(a);
         }
     }
-    inst.storage = storage::build(dir, &src, &name, &f.storage, claims);
+    (inst.storage, inst.blob_cache) = storage::build(dir, &src, &name, &f.storage, claims);
     if f.hostnames.is_empty() && f.listen.is_empty() {
         claims.errors.push(src.error_at(
             None,

@@ -24,6 +24,7 @@ use crate::api::Limits;
 use crate::auth::Access;
 use crate::coord::PostgresUrl;
 use crate::registry::retention::Retention;
+use crate::storage::cache::CacheSpec;
 use crate::storage::location::Location;
 
 mod access;
@@ -85,6 +86,8 @@ pub struct InstanceConfig {
     pub hostnames: Vec<String>,
     pub listen: Vec<SocketAddr>,
     pub storage: Location,
+    /// This host's copies of the blobs of a remote store, if it keeps any.
+    pub blob_cache: Option<CacheSpec>,
     pub htpasswd: PathBuf,
     /// Failed logins per minute from one address before it is throttled.
     pub max_login_failures: u32,
@@ -179,6 +182,8 @@ struct Claims {
     addrs: HashMap<SocketAddr, String>,
     /// Hostnames, with the instance serving each.
     hostnames: HashMap<String, ConfigError>,
+    /// Directories (storage roots, blob caches), each with what it is
+    /// (the message) and where it was written.
     roots: Vec<(roots::Root, ConfigError)>,
     /// Buckets (endpoint and bucket) with the prefix claimed in each.
     buckets: Vec<(String, String, ConfigError)>,
@@ -487,6 +492,47 @@ mod tests {
                 "s3://reg/ci/sub at http://127.0.0.1:3900 overlaps the store of another instance"
             ),
             "{errs:?}"
+        );
+
+        // A blob cache: in state/cache/NAME unless placed; apart from every
+        // other instance's directories; only for a bucket.
+        d.instance("b", &s3("cache"));
+        d.instance("a", &(s3("ci") + "cache = \"10GiB\"\n"));
+        let c = load(d.0.path()).unwrap();
+        let spec = c.instances[0].blob_cache.as_ref().unwrap();
+        assert_eq!(spec.max_bytes, 10 << 30);
+        assert!(spec.dir.ends_with("state/cache/a"), "{spec:?}");
+        assert!(c.instances[1].blob_cache.is_none());
+        d.instance("a", &(s3("ci") + "cache = \"0\"\n"));
+        assert!(load(d.0.path()).unwrap().instances[0].blob_cache.is_none());
+        d.instance(
+            "a",
+            &(s3("ci") + "cache = \"1GiB\"\ncache_dir = \"data/b\"\n"),
+        );
+        d.instance("b", "listen = [\"127.0.0.1:0\"]\n");
+        assert_eq!(
+            d.errors(),
+            vec!["instances/b.toml: storage root data/b overlaps the blob cache directory data/b of another instance (instances/a.toml:8:13); each instance needs its own"]
+        );
+        d.instance("b", &s3("cache"));
+        d.instance("a", &(s3("ci") + "cache = \"lots\"\ncache_dir = \"x\"\n"));
+        let errs = d.errors();
+        assert!(
+            errs[0].starts_with("instances/a.toml:7:9: storage.cache: "),
+            "{errs:?}"
+        );
+        d.instance("a", &(s3("ci") + "cache_dir = \"x\"\n"));
+        assert_eq!(
+            d.errors(),
+            vec!["instances/a.toml:7:13: storage.cache_dir needs storage.cache (how much the cache may hold)"]
+        );
+        d.instance(
+            "a",
+            "listen = [\"127.0.0.1:0\"]\n[storage]\ncache = \"1GiB\"\n",
+        );
+        assert_eq!(
+            d.errors(),
+            vec!["instances/a.toml:3:9: storage.cache is for driver \"s3\" (this instance stores in a directory)"]
         );
     }
 

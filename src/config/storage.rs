@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::retention::parse_size;
 use super::source::Source;
 use super::{resolve, roots, Claims, ConfigError};
+use crate::storage::cache::CacheSpec;
 use crate::storage::location::Location;
 use crate::storage::s3::{self, Credentials, S3Options};
 
@@ -41,6 +42,8 @@ pub(super) struct StorageSection {
     credentials_file: Option<Spanned<String>>,
     redirect: Option<Spanned<bool>>,
     redirect_expiry: Option<Spanned<String>>,
+    cache: Option<Spanned<String>>,
+    cache_dir: Option<Spanned<String>>,
 }
 
 impl StorageSection {
@@ -74,18 +77,21 @@ impl StorageSection {
             "redirect_expiry",
             self.redirect_expiry.as_ref().map(|v| v.span().start),
         );
+        add("cache", self.cache.as_ref().map(|v| v.span().start));
+        add("cache_dir", self.cache_dir.as_ref().map(|v| v.span().start));
         keys
     }
 }
 
-/// Reads `[storage]` for the instance `name` of the config dir `dir`.
+/// Reads `[storage]` for the instance `name` of the config dir `dir`: the
+/// store, and where this host keeps copies of its blobs, if it does.
 pub(super) fn build(
     dir: &Path,
     src: &Source,
     name: &str,
     section: &StorageSection,
     claims: &mut Claims,
-) -> Location {
+) -> (Location, Option<CacheSpec>) {
     let driver = section
         .driver
         .as_ref()
@@ -109,7 +115,8 @@ pub(super) fn build(
                 "storage.root is for driver \"filesystem\"; an s3 instance has bucket and prefix",
             ));
         }
-        return s3(dir, src, section, claims);
+        let cache = cache(dir, src, name, section, claims);
+        return (s3(dir, src, section, claims), cache);
     }
     for (key, span) in section.s3_keys() {
         claims.errors.push(src.error_at(
@@ -121,31 +128,82 @@ pub(super) fn build(
         Some(root) => resolve(dir, root.get_ref()),
         None => resolve(dir, &format!("data/{name}")),
     };
-    filesystem_claim(src, section, &root, claims);
-    Location::Filesystem(root)
-}
-
-/// Claims the directory `root`: it may overlap no other instance's.
-fn filesystem_claim(src: &Source, section: &StorageSection, root: &Path, claims: &mut Claims) {
-    let root_err = match &section.root {
+    let at = match &section.root {
         Some(r) => src.error_spanned(r, "storage root"),
         None => src.error_at(None, "storage root"),
     };
+    directory_claim(at, &root, claims);
+    (Location::Filesystem(root), None)
+}
+
+/// Claims the directory `root`, what `at` says it is (its message) and
+/// where: it may overlap no directory of another instance.
+fn directory_claim(at: ConfigError, root: &Path, claims: &mut Claims) {
     let claimed = roots::Root::new(root);
-    for (other, other_err) in &claims.roots {
+    for (other, other_at) in &claims.roots {
         if let Some(how) = claimed.overlap(other) {
             claims.errors.push(ConfigError {
                 message: format!(
-                    "storage root {} overlaps the storage root {} of another instance ({}){how}; each instance needs its own",
+                    "{} {} overlaps the {} {} of another instance ({}){how}; each instance needs its own",
+                    at.message,
                     root.display(),
+                    other_at.message,
                     other.written().display(),
-                    other_err.location()
+                    other_at.location()
                 ),
-                ..root_err.clone()
+                ..at.clone()
             });
         }
     }
-    claims.roots.push((claimed, root_err));
+    claims.roots.push((claimed, at));
+}
+
+/// `cache` and `cache_dir` of an S3 instance: how many bytes of copies of
+/// its blobs this host keeps, and where (`state/cache/NAME` unless set);
+/// `None` without `cache` or with `cache = "0"`.
+fn cache(
+    dir: &Path,
+    src: &Source,
+    name: &str,
+    section: &StorageSection,
+    claims: &mut Claims,
+) -> Option<CacheSpec> {
+    let Some(size) = &section.cache else {
+        if let Some(d) = &section.cache_dir {
+            claims.errors.push(src.error_spanned(
+                d,
+                "storage.cache_dir needs storage.cache (how much the cache may hold)",
+            ));
+        }
+        return None;
+    };
+    let max_bytes = match parse_size(size.get_ref()) {
+        Ok(n) => n,
+        Err(e) => {
+            claims
+                .errors
+                .push(src.error_spanned(size, format!("storage.cache: {e}")));
+            return None;
+        }
+    };
+    if max_bytes == 0 {
+        return None;
+    }
+    let (cache_dir, at) = match &section.cache_dir {
+        Some(d) => (
+            resolve(dir, d.get_ref()),
+            src.error_spanned(d, "blob cache directory"),
+        ),
+        None => (
+            resolve(dir, &format!("state/cache/{name}")),
+            src.error_spanned(size, "blob cache directory"),
+        ),
+    };
+    directory_claim(at, &cache_dir, claims);
+    Some(CacheSpec {
+        dir: cache_dir,
+        max_bytes,
+    })
 }
 
 fn s3(dir: &Path, src: &Source, section: &StorageSection, claims: &mut Claims) -> Location {

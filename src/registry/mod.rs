@@ -30,6 +30,7 @@ pub use uploads::Uploads;
 use self::manifest::Descriptor;
 use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, Reference, RegistryError, RepoName};
+use crate::storage::cache::BlobCache;
 use crate::storage::driver::{optional, ByteStream, Driver, StorageError};
 use crate::storage::listing::{self, Listings, Names};
 use crate::storage::location::Location;
@@ -47,6 +48,8 @@ pub struct Registry {
     sessions: quota::SessionQuota,
     /// Manifests read lately, by digest.
     manifests: ManifestCache,
+    /// This host's copies of the blobs pulled from a remote store.
+    cache: Option<Arc<BlobCache>>,
 }
 
 /// Manifests by digest, the most recently read up to [`MANIFEST_CACHE`]
@@ -90,17 +93,20 @@ pub struct Blob {
     pub size: u64,
     digest: Digest,
     driver: Arc<dyn Driver>,
+    cache: Option<Arc<BlobCache>>,
 }
 
 impl Blob {
     /// `len` bytes from `start`. A blob collected since it was found is
     /// `BLOB_UNKNOWN`, like one never there.
     pub async fn open(&self, start: u64, len: u64) -> Result<ByteStream, RegistryError> {
-        match self
-            .driver
-            .read(&keys::blob(&self.digest), start, len)
-            .await
-        {
+        let key = keys::blob(&self.digest);
+        let fetch = self.driver.read(&key, start, len);
+        let read = match &self.cache {
+            Some(cache) => cache.read(&self.digest, self.size, start, len, fetch).await,
+            None => fetch.await,
+        };
+        match read {
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(format!(
                 "blob {} is not here any more",
                 self.digest
@@ -155,7 +161,14 @@ impl Registry {
             listings: Listings::default(),
             sessions: quota::SessionQuota::default(),
             manifests: ManifestCache::default(),
+            cache: None,
         }
+    }
+
+    /// The registry serving pulls of whole blobs from `cache` when it has
+    /// them, and keeping copies in it of those it does not.
+    pub fn with_cache(self, cache: Option<Arc<BlobCache>>) -> Self {
+        Registry { cache, ..self }
     }
 
     /// The registry of the store at `location`, its locks taken through
@@ -203,6 +216,7 @@ impl Registry {
                 size,
                 digest: digest.clone(),
                 driver: self.driver.clone(),
+                cache: self.cache.clone(),
             }),
             None => Err(RegistryError::BlobUnknown(format!(
                 "blob {digest} is not in {repo}"

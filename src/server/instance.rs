@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, InstanceConfig};
 use crate::coord::Coordinator;
 use crate::registry::{presence, Registry};
+use crate::storage::cache::BlobCache;
 
 /// One registry as served: its config, content, credentials and TLS.
 pub struct Instance {
@@ -188,13 +189,22 @@ impl Snapshot {
         for ic in &config.instances {
             let old = previous.and_then(|p| p.instances.get(&ic.name));
             let registry = match old {
-                Some(o) if o.config.storage == ic.storage => o.registry.clone(),
+                Some(o)
+                    if o.config.storage == ic.storage && o.config.blob_cache == ic.blob_cache =>
+                {
+                    o.registry.clone()
+                }
                 _ => {
                     let coord = coord.as_ref().map(|c| c.for_store(&ic.storage.identity()));
-                    match Registry::open(&ic.storage, coord) {
-                        Ok(r) => Arc::new(r),
-                        Err(e) => {
+                    let cache = ic.blob_cache.as_ref().map(BlobCache::open).transpose();
+                    match (Registry::open(&ic.storage, coord), cache) {
+                        (Ok(r), Ok(cache)) => Arc::new(r.with_cache(cache.map(Arc::new))),
+                        (Err(e), _) => {
                             errors.push(format!("instance {}: {e}", ic.name));
+                            continue;
+                        }
+                        (_, Err(e)) => {
+                            errors.push(format!("instance {}: blob cache: {e}", ic.name));
                             continue;
                         }
                     }

@@ -13,27 +13,27 @@ use crate::oci::{Algorithm, Digest};
 const BATCH: usize = 4 << 20;
 
 /// A running hash in one of the algorithms digests name.
-enum Hasher {
+pub(super) enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
 }
 
 impl Hasher {
-    fn new(algorithm: Algorithm) -> Hasher {
+    pub(super) fn new(algorithm: Algorithm) -> Hasher {
         match algorithm {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
         }
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub(super) fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha512(h) => h.update(data),
         }
     }
 
-    fn finish(self) -> Digest {
+    pub(super) fn finish(self) -> Digest {
         match self {
             Hasher::Sha256(h) => Digest::from_parts(Algorithm::Sha256, hex::encode(h.finalize())),
             Hasher::Sha512(h) => Digest::from_parts(Algorithm::Sha512, hex::encode(h.finalize())),

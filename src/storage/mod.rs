@@ -29,6 +29,7 @@
 //! filesystem driver is made of; it knows nothing of manifests or HTTP.
 
 mod append;
+pub mod cache;
 pub mod driver;
 pub mod filesystem;
 pub mod hash;

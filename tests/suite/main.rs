@@ -35,6 +35,7 @@ mod real_clients;
 mod reload;
 mod request_id;
 mod s3;
+mod s3_cache;
 mod s3_clients;
 mod s3_harness;
 mod tls;
