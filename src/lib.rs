@@ -8,7 +8,10 @@
 //!   `berth serve` and the in-process tests start the same
 //!   [`server::Server`], on listeners they bound ([`server::Listeners`]).
 //! - [`api`]: the OCI Distribution HTTP API; thin handlers over [`registry`].
-//! - [`auth`]: htpasswd (bcrypt) with a verified-credential cache.
+//! - [`ui`]: the web UI (everything outside `/v2/`), a sibling of [`api`]:
+//!   server-rendered pages and forms over [`registry`].
+//! - [`auth`]: htpasswd (bcrypt) with a verified-credential cache, access
+//!   rules, the UI's sessions.
 //! - [`registry`]: repositories, blobs, uploads, manifests, tags, referrers;
 //!   knows nothing of HTTP.
 //! - [`oci`]: names, digests, media types and error codes shared by all layers.
@@ -44,3 +47,4 @@ pub mod oci;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod ui;

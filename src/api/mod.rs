@@ -14,8 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use base64::Engine as _;
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use futures_util::TryStreamExt;
 
 use axum::extract::ConnectInfo;
@@ -47,20 +46,6 @@ pub fn error_response(err: &RegistryError) -> Response<Body> {
         .expect("valid response")
 }
 
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
-}
-
 /// What a request is checked against: one instance's content, users and
 /// access policy.
 pub struct Instance<'a> {
@@ -78,7 +63,7 @@ pub async fn handle(inst: Instance<'_>, req: Request<Body>) -> Response<Body> {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let user = match basic_credentials(req.headers()) {
+    let user = match crate::auth::basic_credentials(req.headers()) {
         Some((user, password)) => match inst.auth.authenticate(peer, &user, &password).await {
             Ok(()) => Some(user),
             Err(Refused::Invalid) => {

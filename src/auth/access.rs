@@ -84,6 +84,30 @@ impl Access {
     pub fn permits(&self, user: Option<&str>, repo: &str, needed: Action) -> bool {
         self.allowed(user, repo) >= needed
     }
+
+    /// Whether `user` may do `needed` to every repository there is or
+    /// will be: each rule for the user up to one for all repositories
+    /// (`**`) allows it, and that rule or else `default` does. A rule for
+    /// some repositories that allows less makes it `false` even if no
+    /// repository matches it now.
+    pub fn everywhere(&self, user: Option<&str>, needed: Action) -> bool {
+        let Some(user) = user else {
+            return self.allowed(None, "") >= needed;
+        };
+        for r in self
+            .rules
+            .iter()
+            .filter(|r| r.users.iter().any(|p| p.matches(user)))
+        {
+            if r.allow < needed {
+                return false;
+            }
+            if r.repositories.iter().any(|p| p.text == "**") {
+                return true;
+            }
+        }
+        self.default >= needed
+    }
 }
 
 #[cfg(test)]
@@ -128,5 +152,20 @@ mod tests {
             Access::default().allowed(Some("anyone"), "x"),
             Action::Delete
         );
+        assert!(Access::default().everywhere(Some("anyone"), Action::Delete));
+        assert!(!open.everywhere(Some("release-1"), Action::Delete));
+        assert!(open.everywhere(Some("release-1"), Action::Pull));
+        assert!(
+            !open.everywhere(Some("alice"), Action::Pull),
+            "not secret/**"
+        );
+        assert!(open.everywhere(None, Action::Pull) && !open.everywhere(None, Action::Push));
+        let admins = Access {
+            rules: vec![rule(&["admin"], &["**"], Action::Delete)],
+            default: Action::Pull,
+            ..open
+        };
+        assert!(admins.everywhere(Some("admin"), Action::Delete));
+        assert!(!admins.everywhere(Some("bob"), Action::Delete));
     }
 }

@@ -5,11 +5,12 @@
 //! htpasswd file changes. The file is re-read when its metadata changes, at
 //! most once per [`RECHECK`]. Fails closed: no readable file, no access.
 //! What an authenticated (or anonymous) user may then do to a repository
-//! is [`Access`]'s.
+//! is [`Access`]'s; the web UI's logins are [`session`]s.
 
 mod access;
 pub(crate) mod htpasswd;
 mod limiter;
+pub mod session;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,10 +18,27 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use access::{Access, Action, Anonymous, Rule};
+use axum::http::{header, HeaderMap};
+use base64::Engine as _;
 pub use htpasswd::{set_password, HtpasswdError, Users, MAX_COST, MAX_PASSWORD_BYTES};
 use limiter::Limiter;
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
+
+/// The user and password of an `Authorization: Basic` header.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
 
 /// How long a verified credential is trusted without bcrypt.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -60,6 +78,7 @@ pub struct Authenticator {
     path: PathBuf,
     state: Mutex<State>,
     limiter: Limiter,
+    sessions: session::Sessions,
 }
 
 /// Why a login was refused.
@@ -88,11 +107,17 @@ impl Authenticator {
                 verified: HashMap::new(),
             }),
             limiter: Limiter::new(max_failures),
+            sessions: session::Sessions::default(),
         })
     }
 
     pub fn realm(&self) -> &str {
         &self.realm
+    }
+
+    /// The web UI sessions of the instance.
+    pub fn sessions(&self) -> &session::Sessions {
+        &self.sessions
     }
 
     /// Re-reads the file if it changed. A file that vanished or no longer

@@ -34,6 +34,14 @@ struct InstanceFile {
     retention: retention::RetentionSection,
     #[serde(default)]
     limits: limits::LimitsSection,
+    #[serde(default)]
+    ui: UiSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UiSection {
+    enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -93,6 +101,7 @@ pub(super) fn read(
         tls: tls::build(&src, dir, &f.tls, errors),
         retention: retention::build(&src, &f.retention, errors),
         limits: limits::build(&src, &f.limits, errors),
+        ui: f.ui.enabled.unwrap_or(true),
     };
     if inst.tls.is_on() && f.hostnames.is_empty() {
         errors.push(src.error_at(

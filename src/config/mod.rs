@@ -95,6 +95,8 @@ pub struct InstanceConfig {
     pub tls: Tls,
     pub retention: Retention,
     pub limits: Limits,
+    /// `[ui] enabled`: the web UI outside `/v2/`.
+    pub ui: bool,
 }
 
 /// Default of `[auth] max_login_failures`.
@@ -387,7 +389,7 @@ mod tests {
     fn errors_carry_file_and_line() {
         let d = Dir::new();
         d.instance("ci", "hostnames = [\"a.test\"]\n\nbogus = 1\n");
-        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`"]);
+        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`, `ui`"]);
         d.instance("ci", "hostnames = [\"a.test\"\n");
         assert_eq!(
             d.errors(),

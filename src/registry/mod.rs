@@ -5,6 +5,7 @@
 //! runs on the filesystem driver and, in its unit tests, in memory. Knows
 //! nothing of HTTP.
 
+pub mod browse;
 pub mod fsck;
 pub mod gc;
 pub mod manifest;
@@ -50,6 +51,8 @@ pub struct Registry {
     manifests: ManifestCache,
     /// This host's copies of the blobs pulled from a remote store.
     cache: Option<Arc<BlobCache>>,
+    /// What the web UI was shown lately.
+    views: browse::Views,
 }
 
 /// Manifests by digest, the most recently read up to [`MANIFEST_CACHE`]
@@ -162,6 +165,7 @@ impl Registry {
             sessions: quota::SessionQuota::default(),
             manifests: ManifestCache::default(),
             cache: None,
+            views: browse::Views::default(),
         }
     }
 
@@ -359,6 +363,7 @@ impl Registry {
                 listing::tags_changed(d, repo).await?;
             }
         }
+        self.views.changed(repo);
         Ok(PutManifest { digest, subject })
     }
 
@@ -385,6 +390,19 @@ impl Registry {
         RegistryError::ManifestUnknown(format!("manifest {reference} is not in {repo}"))
     }
 
+    /// A stored object read whole (manifests and configs), kept
+    /// among the manifests read lately, or `None`.
+    async fn object(&self, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
+        if let Some(b) = self.manifests.get(digest) {
+            return Ok(Some(b));
+        }
+        let bytes = optional(self.driver.get(&keys::blob(digest)).await)?;
+        if let Some(b) = &bytes {
+            self.manifests.put(digest, b.clone());
+        }
+        Ok(bytes)
+    }
+
     pub async fn manifest(
         &self,
         repo: &RepoName,
@@ -397,15 +415,7 @@ impl Registry {
         let found = async {
             let unknown = || Self::manifest_unknown(repo, reference);
             let digest = self.resolve(repo, reference).await?.ok_or_else(unknown)?;
-            let bytes = match self.manifests.get(&digest) {
-                Some(bytes) => bytes,
-                None => {
-                    let bytes = optional(self.driver.get(&keys::blob(&digest)).await)?
-                        .ok_or_else(unknown)?;
-                    self.manifests.put(&digest, bytes.clone());
-                    bytes
-                }
-            };
+            let bytes = self.object(&digest).await?.ok_or_else(unknown)?;
             Ok(StoredManifest {
                 media_type: manifest::stored_media_type(&bytes),
                 digest,
@@ -438,6 +448,7 @@ impl Registry {
                 }
                 d.delete_all(&keys::tag(repo, tag)).await?;
                 listing::tags_changed(d, repo).await?;
+                self.views.changed(repo);
             }
             Reference::Digest(digest) => {
                 if !d.delete(&keys::revision_link(repo, digest)).await? {
@@ -463,6 +474,7 @@ impl Registry {
                 if untagged {
                     listing::tags_changed(d, repo).await?;
                 }
+                self.views.changed(repo);
                 let bytes = optional(d.get(&keys::blob(digest)).await)?.unwrap_or_default();
                 if let Ok(parsed) = manifest::parse(None, &bytes) {
                     if let Some(subject) = parsed.subject {
@@ -522,7 +534,16 @@ impl Registry {
             now,
             dry_run,
         };
-        gc::run(&*self.driver, &self.coord, &run).await
+        let report = gc::run(&*self.driver, &self.coord, &run).await;
+        if !dry_run {
+            self.views.clear();
+        }
+        report
+    }
+
+    /// The last collections of the store, newest first.
+    pub async fn gc_history(&self) -> Result<Vec<gc::history::PastRun>, RegistryError> {
+        gc::history::read(&*self.driver).await
     }
 
     /// Sorted tags of a repository.

@@ -94,12 +94,38 @@ fn protected(policy: &Retention, tag: &TagFacts) -> bool {
     policy.protect.iter().any(|p| p.matches(&tag.tag))
 }
 
-/// Indexes of the tags the rules delete. A tag is kept when any rule keeps
+/// What the tag rules decide for one tag, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No rule deletes tags (no `max_age`, `unpulled_for` or `keep_last`).
+    NoRules,
+    /// The repository is outside `repositories`.
+    OutOfScope,
+    /// The tag matches a `protect` pattern (this one).
+    Protected(String),
+    /// Among the `keep_last` most recently pushed of its repository.
+    KeepLast(usize),
+    /// Pushed within `max_age`: kept until then.
+    MaxAge(SystemTime),
+    /// Pulled within `unpulled_for`: kept until then.
+    UnpulledFor(SystemTime),
+    /// Deleted by the next run: no rule keeps it.
+    Expired,
+}
+
+impl Verdict {
+    /// Whether the next run deletes the tag.
+    pub fn deletes(&self) -> bool {
+        *self == Verdict::Expired
+    }
+}
+
+/// What the rules decide for each tag. A tag is kept when any rule keeps
 /// it; protected tags and tags outside `repositories` are always kept; with
 /// no rule (`max_age`, `unpulled_for`, `keep_last`) nothing is deleted.
-pub fn expired(policy: &Retention, tags: &[TagFacts], now: SystemTime) -> Vec<usize> {
+pub fn verdicts(policy: &Retention, tags: &[TagFacts], now: SystemTime) -> Vec<Verdict> {
     if !policy.has_tag_rules() {
-        return Vec::new();
+        return vec![Verdict::NoRules; tags.len()];
     }
     let mut by_repo: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, t) in tags.iter().enumerate() {
@@ -119,18 +145,37 @@ pub fn expired(policy: &Retention, tags: &[TagFacts], now: SystemTime) -> Vec<us
             }
         }
     }
+    let until =
+        |t: SystemTime, span: Option<Duration>| span.filter(|&s| within(t, s, now)).map(|s| t + s);
     tags.iter()
         .enumerate()
-        .filter(|(i, t)| {
-            let kept = !in_scope(policy, t)
-                || protected(policy, t)
-                || recent[*i]
-                || policy.max_age.is_some_and(|a| within(t.pushed, a, now))
-                || policy
-                    .unpulled_for
-                    .is_some_and(|u| t.pulled.is_some_and(|p| within(p, u, now)));
-            !kept
+        .map(|(i, t)| {
+            if !in_scope(policy, t) {
+                return Verdict::OutOfScope;
+            }
+            if let Some(p) = policy.protect.iter().find(|p| p.matches(&t.tag)) {
+                return Verdict::Protected(p.text.clone());
+            }
+            if recent[i] {
+                return Verdict::KeepLast(policy.keep_last.unwrap_or_default());
+            }
+            if let Some(at) = until(t.pushed, policy.max_age) {
+                return Verdict::MaxAge(at);
+            }
+            match t.pulled.and_then(|p| until(p, policy.unpulled_for)) {
+                Some(at) => Verdict::UnpulledFor(at),
+                None => Verdict::Expired,
+            }
         })
+        .collect()
+}
+
+/// Indexes of the tags the rules delete ([`verdicts`]).
+pub fn expired(policy: &Retention, tags: &[TagFacts], now: SystemTime) -> Vec<usize> {
+    verdicts(policy, tags, now)
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.deletes())
         .map(|(i, _)| i)
         .collect()
 }

@@ -1,7 +1,7 @@
 //! One request, from the moment hyper has parsed its head to the response
 //! handed back: the limits every request gets ([`limits`]), the early-answer
 //! bookkeeping ([`early`]), the instance it is for ([`routing`]), the
-//! instance's API, the headers every response carries
+//! instance's API or web UI, the headers every response carries
 //! (`Docker-Distribution-API-Version`, `X-Request-Id`, HSTS over TLS) and
 //! one access-log line (target `access`).
 //!
@@ -23,8 +23,8 @@ use tracing::Instrument;
 
 use super::routing::{self, Via};
 use super::{early, limits, Snapshot};
-use crate::api;
 use crate::oci::RegistryError;
+use crate::{api, ui};
 
 /// The header that carries a request's id, both ways.
 const REQUEST_ID: &str = "x-request-id";
@@ -101,6 +101,18 @@ async fn serve(
             api::error_response(&RegistryError::Unavailable(
                 "this registry cannot reach its storage now; try again later".into(),
             ))
+        }
+        (None, Some(inst)) if inst.config.ui && ui::serves(&path) => {
+            let ctx = ui::Ui {
+                name: &inst.config.name,
+                registry: &inst.registry,
+                auth: &inst.auth,
+                access: &inst.config.access,
+                retention: &inst.config.retention,
+                tls: matches!(via, Via::Tls { .. }),
+                next_gc: inst.next_gc(),
+            };
+            ui::handle(ctx, req).await
         }
         (None, Some(inst)) => {
             let ctx = api::Instance {

@@ -34,6 +34,9 @@ pub struct Instance {
     /// Why a bucket cannot be used now, when its last probe failed: the
     /// instance then answers 503 until a probe succeeds.
     storage_problem: parking_lot::Mutex<Option<String>>,
+    /// When the next scheduled retention run is due (`[retention]
+    /// interval`), for the web UI.
+    next_gc: parking_lot::Mutex<Option<SystemTime>>,
 }
 
 impl Drop for Instance {
@@ -51,6 +54,11 @@ impl Instance {
     /// Why the instance's storage cannot be used now, if so.
     pub fn storage_problem(&self) -> Option<String> {
         self.storage_problem.lock().clone()
+    }
+
+    /// When the next scheduled retention run is due, if one is scheduled.
+    pub fn next_gc(&self) -> Option<SystemTime> {
+        *self.next_gc.lock()
     }
 
     /// Probes a bucket (a directory is not: a full disk still serves
@@ -120,6 +128,7 @@ impl Instance {
         let interval = self.config.retention.interval;
         let tick = interval.map_or(FLUSH_PULLS, |i| i.min(FLUSH_PULLS));
         let name = self.config.name.clone();
+        *self.next_gc.lock() = interval.map(|i| SystemTime::now() + i);
         jobs.push(tokio::spawn(async move {
             let mut last_gc = Instant::now();
             loop {
@@ -130,6 +139,7 @@ impl Instance {
                 }
                 if interval.is_some_and(|i| last_gc.elapsed() >= i) {
                     last_gc = Instant::now();
+                    *inst.next_gc.lock() = interval.map(|i| SystemTime::now() + i);
                     let run = inst.registry.collect_garbage(
                         &inst.config.retention,
                         SystemTime::now(),
@@ -267,6 +277,7 @@ impl Snapshot {
                         tls,
                         jobs: parking_lot::Mutex::new(Vec::new()),
                         storage_problem: parking_lot::Mutex::new(None),
+                        next_gc: parking_lot::Mutex::new(None),
                     });
                     for h in &ic.hostnames {
                         by_host.insert(h.clone(), inst.clone());

@@ -51,10 +51,11 @@ use crate::storage::{keys, listing};
 use bytes::Bytes;
 use scan::{BlobEntry, RepoScan};
 
-mod scan;
+pub mod history;
+pub(super) mod scan;
 
 /// What an instance holds.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub bytes: u64,
     pub blobs: usize,
@@ -216,7 +217,13 @@ pub async fn run(
     coord: &Coordinator,
     r: &Run<'_>,
 ) -> Result<Report, RegistryError> {
-    Collection::begin(driver, coord, r).await?.finish().await
+    let report = Collection::begin(driver, coord, r).await?.finish().await?;
+    if !r.dry_run {
+        if let Err(e) = history::record(driver, &report, SystemTime::now()).await {
+            tracing::warn!("cannot keep the run in the collection history: {e}");
+        }
+    }
+    Ok(report)
 }
 
 /// What requests wrote since a collection began, read from the store's

@@ -47,13 +47,24 @@ pub(super) struct BlobEntry {
     pub modified: SystemTime,
 }
 
-/// What one repository holds: one walk of its tags (the push time of
-/// each tag's `current/link`, its history from the keys of its index),
-/// the current links read [`READ_AHEAD`] at a time, and the revision and
-/// layer links.
+/// What one repository holds: its tags ([`tags_of`]), and the revision
+/// and layer links.
 pub(super) async fn repository(d: &dyn Driver, repo: RepoName) -> Result<RepoScan, StorageError> {
     let mut scan = RepoScan::empty(repo);
-    let repo = &scan.name;
+    (scan.tags, scan.history) = tags_of(d, &scan.name).await?;
+    scan.revisions = links(d, &keys::revisions(&scan.name)).await?;
+    scan.layers = links(d, &keys::layers(&scan.name)).await?;
+    Ok(scan)
+}
+
+/// The tags of a repository that point at something, with their push time
+/// (the time of each tag's `current/link`), sorted, and every manifest each
+/// tag had: one walk of its tags (the history from the keys of its index),
+/// the current links read [`READ_AHEAD`] at a time.
+pub(in crate::registry) async fn tags_of(
+    d: &dyn Driver,
+    repo: &RepoName,
+) -> Result<TagsOf, StorageError> {
     let mut current = Vec::new();
     let mut history: BTreeMap<Tag, Vec<Digest>> = BTreeMap::new();
     let tags_key = keys::tags(repo);
@@ -79,18 +90,20 @@ pub(super) async fn repository(d: &dyn Driver, repo: RepoName) -> Result<RepoSca
             Ok::<_, StorageError>(digest.map(|digest| (tag, digest, modified)))
         })
         .buffered(READ_AHEAD);
-    scan.tags = read.try_filter_map(|t| ready(Ok(t))).try_collect().await?;
-    scan.history = history
+    let tags = read.try_filter_map(|t| ready(Ok(t))).try_collect().await?;
+    let history = history
         .into_iter()
         .map(|(tag, mut had)| {
             had.sort();
             (tag, had)
         })
         .collect();
-    scan.revisions = links(d, &keys::revisions(repo)).await?;
-    scan.layers = links(d, &keys::layers(repo)).await?;
-    Ok(scan)
+    Ok((tags, history))
 }
+
+/// Tags with what each points at and when it was pushed; every manifest
+/// each tag had.
+pub(in crate::registry) type TagsOf = (Vec<(Tag, Digest, SystemTime)>, Vec<(Tag, Vec<Digest>)>);
 
 /// Every blob with its size and time: one walk of the blob store.
 pub(super) async fn blobs(d: &dyn Driver) -> Result<Vec<BlobEntry>, StorageError> {
