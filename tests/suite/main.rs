@@ -42,3 +42,4 @@ mod tls;
 mod tls_docker;
 mod two_processes;
 mod ui;
+mod ui_browser;
