@@ -1,6 +1,7 @@
 //! The `berth` command line: parses arguments, sets up logging, and runs a
 //! command. Errors leave as `anyhow` errors for `main` to print.
 
+mod endpoints;
 mod progress;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -145,19 +146,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     c.pool_size
                 );
             }
-            for i in &cfg.instances {
-                println!(
-                    "  {}: hostnames [{}], listen [{}], storage {}, htpasswd {}",
-                    i.name,
-                    i.hostnames.join(", "),
-                    i.listen
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    i.storage,
-                    i.htpasswd.display()
-                );
+            let planned = crate::server::Opened::planned(&cfg);
+            for line in endpoints::describe(&cfg, &planned, true) {
+                println!("{line}");
             }
             for w in gc_refusals(&cfg)? {
                 eprintln!("warning: {w}");
@@ -363,6 +354,19 @@ fn announce(opened: &[Opened]) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Tells on stdout where each instance answers ([`endpoints::describe`]),
+/// at start and after each reload: `berth: instances:`, then the lines,
+/// each after `berth: `, written at once (`./ctl status` shows the last).
+fn announce_instances(server: &Server) -> std::io::Result<()> {
+    let mut block = String::from("berth: instances:\n");
+    for line in endpoints::describe(server.config(), &server.listeners(), false) {
+        block.push_str(&format!("berth: {line}\n"));
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(block.as_bytes())?;
+    out.flush()
+}
+
 async fn serve(dir: &Path, cfg: config::Config, snapshot: Snapshot) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -380,6 +384,7 @@ async fn serve(dir: &Path, cfg: config::Config, snapshot: Snapshot) -> anyhow::R
     let listeners = Listeners::bind(&cfg).await?;
     let mut server = Server::start(cfg, snapshot, listeners).await?;
     announce(&server.listeners())?;
+    announce_instances(&server)?;
     println!("berth: ready");
     std::io::stdout().flush()?;
     tracing::info!(instances = server.config().instances.len(), "serving");
@@ -409,7 +414,7 @@ async fn reload(dir: &Path, server: &mut Server) {
     };
     match result {
         Ok(opened) => {
-            if let Err(e) = announce(&opened) {
+            if let Err(e) = announce(&opened).and_then(|()| announce_instances(server)) {
                 tracing::warn!("cannot write to stdout: {e}");
             }
             let names: Vec<_> = server
