@@ -57,7 +57,8 @@ enum Command {
     },
     /// Set a user's password in an instance's htpasswd file (bcrypt), or
     /// delete the user. The password is read from standard input (a prompt
-    /// on a terminal); at most 72 bytes, all that bcrypt uses.
+    /// on a terminal); 12 characters at least (unless --allow-short), at
+    /// most 72 bytes, all that bcrypt uses.
     Passwd {
         #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
         config_dir: PathBuf,
@@ -67,6 +68,9 @@ enum Command {
         /// Remove the user instead.
         #[arg(long)]
         delete: bool,
+        /// Accept a password shorter than 12 characters.
+        #[arg(long)]
+        allow_short: bool,
         /// bcrypt cost.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=crate::auth::MAX_COST as i64))]
         cost: u32,
@@ -184,8 +188,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             instance,
             user,
             delete,
+            allow_short,
             cost,
-        } => passwd(&config_dir, &instance, &user, delete, cost),
+        } => passwd(&config_dir, &instance, &user, delete, allow_short, cost),
         Command::Fsck {
             config_dir,
             instance,
@@ -433,11 +438,19 @@ async fn reload(dir: &Path, server: &mut Server) {
     }
 }
 
+/// Shortest password `berth passwd` sets without `--allow-short`, in
+/// characters: anyone who reaches a registry's port may try passwords (the
+/// throttle slows guessing, it does not stop it), and a leaked htpasswd
+/// file lets its bcrypt hashes be guessed offline; a short password falls
+/// to either.
+const MIN_PASSWORD_CHARS: usize = 12;
+
 fn passwd(
     dir: &std::path::Path,
     instance: &str,
     user: &str,
     delete: bool,
+    allow_short: bool,
     cost: u32,
 ) -> anyhow::Result<()> {
     let cfg = config::load_for_passwd(dir).map_err(|e| ExitError {
@@ -469,6 +482,16 @@ fn passwd(
         };
         if pw.is_empty() {
             bail!("empty password; nothing was changed");
+        }
+        let chars = pw.chars().count();
+        if chars < MIN_PASSWORD_CHARS && !allow_short {
+            bail!(
+                "the password is {chars} characters long; at least {MIN_PASSWORD_CHARS} are \
+                 required: anyone who reaches the registry may try passwords, and the \
+                 htpasswd file's hashes can be guessed offline if it leaks, and a short \
+                 password falls to either. --allow-short sets it anyway \
+                 (./ctl passwd {instance} {user} --allow-short); nothing was changed"
+            );
         }
         if pw.len() > crate::auth::MAX_PASSWORD_BYTES {
             let too_long = crate::auth::HtpasswdError::PasswordTooLong { bytes: pw.len() };

@@ -174,15 +174,15 @@ fn start_status_passwd_reload_stop() {
 
     // Users added and removed take effect without a restart.
     let ci_addr = &found[0].1;
-    let added = ctl(cfg, &["passwd", "ci", "bob"], Some("bobs-secret\n"));
+    let added = ctl(cfg, &["passwd", "ci", "bob"], Some("bobs-long-secret\n"));
     assert!(added.status.success(), "{}", text(&added));
     eventually("bob allowed", || {
-        status_of(ci_addr, Some(("bob", "bobs-secret"))) == Some(200)
+        status_of(ci_addr, Some(("bob", "bobs-long-secret"))) == Some(200)
     });
     let removed = ctl(cfg, &["passwd", "ci", "bob", "--delete"], None);
     assert!(removed.status.success(), "{}", text(&removed));
     eventually("bob refused", || {
-        status_of(ci_addr, Some(("bob", "bobs-secret"))) == Some(401)
+        status_of(ci_addr, Some(("bob", "bobs-long-secret"))) == Some(401)
     });
 
     // A broken config is refused by reload, and the old one keeps serving.
@@ -329,5 +329,33 @@ fn install_writes_a_unit_that_systemd_accepts() {
         text(&out).contains("wrote"),
         "install says what it did: {}",
         text(&out)
+    );
+}
+
+/// Passwords set through berth have 12 characters at least (characters,
+/// not bytes), unless `--allow-short`; a refusal says why and writes
+/// nothing.
+#[test]
+fn passwd_requires_twelve_characters_unless_allowed_short() {
+    let dir = example_config();
+    let cfg = dir.path();
+    let htpasswd = cfg.join("credentials/ci.htpasswd");
+    for short in ["x", "eleven-char", "ééééééééééé"] {
+        let out = ctl(cfg, &["passwd", "ci", "alice"], Some(&format!("{short}\n")));
+        let said = text(&out);
+        assert!(!out.status.success(), "{short}: {said}");
+        assert!(said.contains("at least 12 are required"), "{said}");
+        assert!(said.contains("--allow-short"), "{said}");
+        assert!(!htpasswd.exists(), "{short} was written");
+    }
+    let twelve = ctl(cfg, &["passwd", "ci", "alice"], Some("twelve-chars\n"));
+    assert!(twelve.status.success(), "{}", text(&twelve));
+    let before = std::fs::read_to_string(&htpasswd).unwrap();
+    let allowed = ctl(cfg, &["passwd", "ci", "bob", "--allow-short"], Some("x\n"));
+    assert!(allowed.status.success(), "{}", text(&allowed));
+    let after = std::fs::read_to_string(&htpasswd).unwrap();
+    assert!(
+        after.starts_with(&before) && after.contains("\nbob:$2"),
+        "{after}"
     );
 }
