@@ -337,7 +337,7 @@ fn fsck(dir: &Path, only: Option<&str>, repair: bool) -> anyhow::Result<()> {
         let message = if repair {
             format!("{unresolved} problem(s) could not be repaired")
         } else {
-            format!("{unresolved} problem(s) found; `berth fsck --repair` repairs what it can")
+            format!("{unresolved} problem(s) found; `./ctl fsck --repair` repairs what it can")
         };
         return Err(ExitError { code: 1, message }.into());
     }
