@@ -64,25 +64,50 @@ fn example_config_in(parent: &Path) -> tempfile::TempDir {
     dir
 }
 
-fn status_of(addr: &str, creds: Option<(&str, &str)>) -> Option<u16> {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "10",
-    ]);
-    if let Some((u, p)) = creds {
-        cmd.args(["-u", &format!("{u}:{p}")]);
-    }
-    let out = cmd.arg(format!("http://{addr}/v2/")).output().unwrap();
+/// The status curl got with `args` (options, then the URL); `None` when
+/// it got no answer.
+fn curl_status(args: &[&str]) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .parse()
         .ok()
         .filter(|c| *c != 0)
+}
+
+fn status_of(addr: &str, creds: Option<(&str, &str)>) -> Option<u16> {
+    let url = format!("http://{addr}/v2/");
+    match creds {
+        Some((u, p)) => curl_status(&["-u", &format!("{u}:{p}"), &url]),
+        None => curl_status(&[&url]),
+    }
+}
+
+/// `./ctl start`, which must succeed; what it printed.
+fn start_ok(cfg: &Path) -> String {
+    let out = ctl(cfg, &["start"], None);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    said
+}
+
+/// Adds an unknown key to instances/ci.toml; returns its good text.
+fn break_ci(cfg: &Path) -> String {
+    let ci_file = cfg.join("instances/ci.toml");
+    let good = std::fs::read_to_string(&ci_file).unwrap();
+    std::fs::write(&ci_file, format!("{good}\nunknown_key = 1\n")).unwrap();
+    good
 }
 
 /// Each instance's own listener ("127.0.0.1:PORT") in what ctl printed:
@@ -155,9 +180,7 @@ fn start_status_passwd_reload_stop() {
     let dir = example_config();
     let cfg = dir.path();
     let _stop = StopOnDrop(cfg);
-    let out = ctl(cfg, &["start"], None);
-    let said = text(&out);
-    assert!(out.status.success(), "{said}");
+    let said = start_ok(cfg);
 
     // One generated admin password per instance, and where each answers.
     let mut found = Vec::new();
@@ -254,13 +277,11 @@ fn start_status_passwd_reload_stop() {
     });
 
     // A broken config is refused by reload, and the old one keeps serving.
-    let ci_file = cfg.join("instances/ci.toml");
-    let good = std::fs::read_to_string(&ci_file).unwrap();
-    std::fs::write(&ci_file, format!("{good}\nunknown_key = 1\n")).unwrap();
+    let good = break_ci(cfg);
     let refused = ctl(cfg, &["reload"], None);
     assert!(!refused.status.success());
     assert!(text(&refused).contains("ci.toml:"), "{}", text(&refused));
-    std::fs::write(&ci_file, good).unwrap();
+    std::fs::write(cfg.join("instances/ci.toml"), good).unwrap();
     let reloaded = ctl(cfg, &["reload"], None);
     assert!(reloaded.status.success(), "{}", text(&reloaded));
     assert_eq!(status_of(ci_addr, Some(("admin", &found[0].2))), Some(200));
@@ -440,16 +461,12 @@ fn restart_with_a_broken_config_keeps_berth_running() {
     let dir = example_config();
     let cfg = dir.path();
     let _stop = StopOnDrop(cfg);
-    let out = ctl(cfg, &["start"], None);
-    let said = text(&out);
-    assert!(out.status.success(), "{said}");
+    let said = start_ok(cfg);
     let pid = pid_after(&said, "berth is running").unwrap();
     let addr = own_listeners(&said)["ci"].clone();
     let password = created_password(&said, "ci").unwrap();
 
-    let ci_file = cfg.join("instances/ci.toml");
-    let good = std::fs::read_to_string(&ci_file).unwrap();
-    std::fs::write(&ci_file, format!("{good}\nunknown_key = 1\n")).unwrap();
+    let good = break_ci(cfg);
     let refused = ctl(cfg, &["restart"], None);
     let said = text(&refused);
     assert_eq!(refused.status.code(), Some(2), "{said}");
@@ -461,7 +478,7 @@ fn restart_with_a_broken_config_keeps_berth_running() {
     assert!(running(pid), "the running berth was stopped");
     assert_eq!(status_of(&addr, Some(("admin", &password))), Some(200));
 
-    std::fs::write(&ci_file, good).unwrap();
+    std::fs::write(cfg.join("instances/ci.toml"), good).unwrap();
     let restarted = ctl(cfg, &["restart"], None);
     let said = text(&restarted);
     assert!(restarted.status.success(), "{said}");
@@ -531,8 +548,7 @@ fn reload_creates_the_admin_of_a_new_instance() {
     let dir = example_config();
     let cfg = dir.path();
     let _stop = StopOnDrop(cfg);
-    let out = ctl(cfg, &["start"], None);
-    assert!(out.status.success(), "{}", text(&out));
+    start_ok(cfg);
     std::fs::write(
         cfg.join("instances/extra.toml"),
         "listen = [\"127.0.0.1:0\"]\n",
@@ -623,9 +639,7 @@ fn tls_instances_are_listed_with_names_their_certificates_cover() {
         "hostnames = [\"web.test\"]\n[tls]\nmode = \"self-signed\"\n",
     )
     .unwrap();
-    let out = ctl(cfg, &["start"], None);
-    let said = text(&out);
-    assert!(out.status.success(), "{said}");
+    let said = start_ok(cfg);
     let port = own_listeners(&said)["ci"]
         .rsplit_once(':')
         .unwrap()
@@ -676,29 +690,12 @@ fn tls_instances_are_listed_with_names_their_certificates_cover() {
         }
     }
     // The name the hint gives is one the certificate covers.
-    let ca = cfg.join("state/ca/ca.crt");
-    let got = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .arg("--cacert")
-        .arg(&ca)
-        .arg("--resolve")
-        .arg(format!("ci.test:{port}:127.0.0.1"))
-        .arg(format!("https://ci.test:{port}/v2/"))
-        .output()
-        .unwrap();
+    let ca = cfg.join("state/ca/ca.crt").display().to_string();
+    let resolve = format!("ci.test:{port}:127.0.0.1");
+    let url = format!("https://ci.test:{port}/v2/");
     assert_eq!(
-        String::from_utf8_lossy(&got.stdout),
-        "401",
-        "{}",
-        text(&got)
+        curl_status(&["--cacert", &ca, "--resolve", &resolve, &url]),
+        Some(401)
     );
     assert!(ctl(cfg, &["stop"], None).status.success());
 }
@@ -756,9 +753,7 @@ fn start_after_install_without_systemd_runs_as_the_service_user() {
     );
     assert!(!cfg.join("credentials/ci.htpasswd").exists());
 
-    let out = ctl(cfg, &["start"], None);
-    let said = text(&out);
-    assert!(out.status.success(), "{said}");
+    let said = start_ok(cfg);
     let pid = pid_after(&said, "berth is running").unwrap();
     let uid = service_uid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -772,13 +767,12 @@ fn start_after_install_without_systemd_runs_as_the_service_user() {
     let addr = own_listeners(&said)["ci"].clone();
     let password = created_password(&said, "ci").unwrap();
     assert_eq!(status_of(&addr, Some(("admin", &password))), Some(200));
-    let pushed = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-        .args(["-u", &format!("admin:{password}")])
-        .arg(format!("http://{addr}/v2/base/blobs/uploads/"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&pushed.stdout), "202");
+    let creds = format!("admin:{password}");
+    let uploads = format!("http://{addr}/v2/base/blobs/uploads/");
+    assert_eq!(
+        curl_status(&["-X", "POST", "-u", &creds, &uploads]),
+        Some(202)
+    );
     // The storage roots and the state dir (install made `data/` itself).
     for top in ["data/ci", "data/cache", "state"] {
         let mut files = 0;
