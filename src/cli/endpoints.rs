@@ -38,7 +38,11 @@ pub fn describe(cfg: &Config, listeners: &[Opened], details: bool) -> Vec<String
     }
     for inst in &cfg.instances {
         out.push(format!("  {}", headline(cfg, inst, listeners, details)));
-        for o in listeners {
+        // Its own listeners first, then the shared ones.
+        let (own, shared): (Vec<&Opened>, Vec<&Opened>) = listeners
+            .iter()
+            .partition(|o| matches!(o.listen.target, Target::Instance(_)));
+        for o in own.into_iter().chain(shared) {
             if let Some(line) = address(inst, o) {
                 out.push(format!("    {line}"));
             }
@@ -233,6 +237,11 @@ mod tests {
         }
         // A TLS instance is not offered on the plain listener (it redirects).
         assert!(!text.contains("http://ci.example.com"), "{text}");
+        let own = text.find("http://0.0.0.0:5001 (own").unwrap();
+        assert!(
+            own < text.find("http://cache.localhost (shared").unwrap(),
+            "{text}"
+        );
     }
 
     #[test]

@@ -352,8 +352,8 @@ fn help_and_usage_errors() {
     let help = ctl(dir.path(), &["help"], None);
     assert!(help.status.success());
     for cmd in [
-        "start", "stop", "restart", "reload", "status", "logs", "debug", "check", "passwd",
-        "install", "test",
+        "start", "stop", "restart", "reload", "status", "logs", "debug", "check", "passwd", "gc",
+        "fsck", "ca-path", "install", "test",
     ] {
         assert!(
             text(&help).contains(&format!("  {cmd}")),
@@ -790,4 +790,33 @@ fn start_after_install_without_systemd_runs_as_the_service_user() {
     let stopped = ctl(cfg, &["stop"], None);
     assert!(stopped.status.success(), "{}", text(&stopped));
     assert!(!running(pid));
+}
+
+/// `gc`, `fsck` and `ca-path` run berth's commands on ctl's config dir
+/// (the hints berth prints name them).
+#[test]
+fn gc_fsck_and_ca_path_run_on_the_config_dir() {
+    let dir = example_config();
+    let cfg = dir.path();
+    for name in ["ci", "cache"] {
+        let set = ctl(cfg, &["passwd", name, "alice"], Some("alices-secret\n"));
+        assert!(set.status.success(), "{}", text(&set));
+    }
+    let fsck = ctl(cfg, &["fsck", "--instance", "ci"], None);
+    assert!(fsck.status.success(), "{}", text(&fsck));
+    assert!(text(&fsck).contains("ci: ") && !text(&fsck).contains("cache: "));
+    let gc = ctl(cfg, &["gc", "--dry-run"], None);
+    assert!(gc.status.success(), "{}", text(&gc));
+    for name in ["ci", "cache"] {
+        assert!(
+            text(&gc).contains(&format!("{name}: usage 0 bytes")),
+            "{}",
+            text(&gc)
+        );
+    }
+    let ca = ctl(cfg, &["ca-path"], None);
+    assert!(ca.status.success(), "{}", text(&ca));
+    let path = String::from_utf8_lossy(&ca.stdout).trim().to_string();
+    assert_eq!(Path::new(&path), cfg.join("state/ca/ca.crt"));
+    assert!(Path::new(&path).is_file());
 }
