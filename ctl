@@ -25,17 +25,26 @@ usage: ./ctl COMMAND [ARGS]
   start                 build if needed, create missing credentials, start in the background
                         (through systemd once `install` has run and systemd is up)
   stop                  stop gracefully (requests in flight finish, up to the drain timeout)
-  restart               stop, then start
-  reload                re-read berth.toml, instances/*.toml and credentials (SIGHUP);
+  restart               check the configuration, then stop and start (a config with errors
+                        is refused and the running berth stays)
+  reload                re-read berth.toml, instances/*.toml and credentials (SIGHUP),
+                        creating a user admin for new instances as start does;
                         a config with errors is refused and the running one stays
   status                running or not, pid, instances, listeners and usage
   logs                  follow the log (journalctl under systemd)
   debug                 run in the foreground with debug logging (Ctrl-C stops)
   check                 validate the configuration (berth check)
-  passwd INSTANCE USER [--delete]
-                        set a user's password (prompt or stdin), or remove the user
+  passwd INSTANCE USER [--delete] [--allow-short]
+                        set a user's password (prompt or stdin; 12 characters at least
+                        unless --allow-short), or remove the user
+  gc [--instance NAME] [--dry-run]
+                        run retention and garbage collection once (berth gc)
+  fsck [--instance NAME] [--repair]
+                        verify (and repair) the storage (berth fsck)
+  ca-path               print the local CA certificate of self-signed instances
   install               install the systemd unit for this checkout and a system user
-                        `berth` (needs root); prints what it did
+                        `berth` (needs root); prints what it did. Without systemd
+                        running, ./ctl then runs berth as that user (as root) or refuses
   test                  install the Debian packages and S3 servers (Garage, moto) the tests
                         need, then run every test
   help                  this text
@@ -66,7 +75,34 @@ build() {
 }
 
 systemd_up() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
-use_systemd() { [ -f "$SYSTEMD_DIR/$UNIT" ] && systemd_up; }
+installed() { [ -f "$SYSTEMD_DIR/$UNIT" ]; }
+use_systemd() { installed && systemd_up; }
+
+# After `install`, what berth writes must belong to the user the unit runs it
+# as, systemd or not. Sets AS_SERVICE to the prefix that runs a berth command
+# as that user (empty when not installed, or already that user); as root it
+# switches with setpriv, keeping the right to bind ports below 1024 as the
+# unit does; any other user is refused.
+service_prefix() {
+	AS_SERVICE=
+	installed || return 0
+	user=$(sed -n 's/^User=//p' "$SYSTEMD_DIR/$UNIT" | head -n 1)
+	[ -n "$user" ] || user=$SERVICE_USER
+	[ "$(id -un)" = "$user" ] && return 0
+	[ "$(id -u)" -eq 0 ] ||
+		die "berth is installed to run as user $user ($SYSTEMD_DIR/$UNIT); run ./ctl $cmd as root (berth then runs as $user) or as $user, so that what berth writes stays $user's"
+	id "$user" >/dev/null 2>&1 || die "user $user of $SYSTEMD_DIR/$UNIT does not exist: run ./ctl install again"
+	AS_SERVICE="setpriv --reuid=$user --regid=$(id -g "$user") --init-groups --inh-caps=+net_bind_service --ambient-caps=+net_bind_service --"
+	SERVICE_OWNER=$user:$(id -g "$user")
+}
+
+# Hands files the service reads (htpasswd files, ctl's own state files) to
+# the service user when ./ctl runs as root after install.
+give_to_service() {
+	[ -n "${SERVICE_OWNER:-}" ] || return 0
+	for f in "$@"; do [ -e "$f" ] && chown "$SERVICE_OWNER" "$f"; done
+	return 0
+}
 
 pid() {
 	if use_systemd; then
@@ -87,6 +123,21 @@ htpasswd_of() {
 	case $p in /*) echo "$p" ;; *) echo "$CONFIG_DIR/$p" ;; esac
 }
 
+# What the service reads and others may not: every file in credentials/ but
+# the committed README.md and .gitignore, and each instance's htpasswd file
+# wherever it is. One path a line.
+service_secrets() {
+	{
+		for f in "$CONFIG_DIR"/credentials/* "$CONFIG_DIR"/credentials/.[!.]*; do
+			case ${f##*/} in README.md | .gitignore) continue ;; esac
+			[ -f "$f" ] && echo "$f"
+		done
+		for f in "$CONFIG_DIR"/instances/*.toml; do
+			[ -f "$f" ] && htpasswd_of "$f"
+		done
+	} | sort -u
+}
+
 ensure_credentials() {
 	for f in "$CONFIG_DIR"/instances/*.toml; do
 		[ -f "$f" ] || continue
@@ -95,6 +146,7 @@ ensure_credentials() {
 		if [ ! -s "$file" ]; then
 			password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=\n')
 			printf '%s\n' "$password" | "$BIN" passwd --config-dir "$CONFIG_DIR" "$name" admin >/dev/null
+			give_to_service "$file"
 			echo "ctl: created user 'admin' for instance '$name' with password: $password"
 			echo "     (shown once; only its bcrypt hash is stored in $file)"
 		fi
@@ -107,36 +159,58 @@ current_run() {
 	tail -n "+$first" "$LOG_FILE" 2>/dev/null
 }
 
+# Where each instance answers: the last `berth: instances:` block berth
+# printed (at start, and after each reload), without its `berth: ` prefixes.
 print_endpoints() {
-	current_run | sed -n '/^berth: ready$/q;/^berth: .* listening on /p' | while read -r _ who _ _ url; do
-		addr=${url#*://}
-		case $who in
-		shared) echo "  shared listener $url (routes by Host)" ;;
-		shared-tls) echo "  shared TLS listener $url (routes by SNI; docker login <hostname>)" ;;
-		*) echo "  $who: $url    docker login $addr" ;;
-		esac
-	done
+	current_run | awk '
+		/^berth: instances:$/ { out = ""; on = 1; next }
+		/^berth:   / { if (on) out = out substr($0, 8) "\n"; next }
+		/^berth: / { on = 0 }
+		END { printf "%s", out }'
+}
+
+# The configuration's errors, or nothing: what start, restart and reload
+# check before they touch the running berth.
+check_config() {
+	$AS_SERVICE "$BIN" check --config-dir "$CONFIG_DIR" >/dev/null
+}
+
+# One start at a time: the pid file is locked (flock) from before the
+# credentials are made until berth is up, so a second start waits for the
+# first and then finds berth running. The file is emptied, never removed,
+# while berth is stopped, so that every start locks the same file.
+lock_pid_file() {
+	mkdir -p "$STATE_DIR"
+	exec 9>>"$PID_FILE"
+	if ! flock -n 9; then
+		echo "ctl: another ./ctl start is under way; waiting for it"
+		flock 9
+	fi
 }
 
 start() {
+	service_prefix
+	lock_pid_file
 	if p=$(pid); then
 		echo "ctl: berth is already running (pid $p)"
 		return 0
 	fi
 	build
 	ensure_credentials
-	"$BIN" check --config-dir "$CONFIG_DIR" >/dev/null || exit 2
+	service_secrets | while read -r f; do give_to_service "$f"; done
+	check_config || exit 2
 	if use_systemd; then
-		chown -R "$SERVICE_USER:$SERVICE_USER" "$CONFIG_DIR/credentials"
 		systemctl start "$UNIT" || die "systemctl start failed: see ./ctl logs"
 		echo "ctl: berth is running under systemd (pid $(pid))"
-		"$BIN" check --config-dir "$CONFIG_DIR" | sed 1d
+		$AS_SERVICE "$BIN" check --config-dir "$CONFIG_DIR" | sed 1d
 		return 0
 	fi
-	mkdir -p "$STATE_DIR"
 	touch "$LOG_FILE"
 	echo $(($(wc -l <"$LOG_FILE") + 1)) >"$STATE_DIR/berth.run"
-	nohup "$BIN" serve --config-dir "$CONFIG_DIR" >>"$LOG_FILE" 2>&1 </dev/null &
+	give_to_service "$STATE_DIR" "$LOG_FILE" "$STATE_DIR/berth.run" "$PID_FILE"
+	# 9>&-: the lock is ctl's, not berth's.
+	# shellcheck disable=SC2086 # AS_SERVICE is a command prefix, split on purpose
+	nohup $AS_SERVICE "$BIN" serve --config-dir "$CONFIG_DIR" >>"$LOG_FILE" 2>&1 </dev/null 9>&- &
 	p=$!
 	echo "$p" >"$PID_FILE"
 	i=0
@@ -145,7 +219,7 @@ start() {
 		if ! kill -0 "$p" 2>/dev/null || [ $i -gt 100 ]; then
 			current_run | tail -n 20 >&2
 			kill "$p" 2>/dev/null || true
-			rm -f "$PID_FILE"
+			: >"$PID_FILE"
 			die "berth did not start; the log is $LOG_FILE"
 		fi
 		sleep 0.1
@@ -162,7 +236,7 @@ stop() {
 	fi
 	if ! p=$(pid); then
 		echo "ctl: berth is not running"
-		rm -f "$PID_FILE"
+		[ ! -s "$PID_FILE" ] || : >"$PID_FILE"
 		return 0
 	fi
 	kill -TERM "$p"
@@ -176,7 +250,7 @@ stop() {
 		fi
 		sleep 0.1
 	done
-	rm -f "$PID_FILE"
+	: >"$PID_FILE"
 	echo "ctl: berth stopped"
 }
 
@@ -187,10 +261,30 @@ print_usage() {
 
 reload() {
 	p=$(pid) || die "berth is not running (./ctl start)"
-	"$BIN" check --config-dir "$CONFIG_DIR" >/dev/null ||
+	service_prefix
+	ensure_credentials
+	check_config ||
 		die "the configuration has errors (above); berth keeps running the previous one"
 	kill -HUP "$p"
 	echo "ctl: asked berth (pid $p) to reload; ./ctl logs shows the result"
+}
+
+# Stops berth only once the new configuration checks: a broken one leaves
+# the running berth alone (exit 2).
+restart() {
+	service_prefix
+	build
+	ensure_credentials
+	if ! check_config; then
+		if p=$(pid); then
+			echo "ctl: the configuration has errors (above); berth keeps running (pid $p) on the previous one" >&2
+		else
+			echo "ctl: the configuration has errors (above); berth is not running" >&2
+		fi
+		exit 2
+	fi
+	stop
+	start
 }
 
 status() {
@@ -223,15 +317,32 @@ install() {
 	[ "$(id -u)" -eq 0 ] || die "install needs root: sudo ./ctl install"
 	build
 	if ! id "$SERVICE_USER" >/dev/null 2>&1; then
-		useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin "$SERVICE_USER"
+		# Another install at the same moment may create it first.
+		useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin "$SERVICE_USER" ||
+			id "$SERVICE_USER" >/dev/null 2>&1 || die "cannot create the system user $SERVICE_USER"
 		echo "ctl: created system user $SERVICE_USER"
 	fi
-	writable="$STATE_DIR $CONFIG_DIR/credentials $(storage_roots | tr '\n' ' ')"
+	# What the service writes is its own; what it only reads (the
+	# credentials) is handed over file by file, leaving the committed
+	# credentials/README.md and .gitignore alone.
+	writable="$STATE_DIR $(storage_roots | tr '\n' ' ')"
 	for d in $writable; do
 		mkdir -p "$d"
 		chown -R "$SERVICE_USER:$SERVICE_USER" "$d"
 	done
 	echo "ctl: $SERVICE_USER owns $writable"
+	SERVICE_OWNER=$SERVICE_USER:$SERVICE_USER
+	secrets=$(service_secrets | tr '\n' ' ')
+	service_secrets | while read -r f; do give_to_service "$f"; done
+	[ -z "$secrets" ] || echo "ctl: $SERVICE_USER owns (to read) $secrets"
+	for p in "$CONFIG_DIR" "$BIN" $writable; do
+		case $(realpath -m "$p") in
+		/tmp | /tmp/* | /var/tmp | /var/tmp/*)
+			echo "ctl: warning: $p is under /tmp or /var/tmp, which the service does not see (the unit has PrivateTmp=yes, a /tmp of its own): put the checkout elsewhere (e.g. /srv/berth) and run install again" >&2
+			break
+			;;
+		esac
+	done
 	runuser -u "$SERVICE_USER" -- test -r "$CONFIG_DIR/instances" -a -x "$BIN" ||
 		die "user $SERVICE_USER cannot read $CONFIG_DIR or run $BIN: put the checkout where it can (e.g. /srv/berth) and run install again"
 	case $CONFIG_DIR in /home/* | /root/*) protect_home=read-only ;; *) protect_home=yes ;; esac
@@ -246,7 +357,8 @@ install() {
 		systemctl enable "$UNIT" >/dev/null
 		echo "ctl: enabled $UNIT; ./ctl start starts it"
 	else
-		echo "ctl: systemd is not running here; the unit is in place for when it is"
+		echo "ctl: systemd is not running here; the unit is in place for when it is."
+		echo "     Until then ./ctl start runs berth as a daemon as user $SERVICE_USER (run ./ctl as root or as $SERVICE_USER)"
 	fi
 }
 
@@ -293,7 +405,7 @@ cmd=${1:-help}
 case $cmd in
 start) start ;;
 stop) stop ;;
-restart) stop && start ;;
+restart) restart ;;
 status) status ;;
 reload) reload ;;
 install) install ;;
@@ -303,17 +415,23 @@ logs)
 	exec tail -n 50 -F "$LOG_FILE"
 	;;
 debug)
+	service_prefix
 	build
 	ensure_credentials
-	RUST_LOG=${RUST_LOG:-debug} exec "$BIN" serve --config-dir "$CONFIG_DIR"
+	RUST_LOG=${RUST_LOG:-debug} exec $AS_SERVICE "$BIN" serve --config-dir "$CONFIG_DIR"
 	;;
 check) build; exec "$BIN" check --config-dir "$CONFIG_DIR" ;;
+gc | fsck | ca-path)
+	service_prefix
+	build
+	exec $AS_SERVICE "$BIN" "$cmd" --config-dir "$CONFIG_DIR" "$@"
+	;;
 passwd)
-	[ $# -ge 2 ] || die "usage: ./ctl passwd INSTANCE USER [--delete]"
+	[ $# -ge 2 ] || die "usage: ./ctl passwd INSTANCE USER [--delete] [--allow-short]"
+	service_prefix
 	build
 	"$BIN" passwd --config-dir "$CONFIG_DIR" "$@"
-	file=$(htpasswd_of "$CONFIG_DIR/instances/$1.toml")
-	use_systemd && chown "$SERVICE_USER:$SERVICE_USER" "$file"
+	give_to_service "$(htpasswd_of "$CONFIG_DIR/instances/$1.toml")"
 	# A running berth notices within a second anyway; SIGHUP makes it now.
 	if p=$(pid); then kill -HUP "$p"; fi
 	;;

@@ -1,6 +1,7 @@
 //! The `berth` command line: parses arguments, sets up logging, and runs a
 //! command. Errors leave as `anyhow` errors for `main` to print.
 
+mod endpoints;
 mod progress;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -56,7 +57,8 @@ enum Command {
     },
     /// Set a user's password in an instance's htpasswd file (bcrypt), or
     /// delete the user. The password is read from standard input (a prompt
-    /// on a terminal); at most 72 bytes, all that bcrypt uses.
+    /// on a terminal); 12 characters at least (unless --allow-short), at
+    /// most 72 bytes, all that bcrypt uses.
     Passwd {
         #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
         config_dir: PathBuf,
@@ -66,6 +68,9 @@ enum Command {
         /// Remove the user instead.
         #[arg(long)]
         delete: bool,
+        /// Accept a password shorter than 12 characters.
+        #[arg(long)]
+        allow_short: bool,
         /// bcrypt cost.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=crate::auth::MAX_COST as i64))]
         cost: u32,
@@ -145,19 +150,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     c.pool_size
                 );
             }
-            for i in &cfg.instances {
-                println!(
-                    "  {}: hostnames [{}], listen [{}], storage {}, htpasswd {}",
-                    i.name,
-                    i.hostnames.join(", "),
-                    i.listen
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    i.storage,
-                    i.htpasswd.display()
-                );
+            let planned = crate::server::Opened::planned(&cfg);
+            for line in endpoints::describe(&cfg, &planned, true) {
+                println!("{line}");
             }
             for w in gc_refusals(&cfg)? {
                 eprintln!("warning: {w}");
@@ -193,8 +188,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             instance,
             user,
             delete,
+            allow_short,
             cost,
-        } => passwd(&config_dir, &instance, &user, delete, cost),
+        } => passwd(&config_dir, &instance, &user, delete, allow_short, cost),
         Command::Fsck {
             config_dir,
             instance,
@@ -341,7 +337,7 @@ fn fsck(dir: &Path, only: Option<&str>, repair: bool) -> anyhow::Result<()> {
         let message = if repair {
             format!("{unresolved} problem(s) could not be repaired")
         } else {
-            format!("{unresolved} problem(s) found; `berth fsck --repair` repairs what it can")
+            format!("{unresolved} problem(s) found; `./ctl fsck --repair` repairs what it can")
         };
         return Err(ExitError { code: 1, message }.into());
     }
@@ -363,6 +359,19 @@ fn announce(opened: &[Opened]) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Tells on stdout where each instance answers ([`endpoints::describe`]),
+/// at start and after each reload: `berth: instances:`, then the lines,
+/// each after `berth: `, written at once (`./ctl status` shows the last).
+fn announce_instances(server: &Server) -> std::io::Result<()> {
+    let mut block = String::from("berth: instances:\n");
+    for line in endpoints::describe(server.config(), &server.listeners(), false) {
+        block.push_str(&format!("berth: {line}\n"));
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(block.as_bytes())?;
+    out.flush()
+}
+
 async fn serve(dir: &Path, cfg: config::Config, snapshot: Snapshot) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -380,6 +389,7 @@ async fn serve(dir: &Path, cfg: config::Config, snapshot: Snapshot) -> anyhow::R
     let listeners = Listeners::bind(&cfg).await?;
     let mut server = Server::start(cfg, snapshot, listeners).await?;
     announce(&server.listeners())?;
+    announce_instances(&server)?;
     println!("berth: ready");
     std::io::stdout().flush()?;
     tracing::info!(instances = server.config().instances.len(), "serving");
@@ -409,7 +419,7 @@ async fn reload(dir: &Path, server: &mut Server) {
     };
     match result {
         Ok(opened) => {
-            if let Err(e) = announce(&opened) {
+            if let Err(e) = announce(&opened).and_then(|()| announce_instances(server)) {
                 tracing::warn!("cannot write to stdout: {e}");
             }
             let names: Vec<_> = server
@@ -428,11 +438,19 @@ async fn reload(dir: &Path, server: &mut Server) {
     }
 }
 
+/// Shortest password `berth passwd` sets without `--allow-short`, in
+/// characters: anyone who reaches a registry's port may try passwords (the
+/// throttle slows guessing, it does not stop it), and a leaked htpasswd
+/// file lets its bcrypt hashes be guessed offline; a short password falls
+/// to either.
+const MIN_PASSWORD_CHARS: usize = 12;
+
 fn passwd(
     dir: &std::path::Path,
     instance: &str,
     user: &str,
     delete: bool,
+    allow_short: bool,
     cost: u32,
 ) -> anyhow::Result<()> {
     let cfg = config::load_for_passwd(dir).map_err(|e| ExitError {
@@ -464,6 +482,16 @@ fn passwd(
         };
         if pw.is_empty() {
             bail!("empty password; nothing was changed");
+        }
+        let chars = pw.chars().count();
+        if chars < MIN_PASSWORD_CHARS && !allow_short {
+            bail!(
+                "the password is {chars} characters long; at least {MIN_PASSWORD_CHARS} are \
+                 required: anyone who reaches the registry may try passwords, and the \
+                 htpasswd file's hashes can be guessed offline if it leaks, and a short \
+                 password falls to either. --allow-short sets it anyway \
+                 (./ctl passwd {instance} {user} --allow-short); nothing was changed"
+            );
         }
         if pw.len() > crate::auth::MAX_PASSWORD_BYTES {
             let too_long = crate::auth::HtpasswdError::PasswordTooLong { bytes: pw.len() };

@@ -89,7 +89,7 @@ pub fn parse(text: &str) -> Result<Users, (usize, String)> {
             return Err((
                 n,
                 format!(
-                    "user '{user}': only bcrypt hashes are supported (htpasswd -B or berth passwd)"
+                    "user '{user}': only bcrypt hashes are supported (htpasswd -B or ./ctl passwd)"
                 ),
             ));
         }

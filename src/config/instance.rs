@@ -157,9 +157,9 @@ fn htpasswd(
     }
     if require_htpasswd && !inst.htpasswd.is_file() {
         let message = format!(
-            "htpasswd file {} does not exist; create a user with `berth passwd --config-dir {} {} USER`",
+            "htpasswd file {} does not exist; create a user with `./ctl passwd {} USER` \
+             (`./ctl start` and `./ctl reload` create a user admin in a missing file)",
             inst.htpasswd.display(),
-            dir.display(),
             inst.name
         );
         errors.push(match &section.htpasswd {

@@ -175,6 +175,21 @@ pub struct Opened {
     pub tls: bool,
 }
 
+impl Opened {
+    /// The listeners `config` asks for, as if bound at their configured
+    /// addresses (what `berth check` describes; nothing is bound).
+    pub fn planned(config: &Config) -> Vec<Opened> {
+        wanted(config)
+            .into_iter()
+            .map(|(listen, tls)| Opened {
+                local: listen.addr,
+                listen,
+                tls,
+            })
+            .collect()
+    }
+}
+
 type Bound = Vec<(Key, TcpListener)>;
 
 /// Binds the listeners `keys`.
