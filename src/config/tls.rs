@@ -59,8 +59,7 @@ enum Mode {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TlsSection {
-    #[serde(default)]
-    mode: Mode,
+    mode: Option<Spanned<Mode>>,
     acme_email: Option<String>,
     acme_directory: Option<Spanned<String>>,
     acme_ca: Option<Spanned<String>>,
@@ -89,26 +88,39 @@ fn existing_file(
     Some(path)
 }
 
+impl TlsSection {
+    fn mode(&self) -> Mode {
+        self.mode.as_ref().map_or(Mode::Off, |m| *m.get_ref())
+    }
+
+    /// Where `tls.mode` is written, for errors about what the mode needs.
+    fn mode_offset(&self) -> Option<usize> {
+        self.mode.as_ref().map(|m| m.span().start)
+    }
+}
+
 pub(super) fn build(
     src: &Source,
     dir: &std::path::Path,
     raw: &TlsSection,
     errors: &mut Vec<ConfigError>,
 ) -> Tls {
+    let at = raw.mode_offset();
     let misplaced = |key: &str, set: bool, errors: &mut Vec<ConfigError>| {
         if set {
-            errors.push(src.error_at(None, format!("tls.{key} does not apply to this tls.mode")));
+            errors.push(src.error_at(at, format!("tls.{key} does not apply to this tls.mode")));
         }
     };
     let acme_keys = raw.acme_email.is_some()
         || raw.acme_directory.is_some()
         || raw.acme_ca.is_some()
         || raw.acme_challenge.is_some();
-    match raw.mode {
+    let mode = raw.mode();
+    match mode {
         Mode::Off | Mode::SelfSigned => {
             misplaced("acme_*", acme_keys, errors);
             misplaced("cert/key", raw.cert.is_some() || raw.key.is_some(), errors);
-            if raw.mode == Mode::Off {
+            if mode == Mode::Off {
                 Tls::Off
             } else {
                 Tls::SelfSigned
@@ -140,7 +152,7 @@ pub(super) fn build(
             if let Some(email) = &raw.acme_email {
                 if !email.contains('@') {
                     errors.push(src.error_at(
-                        None,
+                        at,
                         format!("tls.acme_email '{email}' is not an e-mail address"),
                     ));
                 }
@@ -152,5 +164,53 @@ pub(super) fn build(
                 challenge: raw.acme_challenge.unwrap_or(AcmeChallenge::TlsAlpn01),
             }
         }
+    }
+}
+
+/// The shared listeners of `berth.toml`, as a TLS instance needs them.
+pub(super) struct Shared {
+    pub(super) https: bool,
+    pub(super) http: bool,
+}
+
+/// What a TLS instance needs besides its `[tls]` table: hostnames to issue
+/// its certificate for, and a listener that speaks TLS for it (and the one
+/// ACME validates on). Errors point at `tls.mode`.
+pub(super) fn check_needs(
+    src: &Source,
+    raw: &TlsSection,
+    tls: &Tls,
+    shared: Shared,
+    has_hostnames: bool,
+    has_listen: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    if !tls.is_on() {
+        return;
+    }
+    let at = raw.mode_offset();
+    if !has_hostnames {
+        errors.push(src.error_at(
+            at,
+            "a TLS instance needs hostnames: its certificate is issued for them",
+        ));
+    }
+    if let Tls::Acme { challenge, .. } = tls {
+        let (missing, listener) = match challenge {
+            AcmeChallenge::TlsAlpn01 => (!shared.https, "https"),
+            AcmeChallenge::Http01 => (!shared.http, "http"),
+        };
+        if missing {
+            errors.push(src.error_at(
+                at,
+                format!("ACME validates this instance over the shared {listener} listener: set [listen] {listener} in berth.toml"),
+            ));
+        }
+    }
+    if !shared.https && !has_listen {
+        errors.push(src.error_at(
+            at,
+            "a TLS instance needs [listen] https in berth.toml or listen addresses of its own",
+        ));
     }
 }

@@ -532,3 +532,32 @@ fn unreadable_heartbeats_are_a_warning() {
     assert_passes(&out);
     assert_stderr_contains(&out, "warning: instance ci: cannot read the heartbeats");
 }
+
+/// An unterminated string says what to do; a TLS instance without a
+/// listener that speaks TLS is reported at its `tls.mode`, in the
+/// `file:line:col: message` form of every other error.
+#[test]
+fn string_and_tls_listener_errors_point_at_their_line() {
+    let (cfg, path) = broken(CiToml, |_| {
+        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\n[storage]\nroot = \"data/ci\n"
+            .into()
+    });
+    let out = check(&cfg);
+    assert_fails_at(&out, &path, 4);
+    assert_stderr_contains(
+        &out,
+        "the string is not closed: end it with \" on this line",
+    );
+
+    let (cfg, path) = broken(CiToml, |_| {
+        "hostnames = [\"ci.test\"]\n[tls]\nmode = \"self-signed\"\n".into()
+    });
+    let out = check(&cfg);
+    assert_stderr_contains(
+        &out,
+        &format!(
+            "berth: {}:3:8: a TLS instance needs [listen] https",
+            path.display()
+        ),
+    );
+}
