@@ -33,11 +33,14 @@
 //! - `listen`: accept loops, the TLS handshake, HTTP/1.1 and h2 on each
 //!   connection.
 //! - `handler`: one request: its id and span, limits, routing, the
-//!   instance's API, common response headers, the access-log line.
+//!   instance's API, common response headers.
+//! - `access_log`: the access-log line of a request, with the bytes it
+//!   received and sent, once its response is sent.
 //! - `early`: answers given before the request body was read.
 //! - [`limits`]: timeouts and size limits of connections and requests.
 //! - [`tls`]: certificates (ACME, files, local CA) and rustls configuration.
 
+mod access_log;
 mod acme_cache;
 mod early;
 mod handler;
