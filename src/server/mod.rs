@@ -37,6 +37,7 @@
 //! - `access_log`: the access-log line of a request, with the bytes it
 //!   received and sent, once its response is sent.
 //! - `early`: answers given before the request body was read.
+//! - `wrong_scheme`: the `400` for plain HTTP sent to a TLS port.
 //! - [`limits`]: timeouts and size limits of connections and requests.
 //! - [`tls`]: certificates (ACME, files, local CA) and rustls configuration.
 
@@ -49,6 +50,7 @@ pub mod limits;
 mod listen;
 mod routing;
 pub mod tls;
+mod wrong_scheme;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -225,6 +225,59 @@ fn self_signed_instances_share_one_port_by_sni() {
     );
 }
 
+/// Sends `request` over plain TCP to 127.0.0.1:`port` and returns all the
+/// server answers until it closes.
+fn plain_exchange(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Plain HTTP on a TLS port (docker's fallback after a failed https
+/// login) gets a plain 400 naming the https URL to use, on the shared and
+/// on a dedicated TLS listener; TLS on the same ports goes on working.
+#[test]
+fn plain_http_on_a_tls_port_is_told_to_use_https() {
+    let (cfg, server) = two_self_signed_on_shared_listeners();
+    let (shared, _) = shared_ports(&server);
+    let dedicated = port_of(server.addr("ci"));
+    let ca = cfg.path().join("state/ca/ca.crt");
+    for (port, host, named) in [
+        (shared, "Host: cache.test:443\r\n", "cache.test"),
+        (dedicated, "Host: CI.test\r\n", "ci.test"),
+        // No Host: the instance's name on its own listener, the address
+        // on the shared one.
+        (dedicated, "", "ci.test"),
+        (shared, "", "127.0.0.1"),
+    ] {
+        let answer = plain_exchange(port, &format!("GET /v2/ HTTP/1.1\r\n{host}\r\n"));
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("connection: close") || answer.contains("Connection: close"),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with(&format!(
+                "This port speaks TLS: use https://{named}:{port}/ instead of http://\n"
+            )),
+            "{answer}"
+        );
+        assert_eq!(
+            https("ci.test", port, &ca, "/v2/", &[])
+                .expect("TLS still works")
+                .0,
+            401
+        );
+    }
+}
+
 /// Sends `request` exactly as given over TLS to SNI `name` (openssl
 /// s_client) and returns the response's status line.
 fn raw_tls_status(name: &str, port: u16, request: &str) -> String {
