@@ -119,16 +119,22 @@ fn config_error(message: String) -> anyhow::Error {
     .into()
 }
 
-fn load_checked(dir: &Path) -> anyhow::Result<(config::Config, Snapshot)> {
+/// The config in `dir` and its instances, built to serve (`check`:
+/// to check, writing nothing).
+fn load_checked(dir: &Path, check: bool) -> anyhow::Result<(config::Config, Snapshot)> {
     let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
-    let snapshot = Snapshot::build(&cfg, None).map_err(|e| config_error(e.join("\n")))?;
+    let snapshot = match check {
+        true => Snapshot::build_for_check(&cfg),
+        false => Snapshot::build(&cfg, None),
+    };
+    let snapshot = snapshot.map_err(|e| config_error(e.join("\n")))?;
     Ok((cfg, snapshot))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config_dir } => {
-            let (cfg, snapshot) = load_checked(&config_dir)?;
+            let (cfg, snapshot) = load_checked(&config_dir, true)?;
             for w in &snapshot.warnings {
                 eprintln!("warning: {w}");
             }
@@ -159,13 +165,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     i.htpasswd.display()
                 );
             }
+            for n in &snapshot.notes {
+                println!("  note: {n}");
+            }
             for w in gc_refusals(&cfg)? {
                 eprintln!("warning: {w}");
             }
             Ok(())
         }
         Command::Serve { config_dir } => {
-            let (cfg, snapshot) = load_checked(&config_dir)?;
+            let (cfg, snapshot) = load_checked(&config_dir, false)?;
             init_logging(cfg.log_format);
             raise_open_file_limit();
             // File I/O runs on blocking threads; 500 clients would start 400

@@ -405,6 +405,52 @@ mod tests {
     }
 
     #[test]
+    fn self_signed_lifetime() {
+        let d = Dir::new();
+        let with = |tls: &str| {
+            format!("hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\n[tls]\n{tls}\n")
+        };
+        d.instance("ci", &with("mode = \"self-signed\""));
+        let lifetime = |d: &Dir| load(d.0.path()).unwrap().instances[0].tls.clone();
+        assert_eq!(
+            lifetime(&d),
+            Tls::SelfSigned {
+                lifetime: tls::DEFAULT_SELF_SIGNED_LIFETIME
+            }
+        );
+        d.instance("ci", &with("mode = \"self-signed\"\nlifetime = \"30d\""));
+        assert_eq!(
+            lifetime(&d),
+            Tls::SelfSigned {
+                lifetime: Duration::from_secs(30 * 86400)
+            }
+        );
+        d.instance("ci", &with("mode = \"self-signed\"\nlifetime = \"1s\""));
+        assert_eq!(
+            d.errors(),
+            vec!["instances/ci.toml:5:12: tls.lifetime must be from 5s to 825d"]
+        );
+        d.instance("ci", &with("mode = \"self-signed\"\nlifetime = \"soon\""));
+        assert!(
+            d.errors()[0]
+                .starts_with("instances/ci.toml:5:12: tls.lifetime: invalid duration 'soon'"),
+            "{:?}",
+            d.errors()
+        );
+        d.instance(
+            "ci",
+            &with("lifetime = \"30d\"\nmode = \"acme\"\nacme_email = \"a@b.test\""),
+        );
+        assert!(
+            d.errors().contains(
+                &"instances/ci.toml:5:8: tls.lifetime does not apply to this tls.mode".to_string()
+            ),
+            "{:?}",
+            d.errors()
+        );
+    }
+
+    #[test]
     fn strings_toml_cannot_read_get_a_hint() {
         let d = Dir::new();
         d.instance(

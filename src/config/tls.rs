@@ -1,6 +1,7 @@
 //! The `[tls]` table of an instance: where its certificate comes from.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -36,9 +37,18 @@ pub enum Tls {
     },
     /// A PEM chain and key, re-read when they change.
     Files { cert: PathBuf, key: PathBuf },
-    /// Issued by berth's own local CA (kept in the state directory).
-    SelfSigned,
+    /// Issued by berth's own local CA (kept in the state directory), valid
+    /// for `lifetime` and renewed by the running server before it ends.
+    SelfSigned { lifetime: Duration },
 }
+
+/// Default of `[tls] lifetime`: what ACME CAs issue, renewed likewise
+/// (a third before the end).
+pub const DEFAULT_SELF_SIGNED_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Shortest and longest `[tls] lifetime`.
+const LIFETIMES: (Duration, Duration) =
+    (Duration::from_secs(5), Duration::from_secs(825 * 24 * 3600));
 
 impl Tls {
     pub fn is_on(&self) -> bool {
@@ -66,6 +76,7 @@ pub(super) struct TlsSection {
     acme_challenge: Option<AcmeChallenge>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    lifetime: Option<Spanned<String>>,
 }
 
 /// An existing file named by `key`, or an error at its span.
@@ -99,6 +110,42 @@ impl TlsSection {
     }
 }
 
+/// `[tls] lifetime` of a self-signed certificate; the default when absent
+/// or invalid (the error is in `errors`).
+fn lifetime(
+    src: &Source,
+    value: &Option<Spanned<String>>,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    let Some(v) = value else {
+        return DEFAULT_SELF_SIGNED_LIFETIME;
+    };
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if (LIFETIMES.0..=LIFETIMES.1).contains(&d) => d,
+        Ok(_) => {
+            errors.push(src.error_spanned(
+                v,
+                format!(
+                    "tls.lifetime must be from {}s to {}d",
+                    LIFETIMES.0.as_secs(),
+                    LIFETIMES.1.as_secs() / 86400
+                ),
+            ));
+            DEFAULT_SELF_SIGNED_LIFETIME
+        }
+        Err(e) => {
+            errors.push(src.error_spanned(
+                v,
+                format!(
+                    "tls.lifetime: invalid duration '{}': {e} (e.g. \"90d\")",
+                    v.get_ref()
+                ),
+            ));
+            DEFAULT_SELF_SIGNED_LIFETIME
+        }
+    }
+}
+
 pub(super) fn build(
     src: &Source,
     dir: &std::path::Path,
@@ -116,6 +163,9 @@ pub(super) fn build(
         || raw.acme_ca.is_some()
         || raw.acme_challenge.is_some();
     let mode = raw.mode();
+    if mode != Mode::SelfSigned {
+        misplaced("lifetime", raw.lifetime.is_some(), errors);
+    }
     match mode {
         Mode::Off | Mode::SelfSigned => {
             misplaced("acme_*", acme_keys, errors);
@@ -123,7 +173,9 @@ pub(super) fn build(
             if mode == Mode::Off {
                 Tls::Off
             } else {
-                Tls::SelfSigned
+                Tls::SelfSigned {
+                    lifetime: lifetime(src, &raw.lifetime, errors),
+                }
             }
         }
         Mode::Files => {

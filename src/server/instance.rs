@@ -152,6 +152,9 @@ pub struct Snapshot {
     pub(super) by_host: HashMap<String, Arc<Instance>>,
     /// Things that work but look wrong (access rules naming unknown users).
     pub warnings: Vec<String>,
+    /// What the server will create at start that is not there yet (in a
+    /// snapshot built to check only: [`Snapshot::build_for_check`]).
+    pub notes: Vec<String>,
     /// Port of the shared https listener, for redirects (0: none).
     pub(super) https_port: AtomicU16,
     /// `[server] header_timeout`, for connections accepted from now on.
@@ -173,6 +176,13 @@ impl Snapshot {
         Self::build_coordinated(config, previous, coord)
     }
 
+    /// [`Snapshot::build`] for `berth check`: the same validation, and
+    /// nothing written (what the server creates at start is in `notes`).
+    /// Never to be served.
+    pub fn build_for_check(config: &Config) -> Result<Snapshot, Vec<String>> {
+        Self::build_with(config, None, None, tls::Purpose::Check)
+    }
+
     /// [`Snapshot::build`] with the locks of every instance taken through
     /// `coord` (each storage root is a store of its own), or, with `None`,
     /// as lock files in each storage root.
@@ -181,10 +191,20 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         coord: Option<Coordinator>,
     ) -> Result<Snapshot, Vec<String>> {
+        Self::build_with(config, previous, coord, tls::Purpose::Serve)
+    }
+
+    fn build_with(
+        config: &Config,
+        previous: Option<&Snapshot>,
+        coord: Option<Coordinator>,
+        purpose: tls::Purpose,
+    ) -> Result<Snapshot, Vec<String>> {
         let mut instances = BTreeMap::new();
         let mut by_host = HashMap::new();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        let mut notes = Vec::new();
         for ic in &config.instances {
             let old = previous.and_then(|p| p.instances.get(&ic.name));
             let registry = match old {
@@ -226,11 +246,18 @@ impl Snapshot {
                     &ic.tls,
                     &config.state_dir,
                     registry.driver(),
+                    purpose,
                 )
                 .map(|t| t.map(Arc::new)),
             };
             let tls = match tls {
-                Ok(t) => t,
+                Ok(t) => {
+                    let note = t.as_ref().and_then(|t| t.note.clone());
+                    if let Some(n) = note.filter(|n| !notes.contains(n)) {
+                        notes.push(n);
+                    }
+                    t
+                }
                 Err(e) => {
                     errors.push(e);
                     None
@@ -272,6 +299,7 @@ impl Snapshot {
                 instances,
                 by_host,
                 warnings,
+                notes,
                 https_port: AtomicU16::new(https_port),
                 header_timeout: config.header_timeout,
                 body_timeout: config.body_timeout,

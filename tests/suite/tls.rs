@@ -83,6 +83,16 @@ fn s_client(name: &str, port: u16) -> Command {
 
 /// Subject and issuer of the certificate served for SNI `name`.
 fn served_cert(name: &str, port: u16) -> String {
+    served(
+        name,
+        port,
+        &["-subject", "-issuer", "-ext", "subjectAltName"],
+    )
+}
+
+/// What `openssl x509 -noout FIELDS` prints of the certificate served for
+/// SNI `name`.
+fn served(name: &str, port: u16, fields: &[&str]) -> String {
     let mut s_client = s_client(name, port)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -91,14 +101,8 @@ fn served_cert(name: &str, port: u16) -> String {
         .unwrap();
     let pem = s_client.stdout.take().unwrap();
     let out = Command::new(tool("openssl"))
-        .args([
-            "x509",
-            "-noout",
-            "-subject",
-            "-issuer",
-            "-ext",
-            "subjectAltName",
-        ])
+        .args(["x509", "-noout"])
+        .args(fields)
         .stdin(pem)
         .output()
         .unwrap();
@@ -222,6 +226,39 @@ fn self_signed_instances_share_one_port_by_sni() {
     assert!(
         out.contains(&format!("location: https://ci.test:{port}/v2/_catalog?n=1")),
         "{out}"
+    );
+}
+
+/// A self-signed certificate is renewed by the running server before it
+/// ends (here a lifetime of 6 s, renewed with 2 s left), and the new one
+/// is served and verifies against the same local CA, with no restart.
+#[test]
+fn self_signed_certificates_are_renewed_while_serving() {
+    let inst = tls_instance("ci", "mode = \"self-signed\"\nlifetime = \"6s\"");
+    let cfg = ConfigDir::new(&[inst]);
+    let server = Server::start(&cfg);
+    let port = port_of(server.addr("ci"));
+    let ca = cfg.path().join("state/ca/ca.crt");
+    let first = served("ci.test", port, &["-serial", "-enddate"]);
+    assert!(first.contains("serial="), "{first}");
+    let renewed = eventually("a renewed certificate", Duration::from_secs(20), || {
+        let now = served("ci.test", port, &["-serial", "-enddate"]);
+        (now.contains("serial=") && now != first).then_some(now)
+    });
+    server.wait_for_stderr("self-signed: renewed the certificate");
+    let (status, _) = https("ci.test", port, &ca, "/v2/", &[]).expect("verified TLS");
+    assert_eq!(status, 401);
+    // Renewed again before each one ends: never an expired certificate.
+    let later = eventually("a second renewal", Duration::from_secs(20), || {
+        let now = served("ci.test", port, &["-serial", "-enddate"]);
+        (now.contains("serial=") && now != renewed).then_some(now)
+    });
+    assert_ne!(later, first);
+    assert_eq!(
+        https("ci.test", port, &ca, "/v2/", &[])
+            .expect("verified TLS")
+            .0,
+        401
     );
 }
 
