@@ -47,6 +47,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print what each instance holds, as the running server measured it
+    /// last (it keeps the figure current; this reads a small file and
+    /// never walks the store).
+    Usage {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+    },
     /// Print the path of berth's local CA certificate (created if missing),
     /// which clients of `tls.mode = "self-signed"` instances trust, e.g. as
     /// /etc/docker/certs.d/HOST/ca.crt.
@@ -191,6 +198,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             instance,
             dry_run,
         } => gc(&config_dir, instance.as_deref(), dry_run),
+        Command::Usage { config_dir } => usage(&config_dir),
         Command::CaPath { config_dir } => {
             let cfg = config::load(&config_dir).map_err(|e| config_error(e.to_string()))?;
             crate::server::tls::local_ca(&cfg.state_dir).map_err(anyhow::Error::msg)?;
@@ -310,6 +318,22 @@ fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
             .block_on(run)
             .map_err(|e| anyhow::anyhow!("{}: {e}", inst.name))?;
         print!("{}", report.render(&inst.name));
+    }
+    Ok(())
+}
+
+/// `berth usage`: what the running server wrote of each instance's usage.
+fn usage(dir: &Path) -> anyhow::Result<()> {
+    let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
+    let now = std::time::SystemTime::now();
+    for inst in &cfg.instances {
+        match crate::server::usage::read(&cfg.state_dir, &inst.name).map_err(anyhow::Error::msg)? {
+            Some(recorded) => println!("{}", recorded.render(&inst.name, now)),
+            None => println!(
+                "{}: usage not measured yet (the running server measures it)",
+                inst.name
+            ),
+        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The instances of one config as the listeners see them: [`Instance`] (one
 //! registry with its config, content, credentials and TLS), [`Snapshot`]
 //! (every instance of a config, by name and by hostname, swapped whole on
-//! reload) and each instance's background jobs (pull log, retention).
+//! reload) and each instance's background jobs (pull log, retention,
+//! usage).
 //!
 //! Owns building a snapshot from a [`Config`], taking over what did not
 //! change from the previous one, and starting and stopping the jobs. Must
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 
-use super::tls;
+use super::{tls, usage};
 use crate::auth::Authenticator;
 use crate::config::{Config, InstanceConfig};
 use crate::coord::Coordinator;
@@ -27,8 +28,10 @@ pub struct Instance {
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub tls: Option<Arc<tls::InstanceTls>>,
+    /// The server's state directory, where its usage is written.
+    state_dir: std::path::PathBuf,
     /// Background work: the heartbeat; writing the pull log, scheduled
-    /// retention runs.
+    /// retention runs; keeping the usage file current.
     jobs: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     /// Why a bucket cannot be used now, when its last probe failed: the
     /// instance then answers 503 until a probe succeeds.
@@ -81,12 +84,17 @@ impl Instance {
     /// [`presence::BEAT`] (on a task of its own, so that a long collection
     /// does not make this process look gone), the pull log every
     /// [`FLUSH_PULLS`], and retention + garbage collection every
-    /// `[retention] interval`.
+    /// `[retention] interval`, and the usage file ([`usage::keep`]).
     fn start_jobs(self: &Arc<Self>) {
         let mut jobs = self.jobs.lock();
         if !jobs.is_empty() {
             return;
         }
+        jobs.push(tokio::spawn(usage::keep(
+            Arc::downgrade(self),
+            self.config.name.clone(),
+            self.state_dir.clone(),
+        )));
         let weak = Arc::downgrade(self);
         let scheduled = self.config.retention.interval.is_some();
         let name = self.config.name.clone();
@@ -282,6 +290,7 @@ impl Snapshot {
                         registry,
                         auth,
                         tls,
+                        state_dir: config.state_dir.clone(),
                         jobs: parking_lot::Mutex::new(Vec::new()),
                         storage_problem: parking_lot::Mutex::new(None),
                     });

@@ -26,7 +26,7 @@
 //!   opened and closed) and graceful shutdown. It does not look at
 //!   connections or requests.
 //! - `instance`: [`Instance`], [`Snapshot`] and each instance's background
-//!   jobs (pull log, retention).
+//!   jobs (pull log, retention, usage).
 //! - `routing`: listener [`Target`]s, the host a request names, and which
 //!   instance serves it (or what is answered instead: 400, 404, 421, the
 //!   ACME answer or https redirect of a TLS instance on the plain listener).
@@ -40,6 +40,7 @@
 //! - `wrong_scheme`: the `400` for plain HTTP sent to a TLS port.
 //! - [`limits`]: timeouts and size limits of connections and requests.
 //! - [`tls`]: certificates (ACME, files, local CA) and rustls configuration.
+//! - [`usage`]: the usage file of each instance, for `berth usage`.
 
 mod access_log;
 mod acme_cache;
@@ -50,6 +51,7 @@ pub mod limits;
 mod listen;
 mod routing;
 pub mod tls;
+pub mod usage;
 mod wrong_scheme;
 
 use std::collections::BTreeMap;

@@ -41,3 +41,4 @@ mod s3_harness;
 mod tls;
 mod tls_docker;
 mod two_processes;
+mod usage;

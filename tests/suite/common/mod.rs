@@ -354,6 +354,24 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `berth SUBCOMMAND --config-dir DIR EXTRA...`, asserts that it
+/// succeeded, and returns its stdout.
+pub fn berth_ok(subcommand: &str, config_dir: &Path, extra: &[&str]) -> String {
+    let out = Command::new(berth_bin())
+        .args([subcommand, "--config-dir"])
+        .arg(config_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "berth {subcommand}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// Every path below `dir`, directories included, sorted.
 pub fn paths_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
