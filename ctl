@@ -254,9 +254,10 @@ stop() {
 	echo "ctl: berth stopped"
 }
 
-# What each instance holds (a dry run of garbage collection measures it).
+# What each instance holds, as the running server last measured it (read
+# from the state directory; nothing walks the store).
 print_usage() {
-	"$BIN" gc --config-dir "$CONFIG_DIR" --dry-run 2>/dev/null | sed -n 's/^\([^ ]*\): usage /  \1 holds /p'
+	"$BIN" usage --config-dir "$CONFIG_DIR" 2>/dev/null | sed 's/^/  /'
 }
 
 reload() {

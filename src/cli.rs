@@ -48,6 +48,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print what each instance holds, as the running server measured it
+    /// last (it keeps the figure current; this reads a small file and
+    /// never walks the store).
+    Usage {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+    },
     /// Print the path of berth's local CA certificate (created if missing),
     /// which clients of `tls.mode = "self-signed"` instances trust, e.g. as
     /// /etc/docker/certs.d/HOST/ca.crt.
@@ -124,16 +131,22 @@ fn config_error(message: String) -> anyhow::Error {
     .into()
 }
 
-fn load_checked(dir: &Path) -> anyhow::Result<(config::Config, Snapshot)> {
+/// The config in `dir` and its instances, built to serve (`check`:
+/// to check, writing nothing).
+fn load_checked(dir: &Path, check: bool) -> anyhow::Result<(config::Config, Snapshot)> {
     let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
-    let snapshot = Snapshot::build(&cfg, None).map_err(|e| config_error(e.join("\n")))?;
+    let snapshot = match check {
+        true => Snapshot::build_for_check(&cfg),
+        false => Snapshot::build(&cfg, None),
+    };
+    let snapshot = snapshot.map_err(|e| config_error(e.join("\n")))?;
     Ok((cfg, snapshot))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config_dir } => {
-            let (cfg, snapshot) = load_checked(&config_dir)?;
+            let (cfg, snapshot) = load_checked(&config_dir, true)?;
             for w in &snapshot.warnings {
                 eprintln!("warning: {w}");
             }
@@ -154,13 +167,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for line in endpoints::describe(&cfg, &planned, true) {
                 println!("{line}");
             }
+            for n in &snapshot.notes {
+                println!("  note: {n}");
+            }
             for w in gc_refusals(&cfg)? {
                 eprintln!("warning: {w}");
             }
             Ok(())
         }
         Command::Serve { config_dir } => {
-            let (cfg, snapshot) = load_checked(&config_dir)?;
+            let (cfg, snapshot) = load_checked(&config_dir, false)?;
             init_logging(cfg.log_format);
             raise_open_file_limit();
             // File I/O runs on blocking threads; 500 clients would start 400
@@ -177,6 +193,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             instance,
             dry_run,
         } => gc(&config_dir, instance.as_deref(), dry_run),
+        Command::Usage { config_dir } => usage(&config_dir),
         Command::CaPath { config_dir } => {
             let cfg = config::load(&config_dir).map_err(|e| config_error(e.to_string()))?;
             crate::server::tls::local_ca(&cfg.state_dir).map_err(anyhow::Error::msg)?;
@@ -297,6 +314,22 @@ fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
             .block_on(run)
             .map_err(|e| anyhow::anyhow!("{}: {e}", inst.name))?;
         print!("{}", report.render(&inst.name));
+    }
+    Ok(())
+}
+
+/// `berth usage`: what the running server wrote of each instance's usage.
+fn usage(dir: &Path) -> anyhow::Result<()> {
+    let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
+    let now = std::time::SystemTime::now();
+    for inst in &cfg.instances {
+        match crate::server::usage::read(&cfg.state_dir, &inst.name).map_err(anyhow::Error::msg)? {
+            Some(recorded) => println!("{}", recorded.render(&inst.name, now)),
+            None => println!(
+                "{}: usage not measured yet (the running server measures it)",
+                inst.name
+            ),
+        }
     }
     Ok(())
 }

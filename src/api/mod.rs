@@ -30,6 +30,11 @@ use route::Route;
 #[derive(Clone, Debug)]
 pub struct AuthenticatedUser(pub String);
 
+/// The user name of a refused login (a wrong password, a throttled
+/// client), left in the response's extensions for the access log.
+#[derive(Clone, Debug)]
+pub struct RefusedUser(pub String);
+
 /// Renders an error as `{"errors":[{code,message,detail}]}`.
 pub fn error_response(err: &RegistryError) -> Response<Body> {
     let body = serde_json::json!({
@@ -67,12 +72,14 @@ pub async fn handle(inst: Instance<'_>, req: Request<Body>) -> Response<Body> {
         Some((user, password)) => match inst.auth.authenticate(peer, &user, &password).await {
             Ok(()) => Some(user),
             Err(Refused::Invalid) => {
-                return challenge(
+                let mut resp = challenge(
                     inst.auth,
                     error_response(&RegistryError::Unauthorized(
                         "invalid user name or password".into(),
                     )),
-                )
+                );
+                resp.extensions_mut().insert(RefusedUser(user));
+                return resp;
             }
             Err(Refused::Throttled(wait)) => {
                 tracing::warn!(%peer, user, "too many failed logins: throttled");
@@ -82,6 +89,7 @@ pub async fn handle(inst: Instance<'_>, req: Request<Body>) -> Response<Body> {
                 let secs = wait.as_secs().max(1);
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                resp.extensions_mut().insert(RefusedUser(user));
                 return resp;
             }
         },

@@ -57,7 +57,7 @@ fn headline(cfg: &Config, inst: &InstanceConfig, listeners: &[Opened], details: 
         Tls::Off => "tls off".to_string(),
         Tls::Acme { .. } => "tls acme".to_string(),
         Tls::Files { cert, .. } => format!("tls files ({})", cert.display()),
-        Tls::SelfSigned => format!(
+        Tls::SelfSigned { .. } => format!(
             "tls self-signed (clients trust {})",
             crate::server::tls::ca_path(&cfg.state_dir).display()
         ),

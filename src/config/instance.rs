@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::source::Source;
 use super::{
-    access, limits, resolve, retention, storage, tls, Claims, ConfigError, InstanceConfig,
+    access, limits, resolve, retention, server, storage, tls, Claims, ConfigError, InstanceConfig,
     DEFAULT_MAX_LOGIN_FAILURES,
 };
 use crate::storage::location::Location;
@@ -53,11 +53,13 @@ struct AuthSection {
 
 /// Reads the instance file `file`; `None` when it cannot be used at all
 /// (the errors are in `claims`). With `require_htpasswd`, a missing
-/// htpasswd file is an error.
+/// htpasswd file is an error. `server` is `berth.toml`, for the shared
+/// listeners a TLS instance needs.
 pub(super) fn read(
     dir: &Path,
     file: &Path,
     require_htpasswd: bool,
+    server: &server::Settings,
     claims: &mut Claims,
 ) -> Option<InstanceConfig> {
     let name = file
@@ -103,12 +105,20 @@ pub(super) fn read(
         limits: limits::build(&src, &f.limits, errors),
         ui: f.ui.enabled.unwrap_or(true),
     };
-    if inst.tls.is_on() && f.hostnames.is_empty() {
-        errors.push(src.error_at(
-            None,
-            "a TLS instance needs hostnames: its certificate is issued for them",
-        ));
-    }
+    let shared = tls::Shared {
+        https: server.https.is_some(),
+        http: server.http.is_some(),
+    };
+    let (has_hostnames, has_listen) = (!f.hostnames.is_empty(), !f.listen.is_empty());
+    tls::check_needs(
+        &src,
+        &f.tls,
+        &inst.tls,
+        shared,
+        has_hostnames,
+        has_listen,
+        errors,
+    );
     if let Some(n) = &f.auth.max_login_failures {
         if *n.get_ref() == 0 {
             errors.push(src.error_spanned(n, "max_login_failures must be at least 1"));

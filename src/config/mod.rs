@@ -234,7 +234,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
     let instances_dir = dir.join("instances");
     let instances: Vec<InstanceConfig> = instance_files(&instances_dir, &mut claims.errors)
         .iter()
-        .filter_map(|file| instance::read(&dir, file, require_htpasswd, &mut claims))
+        .filter_map(|file| instance::read(&dir, file, require_htpasswd, &server, &mut claims))
         .collect();
     let mut errors = claims.errors;
     tls_listeners(&server, &instances, &mut errors);
@@ -282,44 +282,19 @@ fn instance_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
     files
 }
 
-/// The shared listeners TLS instances need, and a shared https listener
-/// that some instance needs.
+/// A shared https listener needs an instance that speaks TLS (what each
+/// TLS instance needs of the listeners is checked with the instance).
 fn tls_listeners(
     server: &server::Settings,
     instances: &[InstanceConfig],
     errors: &mut Vec<ConfigError>,
 ) {
-    let tls_instances: Vec<&InstanceConfig> = instances.iter().filter(|i| i.tls.is_on()).collect();
-    if let (Some(key), true) = (&server.https_key, tls_instances.is_empty()) {
+    if let (Some(key), false) = (&server.https_key, instances.iter().any(|i| i.tls.is_on())) {
         errors.push(ConfigError {
             message: "listen.https is set, but no instance has a [tls] mode other than \"off\""
                 .to_string(),
             ..key.clone()
         });
-    }
-    for inst in &tls_instances {
-        if let Tls::Acme { challenge, .. } = &inst.tls {
-            let (needed, listener) = match challenge {
-                AcmeChallenge::TlsAlpn01 => (server.https.is_none(), "https"),
-                AcmeChallenge::Http01 => (server.http.is_none(), "http"),
-            };
-            if needed {
-                errors.push(ConfigError {
-                    file: inst.file.clone(),
-                    position: None,
-                    message: format!(
-                        "ACME validates this instance over the shared {listener} listener: set [listen] {listener} in berth.toml"
-                    ),
-                });
-            }
-        }
-        if server.https.is_none() && inst.listen.is_empty() {
-            errors.push(ConfigError {
-                file: inst.file.clone(),
-                position: None,
-                message: "a TLS instance needs [listen] https in berth.toml or listen addresses of its own".to_string(),
-            });
-        }
     }
 }
 
@@ -405,6 +380,117 @@ mod tests {
         assert_eq!(d.errors(), vec!["instances/ci.toml:1:11: invalid listen address 'nope': expected IP:PORT such as 127.0.0.1:5000"]);
         d.instance("ci", "hostnames = [\"Upper.test\"]\n");
         assert!(d.errors()[0].contains("ci.toml:1:14: invalid hostname"));
+    }
+
+    #[test]
+    fn what_a_tls_instance_needs_is_reported_at_its_mode() {
+        let d = Dir::new();
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\n[tls]\nmode = \"self-signed\"\n",
+        );
+        assert_eq!(
+            d.errors(),
+            vec!["instances/ci.toml:3:8: a TLS instance needs [listen] https in berth.toml or listen addresses of its own"]
+        );
+        d.instance(
+            "ci",
+            "listen = [\"127.0.0.1:0\"]\n\n[tls]\nmode = \"acme\"\n",
+        );
+        assert_eq!(
+            d.errors(),
+            vec![
+                "instances/ci.toml:4:8: a TLS instance needs hostnames: its certificate is issued for them",
+                "instances/ci.toml:4:8: ACME validates this instance over the shared https listener: set [listen] https in berth.toml",
+            ]
+        );
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\n[tls]\nmode = \"self-signed\"\n",
+        );
+        assert!(load(d.0.path()).is_ok());
+    }
+
+    #[test]
+    fn self_signed_lifetime() {
+        let d = Dir::new();
+        let with = |tls: &str| {
+            format!("hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\n[tls]\n{tls}\n")
+        };
+        d.instance("ci", &with("mode = \"self-signed\""));
+        let lifetime = |d: &Dir| load(d.0.path()).unwrap().instances[0].tls.clone();
+        assert_eq!(
+            lifetime(&d),
+            Tls::SelfSigned {
+                lifetime: tls::DEFAULT_SELF_SIGNED_LIFETIME
+            }
+        );
+        d.instance("ci", &with("mode = \"self-signed\"\nlifetime = \"30d\""));
+        assert_eq!(
+            lifetime(&d),
+            Tls::SelfSigned {
+                lifetime: Duration::from_secs(30 * 86400)
+            }
+        );
+        d.instance("ci", &with("mode = \"self-signed\"\nlifetime = \"1s\""));
+        assert_eq!(
+            d.errors(),
+            vec!["instances/ci.toml:5:12: tls.lifetime must be from 5s to 825d"]
+        );
+        d.instance("ci", &with("mode = \"self-signed\"\nlifetime = \"soon\""));
+        assert!(
+            d.errors()[0]
+                .starts_with("instances/ci.toml:5:12: tls.lifetime: invalid duration 'soon'"),
+            "{:?}",
+            d.errors()
+        );
+        d.instance(
+            "ci",
+            &with("lifetime = \"30d\"\nmode = \"acme\"\nacme_email = \"a@b.test\""),
+        );
+        assert!(
+            d.errors().contains(
+                &"instances/ci.toml:5:8: tls.lifetime does not apply to this tls.mode".to_string()
+            ),
+            "{:?}",
+            d.errors()
+        );
+    }
+
+    #[test]
+    fn strings_toml_cannot_read_get_a_hint() {
+        let d = Dir::new();
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\n[storage]\nroot = \"data/ci\n",
+        );
+        let errs = d.errors();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("instances/ci.toml:3:16: invalid basic string"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].ends_with("the string is not closed: end it with \" on this line (a string cannot go on over lines; \"\"\"...\"\"\" can)"),
+            "{errs:?}"
+        );
+        d.instance("ci", "hostnames = ['ci.test]\n");
+        assert!(
+            d.errors()[0].contains("the string is not closed: end it with ' on this line"),
+            "{:?}",
+            d.errors()
+        );
+        // Closed, but with a backslash TOML does not take.
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\n[storage]\nroot = \"C:\\data\"\n",
+        );
+        let errs = d.errors();
+        assert!(
+            errs[0].contains("a backslash starts an escape")
+                && errs[0].contains("instances/ci.toml:3:"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -59,10 +59,44 @@ impl Source {
 
     pub(super) fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
         toml::from_str(&self.text).map_err(|e| {
-            self.error_at(
-                e.span().map(|s| s.start),
-                e.message().trim_end().replace('\n', ": "),
-            )
+            let offset = e.span().map(|s| s.start);
+            let mut message = e.message().trim_end().replace('\n', ": ");
+            if let Some(hint) = offset.and_then(|o| self.string_hint(&message, o)) {
+                message = format!("{message}: {hint}");
+            }
+            self.error_at(offset, message)
+        })
+    }
+
+    /// What to do about a string TOML could not read, from the line it is
+    /// on: close it, or write its backslashes so that TOML takes them.
+    fn string_hint(&self, message: &str, offset: usize) -> Option<&'static str> {
+        let quote = if message.starts_with("invalid basic string")
+            || message.starts_with("invalid escape sequence")
+        {
+            '"'
+        } else if message.starts_with("invalid literal string") {
+            '\''
+        } else {
+            return None;
+        };
+        let offset = offset.min(self.text.len());
+        let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        let line = &self.text[start..end];
+        Some(match (quote, closed_on_line(line, quote)) {
+            ('"', false) => {
+                "the string is not closed: end it with \" on this line (a string cannot go on over lines; \"\"\"...\"\"\" can)"
+            }
+            (_, false) => {
+                "the string is not closed: end it with ' on this line (a string cannot go on over lines; '''...''' can)"
+            }
+            ('"', true) => {
+                "in \"...\" a backslash starts an escape such as \\n: write a backslash as \\\\, or quote the text with '...' to take it as written"
+            }
+            (_, true) => "a '...' string holds no ' and no control characters: use \"...\" for those",
         })
     }
 
@@ -86,4 +120,21 @@ impl Source {
             }
         }
     }
+}
+
+/// Whether the first string that `quote` opens on `line` (after its `=`)
+/// is closed on it; a backslash escapes the next character in `"..."`.
+fn closed_on_line(line: &str, quote: char) -> bool {
+    let value = line.split_once('=').map_or(line, |(_, v)| v);
+    let mut chars = value.chars().skip_while(|c| *c != quote).skip(1);
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quote == '"' => {
+                chars.next();
+            }
+            c if c == quote => return true,
+            _ => {}
+        }
+    }
+    false
 }

@@ -1,6 +1,7 @@
 //! The `[tls]` table of an instance: where its certificate comes from.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -36,9 +37,18 @@ pub enum Tls {
     },
     /// A PEM chain and key, re-read when they change.
     Files { cert: PathBuf, key: PathBuf },
-    /// Issued by berth's own local CA (kept in the state directory).
-    SelfSigned,
+    /// Issued by berth's own local CA (kept in the state directory), valid
+    /// for `lifetime` and renewed by the running server before it ends.
+    SelfSigned { lifetime: Duration },
 }
+
+/// Default of `[tls] lifetime`: what ACME CAs issue, renewed likewise
+/// (a third before the end).
+pub const DEFAULT_SELF_SIGNED_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Shortest and longest `[tls] lifetime`.
+const LIFETIMES: (Duration, Duration) =
+    (Duration::from_secs(5), Duration::from_secs(825 * 24 * 3600));
 
 impl Tls {
     pub fn is_on(&self) -> bool {
@@ -59,14 +69,14 @@ enum Mode {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TlsSection {
-    #[serde(default)]
-    mode: Mode,
+    mode: Option<Spanned<Mode>>,
     acme_email: Option<String>,
     acme_directory: Option<Spanned<String>>,
     acme_ca: Option<Spanned<String>>,
     acme_challenge: Option<AcmeChallenge>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    lifetime: Option<Spanned<String>>,
 }
 
 /// An existing file named by `key`, or an error at its span.
@@ -89,29 +99,83 @@ fn existing_file(
     Some(path)
 }
 
+impl TlsSection {
+    fn mode(&self) -> Mode {
+        self.mode.as_ref().map_or(Mode::Off, |m| *m.get_ref())
+    }
+
+    /// Where `tls.mode` is written, for errors about what the mode needs.
+    fn mode_offset(&self) -> Option<usize> {
+        self.mode.as_ref().map(|m| m.span().start)
+    }
+}
+
+/// `[tls] lifetime` of a self-signed certificate; the default when absent
+/// or invalid (the error is in `errors`).
+fn lifetime(
+    src: &Source,
+    value: &Option<Spanned<String>>,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    let Some(v) = value else {
+        return DEFAULT_SELF_SIGNED_LIFETIME;
+    };
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if (LIFETIMES.0..=LIFETIMES.1).contains(&d) => d,
+        Ok(_) => {
+            errors.push(src.error_spanned(
+                v,
+                format!(
+                    "tls.lifetime must be from {}s to {}d",
+                    LIFETIMES.0.as_secs(),
+                    LIFETIMES.1.as_secs() / 86400
+                ),
+            ));
+            DEFAULT_SELF_SIGNED_LIFETIME
+        }
+        Err(e) => {
+            errors.push(src.error_spanned(
+                v,
+                format!(
+                    "tls.lifetime: invalid duration '{}': {e} (e.g. \"90d\")",
+                    v.get_ref()
+                ),
+            ));
+            DEFAULT_SELF_SIGNED_LIFETIME
+        }
+    }
+}
+
 pub(super) fn build(
     src: &Source,
     dir: &std::path::Path,
     raw: &TlsSection,
     errors: &mut Vec<ConfigError>,
 ) -> Tls {
+    let at = raw.mode_offset();
     let misplaced = |key: &str, set: bool, errors: &mut Vec<ConfigError>| {
         if set {
-            errors.push(src.error_at(None, format!("tls.{key} does not apply to this tls.mode")));
+            errors.push(src.error_at(at, format!("tls.{key} does not apply to this tls.mode")));
         }
     };
     let acme_keys = raw.acme_email.is_some()
         || raw.acme_directory.is_some()
         || raw.acme_ca.is_some()
         || raw.acme_challenge.is_some();
-    match raw.mode {
+    let mode = raw.mode();
+    if mode != Mode::SelfSigned {
+        misplaced("lifetime", raw.lifetime.is_some(), errors);
+    }
+    match mode {
         Mode::Off | Mode::SelfSigned => {
             misplaced("acme_*", acme_keys, errors);
             misplaced("cert/key", raw.cert.is_some() || raw.key.is_some(), errors);
-            if raw.mode == Mode::Off {
+            if mode == Mode::Off {
                 Tls::Off
             } else {
-                Tls::SelfSigned
+                Tls::SelfSigned {
+                    lifetime: lifetime(src, &raw.lifetime, errors),
+                }
             }
         }
         Mode::Files => {
@@ -140,7 +204,7 @@ pub(super) fn build(
             if let Some(email) = &raw.acme_email {
                 if !email.contains('@') {
                     errors.push(src.error_at(
-                        None,
+                        at,
                         format!("tls.acme_email '{email}' is not an e-mail address"),
                     ));
                 }
@@ -152,5 +216,53 @@ pub(super) fn build(
                 challenge: raw.acme_challenge.unwrap_or(AcmeChallenge::TlsAlpn01),
             }
         }
+    }
+}
+
+/// The shared listeners of `berth.toml`, as a TLS instance needs them.
+pub(super) struct Shared {
+    pub(super) https: bool,
+    pub(super) http: bool,
+}
+
+/// What a TLS instance needs besides its `[tls]` table: hostnames to issue
+/// its certificate for, and a listener that speaks TLS for it (and the one
+/// ACME validates on). Errors point at `tls.mode`.
+pub(super) fn check_needs(
+    src: &Source,
+    raw: &TlsSection,
+    tls: &Tls,
+    shared: Shared,
+    has_hostnames: bool,
+    has_listen: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    if !tls.is_on() {
+        return;
+    }
+    let at = raw.mode_offset();
+    if !has_hostnames {
+        errors.push(src.error_at(
+            at,
+            "a TLS instance needs hostnames: its certificate is issued for them",
+        ));
+    }
+    if let Tls::Acme { challenge, .. } = tls {
+        let (missing, listener) = match challenge {
+            AcmeChallenge::TlsAlpn01 => (!shared.https, "https"),
+            AcmeChallenge::Http01 => (!shared.http, "http"),
+        };
+        if missing {
+            errors.push(src.error_at(
+                at,
+                format!("ACME validates this instance over the shared {listener} listener: set [listen] {listener} in berth.toml"),
+            ));
+        }
+    }
+    if !shared.https && !has_listen {
+        errors.push(src.error_at(
+            at,
+            "a TLS instance needs [listen] https in berth.toml or listen addresses of its own",
+        ));
     }
 }

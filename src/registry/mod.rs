@@ -17,6 +17,7 @@ pub mod retention;
 #[cfg(test)]
 mod tests;
 mod uploads;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -53,6 +54,8 @@ pub struct Registry {
     cache: Option<Arc<BlobCache>>,
     /// What the web UI was shown lately.
     views: browse::Views,
+    /// What the instance holds, as last measured.
+    usage: Arc<usage::Kept>,
 }
 
 /// Manifests by digest, the most recently read up to [`MANIFEST_CACHE`]
@@ -156,8 +159,10 @@ impl Registry {
     /// The registry of the store `driver` serves, its locks taken through
     /// `coord`.
     pub fn new(driver: Arc<dyn Driver>, coord: Coordinator) -> Self {
+        let usage = Arc::new(usage::Kept::default());
         Registry {
-            uploads: Uploads::new(driver.clone(), coord.clone()),
+            uploads: Uploads::new(driver.clone(), coord.clone(), usage.clone()),
+            usage,
             driver,
             coord,
             pulls: PullLog::default(),
@@ -364,6 +369,7 @@ impl Registry {
             }
         }
         self.views.changed(repo);
+        self.usage.changed();
         Ok(PutManifest { digest, subject })
     }
 
@@ -484,6 +490,7 @@ impl Registry {
                 }
             }
         }
+        self.usage.changed();
         Ok(())
     }
 
@@ -534,16 +541,35 @@ impl Registry {
             now,
             dry_run,
         };
-        let report = gc::run(&*self.driver, &self.coord, &run).await;
+        let changes = self.usage.changes();
+        let started = std::time::Instant::now();
+        let report = gc::run(&*self.driver, &self.coord, &run).await?;
         if !dry_run {
+            // The run measured what is left: the figure of writes before it.
+            self.usage
+                .set(report.usage.clone(), changes, started.elapsed());
             self.views.clear();
         }
-        report
+        Ok(report)
     }
 
     /// The last collections of the store, newest first.
     pub async fn gc_history(&self) -> Result<Vec<gc::history::PastRun>, RegistryError> {
         gc::history::read(&*self.driver).await
+    }
+
+    /// What the instance holds, as last measured (or reported by a
+    /// collection), with when.
+    pub fn usage(&self) -> Option<usage::Measured> {
+        self.usage.current()
+    }
+
+    /// Measures what the instance holds when due: never measured, or
+    /// written to since the last measurement (which is then at least 5 s
+    /// old and ten times as old as it took), or an hour old. The new
+    /// figure when one was taken.
+    pub async fn refresh_usage(&self) -> Result<Option<usage::Measured>, RegistryError> {
+        Ok(self.usage.refresh(&*self.driver).await?)
     }
 
     /// Sorted tags of a repository.

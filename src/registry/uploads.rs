@@ -75,6 +75,8 @@ pub struct Uploads {
     driver: Arc<dyn Driver>,
     coord: Coordinator,
     sessions: Mutex<HashMap<String, Known>>,
+    /// Told of every blob committed.
+    usage: Arc<super::usage::Kept>,
 }
 
 /// The object of an upload naming the session's owner.
@@ -91,11 +93,16 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Uploads {
-    pub(super) fn new(driver: Arc<dyn Driver>, coord: Coordinator) -> Self {
+    pub(super) fn new(
+        driver: Arc<dyn Driver>,
+        coord: Coordinator,
+        usage: Arc<super::usage::Kept>,
+    ) -> Self {
         Uploads {
             driver,
             coord,
             sessions: Mutex::new(HashMap::new()),
+            usage,
         }
     }
 
@@ -352,6 +359,7 @@ impl Uploads {
             // over, even if linking failed (a full disk): nothing is left
             // to resume, and nothing may be left behind.
             if committed.is_ok() {
+                self.usage.changed();
                 d.delete_all(&dir).await?;
             }
             committed.and(linked).map_err(RegistryError::from)

@@ -3,7 +3,8 @@
 //! bookkeeping ([`early`]), the instance it is for ([`routing`]), the
 //! instance's API or web UI, the headers every response carries
 //! (`Docker-Distribution-API-Version`, `X-Request-Id`, HSTS over TLS) and
-//! one access-log line (target `access`).
+//! what its access-log line says ([`access_log`], written once the response
+//! is sent).
 //!
 //! All of it runs in one `request` span (request id, method, path, then the
 //! instance and the user once known), so every line logged for a request,
@@ -22,7 +23,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use super::routing::{self, Via};
-use super::{early, limits, Snapshot};
+use super::{access_log, early, limits, Snapshot};
 use crate::oci::RegistryError;
 use crate::{api, ui};
 
@@ -79,6 +80,7 @@ async fn serve(
 ) -> Response<Body> {
     let started = Instant::now();
     let too_large = limits::check_request(&req).err();
+    let (req, received) = access_log::count_received(req);
     let req = req.map(|body| limits::idle_timeout(body, snapshot.body_timeout));
     let (req, unread) = early::track(req);
     let method = req.method().clone();
@@ -143,22 +145,19 @@ async fn serve(
     let user = resp
         .extensions()
         .get::<api::AuthenticatedUser>()
-        .map(|u| u.0.clone());
-    let bytes = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    tracing::info!(
-        target: "access",
-        instance = instance.as_ref().map_or("-", |i| i.config.name.as_str()),
-        user = user.as_deref().unwrap_or("-"),
-        %method,
+        .map(|u| u.0.clone())
+        .or_else(|| {
+            resp.extensions()
+                .get::<api::RefusedUser>()
+                .map(|u| u.0.clone())
+        });
+    let entry = access_log::Entry {
+        instance: instance.as_ref().map(|i| i.config.name.clone()),
+        user,
+        method,
         path,
-        status = resp.status().as_u16(),
-        bytes,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-    );
-    resp
+        started,
+        received,
+    };
+    access_log::when_sent(resp, entry)
 }

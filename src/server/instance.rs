@@ -1,7 +1,8 @@
 //! The instances of one config as the listeners see them: [`Instance`] (one
 //! registry with its config, content, credentials and TLS), [`Snapshot`]
 //! (every instance of a config, by name and by hostname, swapped whole on
-//! reload) and each instance's background jobs (pull log, retention).
+//! reload) and each instance's background jobs (pull log, retention,
+//! usage).
 //!
 //! Owns building a snapshot from a [`Config`], taking over what did not
 //! change from the previous one, and starting and stopping the jobs. Must
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 
-use super::tls;
+use super::{tls, usage};
 use crate::auth::Authenticator;
 use crate::config::{Config, InstanceConfig};
 use crate::coord::Coordinator;
@@ -28,8 +29,10 @@ pub struct Instance {
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub tls: Option<Arc<tls::InstanceTls>>,
+    /// The server's state directory, where its usage is written.
+    state_dir: std::path::PathBuf,
     /// Background work: the heartbeat; writing the pull log, scheduled
-    /// retention runs.
+    /// retention runs; keeping the usage file current.
     jobs: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     /// Why a bucket cannot be used now, when its last probe failed: the
     /// instance then answers 503 until a probe succeeds.
@@ -90,12 +93,17 @@ impl Instance {
     /// [`presence::BEAT`] (on a task of its own, so that a long collection
     /// does not make this process look gone), the pull log every
     /// [`FLUSH_PULLS`], and retention + garbage collection every
-    /// `[retention] interval`.
+    /// `[retention] interval`, and the usage file ([`usage::keep`]).
     fn start_jobs(self: &Arc<Self>) {
         let mut jobs = self.jobs.lock();
         if !jobs.is_empty() {
             return;
         }
+        jobs.push(tokio::spawn(usage::keep(
+            Arc::downgrade(self),
+            self.config.name.clone(),
+            self.state_dir.clone(),
+        )));
         let weak = Arc::downgrade(self);
         let scheduled = self.config.retention.interval.is_some();
         let name = self.config.name.clone();
@@ -163,6 +171,9 @@ pub struct Snapshot {
     pub(super) by_host: HashMap<String, Arc<Instance>>,
     /// Things that work but look wrong (access rules naming unknown users).
     pub warnings: Vec<String>,
+    /// What the server will create at start that is not there yet (in a
+    /// snapshot built to check only: [`Snapshot::build_for_check`]).
+    pub notes: Vec<String>,
     /// Port of the shared https listener, for redirects (0: none).
     pub(super) https_port: AtomicU16,
     /// `[server] header_timeout`, for connections accepted from now on.
@@ -184,6 +195,13 @@ impl Snapshot {
         Self::build_coordinated(config, previous, coord)
     }
 
+    /// [`Snapshot::build`] for `berth check`: the same validation, and
+    /// nothing written (what the server creates at start is in `notes`).
+    /// Never to be served.
+    pub fn build_for_check(config: &Config) -> Result<Snapshot, Vec<String>> {
+        Self::build_with(config, None, None, tls::Purpose::Check)
+    }
+
     /// [`Snapshot::build`] with the locks of every instance taken through
     /// `coord` (each storage root is a store of its own), or, with `None`,
     /// as lock files in each storage root.
@@ -192,10 +210,20 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         coord: Option<Coordinator>,
     ) -> Result<Snapshot, Vec<String>> {
+        Self::build_with(config, previous, coord, tls::Purpose::Serve)
+    }
+
+    fn build_with(
+        config: &Config,
+        previous: Option<&Snapshot>,
+        coord: Option<Coordinator>,
+        purpose: tls::Purpose,
+    ) -> Result<Snapshot, Vec<String>> {
         let mut instances = BTreeMap::new();
         let mut by_host = HashMap::new();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        let mut notes = Vec::new();
         for ic in &config.instances {
             let old = previous.and_then(|p| p.instances.get(&ic.name));
             let registry = match old {
@@ -246,11 +274,18 @@ impl Snapshot {
                     &ic.tls,
                     &config.state_dir,
                     registry.driver(),
+                    purpose,
                 )
                 .map(|t| t.map(Arc::new)),
             };
             let tls = match tls {
-                Ok(t) => t,
+                Ok(t) => {
+                    let note = t.as_ref().and_then(|t| t.note.clone());
+                    if let Some(n) = note.filter(|n| !notes.contains(n)) {
+                        notes.push(n);
+                    }
+                    t
+                }
                 Err(e) => {
                     errors.push(e);
                     None
@@ -275,6 +310,7 @@ impl Snapshot {
                         registry,
                         auth,
                         tls,
+                        state_dir: config.state_dir.clone(),
                         jobs: parking_lot::Mutex::new(Vec::new()),
                         storage_problem: parking_lot::Mutex::new(None),
                         next_gc: parking_lot::Mutex::new(None),
@@ -293,6 +329,7 @@ impl Snapshot {
                 instances,
                 by_host,
                 warnings,
+                notes,
                 https_port: AtomicU16::new(https_port),
                 header_timeout: config.header_timeout,
                 body_timeout: config.body_timeout,

@@ -2,7 +2,8 @@
 //! certificate of the instance the SNI name or the dedicated listener
 //! says, within [`HANDSHAKE_TIMEOUT`]), and HTTP/1.1 or h2 on each
 //! connection with the limits of [`limits`], every request handed to
-//! [`handler::handle`] with the snapshot current when it arrived. A
+//! [`handler::handle`] with the snapshot current when it arrived; plain
+//! HTTP on a TLS listener is told to use https ([`wrong_scheme`]). A
 //! listener told to stop accepts no more connections and waits for the
 //! open ones, which finish their requests in flight.
 //!
@@ -18,25 +19,56 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::routing::{self, Target, Via};
-use super::{early, handler, limits, Snapshot};
+use super::{early, handler, limits, wrong_scheme, Snapshot};
 
 /// Limit on the TLS handshake, so that silent clients do not pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection as every listener serves it: a closing one lingers
+/// ([`early::Lingering`]), a client that takes no data is cut off
+/// ([`limits::WriteTimeout`]).
+type Connection = limits::WriteTimeout<early::Lingering<TcpStream>>;
+
+fn connection(tcp: TcpStream, snapshot: &ArcSwap<Snapshot>) -> Connection {
+    limits::WriteTimeout::new(early::Lingering::new(tcp), snapshot.load().body_timeout)
+}
+
 /// One TLS connection: handshake with the certificate of the instance the
 /// SNI name (shared listener) or the listener (dedicated) says, then HTTP/1.1
-/// or h2 as ALPN agreed.
+/// or h2 as ALPN agreed. Plain HTTP gets [`wrong_scheme::answer`].
 async fn serve_tls_connection(
-    tcp: limits::WriteTimeout<early::Lingering<tokio::net::TcpStream>>,
+    tcp: TcpStream,
     peer: SocketAddr,
     snapshot: Arc<ArcSwap<Snapshot>>,
     target: Target,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let Some(plain) = wrong_scheme::is_plain(&tcp, HANDSHAKE_TIMEOUT).await else {
+        return;
+    };
+    if plain {
+        let Ok(local) = tcp.local_addr() else { return };
+        let named = match &target {
+            Target::Instance(name) => snapshot
+                .load()
+                .instances
+                .get(name)
+                .and_then(|i| i.config.hostnames.first().cloned()),
+            Target::ByHost | Target::Https => None,
+        };
+        let fallback = named.unwrap_or_else(|| match local.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+        let tcp = connection(tcp, &snapshot);
+        wrong_scheme::answer(tcp, local, &fallback, HANDSHAKE_TIMEOUT).await;
+        return;
+    }
+    let tcp = connection(tcp, &snapshot);
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
     let Ok(Ok(start)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await else {
         return;
@@ -116,12 +148,12 @@ pub(super) async fn serve_listener(
                 };
                 // Small responses must not wait for Nagle's algorithm.
                 let _ = tcp.set_nodelay(true);
-                let tcp = limits::WriteTimeout::new(early::Lingering::new(tcp), snapshot.load().body_timeout);
                 let (snapshot, watcher) = (snapshot.clone(), graceful.watcher());
                 if tls {
                     connections.spawn(serve_tls_connection(tcp, peer, snapshot, target.clone(), watcher));
                 } else {
                     let via = Via::Plain(target.clone());
+                    let tcp = connection(tcp, &snapshot);
                     connections.spawn(serve_http(tcp, peer, snapshot, via, watcher));
                 }
             }

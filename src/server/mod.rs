@@ -26,18 +26,23 @@
 //!   opened and closed) and graceful shutdown. It does not look at
 //!   connections or requests.
 //! - `instance`: [`Instance`], [`Snapshot`] and each instance's background
-//!   jobs (pull log, retention).
+//!   jobs (pull log, retention, usage).
 //! - `routing`: listener [`Target`]s, the host a request names, and which
 //!   instance serves it (or what is answered instead: 400, 404, 421, the
 //!   ACME answer or https redirect of a TLS instance on the plain listener).
 //! - `listen`: accept loops, the TLS handshake, HTTP/1.1 and h2 on each
 //!   connection.
 //! - `handler`: one request: its id and span, limits, routing, the
-//!   instance's API, common response headers, the access-log line.
+//!   instance's API, common response headers.
+//! - `access_log`: the access-log line of a request, with the bytes it
+//!   received and sent, once its response is sent.
 //! - `early`: answers given before the request body was read.
+//! - `wrong_scheme`: the `400` for plain HTTP sent to a TLS port.
 //! - [`limits`]: timeouts and size limits of connections and requests.
 //! - [`tls`]: certificates (ACME, files, local CA) and rustls configuration.
+//! - [`usage`]: the usage file of each instance, for `berth usage`.
 
+mod access_log;
 mod acme_cache;
 mod early;
 mod handler;
@@ -46,6 +51,8 @@ pub mod limits;
 mod listen;
 mod routing;
 pub mod tls;
+pub mod usage;
+mod wrong_scheme;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,6 +1,9 @@
 //! TLS for instances: where each certificate comes from (ACME, PEM files,
-//! berth's local CA) and the server-side rustls configuration built on it.
-//! One crypto provider (aws-lc-rs) serves all of it, ACME included.
+//! berth's local CA) and the server-side rustls configuration built on it;
+//! the renewal of ACME and self-signed certificates in the running server.
+//! A `berth check` builds the same and writes nothing ([`Purpose`]): the
+//! local CA is created by the server, as the user it runs as. One crypto
+//! provider (aws-lc-rs) serves all of it, ACME included.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,16 +51,6 @@ fn certified_key(
         .load_private_key(key)
         .map_err(|e| format!("unusable private key: {e}"))?;
     Ok(CertifiedKey::new(chain, signing))
-}
-
-/// A certificate served as it is (self-signed mode).
-#[derive(Debug)]
-struct Fixed(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for Fixed {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
 }
 
 /// A PEM chain and key on disk, re-read when either file changes. A change
@@ -128,7 +121,7 @@ impl ResolvesServerCert for FileCert {
     }
 }
 
-/// The years around now, for certificate validity.
+/// The years around now, for the local CA's validity.
 fn this_year() -> i32 {
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -139,6 +132,10 @@ fn this_year() -> i32 {
 /// The path of berth's local CA certificate in `state_dir`.
 pub fn ca_path(state_dir: &Path) -> PathBuf {
     state_dir.join("ca/ca.crt")
+}
+
+fn ca_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("ca/ca.key")
 }
 
 const CA_NAME: &str = "berth local CA";
@@ -160,30 +157,83 @@ fn ca_params() -> Result<rcgen::CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
-/// Loads berth's local CA from `state_dir`, creating it the first time.
-pub fn local_ca(state_dir: &Path) -> Result<(rcgen::Certificate, rcgen::KeyPair), String> {
-    let crt = ca_path(state_dir);
-    let key_path = crt.with_file_name("ca.key");
-    let err = |e: &dyn std::fmt::Display| format!("local CA in {}: {e}", crt.display());
-    if key_path.is_file() && crt.is_file() {
-        let pem = std::fs::read_to_string(&key_path).map_err(|e| err(&e))?;
-        let key = rcgen::KeyPair::from_pem(&pem).map_err(|e| err(&e))?;
-        // The same name and key make the same issuer as the file on disk.
-        let cert = ca_params()
-            .and_then(|p| p.self_signed(&key))
-            .map_err(|e| err(&e))?;
-        return Ok((cert, key));
-    }
-    let key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
-    let cert = ca_params()
-        .and_then(|p| p.self_signed(&key))
-        .map_err(|e| err(&e))?;
-    let dir = crt.parent().expect("ca path has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-    write_private(&key_path, key.serialize_pem().as_bytes()).map_err(|e| err(&e))?;
-    crate::storage::atomic_write(&crt, cert.pem().as_bytes()).map_err(|e| err(&e))?;
-    tracing::info!(path = %crt.display(), "created the local CA");
+type Ca = (rcgen::Certificate, rcgen::KeyPair);
+
+/// The CA of `key`: the same name and key make the same issuer as the
+/// certificate on disk.
+fn ca_of(key: rcgen::KeyPair) -> Result<Ca, rcgen::Error> {
+    let cert = ca_params()?.self_signed(&key)?;
     Ok((cert, key))
+}
+
+/// berth's local CA as it is in `state_dir`: `None` when it has no key yet.
+/// Errors name the file that failed.
+fn read_ca(state_dir: &Path) -> Result<Option<Ca>, String> {
+    let path = ca_key_path(state_dir);
+    let err = |e: &dyn std::fmt::Display| format!("local CA key {}: {e}", path.display());
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(&e)),
+    };
+    let key = rcgen::KeyPair::from_pem(&pem).map_err(|e| err(&e))?;
+    ca_of(key).map(Some).map_err(|e| err(&e))
+}
+
+/// Loads berth's local CA from `state_dir`, creating what is missing: a
+/// new CA when there is no key, the certificate of the key when only that
+/// is gone. Errors name the file that failed.
+pub fn local_ca(state_dir: &Path) -> Result<Ca, String> {
+    let crt = ca_path(state_dir);
+    let ca = match read_ca(state_dir)? {
+        Some(ca) => ca,
+        None => {
+            let path = ca_key_path(state_dir);
+            let err = |e: &dyn std::fmt::Display| format!("local CA key {}: {e}", path.display());
+            let ca = rcgen::KeyPair::generate()
+                .and_then(ca_of)
+                .map_err(|e| err(&e))?;
+            let dir = path.parent().expect("ca path has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+            write_private(&path, ca.1.serialize_pem().as_bytes()).map_err(|e| err(&e))?;
+            tracing::info!(path = %crt.display(), "created the local CA");
+            // A certificate of an older key is not this CA's.
+            let _ = std::fs::remove_file(&crt);
+            ca
+        }
+    };
+    if !crt.is_file() {
+        crate::storage::atomic_write(&crt, ca.0.pem().as_bytes())
+            .map_err(|e| format!("local CA certificate {}: {e}", crt.display()))?;
+    }
+    Ok(ca)
+}
+
+/// For `berth check`, which writes nothing: the local CA on disk, or where
+/// there is none a CA made in memory to issue with, and what the server
+/// will create at start. Errors name the file that failed.
+fn check_local_ca(state_dir: &Path) -> Result<(Ca, Option<String>), String> {
+    let crt = ca_path(state_dir);
+    match read_ca(state_dir)? {
+        Some(ca) if crt.is_file() => Ok((ca, None)),
+        Some(ca) => Ok((
+            ca,
+            Some(format!(
+                "the server writes {} (from ca.key) at start",
+                crt.display()
+            )),
+        )),
+        None => {
+            let ca = rcgen::KeyPair::generate()
+                .and_then(ca_of)
+                .map_err(|e| format!("local CA: {e}"))?;
+            let note = format!(
+                "the server creates the local CA ({} and ca.key) at start, as the user it runs as",
+                crt.display()
+            );
+            Ok((ca, Some(note)))
+        }
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -201,23 +251,151 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn self_signed(hostnames: &[String], state_dir: &Path) -> Result<CertifiedKey, String> {
-    let (ca, ca_key) = local_ca(state_dir)?;
+/// How far back a self-signed certificate's validity starts, for clients
+/// whose clocks are a little behind.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// A certificate for `hostnames` issued by `ca`, valid for `lifetime`
+/// from now; and when it ends.
+fn issue(
+    hostnames: &[String],
+    ca: &Ca,
+    lifetime: Duration,
+) -> Result<(CertifiedKey, SystemTime), String> {
     let err = |e: rcgen::Error| format!("issuing a certificate for {}: {e}", hostnames.join(", "));
     let key = rcgen::KeyPair::generate().map_err(err)?;
     let mut params = rcgen::CertificateParams::new(hostnames.to_vec()).map_err(err)?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, hostnames[0].clone());
-    let year = this_year();
-    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-    params.not_after = rcgen::date_time_ymd(year + 1, 12, 31);
-    let leaf = params.signed_by(&key, &ca, &ca_key).map_err(err)?;
-    let chain = vec![leaf.der().clone(), ca.der().clone()];
-    certified_key(
+    let now = SystemTime::now();
+    let since_epoch = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    // Whole seconds, as X.509 keeps them.
+    let expires =
+        SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch(now + lifetime).as_secs());
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + since_epoch(now - CLOCK_SKEW);
+    params.not_after = epoch + since_epoch(expires);
+    let leaf = params.signed_by(&key, &ca.0, &ca.1).map_err(err)?;
+    let chain = vec![leaf.der().clone(), ca.0.der().clone()];
+    let certified = certified_key(
         chain,
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
+    )?;
+    Ok((certified, expires))
+}
+
+/// How often a self-signed certificate's end is looked at again, also
+/// when it is far (a clock set forward is noticed within this).
+const RENEW_CHECK: Duration = Duration::from_secs(3600);
+
+/// How long a failed renewal waits before the next try, at most.
+const RENEW_RETRY: Duration = Duration::from_secs(60);
+
+/// An instance's certificate from the local CA, renewed in the running
+/// server once less than a third of its lifetime is left, as ACME
+/// certificates are.
+#[derive(Debug)]
+struct SelfSigned {
+    instance: String,
+    hostnames: Vec<String>,
+    state_dir: PathBuf,
+    lifetime: Duration,
+    current: ArcSwap<CertifiedKey>,
+    /// When the certificate served now ends.
+    expires: Mutex<SystemTime>,
+}
+
+impl SelfSigned {
+    /// Issues the first certificate: with the local CA on disk (created
+    /// when missing) to serve; to check, with what is there and writing
+    /// nothing (then also what the server will create).
+    fn new(
+        instance: &str,
+        hostnames: &[String],
+        state_dir: &Path,
+        lifetime: Duration,
+        purpose: Purpose,
+    ) -> Result<(Self, Option<String>), String> {
+        let (ca, note) = match purpose {
+            Purpose::Serve => (local_ca(state_dir)?, None),
+            Purpose::Check => check_local_ca(state_dir)?,
+        };
+        let (cert, expires) = issue(hostnames, &ca, lifetime)?;
+        let issued = SelfSigned {
+            instance: instance.to_string(),
+            hostnames: hostnames.to_vec(),
+            state_dir: state_dir.to_path_buf(),
+            lifetime,
+            current: ArcSwap::from_pointee(cert),
+            expires: Mutex::new(expires),
+        };
+        Ok((issued, note))
+    }
+
+    fn renew_at(&self) -> SystemTime {
+        *self.expires.lock() - self.lifetime / 3
+    }
+
+    fn renew(&self) -> Result<(), String> {
+        let ca = local_ca(&self.state_dir)?;
+        let (cert, expires) = issue(&self.hostnames, &ca, self.lifetime)?;
+        self.current.store(Arc::new(cert));
+        *self.expires.lock() = expires;
+        tracing::info!(
+            instance = %self.instance,
+            valid_until = %humantime::format_rfc3339_seconds(expires),
+            "self-signed: renewed the certificate"
+        );
+        Ok(())
+    }
+
+    /// Renews the certificate whenever it is due, until aborted.
+    async fn keep_renewed(self: Arc<Self>) {
+        loop {
+            let wait = self
+                .renew_at()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::sleep(wait.min(RENEW_CHECK)).await;
+            if SystemTime::now() < self.renew_at() {
+                continue;
+            }
+            if let Err(e) = self.renew() {
+                tracing::error!(instance = %self.instance, "self-signed: cannot renew the certificate, serving the current one: {e}");
+                tokio::time::sleep(RENEW_RETRY.min(self.lifetime / 10)).await;
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for SelfSigned {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// What building an instance's TLS is for: a server creates the local CA
+/// it needs (as the user it runs as); a check reads what is there and
+/// writes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Serve,
+    Check,
+}
+
+/// The renewal of a self-signed certificate, once started.
+struct Renewal {
+    cert: Arc<SelfSigned>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().take() {
+            t.abort();
+        }
+    }
 }
 
 struct Acme {
@@ -235,11 +413,15 @@ impl Drop for Acme {
     }
 }
 
-/// An instance's TLS: its server configuration, and its ACME client when
-/// it has one.
+/// An instance's TLS: its server configuration, and its ACME client or
+/// the renewal of its self-signed certificate when it has one.
 pub struct InstanceTls {
     pub config: Arc<ServerConfig>,
     acme: Option<Acme>,
+    renewal: Option<Renewal>,
+    /// What the server will create for it that is not there yet (built to
+    /// check only).
+    pub note: Option<String>,
 }
 
 impl InstanceTls {
@@ -251,20 +433,29 @@ impl InstanceTls {
         tls: &Tls,
         state_dir: &Path,
         store: Arc<dyn Driver>,
+        purpose: Purpose,
     ) -> Result<Option<Self>, String> {
         let prefix = |e: String| format!("instance {name}: {e}");
+        let mut renewal = None;
+        let mut note = None;
         let (resolver, acme): (Arc<dyn ResolvesServerCert>, _) = match tls {
             Tls::Off => return Ok(None),
             Tls::Files { cert, key } => (
                 Arc::new(FileCert::new(name, cert, key).map_err(prefix)?),
                 None,
             ),
-            Tls::SelfSigned => (
-                Arc::new(Fixed(Arc::new(
-                    self_signed(hostnames, state_dir).map_err(prefix)?,
-                ))),
-                None,
-            ),
+            Tls::SelfSigned { lifetime } => {
+                let (cert, to_create) =
+                    SelfSigned::new(name, hostnames, state_dir, *lifetime, purpose)
+                        .map_err(prefix)?;
+                let cert = Arc::new(cert);
+                note = to_create;
+                renewal = Some(Renewal {
+                    cert: cert.clone(),
+                    task: Mutex::new(None),
+                });
+                (cert as Arc<dyn ResolvesServerCert>, None)
+            }
             Tls::Acme {
                 email,
                 directory,
@@ -313,11 +504,20 @@ impl InstanceTls {
         Ok(Some(InstanceTls {
             config: server_config(resolver).map_err(prefix)?,
             acme,
+            renewal,
+            note,
         }))
     }
 
-    /// Starts ordering and renewing certificates (ACME); idempotent.
+    /// Starts ordering and renewing certificates (ACME), or renewing the
+    /// self-signed one; idempotent.
     pub fn start(&self, name: &str) {
+        if let Some(r) = &self.renewal {
+            let mut task = r.task.lock();
+            if task.is_none() {
+                *task = Some(tokio::spawn(r.cert.clone().keep_renewed()));
+            }
+        }
         let Some(acme) = &self.acme else { return };
         let Some(mut state) = acme.pending.lock().take() else {
             return;

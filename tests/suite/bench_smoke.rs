@@ -6,7 +6,7 @@
 //! for both servers; it asserts nothing about speed.
 
 /// The metric keys of the report, one per row.
-const ROWS: [&str; 21] = [
+const ROWS: [&str; 22] = [
     "push_mono",
     "push_stream",
     "push_conc",
@@ -25,6 +25,7 @@ const ROWS: [&str; 21] = [
     "vmhwm",
     "s3_push_mono",
     "s3_push_conc",
+    "s3_pull_first",
     "s3_pull",
     "s3_rss_push_conc",
     "s3_rss_pull",

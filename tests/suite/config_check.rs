@@ -532,3 +532,96 @@ fn unreadable_heartbeats_are_a_warning() {
     assert_passes(&out);
     assert_stderr_contains(&out, "warning: instance ci: cannot read the heartbeats");
 }
+
+/// A check writes nothing, also where a self-signed instance's local CA
+/// is missing: it says the server creates it, and the server does, at
+/// start. A CA key the server could not read is named as the file that
+/// failed.
+#[test]
+fn check_writes_nothing_and_names_the_ca_key_that_fails() {
+    let mut ci = Instance::new("ci");
+    ci.extra = "[tls]\nmode = \"self-signed\"".into();
+    let cfg = ConfigDir::new(&[ci]);
+    let before = crate::common::paths_under(cfg.path());
+    let out = check(&cfg);
+    assert_passes(&out);
+    assert_eq!(
+        crate::common::paths_under(cfg.path()),
+        before,
+        "the check wrote something"
+    );
+    let crt = cfg.path().join("state/ca/ca.crt");
+    assert!(
+        out.stdout.contains(&format!(
+            "note: the server creates the local CA ({} and ca.key) at start",
+            crt.display()
+        )),
+        "{}",
+        out.stdout
+    );
+
+    let server = crate::common::Server::start(&cfg);
+    let key = cfg.path().join("state/ca/ca.key");
+    assert!(key.is_file() && crt.is_file());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "ca.key is private");
+    server.stop();
+    let out = check(&cfg);
+    assert_passes(&out);
+    assert!(!out.stdout.contains("note:"), "{}", out.stdout);
+
+    // A key that cannot be read (here a directory, as root reads any
+    // file) or used fails the check, naming ca.key.
+    let pem = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    for out in [check(&cfg), run("serve", cfg.path())] {
+        assert_fails_naming(&out, &key);
+        assert!(!out.stderr.contains("ca.crt"), "{}", out.stderr);
+    }
+    std::fs::remove_dir(&key).unwrap();
+    std::fs::write(&key, b"not a key").unwrap();
+    assert_fails_naming(&check(&cfg), &key);
+
+    // The certificate alone missing: written again from the key.
+    std::fs::write(&key, &pem).unwrap();
+    std::fs::remove_file(&crt).unwrap();
+    let out = check(&cfg);
+    assert_passes(&out);
+    assert!(out.stdout.contains("(from ca.key)"), "{}", out.stdout);
+    assert!(!crt.exists());
+    let server = crate::common::Server::start(&cfg);
+    assert!(crt.is_file());
+    assert_eq!(std::fs::read(&key).unwrap(), pem, "the same CA");
+    server.stop();
+}
+
+/// An unterminated string says what to do; a TLS instance without a
+/// listener that speaks TLS is reported at its `tls.mode`, in the
+/// `file:line:col: message` form of every other error.
+#[test]
+fn string_and_tls_listener_errors_point_at_their_line() {
+    let (cfg, path) = broken(CiToml, |_| {
+        "hostnames = [\"ci.test\"]\nlisten = [\"127.0.0.1:0\"]\n[storage]\nroot = \"data/ci\n"
+            .into()
+    });
+    let out = check(&cfg);
+    assert_fails_at(&out, &path, 4);
+    assert_stderr_contains(
+        &out,
+        "the string is not closed: end it with \" on this line",
+    );
+
+    let (cfg, path) = broken(CiToml, |_| {
+        "hostnames = [\"ci.test\"]\n[tls]\nmode = \"self-signed\"\n".into()
+    });
+    let out = check(&cfg);
+    assert_stderr_contains(
+        &out,
+        &format!(
+            "berth: {}:3:8: a TLS instance needs [listen] https",
+            path.display()
+        ),
+    );
+}

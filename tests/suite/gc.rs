@@ -8,35 +8,12 @@ use crate::common::{ConfigDir, Instance, Server};
 use crate::common_api::*;
 
 fn gc(cfg: &ConfigDir, extra: &[&str]) -> String {
-    let out = Command::new(crate::common::berth_bin())
-        .args(["gc", "--config-dir"])
-        .arg(cfg.path())
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    crate::common::berth_ok("gc", cfg.path(), extra)
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
+    let mut out = crate::common::paths_under(dir);
+    out.retain(|p| !p.is_dir());
     out
 }
 

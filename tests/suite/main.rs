@@ -9,6 +9,7 @@ mod common_api;
 
 mod access;
 mod access_clients;
+mod access_log;
 mod api_auth;
 mod api_discovery;
 mod api_manifests;
@@ -43,3 +44,4 @@ mod tls_docker;
 mod two_processes;
 mod ui;
 mod ui_browser;
+mod usage;

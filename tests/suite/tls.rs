@@ -83,6 +83,16 @@ fn s_client(name: &str, port: u16) -> Command {
 
 /// Subject and issuer of the certificate served for SNI `name`.
 fn served_cert(name: &str, port: u16) -> String {
+    served(
+        name,
+        port,
+        &["-subject", "-issuer", "-ext", "subjectAltName"],
+    )
+}
+
+/// What `openssl x509 -noout FIELDS` prints of the certificate served for
+/// SNI `name`.
+fn served(name: &str, port: u16, fields: &[&str]) -> String {
     let mut s_client = s_client(name, port)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -91,14 +101,8 @@ fn served_cert(name: &str, port: u16) -> String {
         .unwrap();
     let pem = s_client.stdout.take().unwrap();
     let out = Command::new(tool("openssl"))
-        .args([
-            "x509",
-            "-noout",
-            "-subject",
-            "-issuer",
-            "-ext",
-            "subjectAltName",
-        ])
+        .args(["x509", "-noout"])
+        .args(fields)
         .stdin(pem)
         .output()
         .unwrap();
@@ -223,6 +227,92 @@ fn self_signed_instances_share_one_port_by_sni() {
         out.contains(&format!("location: https://ci.test:{port}/v2/_catalog?n=1")),
         "{out}"
     );
+}
+
+/// A self-signed certificate is renewed by the running server before it
+/// ends (here a lifetime of 6 s, renewed with 2 s left), and the new one
+/// is served and verifies against the same local CA, with no restart.
+#[test]
+fn self_signed_certificates_are_renewed_while_serving() {
+    let inst = tls_instance("ci", "mode = \"self-signed\"\nlifetime = \"6s\"");
+    let cfg = ConfigDir::new(&[inst]);
+    let server = Server::start(&cfg);
+    let port = port_of(server.addr("ci"));
+    let ca = cfg.path().join("state/ca/ca.crt");
+    let first = served("ci.test", port, &["-serial", "-enddate"]);
+    assert!(first.contains("serial="), "{first}");
+    let renewed = eventually("a renewed certificate", Duration::from_secs(20), || {
+        let now = served("ci.test", port, &["-serial", "-enddate"]);
+        (now.contains("serial=") && now != first).then_some(now)
+    });
+    server.wait_for_stderr("self-signed: renewed the certificate");
+    let (status, _) = https("ci.test", port, &ca, "/v2/", &[]).expect("verified TLS");
+    assert_eq!(status, 401);
+    // Renewed again before each one ends: never an expired certificate.
+    let later = eventually("a second renewal", Duration::from_secs(20), || {
+        let now = served("ci.test", port, &["-serial", "-enddate"]);
+        (now.contains("serial=") && now != renewed).then_some(now)
+    });
+    assert_ne!(later, first);
+    assert_eq!(
+        https("ci.test", port, &ca, "/v2/", &[])
+            .expect("verified TLS")
+            .0,
+        401
+    );
+}
+
+/// Sends `request` over plain TCP to 127.0.0.1:`port` and returns all the
+/// server answers until it closes.
+fn plain_exchange(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Plain HTTP on a TLS port (docker's fallback after a failed https
+/// login) gets a plain 400 naming the https URL to use, on the shared and
+/// on a dedicated TLS listener; TLS on the same ports goes on working.
+#[test]
+fn plain_http_on_a_tls_port_is_told_to_use_https() {
+    let (cfg, server) = two_self_signed_on_shared_listeners();
+    let (shared, _) = shared_ports(&server);
+    let dedicated = port_of(server.addr("ci"));
+    let ca = cfg.path().join("state/ca/ca.crt");
+    for (port, host, named) in [
+        (shared, "Host: cache.test:443\r\n", "cache.test"),
+        (dedicated, "Host: CI.test\r\n", "ci.test"),
+        // No Host: the instance's name on its own listener, the address
+        // on the shared one.
+        (dedicated, "", "ci.test"),
+        (shared, "", "127.0.0.1"),
+    ] {
+        let answer = plain_exchange(port, &format!("GET /v2/ HTTP/1.1\r\n{host}\r\n"));
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("connection: close") || answer.contains("Connection: close"),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with(&format!(
+                "This port speaks TLS: use https://{named}:{port}/ instead of http://\n"
+            )),
+            "{answer}"
+        );
+        assert_eq!(
+            https("ci.test", port, &ca, "/v2/", &[])
+                .expect("TLS still works")
+                .0,
+            401
+        );
+    }
 }
 
 /// Sends `request` exactly as given over TLS to SNI `name` (openssl

@@ -43,7 +43,7 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use super::retention::{evict_for_quota, expired, Retention, TagFacts, Untagged};
-use super::{manifest, presence};
+use super::{manifest, presence, usage};
 use crate::coord::{Coordinator, Guard, Lock, Mode};
 use crate::oci::{Digest, RegistryError, RepoName, Tag};
 use crate::storage::driver::{optional, Driver, StorageError};
@@ -54,14 +54,7 @@ use scan::{BlobEntry, RepoScan};
 pub mod history;
 pub(super) mod scan;
 
-/// What an instance holds.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
-    pub bytes: u64,
-    pub blobs: usize,
-    pub repositories: usize,
-    pub tags: usize,
-}
+pub use super::usage::Usage;
 
 /// What a run deleted (or, dry, would delete).
 #[derive(Debug, Default)]
@@ -669,29 +662,15 @@ impl<'a> Collection<'a> {
 
     /// What the instance holds after the run (or would, dry).
     async fn usage(&self, report: &Report) -> Result<Usage, RegistryError> {
-        let d = self.driver;
-        let mut repositories = 0;
-        let mut tags = 0;
-        for repo in scan::repositories(d).await? {
-            if scan::in_catalog(d, &repo).await? {
-                repositories += 1;
-                tags += scan::tags(d, &repo).await?.len();
-            }
+        if !self.r.dry_run {
+            return Ok(usage::measure(self.driver).await?);
         }
-        if self.r.dry_run {
-            return Ok(Usage {
-                bytes: self.blobs.iter().map(|b| b.size).sum::<u64>() - report.bytes,
-                blobs: self.blobs.len() - report.blobs,
-                repositories: repositories - report.repositories.len(),
-                tags: tags - report.tags.len(),
-            });
-        }
-        let now = scan::blobs(d).await?;
+        let (repositories, tags) = usage::catalog_counts(self.driver).await?;
         Ok(Usage {
-            bytes: now.iter().map(|b| b.size).sum(),
-            blobs: now.len(),
-            repositories,
-            tags,
+            bytes: self.blobs.iter().map(|b| b.size).sum::<u64>() - report.bytes,
+            blobs: self.blobs.len() - report.blobs,
+            repositories: repositories - report.repositories.len(),
+            tags: tags - report.tags.len(),
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::oci::{Digest, RegistryError, RepoName, Tag};
 use crate::storage::driver::{optional, Driver, StorageError};
 use crate::storage::keys;
 use crate::storage::tree::{self, READ_AHEAD};
-pub(super) use crate::storage::tree::{in_catalog, links, names, repositories, tags};
+pub(super) use crate::storage::tree::{links, names, repositories, tags};
 
 /// One repository as the scan found it.
 pub(super) struct RepoScan {
@@ -41,7 +41,7 @@ impl RepoScan {
 }
 
 /// A stored blob.
-pub(super) struct BlobEntry {
+pub(in crate::registry) struct BlobEntry {
     pub digest: Digest,
     pub size: u64,
     pub modified: SystemTime,
@@ -106,7 +106,7 @@ pub(in crate::registry) async fn tags_of(
 pub(in crate::registry) type TagsOf = (Vec<(Tag, Digest, SystemTime)>, Vec<(Tag, Vec<Digest>)>);
 
 /// Every blob with its size and time: one walk of the blob store.
-pub(super) async fn blobs(d: &dyn Driver) -> Result<Vec<BlobEntry>, StorageError> {
+pub(in crate::registry) async fn blobs(d: &dyn Driver) -> Result<Vec<BlobEntry>, StorageError> {
     d.walk(&keys::blobs())
         .try_filter_map(|(key, meta)| {
             // `<alg>/<hex[..2]>/<hex>/data`

@@ -354,6 +354,41 @@ fn proc_status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `berth SUBCOMMAND --config-dir DIR EXTRA...`, asserts that it
+/// succeeded, and returns its stdout.
+pub fn berth_ok(subcommand: &str, config_dir: &Path, extra: &[&str]) -> String {
+    let out = Command::new(berth_bin())
+        .args([subcommand, "--config-dir"])
+        .arg(config_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "berth {subcommand}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Every path below `dir`, directories included, sorted.
+pub fn paths_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
 /// sha256 digest string of some bytes: "sha256:<hex>".
 pub fn sha256_digest(data: &[u8]) -> String {
     use sha2::Digest;
