@@ -4,12 +4,11 @@
 //! `Origin` checks on every form, escaping of hostile content, retention's
 //! verdicts against what `berth gc` then deletes, usage and collections.
 
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::common::{access_rule, berth_bin, ConfigDir, Instance, Server};
+use crate::common::{access_rule, berth_ok, ConfigDir, Instance, Server};
 use crate::common_api::*;
 
 /// A client of the UI keeping one session cookie, following no redirects.
@@ -461,17 +460,7 @@ async fn retention_verdicts_agree_with_what_gc_deletes() {
     doomed.sort();
     assert_eq!(doomed, ["base:old-1", "base:old-2", "tools:only"]);
 
-    let out = Command::new(berth_bin())
-        .args(["gc", "--config-dir"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = berth_ok("gc", cfg.path(), &[]);
     let mut deleted: Vec<String> = report
         .lines()
         .filter_map(|l| l.trim().strip_prefix("tag "))

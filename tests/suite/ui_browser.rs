@@ -100,13 +100,18 @@ async fn log_in(c: &Client, base: &str, user: &str, password: &str) {
         .send_keys(password)
         .await
         .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_element(Locator::Css("table")).await.unwrap();
+    click(c, Locator::Id("login")).await;
+    wait_for(c, Locator::Css("table")).await;
+}
+
+/// Clicks what `at` finds.
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at).await.unwrap().click().await.unwrap();
+}
+
+/// Waits until the page shows what `at` finds.
+async fn wait_for(c: &Client, at: Locator<'_>) {
+    c.wait().for_element(at).await.unwrap();
 }
 
 async fn text(c: &Client) -> String {
@@ -174,16 +179,8 @@ async fn a_browser_logs_in_browses_deletes_and_is_refused_a_forged_post() {
     assert!(text(&c).await.contains("team/app"));
     shot(&c, "2-repositories").await;
 
-    c.find(Locator::LinkText("team/app"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Css("tr[data-tag='v2']"))
-        .await
-        .unwrap();
+    click(&c, Locator::LinkText("team/app")).await;
+    wait_for(&c, Locator::Css("tr[data-tag='v2']")).await;
     let page = text(&c).await;
     assert!(page.contains("linux/amd64, linux/arm64"), "{page}");
     assert!(
@@ -192,31 +189,16 @@ async fn a_browser_logs_in_browses_deletes_and_is_refused_a_forged_post() {
     );
     shot(&c, "3-repository").await;
 
-    c.find(Locator::LinkText("v1"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::XPath("//h2[text()='Platforms']"))
-        .await
-        .unwrap();
+    click(&c, Locator::LinkText("v1")).await;
+    wait_for(&c, Locator::XPath("//h2[text()='Platforms']")).await;
     let page = text(&c).await;
     assert!(
         page.contains("application/spdx+json"),
         "the referrer: {page}"
     );
     shot(&c, "4-index").await;
-    let arm = c
-        .find(Locator::XPath("//tr[td[text()='linux/arm64']]//a"))
-        .await
-        .unwrap();
-    arm.click().await.unwrap();
-    c.wait()
-        .for_element(Locator::XPath("//h2[text()='Config']"))
-        .await
-        .unwrap();
+    click(&c, Locator::XPath("//tr[td[text()='linux/arm64']]//a")).await;
+    wait_for(&c, Locator::XPath("//h2[text()='Config']")).await;
     let page = text(&c).await;
     assert!(
         page.contains("linux/arm64") && page.contains("/bin/true"),
@@ -225,57 +207,31 @@ async fn a_browser_logs_in_browses_deletes_and_is_refused_a_forged_post() {
     shot(&c, "5-image").await;
 
     c.goto(&format!("{base}/-/usage")).await.unwrap();
-    c.find(Locator::Id("gc-dry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_element(Locator::Css("pre.raw")).await.unwrap();
+    click(&c, Locator::Id("gc-dry")).await;
+    wait_for(&c, Locator::Css("pre.raw")).await;
     assert!(text(&c).await.contains("would delete 1 tags"));
     shot(&c, "6-usage").await;
 
     // Delete v1 through the confirmation page; the API agrees.
     c.goto(&format!("{base}/r/team/app")).await.unwrap();
-    c.find(Locator::Css("tr[data-tag='v1'] a.danger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_element(Locator::Id("confirm")).await.unwrap();
+    click(&c, Locator::Css("tr[data-tag='v1'] a.danger")).await;
+    wait_for(&c, Locator::Id("confirm")).await;
     assert!(text(&c).await.contains("the tag team/app:v1"));
     shot(&c, "7-delete").await;
-    c.find(Locator::Id("confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Css("p.notice"))
-        .await
-        .unwrap();
+    click(&c, Locator::Id("confirm")).await;
+    wait_for(&c, Locator::Css("p.notice")).await;
     assert!(text(&c).await.contains("Deleted v1."));
     assert_eq!(list_tags(&reg, "team/app").await, ["v2"]);
-    c.find(Locator::Css("#logout button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_element(Locator::Id("login")).await.unwrap();
+    click(&c, Locator::Css("#logout button")).await;
+    wait_for(&c, Locator::Id("login")).await;
     c.goto(&format!("{base}/r/team/app")).await.unwrap();
-    c.wait().for_element(Locator::Id("login")).await.unwrap();
+    wait_for(&c, Locator::Id("login")).await;
 
     // The pull-only user: no delete buttons; a delete forged from the page
     // (its own token, its own session) is refused and deletes nothing.
     log_in(&c, &base, "puller", "puller-pw").await;
     c.goto(&format!("{base}/r/team/app")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("tr[data-tag='v2']"))
-        .await
-        .unwrap();
+    wait_for(&c, Locator::Css("tr[data-tag='v2']")).await;
     assert!(c
         .find_all(Locator::Css("a.danger"))
         .await
@@ -293,10 +249,7 @@ async fn a_browser_logs_in_browses_deletes_and_is_refused_a_forged_post() {
     )
     .await
     .unwrap();
-    c.wait()
-        .for_element(Locator::XPath("//h1[text()='Not allowed']"))
-        .await
-        .unwrap();
+    wait_for(&c, Locator::XPath("//h1[text()='Not allowed']")).await;
     assert_eq!(list_tags(&reg, "team/app").await, ["v2"]);
     c.close().await.unwrap();
     drop(driver);
