@@ -15,6 +15,7 @@ pub mod session;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use access::{Access, Action, Anonymous, Rule};
@@ -79,6 +80,8 @@ pub struct Authenticator {
     state: Mutex<State>,
     limiter: Limiter,
     sessions: session::Sessions,
+    /// Logins refused as wrong, and as throttled, since it was loaded.
+    refused: (AtomicU64, AtomicU64),
 }
 
 /// Why a login was refused.
@@ -108,11 +111,25 @@ impl Authenticator {
             }),
             limiter: Limiter::new(max_failures),
             sessions: session::Sessions::default(),
+            refused: Default::default(),
         })
     }
 
     pub fn realm(&self) -> &str {
         &self.realm
+    }
+
+    /// The htpasswd file it reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Logins refused as wrong, and as throttled, since it was loaded.
+    pub fn login_counts(&self) -> (u64, u64) {
+        (
+            self.refused.0.load(Ordering::Relaxed),
+            self.refused.1.load(Ordering::Relaxed),
+        )
     }
 
     /// The web UI sessions of the instance.
@@ -195,6 +212,7 @@ impl Authenticator {
             }
         };
         if let Some(wait) = self.limiter.throttled(addr, user, now) {
+            self.refused.1.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Throttled(wait));
         }
         // bcrypt would compare only the first 72 bytes: a longer password
@@ -207,6 +225,7 @@ impl Authenticator {
             .await
             .unwrap_or(false);
         if !(ok && known) {
+            self.refused.0.fetch_add(1, Ordering::Relaxed);
             self.limiter.failed(addr, user, now);
             return Err(Refused::Invalid);
         }

@@ -22,6 +22,13 @@ pub fn describe(cfg: &Config, listeners: &[Opened], details: bool) -> Vec<String
             Target::ByHost => ("shared listener", "by Host", false),
             Target::Https => ("shared TLS listener", "by SNI", true),
             Target::Instance(_) => continue,
+            Target::Admin => {
+                out.push(format!(
+                    "  admin listener {} (/metrics, /healthz, /readyz)",
+                    url(o)
+                ));
+                continue;
+            }
         };
         let names: Vec<&str> = cfg
             .instances

@@ -59,7 +59,17 @@ pub struct Config {
     pub body_timeout: Duration,
     /// `[coordination]`: locks shared with other berth processes, when set.
     pub coordination: Option<Coordination>,
+    /// `[listen] admin`: metrics, health and readiness, when set.
+    pub admin: Option<Admin>,
     pub instances: Vec<InstanceConfig>,
+}
+
+/// The admin listener (`[listen] admin`, `[admin] htpasswd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    /// Users who may read it; anyone who reaches it without.
+    pub htpasswd: Option<PathBuf>,
 }
 
 /// `[coordination]` of `berth.toml`: where berth processes that share a
@@ -258,6 +268,7 @@ fn load_inner(dir: &Path, require_htpasswd: bool) -> Result<Config, ConfigErrors
         header_timeout: server.header_timeout,
         body_timeout: server.body_timeout,
         coordination: server.coordination,
+        admin: server.admin,
         instances,
     })
 }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::source::Source;
 use super::{
-    resolve, Claims, ConfigError, Coordination, LogFormat, DEFAULT_BODY_TIMEOUT,
+    resolve, Admin, Claims, ConfigError, Coordination, LogFormat, DEFAULT_BODY_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
 };
 use crate::coord::{PostgresUrl, DEFAULT_POOL_SIZE};
@@ -27,6 +27,14 @@ struct ServerFile {
     #[serde(default)]
     server: ServerSection,
     coordination: Option<Spanned<CoordinationSection>>,
+    #[serde(default)]
+    admin: AdminSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    htpasswd: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -49,6 +57,7 @@ struct ServerSection {
 struct ListenSection {
     http: Option<Spanned<String>>,
     https: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -76,6 +85,7 @@ pub(super) struct Settings {
     pub(super) header_timeout: Duration,
     pub(super) body_timeout: Duration,
     pub(super) coordination: Option<Coordination>,
+    pub(super) admin: Option<Admin>,
 }
 
 /// Reads `<dir>/berth.toml`; its listen addresses are claimed in `claims`.
@@ -111,6 +121,7 @@ pub(super) fn read(dir: &Path, claims: &mut Claims) -> Settings {
         header_timeout: DEFAULT_HEADER_TIMEOUT,
         body_timeout: DEFAULT_BODY_TIMEOUT,
         coordination: None,
+        admin: None,
     };
     let Some(src) = src else {
         return settings;
@@ -118,6 +129,7 @@ pub(super) fn read(dir: &Path, claims: &mut Claims) -> Settings {
     for (key, value) in [
         ("http", &server.listen.http),
         ("https", &server.listen.https),
+        ("admin", &server.listen.admin),
     ] {
         let Some(v) = value else { continue };
         let addr = src.addr(v, &mut claims.errors);
@@ -129,10 +141,33 @@ pub(super) fn read(dir: &Path, claims: &mut Claims) -> Settings {
         }
         match key {
             "http" => settings.http = addr,
+            "admin" => {
+                settings.admin = addr.map(|addr| Admin {
+                    addr,
+                    htpasswd: None,
+                })
+            }
             _ => {
                 settings.https = addr;
                 settings.https_key = addr.map(|_| src.error_spanned(v, "listen.https"));
             }
+        }
+    }
+    if let Some(h) = &server.admin.htpasswd {
+        let path = resolve(dir, h.get_ref());
+        match &mut settings.admin {
+            None => claims.errors.push(src.error_spanned(
+                h,
+                "admin.htpasswd is for the admin listener: set [listen] admin too",
+            )),
+            Some(_) if !path.is_file() => claims.errors.push(src.error_spanned(
+                h,
+                format!(
+                    "admin.htpasswd {} does not exist (make it with htpasswd -B -c)",
+                    path.display()
+                ),
+            )),
+            Some(admin) => admin.htpasswd = Some(path),
         }
     }
     let sec = &server.server;

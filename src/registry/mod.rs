@@ -54,6 +54,8 @@ pub struct Registry {
     cache: Option<Arc<BlobCache>>,
     /// What the web UI was shown lately.
     views: browse::Views,
+    /// What this process's collections did, for metrics.
+    gc_totals: parking_lot::Mutex<gc::Totals>,
     /// What the instance holds, as last measured.
     usage: Arc<usage::Kept>,
 }
@@ -171,6 +173,7 @@ impl Registry {
             manifests: ManifestCache::default(),
             cache: None,
             views: browse::Views::default(),
+            gc_totals: parking_lot::Mutex::default(),
         }
     }
 
@@ -549,8 +552,14 @@ impl Registry {
             self.usage
                 .set(report.usage.clone(), changes, started.elapsed());
             self.views.clear();
+            self.gc_totals.lock().add(&report, started.elapsed());
         }
         Ok(report)
+    }
+
+    /// What this process's collections did since it started.
+    pub fn gc_totals(&self) -> gc::Totals {
+        self.gc_totals.lock().clone()
     }
 
     /// The last collections of the store, newest first.

@@ -3,7 +3,8 @@
 //! body received, the bytes of the response body sent, and the time from
 //! the request's head to that moment in milliseconds to the microsecond.
 //!
-//! Owns counting those bytes and writing that line. Must not decide what a
+//! Owns counting those bytes and writing that line (and handing the same
+//! facts to the metrics). Must not decide what a
 //! request is answered (`handler`) nor touch connections (`listen`).
 
 use std::pin::Pin;
@@ -15,6 +16,8 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::http::{Method, Request, Response};
 use hyper::body::{Frame, SizeHint};
+
+use super::metrics::{Ended, Metrics};
 
 /// Bytes of a request body read so far (also those read and dropped after
 /// an early answer).
@@ -80,6 +83,8 @@ pub(super) struct Entry {
     pub path: String,
     pub started: Instant,
     pub received: Received,
+    /// Where the request is counted once it ends.
+    pub metrics: Arc<Metrics>,
 }
 
 /// `resp`, whose body writes the access line of `entry` once it has been
@@ -108,6 +113,22 @@ impl Drop for Counted {
             return;
         };
         let _in_span = span.enter();
+        let (received, sent) = (
+            entry.received.0.load(Ordering::Relaxed),
+            self.counter.load(Ordering::Relaxed),
+        );
+        let elapsed = entry.started.elapsed();
+        if let Some(instance) = &entry.instance {
+            entry.metrics.request(&Ended {
+                instance,
+                method: &entry.method,
+                path: &entry.path,
+                status,
+                received,
+                sent,
+                seconds: elapsed.as_secs_f64(),
+            });
+        }
         tracing::info!(
             target: "access",
             instance = entry.instance.as_deref().unwrap_or("-"),
@@ -115,9 +136,9 @@ impl Drop for Counted {
             method = %entry.method,
             path = entry.path,
             status,
-            bytes_in = entry.received.0.load(Ordering::Relaxed),
-            bytes_out = self.counter.load(Ordering::Relaxed),
-            duration_ms = millis(entry.started.elapsed()),
+            bytes_in = received,
+            bytes_out = sent,
+            duration_ms = millis(elapsed),
         );
     }
 }

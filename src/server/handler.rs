@@ -22,8 +22,8 @@ use axum::http::{header, HeaderValue, Request, Response};
 use tracing::field::Empty;
 use tracing::Instrument;
 
-use super::routing::{self, Via};
-use super::{access_log, early, limits, Snapshot};
+use super::routing::{self, Target, Via};
+use super::{access_log, admin, early, limits, Snapshot};
 use crate::oci::RegistryError;
 use crate::{api, ui};
 
@@ -58,6 +58,9 @@ pub(super) async fn handle(
     via: Via,
     req: Request<Body>,
 ) -> Response<Body> {
+    if matches!(via, Via::Plain(Target::Admin)) {
+        return admin::handle(snapshot, req).await;
+    }
     let id = request_id(&req);
     // At ERROR level, the span is enabled whenever any line of the
     // request is, whatever level `RUST_LOG` sets.
@@ -93,6 +96,7 @@ async fn serve(
     if let Some(inst) = &instance {
         tracing::Span::current().record("instance", inst.config.name.as_str());
     }
+    let metrics = snapshot.metrics.clone();
     drop(snapshot);
     let early = bad_host
         .or(too_large.map(|e| api::error_response(&e)))
@@ -158,6 +162,7 @@ async fn serve(
         path,
         started,
         received,
+        metrics,
     };
     access_log::when_sent(resp, entry)
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::JoinHandle;
 
+use super::metrics::Metrics;
 use super::{tls, usage};
 use crate::auth::Authenticator;
 use crate::config::{Config, InstanceConfig};
@@ -40,6 +41,8 @@ pub struct Instance {
     /// When the next scheduled retention run is due (`[retention]
     /// interval`), for the web UI.
     next_gc: parking_lot::Mutex<Option<SystemTime>>,
+    /// The last readiness probe: when, and what stood in the way.
+    ready_probe: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
 }
 
 impl Drop for Instance {
@@ -57,6 +60,21 @@ impl Instance {
     /// Why the instance's storage cannot be used now, if so.
     pub fn storage_problem(&self) -> Option<String> {
         self.storage_problem.lock().clone()
+    }
+
+    /// What keeps the instance from being ready at `now` (its storage
+    /// cannot be written, read and cleaned up), probed at most every
+    /// [`super::admin::PROBE_EVERY`]; `None` when it is ready.
+    pub async fn readiness(&self, now: Instant) -> Option<String> {
+        let mut last = self.ready_probe.lock().await;
+        if let Some((at, why)) = &*last {
+            if now.duration_since(*at) < super::admin::PROBE_EVERY {
+                return why.clone();
+            }
+        }
+        let why = self.registry.driver().probe().await.err();
+        *last = Some((now, why.clone()));
+        why
     }
 
     /// When the next scheduled retention run is due, if one is scheduled.
@@ -183,6 +201,11 @@ pub struct Snapshot {
     /// The PostgreSQL coordination of `[coordination]`, connected at start
     /// (reloads keep it); `None`: lock files in each storage root.
     coord: Option<Coordinator>,
+    /// The process's metrics (reloads keep them).
+    pub metrics: Arc<Metrics>,
+    /// Who may read the admin listener (`[admin] htpasswd`); `None`: anyone
+    /// who reaches it.
+    pub(super) admin_auth: Option<Arc<Authenticator>>,
 }
 
 impl Snapshot {
@@ -314,6 +337,7 @@ impl Snapshot {
                         jobs: parking_lot::Mutex::new(Vec::new()),
                         storage_problem: parking_lot::Mutex::new(None),
                         next_gc: parking_lot::Mutex::new(None),
+                        ready_probe: tokio::sync::Mutex::new(None),
                     });
                     for h in &ic.hostnames {
                         by_host.insert(h.clone(), inst.clone());
@@ -323,6 +347,26 @@ impl Snapshot {
                 Err(e) => errors.push(e.to_string()),
             }
         }
+        let admin_auth = match config.admin.as_ref().and_then(|a| a.htpasswd.as_ref()) {
+            None => None,
+            Some(path) => match previous.and_then(|p| p.admin_auth.clone()) {
+                Some(auth) if auth.path() == path => {
+                    auth.refresh_now();
+                    Some(auth)
+                }
+                _ => match Authenticator::load(
+                    "admin",
+                    path,
+                    crate::config::DEFAULT_MAX_LOGIN_FAILURES,
+                ) {
+                    Ok(auth) => Some(Arc::new(auth)),
+                    Err(e) => {
+                        errors.push(format!("admin listener: {e}"));
+                        None
+                    }
+                },
+            },
+        };
         if errors.is_empty() {
             let https_port = previous.map_or(0, |p| p.https_port.load(Ordering::Relaxed));
             Ok(Snapshot {
@@ -334,6 +378,8 @@ impl Snapshot {
                 header_timeout: config.header_timeout,
                 body_timeout: config.body_timeout,
                 coord,
+                metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
+                admin_auth,
             })
         } else {
             Err(errors)

@@ -58,7 +58,7 @@ async fn serve_tls_connection(
                 .instances
                 .get(name)
                 .and_then(|i| i.config.hostnames.first().cloned()),
-            Target::ByHost | Target::Https => None,
+            Target::ByHost | Target::Https | Target::Admin => None,
         };
         let fallback = named.unwrap_or_else(|| match local.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -105,6 +105,8 @@ async fn serve_http<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let metrics = snapshot.load().metrics.clone();
+    let _open = metrics.connection();
     let builder = limits::connection_builder(snapshot.load().header_timeout);
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let mut req = req.map(Body::new);

@@ -36,6 +36,8 @@
 //!   instance's API, common response headers.
 //! - `access_log`: the access-log line of a request, with the bytes it
 //!   received and sent, once its response is sent.
+//! - `admin`: the admin listener (`/metrics`, `/healthz`, `/readyz`).
+//! - `metrics`: the metrics it serves, counted as requests end.
 //! - `early`: answers given before the request body was read.
 //! - `wrong_scheme`: the `400` for plain HTTP sent to a TLS port.
 //! - [`limits`]: timeouts and size limits of connections and requests.
@@ -44,11 +46,13 @@
 
 mod access_log;
 mod acme_cache;
+mod admin;
 mod early;
 mod handler;
 mod instance;
 pub mod limits;
 mod listen;
+mod metrics;
 mod routing;
 pub mod tls;
 pub mod usage;
@@ -164,6 +168,9 @@ fn wanted(config: &Config) -> Vec<Key> {
     }
     if let Some(addr) = config.https {
         add(addr, Target::Https, true);
+    }
+    if let Some(admin) = &config.admin {
+        add(admin.addr, Target::Admin, false);
     }
     for ic in &config.instances {
         for addr in &ic.listen {

@@ -31,6 +31,8 @@ pub enum Target {
     Https,
     /// A dedicated listener of the named instance.
     Instance(String),
+    /// The admin listener: metrics, health, readiness.
+    Admin,
 }
 
 impl Target {
@@ -39,6 +41,7 @@ impl Target {
             Target::ByHost => "shared",
             Target::Https => "shared-tls",
             Target::Instance(name) => name,
+            Target::Admin => "admin",
         }
     }
 }

@@ -32,6 +32,7 @@ mod interop;
 mod keepalive;
 mod large_blob;
 mod load;
+mod observability;
 mod real_clients;
 mod reload;
 mod request_id;

@@ -56,6 +56,29 @@ pub(super) mod scan;
 
 pub use super::usage::Usage;
 
+/// What the collections of one process did, added up.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Totals {
+    pub runs: u64,
+    pub seconds: f64,
+    pub tags: u64,
+    pub manifests: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    /// Adds a run that took `took`.
+    pub fn add(&mut self, r: &Report, took: std::time::Duration) {
+        self.runs += 1;
+        self.seconds += took.as_secs_f64();
+        self.tags += r.tags.len() as u64;
+        self.manifests += r.manifests.len() as u64;
+        self.blobs += r.blobs as u64;
+        self.bytes += r.bytes;
+    }
+}
+
 /// What a run deleted (or, dry, would delete).
 #[derive(Debug, Default)]
 pub struct Report {
