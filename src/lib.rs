@@ -14,6 +14,7 @@
 //!   rules, the UI's sessions.
 //! - [`registry`]: repositories, blobs, uploads, manifests, tags, referrers;
 //!   knows nothing of HTTP.
+//! - [`notify`]: webhooks, delivered from a queue on disk per endpoint.
 //! - [`oci`]: names, digests, media types and error codes shared by all layers.
 //! - [`storage`]: the driver trait ([`storage::driver::Driver`]) with its
 //!   filesystem and in-memory drivers, CNCF Distribution's layout as keys
@@ -43,6 +44,7 @@ pub mod config;
 pub mod coord;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod notify;
 pub mod oci;
 pub mod registry;
 pub mod server;

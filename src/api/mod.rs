@@ -4,6 +4,7 @@
 
 mod blobs;
 mod discovery;
+mod events;
 mod limits;
 mod manifests;
 pub mod range;
@@ -24,6 +25,11 @@ use crate::oci::{RegistryError, RepoName};
 use crate::registry::{BodyStream, Registry};
 pub use limits::Limits;
 use route::Route;
+
+/// The id of a request (its `X-Request-Id`), put in its extensions by the
+/// server, for the events it makes.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
 
 /// The user a request was authenticated as, left in the response's
 /// extensions for the access log.
@@ -60,6 +66,8 @@ pub struct Instance<'a> {
     pub limits: &'a Limits,
     /// Upload sessions older than this are abandoned.
     pub upload_ttl: std::time::Duration,
+    /// Where the events of its requests go.
+    pub notify: &'a crate::notify::Notifier,
 }
 
 /// Handles one request for an instance.
@@ -193,7 +201,7 @@ async fn dispatch(
             "{method} is not allowed here"
         )))
     };
-    match (&route, &method) {
+    let resp = match (&route, &method) {
         (Route::Base, &Method::GET | &Method::HEAD) => Ok(json_response(StatusCode::OK, "{}")),
         (Route::Catalog, &Method::GET) => discovery::catalog(registry, &req, &may_pull).await,
         (Route::Tags(repo), &Method::GET) => discovery::tags(registry, repo, &req).await,
@@ -231,7 +239,14 @@ async fn dispatch(
             blobs::cancel_upload(registry, repo, id, &limits).await
         }
         _ => not_allowed(),
+    }?;
+    if inst.notify.active() {
+        let (status, answered) = (resp.status(), resp.headers().clone());
+        if let Some(event) = events::of(registry, user, &route, &req, status, &answered).await {
+            inst.notify.emit(event);
+        }
     }
+    Ok(resp)
 }
 
 fn json_response(status: StatusCode, body: impl Into<Body>) -> Response<Body> {

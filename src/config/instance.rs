@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::source::Source;
 use super::{
-    access, limits, resolve, retention, server, storage, tls, Claims, ConfigError, InstanceConfig,
-    DEFAULT_MAX_LOGIN_FAILURES,
+    access, limits, notify, resolve, retention, server, storage, tls, Claims, ConfigError,
+    InstanceConfig, DEFAULT_MAX_LOGIN_FAILURES,
 };
 use crate::storage::location::Location;
 
@@ -36,6 +36,8 @@ struct InstanceFile {
     limits: limits::LimitsSection,
     #[serde(default)]
     ui: UiSection,
+    #[serde(default)]
+    notify: Vec<notify::NotifySection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -104,6 +106,7 @@ pub(super) fn read(
         retention: retention::build(&src, &f.retention, errors),
         limits: limits::build(&src, &f.limits, errors),
         ui: f.ui.enabled.unwrap_or(true),
+        notify: notify::build(dir, &src, &f.notify, errors),
     };
     let shared = tls::Shared {
         https: server.https.is_some(),

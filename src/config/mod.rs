@@ -30,6 +30,7 @@ use crate::storage::location::Location;
 mod access;
 mod instance;
 mod limits;
+mod notify;
 mod retention;
 mod roots;
 mod server;
@@ -107,6 +108,8 @@ pub struct InstanceConfig {
     pub limits: Limits,
     /// `[ui] enabled`: the web UI outside `/v2/`.
     pub ui: bool,
+    /// `[[notify]]`: webhook endpoints.
+    pub notify: Vec<crate::notify::Endpoint>,
 }
 
 /// Default of `[auth] max_login_failures`.
@@ -375,7 +378,7 @@ mod tests {
     fn errors_carry_file_and_line() {
         let d = Dir::new();
         d.instance("ci", "hostnames = [\"a.test\"]\n\nbogus = 1\n");
-        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`, `ui`"]);
+        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`, `ui`, `notify`"]);
         d.instance("ci", "hostnames = [\"a.test\"\n");
         assert_eq!(
             d.errors(),

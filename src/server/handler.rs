@@ -85,7 +85,9 @@ async fn serve(
     let too_large = limits::check_request(&req).err();
     let (req, received) = access_log::count_received(req);
     let req = req.map(|body| limits::idle_timeout(body, snapshot.body_timeout));
-    let (req, unread) = early::track(req);
+    let (mut req, unread) = early::track(req);
+    req.extensions_mut()
+        .insert(api::RequestId(id.to_str().unwrap_or_default().to_string()));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (host, bad_host) = match routing::request_host(&req) {
@@ -127,6 +129,7 @@ async fn serve(
                 access: &inst.config.access,
                 limits: &inst.config.limits,
                 upload_ttl: inst.config.retention.upload_ttl,
+                notify: &inst.notifier,
             };
             api::handle(ctx, req).await
         }

@@ -21,6 +21,7 @@ use super::{tls, usage};
 use crate::auth::Authenticator;
 use crate::config::{Config, InstanceConfig};
 use crate::coord::Coordinator;
+use crate::notify::Notifier;
 use crate::registry::{presence, Registry};
 use crate::storage::cache::BlobCache;
 
@@ -30,6 +31,8 @@ pub struct Instance {
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub tls: Option<Arc<tls::InstanceTls>>,
+    /// Its webhooks (`[[notify]]`).
+    pub notifier: Arc<Notifier>,
     /// The server's state directory, where its usage is written.
     state_dir: std::path::PathBuf,
     /// Background work: the heartbeat; writing the pull log, scheduled
@@ -117,6 +120,7 @@ impl Instance {
         if !jobs.is_empty() {
             return;
         }
+        self.notifier.deliver();
         jobs.push(tokio::spawn(usage::keep(
             Arc::downgrade(self),
             self.config.name.clone(),
@@ -173,6 +177,7 @@ impl Instance {
                     );
                     match run.await {
                         Ok(report) => {
+                            inst.notifier.collection(&report);
                             tracing::info!(instance = %name, "retention: {}", report.render(&name).trim_end())
                         }
                         Err(e) => tracing::error!(instance = %name, "retention failed: {e}"),
@@ -301,6 +306,26 @@ impl Snapshot {
                 )
                 .map(|t| t.map(Arc::new)),
             };
+            let notifier = match old {
+                Some(o) if o.config.notify == ic.notify => Ok(o.notifier.clone()),
+                _ if purpose == tls::Purpose::Check || ic.notify.is_empty() => {
+                    Ok(Arc::new(Notifier::default()))
+                }
+                _ => Notifier::open(
+                    &ic.name,
+                    &ic.notify,
+                    &config.state_dir.join("notify").join(&ic.name),
+                )
+                .map(Arc::new)
+                .map_err(|e| format!("instance {}: webhook queue: {e}", ic.name)),
+            };
+            let notifier = match notifier {
+                Ok(n) => n,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
             let tls = match tls {
                 Ok(t) => {
                     let note = t.as_ref().and_then(|t| t.note.clone());
@@ -333,6 +358,7 @@ impl Snapshot {
                         registry,
                         auth,
                         tls,
+                        notifier,
                         state_dir: config.state_dir.clone(),
                         jobs: parking_lot::Mutex::new(Vec::new()),
                         storage_problem: parking_lot::Mutex::new(None),

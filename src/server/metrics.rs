@@ -73,6 +73,8 @@ pub struct Metrics {
     logins_throttled: Family<RegistryLabel, Counter>,
     rss: Gauge,
     fds: Gauge,
+    notify_pending: Family<RegistryLabel, Gauge>,
+    notify_dropped: Family<RegistryLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,6 +102,8 @@ impl Default for Metrics {
             logins_throttled: Family::default(),
             rss: Gauge::default(),
             fds: Gauge::default(),
+            notify_pending: Family::default(),
+            notify_dropped: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -325,6 +329,14 @@ impl Metrics {
                 .get_or_create(&label)
                 .inner()
                 .store(gc.seconds.to_bits(), Ordering::Relaxed);
+            let (pending, dropped) = inst.notifier.backlog();
+            self.notify_pending
+                .get_or_create(&label)
+                .set(pending as i64);
+            self.notify_dropped
+                .get_or_create(&label)
+                .inner()
+                .store(dropped, Ordering::Relaxed);
             let (failed, throttled) = inst.auth.login_counts();
             self.login_failures
                 .get_or_create(&label)

@@ -46,3 +46,4 @@ mod two_processes;
 mod ui;
 mod ui_browser;
 mod usage;
+mod webhooks;

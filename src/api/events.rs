@@ -1,0 +1,129 @@
+//! The webhook event of an API request that succeeded, read from the
+//! request and its response as Distribution reports them: push of a
+//! manifest (`201` to a PUT) or of a blob (`201` ending an upload), pull of
+//! a manifest or a whole blob (`200` to a GET), delete of a manifest, a tag
+//! or a blob (`202`). Other requests make none.
+
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+
+use super::route::Route;
+use super::RequestId;
+use crate::notify::{Action, Event, Request, Target};
+use crate::oci::Reference;
+use crate::registry::Registry;
+
+/// Blobs have no media type of their own.
+const BLOB_TYPE: &str = "application/octet-stream";
+
+fn header(h: &HeaderMap, name: header::HeaderName) -> &str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn length(h: &HeaderMap) -> u64 {
+    header(h, header::CONTENT_LENGTH).parse().unwrap_or(0)
+}
+
+/// The event of `req` answered with `resp`, if it makes one.
+pub(super) async fn of(
+    registry: &Registry,
+    user: Option<&str>,
+    route: &Route,
+    req: &Parts,
+    status: StatusCode,
+    answered: &HeaderMap,
+) -> Option<Event> {
+    let method = &req.method;
+    let digest = header(answered, "docker-content-digest".parse().ok()?).to_string();
+    let mut target = Target {
+        repository: route.repo()?.to_string(),
+        ..Target::default()
+    };
+    let action = match (route, method, status) {
+        (Route::Manifest(_, r), &Method::PUT, StatusCode::CREATED) => {
+            target.media_type = header(&req.headers, header::CONTENT_TYPE)
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            target.size = length(&req.headers);
+            if let Reference::Tag(t) = r {
+                target.tag = t.to_string();
+            }
+            Action::Push
+        }
+        (
+            Route::UploadStart(_) | Route::Upload(..),
+            &Method::POST | &Method::PUT,
+            StatusCode::CREATED,
+        ) => {
+            let repo = route.repo()?;
+            let d = crate::oci::Digest::parse(&digest).ok()?;
+            target.media_type = BLOB_TYPE.to_string();
+            target.size = registry.blob(repo, &d).await.ok()?.size;
+            Action::Push
+        }
+        (Route::Manifest(_, r), &Method::GET, StatusCode::OK) => {
+            target.media_type = header(answered, header::CONTENT_TYPE).to_string();
+            target.size = length(answered);
+            if let Reference::Tag(t) = r {
+                target.tag = t.to_string();
+            }
+            Action::Pull
+        }
+        (Route::Blob(..), &Method::GET, StatusCode::OK) => {
+            target.media_type = BLOB_TYPE.to_string();
+            target.size = length(answered);
+            Action::Pull
+        }
+        (Route::Manifest(_, r), &Method::DELETE, StatusCode::ACCEPTED) => {
+            match r {
+                Reference::Tag(t) => target.tag = t.to_string(),
+                Reference::Digest(d) => target.digest = d.to_string(),
+            }
+            Action::Delete
+        }
+        (Route::Blob(_, d), &Method::DELETE, StatusCode::ACCEPTED) => {
+            target.digest = d.to_string();
+            target.media_type = BLOB_TYPE.to_string();
+            Action::Delete
+        }
+        _ => return None,
+    };
+    if target.digest.is_empty() {
+        target.digest = digest;
+    }
+    target.length = target.size;
+    let host = header(&req.headers, header::HOST).to_string();
+    target.url = match target.digest.is_empty() {
+        true => String::new(),
+        false => format!(
+            "http://{host}/v2/{}/{}/{}",
+            target.repository,
+            if target.media_type == BLOB_TYPE {
+                "blobs"
+            } else {
+                "manifests"
+            },
+            target.digest
+        ),
+    };
+    let request = Request {
+        id: req
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        addr: req
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default(),
+        host,
+        method: method.to_string(),
+        useragent: header(&req.headers, header::USER_AGENT).to_string(),
+    };
+    Some(Event::new(action, target, request, user.unwrap_or("")))
+}
