@@ -1,6 +1,6 @@
 //! Web UI sessions of one instance: a random id in an `HttpOnly` cookie
-//! names a user who logged in through the form, until [`MAX_AGE`] after
-//! the login or [`IDLE`] after its last request, or logout. Ids are kept
+//! names a user who logged in through the form, until a time after the
+//! login or a time after its last request ([`Limits`]), or logout. Ids are kept
 //! only as their SHA-256, so a memory dump does not hand out live cookies.
 //! Each session has its own CSRF token for the forms it posts; a user who
 //! sends Basic credentials instead gets a token of their own for the same
@@ -13,10 +13,26 @@ use parking_lot::Mutex;
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
 
-/// A session ends this long after its login.
+/// A session ends this long after its login, unless set otherwise.
 pub const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
-/// A session ends after this long without a request.
+/// A session ends after this long without a request, unless set otherwise.
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// How long sessions last (`[ui] session_max`, `session_idle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_age: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_age: MAX_AGE,
+            idle: IDLE,
+        }
+    }
+}
 /// Most sessions at once; the oldest go first beyond it.
 const MAX_SESSIONS: usize = 10_000;
 
@@ -66,7 +82,7 @@ impl Sessions {
         };
         let mut live = self.live.lock();
         if live.len() >= MAX_SESSIONS {
-            live.retain(|_, e| alive(e, now));
+            live.retain(|_, e| alive(e, now, &Limits::default()));
         }
         if live.len() >= MAX_SESSIONS {
             if let Some(oldest) = live.iter().min_by_key(|(_, e)| e.started).map(|(k, _)| *k) {
@@ -84,16 +100,17 @@ impl Sessions {
         (id, session)
     }
 
-    /// The live session of the cookie `id`, marked as used now.
-    pub fn get(&self, id: &str) -> Option<Session> {
-        self.get_at(id, Instant::now())
+    /// The session of the cookie `id` if it is alive under `limits`,
+    /// marked as used now.
+    pub fn get(&self, id: &str, limits: &Limits) -> Option<Session> {
+        self.get_at(id, Instant::now(), limits)
     }
 
-    fn get_at(&self, id: &str, now: Instant) -> Option<Session> {
+    fn get_at(&self, id: &str, now: Instant, limits: &Limits) -> Option<Session> {
         let mut live = self.live.lock();
         let k = key(id);
         let entry = live.get_mut(&k)?;
-        if !alive(entry, now) {
+        if !alive(entry, now, limits) {
             live.remove(&k);
             return None;
         }
@@ -119,8 +136,8 @@ impl Sessions {
     }
 }
 
-fn alive(e: &Entry, now: Instant) -> bool {
-    now.duration_since(e.started) < MAX_AGE && now.duration_since(e.last_seen) < IDLE
+fn alive(e: &Entry, now: Instant, limits: &Limits) -> bool {
+    now.duration_since(e.started) < limits.max_age && now.duration_since(e.last_seen) < limits.idle
 }
 
 /// Compares two tokens in time that does not depend on where they differ.
@@ -139,24 +156,25 @@ mod tests {
     #[test]
     fn sessions_end_by_age_idleness_and_logout() {
         let s = Sessions::default();
+        let l = Limits::default();
         let t0 = Instant::now();
         let (id, session) = s.open_at("alice", t0);
         assert_eq!(session.user, "alice");
-        assert_eq!(s.get_at(&id, t0 + IDLE / 2), Some(session.clone()));
+        assert_eq!(s.get_at(&id, t0 + IDLE / 2, &l), Some(session.clone()));
         // Used within the idle time, again and again: alive until MAX_AGE.
         let mut t = t0;
         while t + IDLE / 2 < t0 + MAX_AGE {
             t += IDLE / 2;
-            assert!(s.get_at(&id, t).is_some());
+            assert!(s.get_at(&id, t, &l).is_some());
         }
-        assert!(s.get_at(&id, t0 + MAX_AGE).is_none());
+        assert!(s.get_at(&id, t0 + MAX_AGE, &l).is_none());
 
         let (id, _) = s.open_at("bob", t0);
-        assert!(s.get_at(&id, t0 + IDLE).is_none(), "idle too long");
+        assert!(s.get_at(&id, t0 + IDLE, &l).is_none(), "idle too long");
         let (id, _) = s.open_at("carol", t0);
         s.close(&id);
-        assert!(s.get_at(&id, t0).is_none());
-        assert!(s.get("not-an-id").is_none());
+        assert!(s.get_at(&id, t0, &l).is_none());
+        assert!(s.get("not-an-id", &l).is_none());
         // Another session of the same user is another id and token.
         let (a, sa) = s.open("dave");
         let (b, sb) = s.open("dave");

@@ -9,10 +9,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::source::Source;
+use super::UiConfig;
 use super::{
     access, limits, notify, resolve, retention, server, storage, tls, Claims, ConfigError,
     InstanceConfig, DEFAULT_MAX_LOGIN_FAILURES,
 };
+use crate::auth::session::Limits as SessionLimits;
 use crate::storage::location::Location;
 
 #[derive(Deserialize)]
@@ -44,6 +46,33 @@ struct InstanceFile {
 #[serde(deny_unknown_fields)]
 struct UiSection {
     enabled: Option<bool>,
+    session_idle: Option<Spanned<String>>,
+    session_max: Option<Spanned<String>>,
+}
+
+/// `[ui]`: whether the web UI is served, and how long its sessions last.
+fn ui(src: &Source, section: &UiSection, errors: &mut Vec<ConfigError>) -> UiConfig {
+    let mut sessions = SessionLimits::default();
+    for (key, value, into) in [
+        ("session_idle", &section.session_idle, &mut sessions.idle),
+        ("session_max", &section.session_max, &mut sessions.max_age),
+    ] {
+        let Some(v) = value else { continue };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d >= std::time::Duration::from_secs(1) => *into = d,
+            _ => errors.push(src.error_spanned(
+                v,
+                format!(
+                    "ui.{key}: '{}' is not a duration of at least 1s",
+                    v.get_ref()
+                ),
+            )),
+        }
+    }
+    UiConfig {
+        enabled: section.enabled.unwrap_or(true),
+        sessions,
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -105,7 +134,7 @@ pub(super) fn read(
         tls: tls::build(&src, dir, &f.tls, errors),
         retention: retention::build(&src, &f.retention, errors),
         limits: limits::build(&src, &f.limits, errors),
-        ui: f.ui.enabled.unwrap_or(true),
+        ui: ui(&src, &f.ui, errors),
         notify: notify::build(dir, &src, &f.notify, errors),
     };
     let shared = tls::Shared {

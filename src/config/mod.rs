@@ -65,6 +65,15 @@ pub struct Config {
     pub instances: Vec<InstanceConfig>,
 }
 
+/// `[ui]` of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiConfig {
+    /// Whether the web UI is served (`enabled`, default true).
+    pub enabled: bool,
+    /// How long its login sessions last.
+    pub sessions: crate::auth::session::Limits,
+}
+
 /// The admin listener (`[listen] admin`, `[admin] htpasswd`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
@@ -106,8 +115,8 @@ pub struct InstanceConfig {
     pub tls: Tls,
     pub retention: Retention,
     pub limits: Limits,
-    /// `[ui] enabled`: the web UI outside `/v2/`.
-    pub ui: bool,
+    /// `[ui]`: the web UI outside `/v2/`.
+    pub ui: UiConfig,
     /// `[[notify]]`: webhook endpoints.
     pub notify: Vec<crate::notify::Endpoint>,
 }

@@ -110,7 +110,7 @@ async fn serve(
                 "this registry cannot reach its storage now; try again later".into(),
             ))
         }
-        (None, Some(inst)) if inst.config.ui && ui::serves(&path) => {
+        (None, Some(inst)) if inst.config.ui.enabled && ui::serves(&path) => {
             let ctx = ui::Ui {
                 name: &inst.config.name,
                 registry: &inst.registry,
@@ -119,6 +119,7 @@ async fn serve(
                 retention: &inst.config.retention,
                 tls: matches!(via, Via::Tls { .. }),
                 next_gc: inst.next_gc(),
+                sessions: &inst.config.ui.sessions,
             };
             ui::handle(ctx, req).await
         }

@@ -57,6 +57,8 @@ pub struct Ui<'a> {
     pub tls: bool,
     /// When the next scheduled collection runs, if one is scheduled.
     pub next_gc: Option<SystemTime>,
+    /// How long login sessions last.
+    pub sessions: &'a crate::auth::session::Limits,
 }
 
 /// What a path of the UI names.
@@ -230,7 +232,7 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
         .and_then(|h| h.to_str().ok())
         .unwrap_or(ui.name)
         .to_string();
-    let who = match who::identify(ui.auth, &parts.headers, peer).await {
+    let who = match who::identify(ui.auth, ui.sessions, &parts.headers, peer).await {
         Ok(who) => who,
         Err(Turned::Invalid) => {
             let mut resp = plain(StatusCode::UNAUTHORIZED, "invalid user name or password\n");

@@ -87,8 +87,10 @@ async fn login(a: &Asked<'_>) -> Response<Body> {
             let (id, _) = a.ui.auth.sessions().open(user);
             tracing::info!(user, "logged in to the web UI");
             let mut resp = who::see_other(who::safe_next(a.form_value("next")));
-            resp.headers_mut()
-                .insert(header::SET_COOKIE, who::set_cookie(Some(&id), a.ui.tls));
+            resp.headers_mut().insert(
+                header::SET_COOKIE,
+                who::set_cookie(Some(&id), a.ui.tls, a.ui.sessions),
+            );
             resp
         }
         Err(Refused::Invalid) => {
@@ -122,8 +124,10 @@ fn logout(a: &Asked<'_>) -> Response<Body> {
         a.ui.auth.sessions().close(id);
     }
     let mut resp = who::see_other("/-/login");
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, who::set_cookie(None, a.ui.tls));
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        who::set_cookie(None, a.ui.tls, a.ui.sessions),
+    );
     resp
 }
 

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::auth::session::{same_token, Session};
+use crate::auth::session::{same_token, Limits, Session};
 use crate::auth::{Authenticator, Refused};
 
 /// The session cookie.
@@ -47,6 +47,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Who sent `headers` from `peer`.
 pub async fn identify(
     auth: &Authenticator,
+    limits: &Limits,
     headers: &HeaderMap,
     peer: IpAddr,
 ) -> Result<Who, Turned> {
@@ -62,7 +63,7 @@ pub async fn identify(
         };
     }
     let session = cookie(headers, COOKIE).and_then(|id| {
-        let s = auth.sessions().get(id)?;
+        let s = auth.sessions().get(id, limits)?;
         // A user removed from the htpasswd file is logged out.
         auth.has_user(&s.user).then(|| (id.to_string(), s))
     });
@@ -103,12 +104,12 @@ pub fn token_ok(who: &Who, token: &str) -> bool {
 }
 
 /// The `Set-Cookie` of a new session (`id`), or of none (`None`: logout).
-pub fn set_cookie(id: Option<&str>, tls: bool) -> HeaderValue {
+pub fn set_cookie(id: Option<&str>, tls: bool, limits: &Limits) -> HeaderValue {
     let secure = if tls { "; Secure" } else { "" };
     let value = match id {
         Some(id) => format!(
             "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-            crate::auth::session::MAX_AGE.as_secs()
+            limits.max_age.as_secs()
         ),
         None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     };
@@ -185,7 +186,7 @@ mod tests {
         assert_eq!(safe_next("//evil.example/"), "/");
         assert_eq!(safe_next("https://evil.example/"), "/");
         assert_eq!(safe_next("/\\evil.example"), "/");
-        let c = set_cookie(Some("abc"), true);
+        let c = set_cookie(Some("abc"), true, &Limits::default());
         assert!(c.to_str().unwrap().contains("HttpOnly; SameSite=Strict"));
         assert!(c.to_str().unwrap().ends_with("; Secure"));
     }

@@ -480,3 +480,29 @@ async fn retention_verdicts_agree_with_what_gc_deletes() {
     assert!(dry.has("ci: would delete 0 tags"), "{}", dry.body);
     server.stop();
 }
+
+#[tokio::test]
+async fn sessions_end_when_idle_and_when_old() {
+    let (_cfg, server) = two_users("[ui]\nsession_idle = \"1s\"\nsession_max = \"3s\"\n");
+    let mut b = Browser::new(&server, "ci");
+    let ok = b.log_in("admin", "admin-pw").await;
+    assert!(ok.set_cookie.unwrap().contains("Max-Age=3"));
+    assert_eq!(b.get("/").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        b.get("/").await.status,
+        303,
+        "idle for more than session_idle"
+    );
+
+    // Used every half second, it still ends session_max after the login.
+    b.log_in("admin", "admin-pw").await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        statuses.push(b.get("/").await.status);
+    }
+    assert_eq!(statuses[..4], [200; 4], "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&303), "{statuses:?}");
+    server.stop();
+}
