@@ -119,6 +119,9 @@ struct Plan {
     /// connections.
     ui_requests: usize,
     ui_conns: usize,
+    /// How long the UI's connections idle after their warm-up, before the
+    /// clock starts: longer than berth keeps a repository's facts fresh.
+    ui_idle: Duration,
     limit_bytes: u64,
     /// Whether any workload on disk runs.
     disk: bool,
@@ -142,6 +145,7 @@ impl Plan {
                 catalog_page: 100,
                 ui_requests: 100,
                 ui_conns: 4,
+                ui_idle: Duration::ZERO,
                 limit_bytes: 16 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
@@ -160,6 +164,7 @@ impl Plan {
                 catalog_page: 1000,
                 ui_requests: 1000,
                 ui_conns: 4,
+                ui_idle: Duration::from_secs(6),
                 limit_bytes: 512 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
@@ -740,6 +745,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "catalog_page": plan.catalog_page,
         "ui_requests": plan.ui_requests,
         "ui_connections": plan.ui_conns,
+        "ui_idle_s": plan.ui_idle.as_secs_f64(),
         "bcrypt_cost": BCRYPT_COST,
         "s3": s3_settings,
     });
@@ -996,8 +1002,9 @@ fn ui_requests() -> [(Request, [&'static str; 2]); 3] {
 }
 
 /// The ui workload: each page of [`ui_requests`] `plan.ui_requests` times
-/// over `plan.ui_conns` connections, after one request on each, per round;
-/// on berth and a baseline, not on the reference (which has no UI).
+/// over `plan.ui_conns` connections, after one request on each and
+/// `plan.ui_idle` without any, per round; on berth and a baseline, not on
+/// the reference (which has no UI).
 async fn ui_pages(
     plan: &Plan,
     opts: &Opts,
@@ -1031,7 +1038,10 @@ async fn ui_pages(
                 continue;
             }
             for (req, [p50, p99]) in &pages {
-                let until = workloads::Until::Requests(per_conn);
+                let until = workloads::Until::Requests {
+                    each: per_conn,
+                    idle: plan.ui_idle,
+                };
                 let r = workloads::rate(s.addr, auth, req, plan.ui_conns, until)
                     .await
                     .with_context(|| format!("{}: UI page {}", s.name, req.path()))?;

@@ -270,8 +270,10 @@ pub async fn probe(addr: SocketAddr, auth: &str, req: &Request) -> Result<Vec<u8
 pub enum Until {
     /// After this long.
     Elapsed(Duration),
-    /// After this many requests on each connection.
-    Requests(u64),
+    /// After `each` requests on each connection, which first idle for
+    /// `idle` after their warm-up (so that what a server keeps for a
+    /// while has gone stale when the clock starts).
+    Requests { each: u64, idle: Duration },
 }
 
 /// `conns` keep-alive connections, each warmed up with one request, repeat
@@ -290,10 +292,13 @@ pub async fn rate(
         req.step(&mut c, &mut Vec::new(), &mut None).await?;
         warm.push(c);
     }
+    if let Until::Requests { idle, .. } = until {
+        tokio::time::sleep(idle).await;
+    }
     let t0 = Instant::now();
     let more = move |n: u64| match until {
         Until::Elapsed(d) => t0.elapsed() < d,
-        Until::Requests(count) => n < count,
+        Until::Requests { each, .. } => n < each,
     };
     let mut tasks = Vec::new();
     for mut c in warm {
