@@ -115,6 +115,13 @@ struct Plan {
     conns: usize,
     list_conns: usize,
     catalog_page: usize,
+    /// Requests of each UI page per round, spread over `ui_conns`
+    /// connections.
+    ui_requests: usize,
+    ui_conns: usize,
+    /// How long the UI's connections idle after their warm-up, before the
+    /// clock starts: longer than berth keeps a repository's facts fresh.
+    ui_idle: Duration,
     limit_bytes: u64,
     /// Whether any workload on disk runs.
     disk: bool,
@@ -136,6 +143,9 @@ impl Plan {
                 conns: 32,
                 list_conns: 8,
                 catalog_page: 100,
+                ui_requests: 100,
+                ui_conns: 4,
+                ui_idle: Duration::ZERO,
                 limit_bytes: 16 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
@@ -152,6 +162,9 @@ impl Plan {
                 conns: 32,
                 list_conns: 8,
                 catalog_page: 1000,
+                ui_requests: 1000,
+                ui_conns: 4,
+                ui_idle: Duration::from_secs(6),
                 limit_bytes: 512 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
@@ -188,7 +201,7 @@ fn usage() -> &'static str {
      --keep            keep the temporary data directory (logs, storage)\n\
      --only LIST       run only these workloads (comma-separated): push-mono,\n\
      \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog,\n\
-     \x20                 s3-push-mono, s3-push-concurrent, s3-pull\n\
+     \x20                 ui (berth only), s3-push-mono, s3-push-concurrent, s3-pull\n\
      --s3              run only the workloads on S3 (the s3-* ones; without --s3 or\n\
      \x20                 --only they run when Garage is installed, see bench/README.md)\n\
      --s3-part-size SIZE, --s3-parallel-parts N\n\
@@ -198,7 +211,7 @@ fn usage() -> &'static str {
 }
 
 /// The workloads on disk (the servers' filesystem drivers).
-const WORKLOADS: [&str; 7] = [
+const WORKLOADS: [&str; 8] = [
     "push-mono",
     "push-chunked",
     "push-concurrent",
@@ -206,6 +219,7 @@ const WORKLOADS: [&str; 7] = [
     "manifest-get",
     "tags",
     "catalog",
+    "ui",
 ];
 
 /// The workloads on S3: the servers' S3 drivers on one Garage bucket.
@@ -397,17 +411,36 @@ fn htpasswd_line() -> Result<String> {
     Ok(format!("{USER}:{hash}\n"))
 }
 
+/// The repository of the tags workload, and of the UI's tags page.
+const TAGS_REPO: &str = "bench/tags";
+
+/// Whether [`TAGS_REPO`] is populated.
+fn wants_tags_repo(opts: &Opts) -> bool {
+    opts.wants_any(&["tags", "ui"])
+}
+
+/// Whether the `plan.repos` repositories are populated.
+fn wants_repos(opts: &Opts) -> bool {
+    opts.wants_any(&["catalog", "ui"])
+}
+
+/// How many repositories [`populate`] writes.
+fn populated_repos(plan: &Plan, opts: &Opts) -> usize {
+    1 + usize::from(wants_tags_repo(opts)) + plan.repos * usize::from(wants_repos(opts))
+}
+
 /// Writes the image used by manifest-get and, when their workloads run,
-/// the tags and repositories to list.
+/// the tags (each its own manifest) and repositories (each with one tag)
+/// to list and browse.
 fn populate(root: &Path, plan: &Plan, opts: &Opts) -> Result<()> {
     let l = layout::Layout::new(root, layout::Image::sample())?;
     l.repo("bench/app", ["latest".to_string()])?;
-    if opts.wants("tags") {
-        l.repo("bench/tags", (0..plan.tags).map(|i| format!("t{i:05}")))?;
+    if wants_tags_repo(opts) {
+        l.repo_per_tag(TAGS_REPO, plan.tags)?;
     }
-    if opts.wants("catalog") {
+    if wants_repos(opts) {
         for i in 0..plan.repos {
-            l.bare_repo(&format!("catalog/r{i:05}"))?;
+            l.repo(&format!("catalog/r{i:05}"), ["latest".to_string()])?;
         }
     }
     ensure!(!l.image().manifest.is_empty());
@@ -518,7 +551,7 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             Target::None,
         ),
     ];
-    let disk = vec![
+    let mut disk = vec![
         mbps("push_mono", format!("push-mono {big} (POST + PUT)"), push),
         mbps(
             "push_stream",
@@ -556,6 +589,18 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             ),
             Target::Ratio(5.0),
         ),
+    ];
+    // berth's web UI (the reference has none): p50 and p99 of each page.
+    let ui_pages = [
+        format!("UI home page, {} repos", plan.repos),
+        format!("UI tags page, {} tags", plan.tags),
+        format!("UI tags page by push time, {} tags", plan.tags),
+    ];
+    for ((_, [p50, p99]), page) in ui_requests().into_iter().zip(ui_pages) {
+        disk.push(ms(p50, &format!("{page}, p50"), Target::None));
+        disk.push(ms(p99, &format!("{page}, p99"), Target::AtMost(20.0)));
+    }
+    disk.extend([
         rss("rss_idle", "RSS idle".into(), Median, Target::AtMost(15.0)),
         rss(
             "rss_push_stream",
@@ -582,7 +627,7 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             Max,
             Target::None,
         ),
-    ];
+    ]);
     let disk = disk.into_iter().filter(|_| plan.disk);
     disk.chain(s3.into_iter().filter(|_| plan.s3)).collect()
 }
@@ -698,6 +743,9 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "manifest_connections": plan.conns,
         "list_connections": plan.list_conns,
         "catalog_page": plan.catalog_page,
+        "ui_requests": plan.ui_requests,
+        "ui_connections": plan.ui_conns,
+        "ui_idle_s": plan.ui_idle.as_secs_f64(),
         "bcrypt_cost": BCRYPT_COST,
         "s3": s3_settings,
     });
@@ -851,7 +899,7 @@ async fn on_disk(
 
     // Checks that both serve the populated data the same way.
     let manifest = Request::manifest("bench/app", "latest");
-    let tags = Request::tags("bench/tags");
+    let tags = Request::tags(TAGS_REPO);
     let catalog = Request::CatalogWalk {
         n: plan.catalog_page,
     };
@@ -872,8 +920,7 @@ async fn on_disk(
         if opts.wants("catalog") {
             let body = workloads::probe(s.addr, auth, &catalog).await?;
             let names: Vec<String> = serde_json::from_slice(&body)?;
-            // The catalog repositories, bench/app and maybe bench/tags.
-            let populated = plan.repos + 1 + usize::from(opts.wants("tags"));
+            let populated = populated_repos(plan, opts);
             ensure!(
                 names.len() >= populated,
                 "{}: _catalog lists {} repositories, not {populated}",
@@ -902,7 +949,8 @@ async fn on_disk(
         for round in 0..rate_rounds * usize::from(opts.wants(name)) {
             for i in order(round, n) {
                 let s = &mut servers[i];
-                let r = workloads::rate(s.addr, auth, req, conns, plan.duration)
+                let until = workloads::Until::Elapsed(plan.duration);
+                let r = workloads::rate(s.addr, auth, req, conns, until)
                     .await
                     .with_context(|| format!("{}: {name}", s.name))?;
                 res.add(key, i, r.per_sec);
@@ -924,6 +972,10 @@ async fn on_disk(
         }
     }
 
+    if opts.wants("ui") {
+        ui_pages(plan, opts, &mut servers, auth, res).await?;
+    }
+
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (i, s) in servers.iter().enumerate() {
         res.add("rss_after", i, mib(proc_status_kib(s.pid(), "VmRSS:")));
@@ -931,6 +983,109 @@ async fn on_disk(
     }
     // Servers stop here (Drop), before the data directory goes.
     drop(servers);
+    Ok(())
+}
+
+/// The pages of berth's web UI the ui workload times, with their metric
+/// keys (p50, p99): the home page, and the tags page of [`TAGS_REPO`] as it
+/// first shows (by tag) and sorted by push time, newest first.
+fn ui_requests() -> [(Request, [&'static str; 2]); 3] {
+    let tags = format!("/r/{TAGS_REPO}");
+    [
+        (Request::page("/"), ["ui_home_p50", "ui_home_p99"]),
+        (Request::page(&tags), ["ui_tags_p50", "ui_tags_p99"]),
+        (
+            Request::page(&format!("{tags}?sort=pushed&order=desc")),
+            ["ui_pushed_p50", "ui_pushed_p99"],
+        ),
+    ]
+}
+
+/// The ui workload: each page of [`ui_requests`] `plan.ui_requests` times
+/// over `plan.ui_conns` connections, after one request on each and
+/// `plan.ui_idle` without any, per round; on berth and a baseline, not on
+/// the reference (which has no UI).
+async fn ui_pages(
+    plan: &Plan,
+    opts: &Opts,
+    servers: &mut [Server],
+    auth: &str,
+    res: &mut Results,
+) -> Result<()> {
+    // What the first row of each page shows: the first repository by
+    // name, the first tag, the tag pushed last.
+    let newest = (0..plan.tags)
+        .min_by_key(|&i| layout::pushed_ago(i, plan.tags))
+        .unwrap_or_default();
+    let first_rows = [
+        "data-repo=\"bench/app\"".to_string(),
+        format!("data-tag=\"{}\"", layout::tag_name(0)),
+        format!("data-tag=\"{}\"", layout::tag_name(newest)),
+    ];
+    let pages = ui_requests();
+    for s in servers.iter().filter(|s| s.name != "reference") {
+        for ((req, _), first_row) in pages.iter().zip(&first_rows) {
+            let body = String::from_utf8(workloads::probe(s.addr, auth, req).await?)?;
+            check_ui_page(&body, first_row, populated_repos(plan, opts))
+                .with_context(|| format!("{}: UI page {}", s.name, req.path()))?;
+        }
+    }
+    let per_conn = plan.ui_requests.div_ceil(plan.ui_conns) as u64;
+    for round in 0..plan.rounds {
+        for i in order(round, servers.len()) {
+            let s = &mut servers[i];
+            if s.name == "reference" {
+                continue;
+            }
+            for (req, [p50, p99]) in &pages {
+                let until = workloads::Until::Requests {
+                    each: per_conn,
+                    idle: plan.ui_idle,
+                };
+                let r = workloads::rate(s.addr, auth, req, plan.ui_conns, until)
+                    .await
+                    .with_context(|| format!("{}: UI page {}", s.name, req.path()))?;
+                res.add(p50, i, r.p50_ms);
+                res.add(p99, i, r.p99_ms);
+                say(&format!(
+                    "ui             round {} {:>9}: {:<36} p50 {:.2} ms, p99 {:.2} ms ({} requests, {:.0} req/s)",
+                    round + 1,
+                    s.name,
+                    req.path(),
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.requests,
+                    r.per_sec,
+                ));
+            }
+            s.check_alive()?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a UI page shows what was populated: `first_row` (a `data-`
+/// attribute) in its first row, and on the home page at least `repos`
+/// repositories in all.
+fn check_ui_page(body: &str, first_row: &str, repos: usize) -> Result<()> {
+    let row = body
+        .split_once("<tr data-")
+        .and_then(|(_, rest)| rest.split(['>', ' ']).next())
+        .map(|attr| format!("data-{attr}"));
+    ensure!(
+        row.as_deref() == Some(first_row),
+        "first row {row:?}, not {first_row:?}"
+    );
+    if first_row.starts_with("data-repo=") {
+        let shown = body
+            .split_once(" repositories")
+            .and_then(|(before, _)| before.rsplit('>').next())
+            .and_then(|count| count.trim().parse::<usize>().ok());
+        ensure!(
+            shown.is_some_and(|n| n >= repos),
+            "{shown:?} repositories shown, not {repos}"
+        );
+    }
     Ok(())
 }
 

@@ -183,6 +183,22 @@ impl Request {
         }
     }
 
+    /// A page of berth's web UI (`path` with its query).
+    pub fn page(path: &str) -> Request {
+        Request::Get {
+            path: path.to_string(),
+            accept: "text/html",
+        }
+    }
+
+    /// The path asked (a catalog walk: of its first page).
+    pub fn path(&self) -> &str {
+        match self {
+            Request::Get { path, .. } => path,
+            Request::CatalogWalk { .. } => "/v2/_catalog",
+        }
+    }
+
     /// Makes one request; a catalog walk continues from `cursor` (the next
     /// page) and leaves the page after it there. Returns the body.
     async fn step(
@@ -249,13 +265,25 @@ pub async fn probe(addr: SocketAddr, auth: &str, req: &Request) -> Result<Vec<u8
     req.run(&mut c).await
 }
 
-/// `conns` keep-alive connections repeat `req` for `duration`.
+/// When the connections of [`rate`] stop.
+#[derive(Clone, Copy)]
+pub enum Until {
+    /// After this long.
+    Elapsed(Duration),
+    /// After `each` requests on each connection, which first idle for
+    /// `idle` after their warm-up (so that what a server keeps for a
+    /// while has gone stale when the clock starts).
+    Requests { each: u64, idle: Duration },
+}
+
+/// `conns` keep-alive connections, each warmed up with one request, repeat
+/// `req` until `until`.
 pub async fn rate(
     addr: SocketAddr,
     auth: &str,
     req: &Request,
     conns: usize,
-    duration: Duration,
+    until: Until,
 ) -> Result<Rate> {
     // Open and warm up every connection first (one request each).
     let mut warm = Vec::new();
@@ -264,8 +292,14 @@ pub async fn rate(
         req.step(&mut c, &mut Vec::new(), &mut None).await?;
         warm.push(c);
     }
+    if let Until::Requests { idle, .. } = until {
+        tokio::time::sleep(idle).await;
+    }
     let t0 = Instant::now();
-    let deadline = t0 + duration;
+    let more = move |n: u64| match until {
+        Until::Elapsed(d) => t0.elapsed() < d,
+        Until::Requests { each, .. } => n < each,
+    };
     let mut tasks = Vec::new();
     for mut c in warm {
         let req = req.clone();
@@ -273,7 +307,7 @@ pub async fn rate(
             let mut lat = Vec::with_capacity(1 << 16);
             let mut n = 0u64;
             let mut cursor = None;
-            while Instant::now() < deadline {
+            while more(n) {
                 req.step(&mut c, &mut lat, &mut cursor).await?;
                 n += 1;
             }

@@ -6,13 +6,18 @@
 //!
 //! A repository's facts are read with the same walk garbage collection
 //! uses ([`super::gc::scan::tags_of`]) and the pull log all processes
-//! write, and kept for [`FRESH`] (writes through this process drop them at
-//! once), so large repositories render fast; retention's verdicts are
-//! computed from them on every view ([`super::retention::verdicts`]), as a
-//! collection would. What a manifest is (size, platforms, blobs) never
-//! changes under its digest and is kept by digest.
+//! write, and kept (writes through this process drop them at once), so
+//! large repositories render fast: for [`FRESH`] they are shown as read;
+//! after that, up to [`STALE`], a view still shows them and starts one
+//! read in the background that replaces them (reading a repository of
+//! thousands of tags takes a second or more, which no view waits for
+//! while facts are kept). Retention's verdicts are computed from them on
+//! every view ([`super::retention::verdicts`]), as a collection would.
+//! What a manifest is (size, platforms, blobs) never changes under its
+//! digest and is kept by digest.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,6 +30,9 @@ use crate::oci::{Digest, Reference, RegistryError, RepoName, Tag};
 
 /// How long a repository's facts are shown before they are read again.
 pub const FRESH: Duration = Duration::from_secs(5);
+/// How old a repository's facts may be shown while they are read again in
+/// the background; older ones are read before the view.
+pub const STALE: Duration = Duration::from_secs(300);
 /// Repositories whose facts are kept at most.
 const KEPT_REPOS: usize = 2_000;
 /// Manifests whose facts are kept at most.
@@ -86,17 +94,43 @@ pub struct RepoSummary {
 pub(super) struct Views {
     repos: parking_lot::Mutex<HashMap<String, Arc<RepoFacts>>>,
     manifests: parking_lot::Mutex<HashMap<Digest, Arc<ManifestFacts>>>,
+    /// Repositories being read again in the background.
+    refreshing: parking_lot::Mutex<HashSet<String>>,
+    /// Bumped whenever kept facts are dropped for a write.
+    drops: AtomicU64,
 }
 
 impl Views {
     /// Forgets what was read of `repo` (it was written to).
     pub(super) fn changed(&self, repo: &RepoName) {
-        self.repos.lock().remove(repo.as_str());
+        let mut repos = self.repos.lock();
+        repos.remove(repo.as_str());
+        self.drops.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Forgets what was read of every repository (a collection ran).
     pub(super) fn clear(&self) {
-        self.repos.lock().clear();
+        let mut repos = self.repos.lock();
+        repos.clear();
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Keeps `facts` of `repo`, read from when `drops` was `drops_before`,
+    /// unless a write dropped what was kept of it since (nothing is kept
+    /// and facts were dropped since) or newer facts are kept.
+    fn keep(&self, repo: &RepoName, facts: &Arc<RepoFacts>, drops_before: u64) {
+        let mut kept = self.repos.lock();
+        let keep = match kept.get(repo.as_str()) {
+            Some(k) => k.read <= facts.read,
+            None => self.drops.load(Ordering::SeqCst) == drops_before,
+        };
+        if !keep {
+            return;
+        }
+        if kept.len() >= KEPT_REPOS {
+            kept.clear();
+        }
+        kept.insert(repo.to_string(), facts.clone());
     }
 }
 
@@ -305,13 +339,44 @@ impl Registry {
         Ok(facts)
     }
 
-    /// A repository's tags as read at most [`FRESH`] ago.
-    async fn repo_facts(&self, repo: &RepoName) -> Result<Arc<RepoFacts>, RegistryError> {
-        if let Some(f) = self.views.repos.lock().get(repo.as_str()) {
-            if f.read.elapsed() < FRESH {
-                return Ok(f.clone());
+    /// A repository's tags as read at most [`FRESH`] ago, or at most
+    /// [`STALE`] ago while they are read again in the background.
+    async fn repo_facts(
+        self: &Arc<Self>,
+        repo: &RepoName,
+    ) -> Result<Arc<RepoFacts>, RegistryError> {
+        let kept = self.views.repos.lock().get(repo.as_str()).cloned();
+        if let Some(f) = kept {
+            let age = f.read.elapsed();
+            if age < FRESH {
+                return Ok(f);
+            }
+            if age < STALE {
+                self.refresh(repo);
+                return Ok(f);
             }
         }
+        self.read_repo_facts(repo).await
+    }
+
+    /// Reads `repo`'s facts again in the background, unless that is under
+    /// way.
+    fn refresh(self: &Arc<Self>, repo: &RepoName) {
+        if !self.views.refreshing.lock().insert(repo.to_string()) {
+            return;
+        }
+        let (registry, repo) = (self.clone(), repo.clone());
+        tokio::spawn(async move {
+            if let Err(e) = registry.read_repo_facts(&repo).await {
+                tracing::warn!(repository = %repo, "reading what the UI shows: {e}");
+            }
+            registry.views.refreshing.lock().remove(repo.as_str());
+        });
+    }
+
+    /// Reads a repository's tags and keeps them.
+    async fn read_repo_facts(&self, repo: &RepoName) -> Result<Arc<RepoFacts>, RegistryError> {
+        let drops_before = self.views.drops.load(Ordering::SeqCst);
         let read = Instant::now();
         let (tags, _) = gc::scan::tags_of(&*self.driver, repo)
             .await
@@ -330,18 +395,14 @@ impl Registry {
             });
         }
         let facts = Arc::new(RepoFacts { read, tags: rows });
-        let mut kept = self.views.repos.lock();
-        if kept.len() >= KEPT_REPOS {
-            kept.clear();
-        }
-        kept.insert(repo.to_string(), facts.clone());
+        self.views.keep(repo, &facts, drops_before);
         Ok(facts)
     }
 
     /// The tags of `repo` with retention's verdict on each under `policy`
     /// at `now`, sorted by tag.
     pub async fn tag_rows(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         policy: &Retention,
         now: SystemTime,
@@ -374,7 +435,10 @@ impl Registry {
     }
 
     /// A summary of each repository named.
-    pub async fn summaries(&self, names: &[String]) -> Result<Vec<RepoSummary>, RegistryError> {
+    pub async fn summaries(
+        self: &Arc<Self>,
+        names: &[String],
+    ) -> Result<Vec<RepoSummary>, RegistryError> {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let Ok(repo) = RepoName::parse(name) else {
@@ -398,7 +462,7 @@ impl Registry {
 
     /// The manifest `digest` of `repo` in full.
     pub async fn image(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<ImageView, RegistryError> {
@@ -458,7 +522,7 @@ impl Registry {
 
     /// What deleting `reference` from `repo` takes along.
     pub async fn delete_preview(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<DeletePreview, RegistryError> {
