@@ -1,6 +1,6 @@
 //! One `instances/NAME.toml`: an instance's hostnames, listeners, storage,
 //! credentials and the tables its layers apply (`[access]`, `[tls]`,
-//! `[retention]`, `[limits]`), checked against what other instances
+//! `[retention]`, `[limits]`, `[mirror]`), checked against what other instances
 //! already claim.
 
 use std::path::Path;
@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::source::Source;
 use super::{
-    access, limits, resolve, retention, storage, tls, Claims, ConfigError, InstanceConfig,
+    access, limits, mirror, resolve, retention, storage, tls, Claims, ConfigError, InstanceConfig,
     DEFAULT_MAX_LOGIN_FAILURES,
 };
 use crate::storage::location::Location;
@@ -36,6 +36,7 @@ struct InstanceFile {
     limits: limits::LimitsSection,
     #[serde(default)]
     ui: UiSection,
+    mirror: Option<Spanned<mirror::MirrorSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -102,6 +103,10 @@ pub(super) fn read(
         retention: retention::build(&src, &f.retention, errors),
         limits: limits::build(&src, &f.limits, errors),
         ui: f.ui.enabled.unwrap_or(true),
+        mirror: f
+            .mirror
+            .as_ref()
+            .map(|m| mirror::build(dir, &src, m, errors)),
     };
     if inst.tls.is_on() && f.hostnames.is_empty() {
         errors.push(src.error_at(
