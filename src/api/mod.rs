@@ -169,10 +169,17 @@ async fn dispatch(
             "authentication required".into(),
         ));
     }
-    let route = route::parse(req.uri.path())?;
+    let mut route = route::parse(req.uri.path())?;
+    // containerd names the registry a mirror stands in for.
+    if let (Some(ns), Some(repo)) = (query(&req).get("ns"), route.repo_mut()) {
+        *repo = registry.namespaced(ns, repo)?;
+    }
     let method = req.method.clone();
     if let Some((repo, needed)) = needs(&route, &method) {
         authorize(inst.access, user, &repo, needed)?;
+        if matches!(needed, Action::Push | Action::Delete) {
+            registry.check_writable(&repo)?;
+        }
     }
     let may_pull = |r: &str| inst.access.permits(user, r, Action::Pull);
     let limits = limits::UploadLimits {

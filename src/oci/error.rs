@@ -5,7 +5,7 @@
 
 use std::io;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     #[error("{0}")]
     BlobUnknown(String),

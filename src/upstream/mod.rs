@@ -9,6 +9,8 @@ mod auth;
 mod client;
 mod spec;
 
+use std::sync::Arc;
+
 pub use client::{
     BlobStream, ErrorKind, FetchedBlob, FetchedManifest, ManifestHead, Upstream, UpstreamError,
 };
@@ -17,7 +19,7 @@ pub use spec::{Credentials, MirrorSpec, UpstreamSpec, DEFAULT_TAG_TTL};
 /// The upstreams of one mirror instance and its policy.
 pub struct Upstreams {
     pub spec: MirrorSpec,
-    clients: Vec<Upstream>,
+    clients: Vec<Arc<Upstream>>,
 }
 
 impl Upstreams {
@@ -25,18 +27,18 @@ impl Upstreams {
         let clients = spec
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u.clone()))
+            .map(|u| Upstream::new(u.clone()).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Upstreams { spec, clients })
     }
 
     /// The upstream `repo` of this instance maps to, and its name there.
-    pub fn route(&self, repo: &str) -> Option<(&Upstream, String)> {
+    pub fn route(&self, repo: &str) -> Option<(Arc<Upstream>, String)> {
         let (spec, name) = self.spec.route(repo)?;
         let client = self
             .clients
             .iter()
             .find(|c| c.spec.registry == spec.registry)?;
-        Some((client, name))
+        Some((client.clone(), name))
     }
 }

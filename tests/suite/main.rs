@@ -31,6 +31,7 @@ mod interop;
 mod keepalive;
 mod large_blob;
 mod load;
+mod mirror;
 mod real_clients;
 mod reload;
 mod request_id;
