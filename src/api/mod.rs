@@ -170,9 +170,18 @@ async fn dispatch(
         ));
     }
     let mut route = route::parse(req.uri.path())?;
-    // containerd names the registry a mirror stands in for.
-    if let (Some(ns), Some(repo)) = (query(&req).get("ns"), route.repo_mut()) {
-        *repo = registry.namespaced(ns, repo)?;
+    // containerd names the registry a mirror stands in for: the path's
+    // repository is that registry's, which this instance may keep under
+    // a prefix.
+    if let (Some(ns), Some(repo)) = (query(&req).get("ns"), route.repo()) {
+        let ours = registry.namespaced(ns, repo)?;
+        if ours != *repo {
+            let path = req
+                .uri
+                .path()
+                .replacen(&format!("/v2/{repo}/"), &format!("/v2/{ours}/"), 1);
+            route = route::parse(&path)?;
+        }
     }
     let method = req.method.clone();
     if let Some((repo, needed)) = needs(&route, &method) {

@@ -19,20 +19,6 @@ pub enum Route {
 }
 
 impl Route {
-    /// The repository the route acts on, to be changed.
-    pub fn repo_mut(&mut self) -> Option<&mut RepoName> {
-        match self {
-            Route::Base | Route::Catalog => None,
-            Route::Tags(r)
-            | Route::Referrers(r, _)
-            | Route::Manifest(r, _)
-            | Route::BadReference(r, _)
-            | Route::Blob(r, _)
-            | Route::UploadStart(r)
-            | Route::Upload(r, _) => Some(r),
-        }
-    }
-
     /// The repository the route acts on, if any.
     pub fn repo(&self) -> Option<&RepoName> {
         match self {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::download::{Downloads, Job};
 use super::{gc_shared, manifest, Blob, Registry};
-use crate::oci::{Algorithm, Digest, Reference, RegistryError, RepoName};
+use crate::oci::{Digest, Reference, RegistryError, RepoName};
 use crate::storage::driver::optional;
 use crate::storage::keys;
 use crate::storage::location::Location;
@@ -183,18 +183,9 @@ impl Registry {
         reference: &Reference,
         bytes: bytes::Bytes,
     ) -> Result<(), RegistryError> {
-        let digest = match reference {
-            Reference::Digest(d) => {
-                let actual = Digest::of(d.algorithm(), &bytes);
-                if &actual != d {
-                    return Err(RegistryError::Unavailable(format!(
-                        "the upstream sent manifest {actual} for {d}"
-                    )));
-                }
-                actual
-            }
-            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &bytes),
-        };
+        let digest = super::manifest_digest(reference, &bytes).map_err(|(actual, d)| {
+            RegistryError::Unavailable(format!("the upstream sent manifest {actual} for {d}"))
+        })?;
         let parsed = manifest::parse(None, &bytes)?;
         let tag = match reference {
             Reference::Tag(t) => Some(t),

@@ -159,6 +159,22 @@ async fn gc_shared(coord: &Coordinator) -> Result<Guard, RegistryError> {
     Ok(coord.lock(Lock::Gc, Mode::Shared).await?)
 }
 
+/// The digest manifest `bytes` are stored under for `reference`: a
+/// digest reference's own (`Err((actual, expected))` when they differ),
+/// sha256 for a tag.
+fn manifest_digest(reference: &Reference, bytes: &[u8]) -> Result<Digest, (Digest, Digest)> {
+    match reference {
+        Reference::Digest(d) => {
+            let actual = Digest::of(d.algorithm(), bytes);
+            match &actual == d {
+                true => Ok(actual),
+                false => Err((actual, d.clone())),
+            }
+        }
+        Reference::Tag(_) => Ok(Digest::of(crate::oci::Algorithm::Sha256, bytes)),
+    }
+}
+
 /// A storage failure of `context`, named in the internal error.
 fn storage_err(context: &'static str) -> impl Fn(StorageError) -> RegistryError {
     move |e| match RegistryError::from(e) {
@@ -330,18 +346,9 @@ impl Registry {
         bytes: Bytes,
     ) -> Result<PutManifest, RegistryError> {
         let parsed = manifest::parse(content_type, &bytes)?;
-        let digest = match reference {
-            Reference::Digest(d) => {
-                let actual = Digest::of(d.algorithm(), &bytes);
-                if &actual != d {
-                    return Err(RegistryError::DigestInvalid(format!(
-                        "manifest digest is {actual}, not {d}"
-                    )));
-                }
-                actual
-            }
-            Reference::Tag(_) => Digest::of(crate::oci::Algorithm::Sha256, &bytes),
-        };
+        let digest = manifest_digest(reference, &bytes).map_err(|(actual, d)| {
+            RegistryError::DigestInvalid(format!("manifest digest is {actual}, not {d}"))
+        })?;
         let subject = parsed.subject.clone();
         // Held while the references are checked and written, so that a
         // concurrent garbage collection sees them before it deletes.

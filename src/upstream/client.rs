@@ -14,6 +14,7 @@ use http::{header, Method, StatusCode};
 
 use super::auth::Auth;
 use super::spec::UpstreamSpec;
+use crate::oci::error_chain;
 
 /// Every manifest type a mirror stores, as `Accept` of manifest requests.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
@@ -302,17 +303,4 @@ fn header_value(resp: &http_client::Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-/// An error with its causes: reqwest's own message alone says little
-/// ("error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
