@@ -50,3 +50,4 @@ pub mod registry;
 pub mod server;
 pub mod storage;
 pub mod ui;
+pub mod upstream;

@@ -23,11 +23,16 @@ pub(super) async fn get(
     head: bool,
 ) -> Result<Response<Body>, RegistryError> {
     let m = registry.manifest(repo, reference).await?;
-    let builder = Response::builder()
+    let mut builder = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, m.media_type)
         .header(header::CONTENT_LENGTH, m.bytes.len())
         .header("Docker-Content-Digest", m.digest.to_string());
+    if let Some(why) = &m.stale {
+        // RFC 7234's "response is stale", with why.
+        let text = why.replace(['"', '\\', '\r', '\n'], " ");
+        builder = builder.header(header::WARNING, format!("110 berth \"{text}\""));
+    }
     let body = if head {
         Body::empty()
     } else {

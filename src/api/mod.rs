@@ -185,10 +185,26 @@ async fn dispatch(
             "authentication required".into(),
         ));
     }
-    let route = route::parse(req.uri.path())?;
+    let mut route = route::parse(req.uri.path())?;
+    // containerd names the registry a mirror stands in for: the path's
+    // repository is that registry's, which this instance may keep under
+    // a prefix.
+    if let (Some(ns), Some(repo)) = (query(&req).get("ns"), route.repo()) {
+        let ours = registry.namespaced(ns, repo)?;
+        if ours != *repo {
+            let path = req
+                .uri
+                .path()
+                .replacen(&format!("/v2/{repo}/"), &format!("/v2/{ours}/"), 1);
+            route = route::parse(&path)?;
+        }
+    }
     let method = req.method.clone();
     if let Some((repo, needed)) = needs(&route, &method) {
         authorize(inst.access, user, &repo, needed)?;
+        if matches!(needed, Action::Push | Action::Delete) {
+            registry.check_writable(&repo)?;
+        }
     }
     let may_pull = |r: &str| inst.access.permits(user, r, Action::Pull);
     let limits = limits::UploadLimits {

@@ -1,6 +1,6 @@
 //! One `instances/NAME.toml`: an instance's hostnames, listeners, storage,
 //! credentials and the tables its layers apply (`[access]`, `[tls]`,
-//! `[retention]`, `[limits]`), checked against what other instances
+//! `[retention]`, `[limits]`, `[mirror]`), checked against what other instances
 //! already claim.
 
 use std::path::Path;
@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::source::Source;
 use super::UiConfig;
 use super::{
-    access, limits, notify, resolve, retention, server, storage, tls, Claims, ConfigError,
+    access, limits, mirror, notify, resolve, retention, server, storage, tls, Claims, ConfigError,
     InstanceConfig, DEFAULT_MAX_LOGIN_FAILURES,
 };
 use crate::auth::session::Limits as SessionLimits;
@@ -40,6 +40,7 @@ struct InstanceFile {
     ui: UiSection,
     #[serde(default)]
     notify: Vec<notify::NotifySection>,
+    mirror: Option<Spanned<mirror::MirrorSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,6 +137,10 @@ pub(super) fn read(
         limits: limits::build(&src, &f.limits, errors),
         ui: ui(&src, &f.ui, errors),
         notify: notify::build(dir, &src, &f.notify, errors),
+        mirror: f
+            .mirror
+            .as_ref()
+            .map(|m| mirror::build(dir, &src, m, errors)),
     };
     let shared = tls::Shared {
         https: server.https.is_some(),

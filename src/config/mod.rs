@@ -8,7 +8,7 @@
 //!
 //! The parts: `source` (a file's text and errors pointing into it),
 //! `server` (`berth.toml`), `instance` (one instance file), the tables of an
-//! instance (`access`, `tls`, `retention`, `limits`) and `roots` (whether
+//! instance (`access`, `tls`, `retention`, `limits`, `mirror`) and `roots` (whether
 //! two storage roots overlap); this module composes them and holds what no
 //! two instances may share.
 
@@ -26,10 +26,12 @@ use crate::coord::PostgresUrl;
 use crate::registry::retention::Retention;
 use crate::storage::cache::CacheSpec;
 use crate::storage::location::Location;
+use crate::upstream::MirrorSpec;
 
 mod access;
 mod instance;
 mod limits;
+mod mirror;
 mod notify;
 mod retention;
 mod roots;
@@ -119,6 +121,8 @@ pub struct InstanceConfig {
     pub ui: UiConfig,
     /// `[[notify]]`: webhook endpoints.
     pub notify: Vec<crate::notify::Endpoint>,
+    /// `[mirror]`: the upstreams this instance mirrors, when it is a mirror.
+    pub mirror: Option<MirrorSpec>,
 }
 
 /// Default of `[auth] max_login_failures`.
@@ -387,7 +391,7 @@ mod tests {
     fn errors_carry_file_and_line() {
         let d = Dir::new();
         d.instance("ci", "hostnames = [\"a.test\"]\n\nbogus = 1\n");
-        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`, `ui`, `notify`"]);
+        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`, `ui`, `notify`, `mirror`"]);
         d.instance("ci", "hostnames = [\"a.test\"\n");
         assert_eq!(
             d.errors(),
@@ -853,5 +857,68 @@ mod tests {
             "[listen]\nhttp = \"127.0.0.1:80\"\nhttps = \"127.0.0.1:80\"\n",
         );
         assert!(d.errors()[0].contains("used twice"));
+    }
+
+    #[test]
+    fn mirror() {
+        let d = Dir::new();
+        d.write("credentials/hub-upstream", "me:tok3n\n");
+        let creds = d.0.path().join("credentials/hub-upstream");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+        d.instance(
+            "hub",
+            "listen = [\"127.0.0.1:5000\"]\n[mirror]\n[[mirror.upstream]]\nregistry = \"docker.io\"\n\
+             url = \"https://registry-1.docker.io/\"\nprefix = \"\"\ncredentials_file = \"credentials/hub-upstream\"\n\
+             [[mirror.upstream]]\nregistry = \"ghcr.io\"\nurl = \"https://ghcr.io\"\nprefix = \"ghcr/\"\n\
+             [mirror.cache]\ntag_ttl = \"2m\"\nserve_stale = false\n",
+        );
+        let c = load(d.0.path()).unwrap();
+        let m = c.instances[0].mirror.as_ref().unwrap();
+        assert_eq!(m.upstreams.len(), 2);
+        assert_eq!(m.upstreams[0].url, "https://registry-1.docker.io");
+        assert_eq!(
+            m.upstreams[0].credentials.as_ref().unwrap().password,
+            "tok3n"
+        );
+        assert!(m.upstreams[1].credentials.is_none());
+        assert_eq!(m.tag_ttl, Duration::from_secs(120));
+        assert!(!m.serve_stale && !m.allow_push);
+        assert!(
+            !format!("{c:?}").contains("tok3n"),
+            "credentials are never printed"
+        );
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            d.errors(),
+            vec!["instances/hub.toml:7:20: mirror.upstream.credentials_file: \
+                  credentials/hub-upstream may be read by others (mode 644); `chmod 600 credentials/hub-upstream`"]
+        );
+        for (text, error) in [
+            ("[mirror]\n", "instances/hub.toml:2:1: [mirror] needs at least one [[mirror.upstream]] with registry and url"),
+            (
+                "[mirror]\n[[mirror.upstream]]\nregistry = \"docker.io\"\nurl = \"ftp://x\"\n",
+                "instances/hub.toml:5:7: mirror.upstream.url 'ftp://x': expected http(s)://HOST[:PORT] such as https://registry-1.docker.io",
+            ),
+            (
+                "[mirror]\n[[mirror.upstream]]\nregistry = \"ghcr.io\"\nurl = \"https://ghcr.io\"\nprefix = \"ghcr\"\n",
+                "instances/hub.toml:6:10: mirror.upstream.prefix 'ghcr': expected \"\" or a repository path ending in '/', such as \"ghcr/\"",
+            ),
+            (
+                "[mirror]\nallow_push = true\n[[mirror.upstream]]\nregistry = \"docker.io\"\nurl = \"https://h\"\n",
+                "instances/hub.toml:2:1: mirror.allow_push: every repository maps to the upstream docker.io (its prefix is \"\"), so none could take pushes; give it a prefix",
+            ),
+            (
+                "[mirror]\n[mirror.cache]\ntag_ttl = \"soon\"\n[[mirror.upstream]]\nregistry = \"a.io\"\nurl = \"https://a.io\"\n",
+                "instances/hub.toml:4:11: mirror.cache.tag_ttl: invalid duration 'soon': expected number at 0 (e.g. \"10m\")",
+            ),
+            (
+                "[mirror]\nproxy = 1\n",
+                "instances/hub.toml:3:1: unknown field `proxy`, expected one of `upstream`, `cache`, `allow_push`",
+            ),
+        ] {
+            d.instance("hub", &format!("listen = [\"127.0.0.1:5000\"]\n{text}"));
+            assert_eq!(d.errors(), vec![error.to_string()], "{text}");
+        }
     }
 }

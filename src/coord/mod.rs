@@ -135,7 +135,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::RegistryError;
+use crate::oci::{error_chain, RegistryError};
 
 mod files;
 mod local;
@@ -616,18 +616,6 @@ fn key(store: &str, lock: &Lock) -> i64 {
     }
     let digest = h.finalize();
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
-}
-
-/// `e` and its causes, one after another.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out.replace('\n', " ")
 }
 
 #[cfg(test)]

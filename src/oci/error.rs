@@ -5,7 +5,7 @@
 
 use std::io;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     #[error("{0}")]
     BlobUnknown(String),
@@ -160,4 +160,16 @@ impl RegistryError {
             other => other.to_string(),
         }
     }
+}
+
+/// `e` and its causes, one after another.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out.replace('\n', " ")
 }

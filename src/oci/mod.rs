@@ -7,6 +7,6 @@ pub mod media;
 mod names;
 mod pattern;
 
-pub use error::RegistryError;
+pub use error::{error_chain, RegistryError};
 pub use names::{Algorithm, Digest, Reference, RepoName, Tag, MAX_NAME_LEN};
 pub use pattern::Pattern;

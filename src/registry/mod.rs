@@ -1,14 +1,17 @@
 //! The registry domain of one instance: repositories, blobs, uploads,
 //! manifests, tags and referrers over a storage [`Driver`], with its locks
 //! taken through [`Coordinator`], and its tag lists and catalog kept in
-//! memory ([`Listings`]). Nothing here touches a file: the same registry
+//! memory ([`Listings`]); for a mirror instance, what is not stored yet
+//! comes from its upstream ([`mirror`]). Nothing here touches a file: the same registry
 //! runs on the filesystem driver and, in its unit tests, in memory. Knows
 //! nothing of HTTP.
 
 pub mod browse;
+mod download;
 pub mod fsck;
 pub mod gc;
 pub mod manifest;
+mod mirror;
 mod paginate;
 pub mod presence;
 mod pulls;
@@ -44,7 +47,7 @@ pub struct Registry {
     driver: Arc<dyn Driver>,
     /// The locks between requests and garbage collection.
     coord: Coordinator,
-    uploads: Uploads,
+    uploads: Arc<Uploads>,
     pulls: PullLog,
     listings: Listings,
     sessions: quota::SessionQuota,
@@ -58,6 +61,8 @@ pub struct Registry {
     gc_totals: parking_lot::Mutex<gc::Totals>,
     /// What the instance holds, as last measured.
     usage: Arc<usage::Kept>,
+    /// The upstreams of a mirror instance, and what it fetches from them.
+    mirror: Option<mirror::Mirror>,
 }
 
 /// Manifests by digest, the most recently read up to [`MANIFEST_CACHE`]
@@ -102,12 +107,17 @@ pub struct Blob {
     digest: Digest,
     driver: Arc<dyn Driver>,
     cache: Option<Arc<BlobCache>>,
+    /// The download from the upstream it comes from, while not stored yet.
+    download: Option<Arc<download::Download>>,
 }
 
 impl Blob {
     /// `len` bytes from `start`. A blob collected since it was found is
     /// `BLOB_UNKNOWN`, like one never there.
     pub async fn open(&self, start: u64, len: u64) -> Result<ByteStream, RegistryError> {
+        if let Some(d) = &self.download {
+            return Ok(d.clone().read(start, len));
+        }
         let key = keys::blob(&self.digest);
         let fetch = self.driver.read(&key, start, len);
         let read = match &self.cache {
@@ -126,12 +136,17 @@ impl Blob {
     /// Where the client may fetch the blob itself, when the store is set
     /// to send clients there (a presigned URL of an object store).
     pub async fn redirect(&self) -> Result<Option<String>, RegistryError> {
+        if self.download.is_some() {
+            return Ok(None);
+        }
         Ok(self.driver.redirect(&keys::blob(&self.digest)).await?)
     }
 }
 
 /// A stored manifest.
 pub struct StoredManifest {
+    /// Why a cached tag is served unchecked, when its upstream is down.
+    pub stale: Option<String>,
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
@@ -149,6 +164,22 @@ async fn gc_shared(coord: &Coordinator) -> Result<Guard, RegistryError> {
     Ok(coord.lock(Lock::Gc, Mode::Shared).await?)
 }
 
+/// The digest manifest `bytes` are stored under for `reference`: a
+/// digest reference's own (`Err((actual, expected))` when they differ),
+/// sha256 for a tag.
+fn manifest_digest(reference: &Reference, bytes: &[u8]) -> Result<Digest, (Digest, Digest)> {
+    match reference {
+        Reference::Digest(d) => {
+            let actual = Digest::of(d.algorithm(), bytes);
+            match &actual == d {
+                true => Ok(actual),
+                false => Err((actual, d.clone())),
+            }
+        }
+        Reference::Tag(_) => Ok(Digest::of(crate::oci::Algorithm::Sha256, bytes)),
+    }
+}
+
 /// A storage failure of `context`, named in the internal error.
 fn storage_err(context: &'static str) -> impl Fn(StorageError) -> RegistryError {
     move |e| match RegistryError::from(e) {
@@ -163,7 +194,7 @@ impl Registry {
     pub fn new(driver: Arc<dyn Driver>, coord: Coordinator) -> Self {
         let usage = Arc::new(usage::Kept::default());
         Registry {
-            uploads: Uploads::new(driver.clone(), coord.clone(), usage.clone()),
+            uploads: Arc::new(Uploads::new(driver.clone(), coord.clone(), usage.clone())),
             usage,
             driver,
             coord,
@@ -174,6 +205,7 @@ impl Registry {
             cache: None,
             views: browse::Views::default(),
             gc_totals: parking_lot::Mutex::default(),
+            mirror: None,
         }
     }
 
@@ -224,15 +256,21 @@ impl Registry {
     /// a manifest) and present.
     pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<Blob, RegistryError> {
         match self.linked_blob_size(repo, digest).await? {
-            Some(size) => Ok(Blob {
-                size,
-                digest: digest.clone(),
-                driver: self.driver.clone(),
-                cache: self.cache.clone(),
-            }),
+            Some(size) => Ok(self.stored_blob(digest, size)),
+            None if self.mirrors(repo) => self.mirror_blob(repo, digest).await,
             None => Err(RegistryError::BlobUnknown(format!(
                 "blob {digest} is not in {repo}"
             ))),
+        }
+    }
+
+    fn stored_blob(&self, digest: &Digest, size: u64) -> Blob {
+        Blob {
+            size,
+            digest: digest.clone(),
+            driver: self.driver.clone(),
+            cache: self.cache.clone(),
+            download: None,
         }
     }
 
@@ -316,18 +354,9 @@ impl Registry {
         bytes: Bytes,
     ) -> Result<PutManifest, RegistryError> {
         let parsed = manifest::parse(content_type, &bytes)?;
-        let digest = match reference {
-            Reference::Digest(d) => {
-                let actual = Digest::of(d.algorithm(), &bytes);
-                if &actual != d {
-                    return Err(RegistryError::DigestInvalid(format!(
-                        "manifest digest is {actual}, not {d}"
-                    )));
-                }
-                actual
-            }
-            Reference::Tag(_) => Digest::of(crate::oci::Algorithm::Sha256, &bytes),
-        };
+        let digest = manifest_digest(reference, &bytes).map_err(|(actual, d)| {
+            RegistryError::DigestInvalid(format!("manifest digest is {actual}, not {d}"))
+        })?;
         let subject = parsed.subject.clone();
         // Held while the references are checked and written, so that a
         // concurrent garbage collection sees them before it deletes.
@@ -354,26 +383,42 @@ impl Registry {
             Reference::Tag(tag) => Some(tag),
             Reference::Digest(_) => None,
         };
+        self.write_manifest(repo, tag, &digest, bytes, parsed.subject.as_ref())
+            .await?;
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Stores a checked manifest under `digest` in `repo`, with its
+    /// referrer link and `tag`; the caller holds the GC and repository
+    /// locks.
+    async fn write_manifest(
+        &self,
+        repo: &RepoName,
+        tag: Option<&crate::oci::Tag>,
+        digest: &Digest,
+        bytes: Bytes,
+        subject: Option<&Digest>,
+    ) -> Result<(), RegistryError> {
         let d = &*self.driver;
-        gc::record(d, repo, gc::Written::Manifest(&digest, tag)).await?;
-        d.put_new(&keys::blob(&digest), bytes).await?;
-        tree::write_link(d, &keys::revision_link(repo, &digest), &digest).await?;
+        gc::record(d, repo, gc::Written::Manifest(digest, tag)).await?;
+        d.put_new(&keys::blob(digest), bytes).await?;
+        tree::write_link(d, &keys::revision_link(repo, digest), digest).await?;
         self.listings.repository_added(repo);
-        if let Some(subject) = &parsed.subject {
-            tree::write_link(d, &keys::referrer_link(repo, subject, &digest), &digest).await?;
+        if let Some(subject) = subject {
+            tree::write_link(d, &keys::referrer_link(repo, subject, digest), digest).await?;
         }
         if let Some(tag) = tag {
             let current = keys::tag_current_link(repo, tag);
             let created = optional(d.stat(&current).await)?.is_none();
-            tree::write_link(d, &keys::tag_index_link(repo, tag, &digest), &digest).await?;
-            tree::write_link(d, &current, &digest).await?;
+            tree::write_link(d, &keys::tag_index_link(repo, tag, digest), digest).await?;
+            tree::write_link(d, &current, digest).await?;
             if created {
                 listing::tags_changed(d, repo).await?;
             }
         }
         self.views.changed(repo);
         self.usage.changed();
-        Ok(PutManifest { digest, subject })
+        Ok(())
     }
 
     /// The manifest `reference` names in `repo`, if it is there.
@@ -422,10 +467,12 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         let found = async {
+            let stale = self.refresh_manifest(repo, reference).await?;
             let unknown = || Self::manifest_unknown(repo, reference);
             let digest = self.resolve(repo, reference).await?.ok_or_else(unknown)?;
             let bytes = self.object(&digest).await?.ok_or_else(unknown)?;
             Ok(StoredManifest {
+                stale,
                 media_type: manifest::stored_media_type(&bytes),
                 digest,
                 bytes,

@@ -268,15 +268,25 @@ impl Snapshot {
             let old = previous.and_then(|p| p.instances.get(&ic.name));
             let registry = match old {
                 Some(o)
-                    if o.config.storage == ic.storage && o.config.blob_cache == ic.blob_cache =>
+                    if o.config.storage == ic.storage
+                        && o.config.blob_cache == ic.blob_cache
+                        && o.config.mirror == ic.mirror =>
                 {
                     o.registry.clone()
                 }
                 _ => {
                     let coord = coord.as_ref().map(|c| c.for_store(&ic.storage.identity()));
                     let cache = ic.blob_cache.as_ref().map(BlobCache::open).transpose();
-                    match (Registry::open(&ic.storage, coord), cache) {
-                        (Ok(r), Ok(cache)) => Arc::new(r.with_cache(cache.map(Arc::new))),
+                    let opened = Registry::open(&ic.storage, coord).map(|r| match &ic.mirror {
+                        Some(spec) => r.with_mirror(spec.clone(), &ic.storage),
+                        None => Ok(r),
+                    });
+                    match (opened, cache) {
+                        (Ok(Ok(r)), Ok(cache)) => Arc::new(r.with_cache(cache.map(Arc::new))),
+                        (Ok(Err(e)), _) => {
+                            errors.push(format!("instance {}: mirror: {e}", ic.name));
+                            continue;
+                        }
                         (Err(e), _) => {
                             errors.push(format!("instance {}: {e}", ic.name));
                             continue;

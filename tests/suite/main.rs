@@ -32,6 +32,7 @@ mod interop;
 mod keepalive;
 mod large_blob;
 mod load;
+mod mirror;
 mod observability;
 mod real_clients;
 mod reload;
