@@ -55,27 +55,35 @@ pub struct ManifestFacts {
 /// One tag of a repository.
 #[derive(Debug, Clone)]
 pub struct TagRow {
+    /// The tag as read (shared with the facts kept: a row costs no copy).
+    pub tagged: Arc<Tagged>,
+    pub verdict: Verdict,
+}
+
+impl std::ops::Deref for TagRow {
+    type Target = Tagged;
+
+    fn deref(&self) -> &Tagged {
+        &self.tagged
+    }
+}
+
+/// One tag as read.
+#[derive(Debug)]
+pub struct Tagged {
     pub tag: Tag,
     pub digest: Digest,
     pub pushed: SystemTime,
     pub pulled: Option<SystemTime>,
     pub manifest: Arc<ManifestFacts>,
-    pub verdict: Verdict,
 }
 
-/// One tag as read.
-struct Tagged {
-    tag: Tag,
-    digest: Digest,
-    pushed: SystemTime,
-    pulled: Option<SystemTime>,
-    manifest: Arc<ManifestFacts>,
-}
-
-/// A repository's tags as read at one moment.
+/// A repository's tags as read at one moment, and what retention needs
+/// of each (made once, not on every view).
 struct RepoFacts {
     read: Instant,
-    tags: Vec<Tagged>,
+    tags: Vec<Arc<Tagged>>,
+    retention: Vec<TagFacts>,
 }
 
 /// A repository at a glance.
@@ -386,15 +394,28 @@ impl Registry {
         for (tag, digest, pushed) in tags {
             let pulled = pulls.get(&format!("{repo}:{tag}")).copied();
             let manifest = self.manifest_facts(&digest).await?;
-            rows.push(Tagged {
+            rows.push(Arc::new(Tagged {
                 tag,
                 digest,
                 pushed,
                 pulled,
                 manifest,
-            });
+            }));
         }
-        let facts = Arc::new(RepoFacts { read, tags: rows });
+        let retention = rows
+            .iter()
+            .map(|t| TagFacts {
+                repo: repo.to_string(),
+                tag: t.tag.to_string(),
+                pushed: t.pushed,
+                pulled: t.pulled,
+            })
+            .collect();
+        let facts = Arc::new(RepoFacts {
+            read,
+            tags: rows,
+            retention,
+        });
         self.views.keep(repo, &facts, drops_before);
         Ok(facts)
     }
@@ -408,27 +429,13 @@ impl Registry {
         now: SystemTime,
     ) -> Result<Vec<TagRow>, RegistryError> {
         let facts = self.repo_facts(repo).await?;
-        let tag_facts: Vec<TagFacts> = facts
-            .tags
-            .iter()
-            .map(|t| TagFacts {
-                repo: repo.to_string(),
-                tag: t.tag.to_string(),
-                pushed: t.pushed,
-                pulled: t.pulled,
-            })
-            .collect();
-        let verdicts = verdicts(policy, &tag_facts, now);
+        let verdicts = verdicts(policy, &facts.retention, now);
         Ok(facts
             .tags
             .iter()
             .zip(verdicts)
             .map(|(t, verdict)| TagRow {
-                tag: t.tag.clone(),
-                digest: t.digest.clone(),
-                pushed: t.pushed,
-                pulled: t.pulled,
-                manifest: t.manifest.clone(),
+                tagged: t.clone(),
                 verdict,
             })
             .collect())
