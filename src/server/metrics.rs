@@ -291,61 +291,38 @@ impl Metrics {
             let label = RegistryLabel {
                 registry: name.clone(),
             };
+            // Totals the process already keeps, copied into the families.
+            let count = |f: &Family<RegistryLabel, Counter>, v: u64| {
+                f.get_or_create(&label).inner().store(v, Ordering::Relaxed)
+            };
+            let gauge = |f: &Family<RegistryLabel, Gauge>, v: u64| {
+                f.get_or_create(&label).set(v as i64);
+            };
             if let Some(m) = inst.registry.usage() {
                 let u = &m.usage;
-                self.storage_bytes.get_or_create(&label).set(u.bytes as i64);
-                self.blobs.get_or_create(&label).set(u.blobs as i64);
-                self.repositories
-                    .get_or_create(&label)
-                    .set(u.repositories as i64);
-                self.tags.get_or_create(&label).set(u.tags as i64);
-                let at =
-                    m.at.duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                self.usage_time.get_or_create(&label).set(at as i64);
+                gauge(&self.storage_bytes, u.bytes);
+                gauge(&self.blobs, u.blobs as u64);
+                gauge(&self.repositories, u.repositories as u64);
+                gauge(&self.tags, u.tags as u64);
+                let at = m.at.duration_since(std::time::UNIX_EPOCH);
+                gauge(&self.usage_time, at.map_or(0, |d| d.as_secs()));
             }
             let gc = inst.registry.gc_totals();
-            self.gc_runs
-                .get_or_create(&label)
-                .inner()
-                .store(gc.runs, Ordering::Relaxed);
-            self.gc_tags
-                .get_or_create(&label)
-                .inner()
-                .store(gc.tags, Ordering::Relaxed);
-            self.gc_manifests
-                .get_or_create(&label)
-                .inner()
-                .store(gc.manifests, Ordering::Relaxed);
-            self.gc_blobs
-                .get_or_create(&label)
-                .inner()
-                .store(gc.blobs, Ordering::Relaxed);
-            self.gc_bytes
-                .get_or_create(&label)
-                .inner()
-                .store(gc.bytes, Ordering::Relaxed);
+            count(&self.gc_runs, gc.runs);
+            count(&self.gc_tags, gc.tags);
+            count(&self.gc_manifests, gc.manifests);
+            count(&self.gc_blobs, gc.blobs);
+            count(&self.gc_bytes, gc.bytes);
             self.gc_seconds
                 .get_or_create(&label)
                 .inner()
                 .store(gc.seconds.to_bits(), Ordering::Relaxed);
             let (pending, dropped) = inst.notifier.backlog();
-            self.notify_pending
-                .get_or_create(&label)
-                .set(pending as i64);
-            self.notify_dropped
-                .get_or_create(&label)
-                .inner()
-                .store(dropped, Ordering::Relaxed);
+            gauge(&self.notify_pending, pending);
+            count(&self.notify_dropped, dropped);
             let (failed, throttled) = inst.auth.login_counts();
-            self.login_failures
-                .get_or_create(&label)
-                .inner()
-                .store(failed, Ordering::Relaxed);
-            self.logins_throttled
-                .get_or_create(&label)
-                .inner()
-                .store(throttled, Ordering::Relaxed);
+            count(&self.login_failures, failed);
+            count(&self.logins_throttled, throttled);
         }
         let (rss, fds) = process_facts();
         self.rss.set(rss);

@@ -291,10 +291,7 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let to = format!(
-            "/-/login?next={}",
-            percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let to = format!("/-/login?next={}", pages::encode(&next));
         return who::see_other(&to);
     }
     let resp = pages::serve(&asked, page, post).await;

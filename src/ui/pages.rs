@@ -154,7 +154,8 @@ fn paginate(
     (range, pager)
 }
 
-fn encode(text: &str) -> String {
+/// `text` percent-encoded for a query parameter.
+pub(super) fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
