@@ -227,9 +227,49 @@ async fn a_tag_pushed_during_gc_to_an_old_untagged_manifest_stays() {
 /// end, and `berth fsck` must find nothing wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_with_gc_in_a_loop_loses_nothing() {
+    stress("[retention]\ngc_grace = \"0s\"\n", false).await;
+}
+
+/// The same with the default settings (grace 1 h, untagged manifests
+/// deleted), while a thread keeps setting the mtimes of every blob,
+/// manifest revision and layer link two hours back: everything the
+/// pushers wrote is past the grace at once, so each collection weighs all
+/// of it and re-tags of old digests race the sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_with_the_default_grace_and_aged_content_loses_nothing() {
+    stress("", true).await;
+}
+
+/// Sets every blob's data, manifest revision link and layer link under
+/// `v2` two hours back.
+fn age_content(v2: &Path) {
+    let two_hours = Duration::from_secs(7200);
+    let mut stack = vec![v2.join("blobs"), v2.join("repositories")];
+    while let Some(dir) = stack.pop() {
+        // Entries come and go while the pushers and collections run.
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            match e.file_type() {
+                Ok(t) if t.is_dir() && name != "_uploads" && name != "tags" => stack.push(path),
+                Ok(t) if t.is_file() && (name == "data" || name == "link") => {
+                    if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+                        let _ = f.set_modified(SystemTime::now() - two_hours);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn stress(retention: &str, aging: bool) {
     const PUSHERS: usize = 8;
     let mut ci = Instance::new("ci");
-    ci.extra = "[retention]\ngc_grace = \"0s\"\n".into();
+    ci.extra = retention.into();
     let cfg = Arc::new(ConfigDir::new(&[ci]));
     let server = Server::start(&cfg);
     let reg = Reg::for_instance(&server, "ci");
@@ -250,11 +290,25 @@ async fn stress_with_gc_in_a_loop_loses_nothing() {
             }
         })
     };
+    let ager = aging.then(|| {
+        let (v2, done) = (v2(&cfg), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                age_content(&v2);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    });
     let (all, refused) = churn::churn(std::slice::from_ref(&reg), "stress", PUSHERS, ops).await;
     done.store(true, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || collector.join().unwrap())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        collector.join().unwrap();
+        if let Some(ager) = ager {
+            ager.join().unwrap();
+        }
+    })
+    .await
+    .unwrap();
     assert!(berth(&cfg, &["gc"]).status().unwrap().success());
     let (lost, checked) = churn::lost(&reg, "stress", &all).await;
     assert!(
@@ -262,12 +316,7 @@ async fn stress_with_gc_in_a_loop_loses_nothing() {
         "acknowledged and lost:\n{}",
         lost.join("\n")
     );
-    let fsck = berth(&cfg, &["fsck"]).output().unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    churn::assert_fsck_clean(&cfg);
     eprintln!(
         "stress: {ops} operations, {} collections, {checked} tags checked, {} pushes refused for collected blobs",
         runs.load(Ordering::Relaxed),
