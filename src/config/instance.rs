@@ -270,7 +270,9 @@ fn hostnames(
     }
 }
 
-fn valid_instance_name(name: &str) -> bool {
+/// Whether `name` may name an instance (its file's stem): lowercase
+/// letters, digits, `-` and `_`, starting with a letter or digit.
+pub fn valid_instance_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 63

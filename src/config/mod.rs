@@ -43,6 +43,7 @@ mod source;
 mod storage;
 mod tls;
 mod validation;
+pub use instance::valid_instance_name;
 pub use retention::parse_size;
 pub use tls::{AcmeChallenge, Tls, LETS_ENCRYPT};
 
@@ -244,6 +245,18 @@ impl Claims {
                 self.addrs.insert(addr, err.location());
             }
         }
+    }
+}
+
+/// Whether `berth.toml` in `dir` has a shared `[listen] https`, for a
+/// tool that writes an instance file before the config is whole;
+/// berth.toml's errors when it has any.
+pub fn has_shared_https(dir: &Path) -> Result<bool, ConfigErrors> {
+    let mut claims = Claims::default();
+    let server = server::read(dir, &mut claims);
+    match claims.errors.is_empty() {
+        true => Ok(server.https.is_some()),
+        false => Err(ConfigErrors(claims.errors)),
     }
 }
 
