@@ -977,7 +977,12 @@ mod tests {
         // An empty [validation] table is there: nothing is allowed.
         d.instance("ci", "hostnames = [\"ci.test\"]\n[validation]\n");
         let c = load(d.0.path()).unwrap();
-        assert!(c.instances[0].manifest_urls.as_ref().unwrap().allow.is_empty());
+        assert!(c.instances[0]
+            .manifest_urls
+            .as_ref()
+            .unwrap()
+            .allow
+            .is_empty());
         for (text, error) in [
             (
                 "[maintenance]\nread_only = \"yes\"",
@@ -1013,5 +1018,4 @@ mod tests {
             assert!(errs[0].starts_with(error), "{text}: {errs:?}");
         }
     }
-
 }

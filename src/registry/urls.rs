@@ -19,10 +19,7 @@ pub struct ManifestUrls {
 
 impl ManifestUrls {
     /// Refuses the manifest whose layers carry `urls` unless every one passes.
-    pub fn check<'a>(
-        &self,
-        urls: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), RegistryError> {
+    pub fn check<'a>(&self, urls: impl IntoIterator<Item = &'a str>) -> Result<(), RegistryError> {
         for url in urls {
             let why = if !(url.starts_with("https://") || url.starts_with("http://"))
                 || url.contains('#')

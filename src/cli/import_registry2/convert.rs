@@ -112,7 +112,9 @@ impl Out {
             }
         }
         if !footer.is_empty() {
-            text.push_str("\n# Not converted (berth does without these, or does them elsewhere):\n");
+            text.push_str(
+                "\n# Not converted (berth does without these, or does them elsewhere):\n",
+            );
             for line in footer {
                 text.push_str(&comment_wrapped(line));
             }
@@ -343,9 +345,7 @@ fn tls_table(
             ));
         }
     }
-    table.push(
-        "# registry:2's certificate and key (http.tls), re-read when they change.".into(),
-    );
+    table.push("# registry:2's certificate and key (http.tls), re-read when they change.".into());
     table.push("mode = \"files\"".into());
     table.push(format!("cert = {}", q(&absolute(cert).to_string_lossy())));
     table.push(format!("key = {}", q(&absolute(key).to_string_lossy())));
@@ -360,20 +360,38 @@ fn storage(
     warnings: &mut Vec<String>,
 ) -> Result<(), String> {
     let storage = root.section("storage");
-    let delete = storage.section("delete").take_bool("enabled").unwrap_or(false);
-    let redirect_off = storage.section("redirect").take_bool("disable").unwrap_or(false);
+    let delete = storage
+        .section("delete")
+        .take_bool("enabled")
+        .unwrap_or(false);
+    let redirect_off = storage
+        .section("redirect")
+        .take_bool("disable")
+        .unwrap_or(false);
     let maintenance = storage.section("maintenance");
     let purging = maintenance.section("uploadpurging");
     let purge = purging.take_bool("enabled").unwrap_or(true);
     let age = purging.take_str("age");
-    let read_only = maintenance.section("readonly").take_bool("enabled").unwrap_or(false);
+    let read_only = maintenance
+        .section("readonly")
+        .take_bool("enabled")
+        .unwrap_or(false);
 
     let drivers: Vec<String> = storage
         .0
         .iter()
         .map(|(k, _)| k.clone())
         .filter(|k| {
-            ["filesystem", "s3", "azure", "gcs", "swift", "oss", "inmemory"].contains(&k.as_str())
+            [
+                "filesystem",
+                "s3",
+                "azure",
+                "gcs",
+                "swift",
+                "oss",
+                "inmemory",
+            ]
+            .contains(&k.as_str())
         })
         .collect();
     let chosen = drivers
@@ -392,7 +410,14 @@ fn storage(
     }
     let table = out.table("storage");
     match chosen.as_deref() {
-        Some("s3") => s3(storage.section("s3"), input.name, redirect_off, table, secrets, warnings),
+        Some("s3") => s3(
+            storage.section("s3"),
+            input.name,
+            redirect_off,
+            table,
+            secrets,
+            warnings,
+        ),
         Some(_) => {
             let fs = storage.section("filesystem");
             let dir = fs
@@ -502,7 +527,10 @@ fn s3(
     if let Some(prefix) = s3.take_str("rootdirectory") {
         let prefix = prefix.trim_matches('/');
         if !prefix.is_empty() {
-            table.push(format!("prefix = {}  # registry:2's rootdirectory", q(prefix)));
+            table.push(format!(
+                "prefix = {}  # registry:2's rootdirectory",
+                q(prefix)
+            ));
         }
     }
     if let Some(path_style) = s3.take_bool("forcepathstyle") {
@@ -510,9 +538,10 @@ fn s3(
     }
     if let Some(chunk) = s3.take_str("chunksize") {
         match chunk.parse::<u64>() {
-            Ok(n) if (5 << 20..=5 << 30).contains(&n) => {
-                table.push(format!("part_size = {}  # registry:2's chunksize", q(&n.to_string())))
-            }
+            Ok(n) if (5 << 20..=5 << 30).contains(&n) => table.push(format!(
+                "part_size = {}  # registry:2's chunksize",
+                q(&n.to_string())
+            )),
             _ => warnings.push(format!(
                 "storage.s3.chunksize {chunk}: not converted: part_size is from 5MiB to 5GiB"
             )),
@@ -523,9 +552,8 @@ fn s3(
     match (key, secret) {
         (Some(key), Some(secret)) => {
             let path = format!("credentials/{name}-s3");
-            let mut text = format!(
-                "[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
-            );
+            let mut text =
+                format!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n");
             if let Some(token) = token {
                 text.push_str(&format!("aws_session_token = {token}\n"));
             }
@@ -635,10 +663,13 @@ fn http_headers(headers: Option<Node>, out: &mut Out, warnings: &mut Vec<String>
     let mut pairs = Vec::new();
     for (name, values) in headers.0 {
         let values: Vec<String> = match values {
-            Node::Seq(v) => v.iter().map(|v| match v {
-                Node::Str(s) => s.clone(),
-                other => other.to_string(),
-            }).collect(),
+            Node::Seq(v) => v
+                .iter()
+                .map(|v| match v {
+                    Node::Str(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
             Node::Str(s) => vec![s],
             other => vec![other.to_string()],
         };
@@ -772,9 +803,13 @@ fn notifications(
     for (i, e) in endpoints.iter_mut().enumerate() {
         let Node::Map(e) = e else { continue };
         let path = format!("notifications.endpoints[{i}]");
-        let label = e.take_str("name").unwrap_or_else(|| format!("endpoint {i}"));
+        let label = e
+            .take_str("name")
+            .unwrap_or_else(|| format!("endpoint {i}"));
         if e.take_bool("disabled").unwrap_or(false) {
-            warnings.push(format!("{path} ({label}): disabled in registry:2; not converted"));
+            warnings.push(format!(
+                "{path} ({label}): disabled in registry:2; not converted"
+            ));
             e.0.clear();
             continue;
         }
@@ -793,10 +828,13 @@ fn notifications(
                 let mut text = String::new();
                 for (k, v) in h.0 {
                     let values: Vec<String> = match v {
-                        Node::Seq(v) => v.iter().map(|v| match v {
-                            Node::Str(s) => s.clone(),
-                            other => other.to_string(),
-                        }).collect(),
+                        Node::Seq(v) => v
+                            .iter()
+                            .map(|v| match v {
+                                Node::Str(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect(),
                         other => vec![match other {
                             Node::Str(s) => s,
                             o => o.to_string(),
@@ -870,9 +908,16 @@ mod tests {
     }
 
     /// Converts `yaml` with the environment `env`.
-    fn conv(yaml: &str, env: &[(&str, &str)], input: &Input) -> Result<(toml::Table, Converted), String> {
+    fn conv(
+        yaml: &str,
+        env: &[(&str, &str)],
+        input: &Input,
+    ) -> Result<(toml::Table, Converted), String> {
         let mut tree = parse(yaml)?;
-        apply_env(&mut tree, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        apply_env(
+            &mut tree,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
         let c = convert(tree, input)?;
         let table: toml::Table = toml::from_str(&c.instance).map_err(|e| e.to_string())?;
         Ok((table, c))
@@ -888,7 +933,9 @@ mod tests {
     }
 
     fn s<'a>(t: &'a toml::Table, path: &str) -> &'a str {
-        get(t, path).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("{path} in {t:#?}"))
+        get(t, path)
+            .and_then(|v| v.as_str())
+            .unwrap_or_else(|| panic!("{path} in {t:#?}"))
     }
 
     #[test]
@@ -901,23 +948,43 @@ mod tests {
             ("REGISTRY_AUTH", "htpasswd"),
             ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
             ("REGISTRY_AUTH_HTPASSWD_PATH", htpasswd.to_str().unwrap()),
-            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data.to_str().unwrap()),
+            (
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                data.to_str().unwrap(),
+            ),
             ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
             ("REGISTRY_HTTP_ADDR", ":5001"),
         ];
         let (t, c) = conv(super::super::IMAGE_CONFIG, &env, &input(None, false)).unwrap();
-        assert_eq!(get(&t, "listen").unwrap().as_array().unwrap()[0].as_str(), Some("0.0.0.0:5001"));
+        assert_eq!(
+            get(&t, "listen").unwrap().as_array().unwrap()[0].as_str(),
+            Some("0.0.0.0:5001")
+        );
         assert_eq!(s(&t, "storage.root"), data.to_str().unwrap());
         assert_eq!(s(&t, "auth.htpasswd"), htpasswd.to_str().unwrap());
         assert!(c.default_htpasswd.is_none() && c.secrets.is_empty());
         assert!(t.get("access").is_none(), "deletes allowed: no [access]");
         assert!(t.get("tls").is_none());
         assert_eq!(s(&t, "http.headers.X-Content-Type-Options"), "nosniff");
-        assert_eq!(get(&t, "validation.manifest_urls_allow").unwrap().as_array().unwrap().len(), 0);
+        assert_eq!(
+            get(&t, "validation.manifest_urls_allow")
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
         assert_eq!(s(&t, "retention.upload_ttl"), "168h");
-        let told: Vec<&str> = c.warnings.iter().map(|w| w.split(':').next().unwrap()).collect();
+        let told: Vec<&str> = c
+            .warnings
+            .iter()
+            .map(|w| w.split(':').next().unwrap())
+            .collect();
         // In file order; the environment's keys come after the file's.
-        assert_eq!(told, ["log", "storage.cache", "health", "auth.htpasswd.realm"]);
+        assert_eq!(
+            told,
+            ["log", "storage.cache", "health", "auth.htpasswd.realm"]
+        );
     }
 
     #[test]
@@ -928,12 +995,24 @@ mod tests {
             ("10.1.2.3:443", "10.1.2.3:443"),
             ("[::1]:5000", "[::1]:5000"),
         ] {
-            let yaml = format!("http:\n  addr: \"{addr}\"\n  host: https://Reg.Example.com:5000/x\n");
+            let yaml =
+                format!("http:\n  addr: \"{addr}\"\n  host: https://Reg.Example.com:5000/x\n");
             let (t, _) = conv(&yaml, &[], &input(None, false)).unwrap();
-            assert_eq!(get(&t, "listen").unwrap().as_array().unwrap()[0].as_str(), Some(listen));
-            assert_eq!(get(&t, "hostnames").unwrap().as_array().unwrap()[0].as_str(), Some("reg.example.com"));
+            assert_eq!(
+                get(&t, "listen").unwrap().as_array().unwrap()[0].as_str(),
+                Some(listen)
+            );
+            assert_eq!(
+                get(&t, "hostnames").unwrap().as_array().unwrap()[0].as_str(),
+                Some("reg.example.com")
+            );
         }
-        let e = conv("http:\n  addr: reg.example.com:5000\n", &[], &input(None, false)).unwrap_err();
+        let e = conv(
+            "http:\n  addr: reg.example.com:5000\n",
+            &[],
+            &input(None, false),
+        )
+        .unwrap_err();
         assert!(e.contains("REGISTRY_HTTP_ADDR=IP:5000"), "{e}");
     }
 
@@ -953,10 +1032,24 @@ mod tests {
         assert_eq!(s(&t, "tls.cert"), cert.to_str().unwrap());
         assert_eq!(s(&t, "tls.key"), key.to_str().unwrap());
         // A path inside the container is refused, naming the variable.
-        let e = conv(&files, &[("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key")], &input(None, false)).unwrap_err();
-        assert!(e.contains("http.tls.key /certs/domain.key is not on this machine") && e.contains("REGISTRY_HTTP_TLS_KEY"), "{e}");
+        let e = conv(
+            &files,
+            &[("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key")],
+            &input(None, false),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("http.tls.key /certs/domain.key is not on this machine")
+                && e.contains("REGISTRY_HTTP_TLS_KEY"),
+            "{e}"
+        );
         // Without names the certificate is for, refused.
-        let e = conv(&files.replace("  host: https://r.example.com\n", ""), &[], &input(None, false)).unwrap_err();
+        let e = conv(
+            &files.replace("  host: https://r.example.com\n", ""),
+            &[],
+            &input(None, false),
+        )
+        .unwrap_err();
         assert!(e.contains("REGISTRY_HTTP_HOST"), "{e}");
         let le = "http:\n  tls:\n    letsencrypt:\n      cachefile: /c\n      email: ops@example.com\n      hosts: [a.example.com, B.example.com]\n";
         let e = conv(le, &[], &input(None, false)).unwrap_err();
@@ -964,7 +1057,13 @@ mod tests {
         let (t, _) = conv(le, &[], &input(None, true)).unwrap();
         assert_eq!(s(&t, "tls.mode"), "acme");
         assert_eq!(s(&t, "tls.acme_email"), "ops@example.com");
-        let names: Vec<_> = get(&t, "hostnames").unwrap().as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let names: Vec<_> = get(&t, "hostnames")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert_eq!(names, ["a.example.com", "b.example.com"]);
     }
 
@@ -981,20 +1080,43 @@ mod tests {
         assert_eq!(s(&t, "storage.part_size"), "10485760");
         assert_eq!(s(&t, "storage.credentials_file"), "credentials/ci-s3");
         assert!(get(&t, "storage.redirect").is_none());
-        assert!(!c.instance.contains("s3cr3t"), "no secret in the instance file");
+        assert!(
+            !c.instance.contains("s3cr3t"),
+            "no secret in the instance file"
+        );
         assert_eq!(
             c.secrets,
             [Secret {
                 path: "credentials/ci-s3".into(),
-                text: "[default]\naws_access_key_id = AKIA1\naws_secret_access_key = s3cr3t\n".into(),
+                text: "[default]\naws_access_key_id = AKIA1\naws_secret_access_key = s3cr3t\n"
+                    .into(),
                 what: "the S3 access key",
             }]
         );
-        assert!(c.warnings.iter().any(|w| w.starts_with("storage.s3.v4auth: not converted")));
-        let (t, _) = conv("storage:\n  s3:\n    bucket: reg\n", &[], &input(None, false)).unwrap();
-        assert_eq!(get(&t, "storage.redirect").and_then(|v| v.as_bool()), Some(true));
-        let e = conv("storage:\n  azure:\n    accountname: a\n", &[], &input(None, false)).unwrap_err();
-        assert!(e.starts_with("storage.azure: berth stores in a directory"), "{e}");
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("storage.s3.v4auth: not converted")));
+        let (t, _) = conv(
+            "storage:\n  s3:\n    bucket: reg\n",
+            &[],
+            &input(None, false),
+        )
+        .unwrap();
+        assert_eq!(
+            get(&t, "storage.redirect").and_then(|v| v.as_bool()),
+            Some(true)
+        );
+        let e = conv(
+            "storage:\n  azure:\n    accountname: a\n",
+            &[],
+            &input(None, false),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("storage.azure: berth stores in a directory"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1003,15 +1125,24 @@ mod tests {
         let given = dir.path().join("users");
         std::fs::write(&given, "").unwrap();
         // No auth: anonymous pulls, users for the rest.
-        let (t, c) = conv("storage:\n  delete:\n    enabled: false\n", &[], &input(None, false)).unwrap();
+        let (t, c) = conv(
+            "storage:\n  delete:\n    enabled: false\n",
+            &[],
+            &input(None, false),
+        )
+        .unwrap();
         assert_eq!(s(&t, "access.anonymous"), "pull");
         assert_eq!(s(&t, "access.default"), "push");
-        assert_eq!(c.default_htpasswd.as_deref(), Some("credentials/ci.htpasswd"));
+        assert_eq!(
+            c.default_htpasswd.as_deref(),
+            Some("credentials/ci.htpasswd")
+        );
         // --htpasswd wins over a path of the container.
         let yaml = "auth:\n  htpasswd:\n    path: /auth/htpasswd\n";
         let (t, c) = conv(yaml, &[], &input(Some(&given), false)).unwrap();
         assert_eq!(s(&t, "auth.htpasswd"), given.to_str().unwrap());
-        let container_path = |w: &String| w.starts_with("auth.htpasswd.path /auth/htpasswd: not on this machine");
+        let container_path =
+            |w: &String| w.starts_with("auth.htpasswd.path /auth/htpasswd: not on this machine");
         assert!(!c.warnings.iter().any(container_path));
         let (t, c) = conv(yaml, &[], &input(None, false)).unwrap();
         assert_eq!(s(&t, "auth.htpasswd"), "credentials/ci.htpasswd");
@@ -1026,19 +1157,35 @@ mod tests {
                     actions: [pull]\n        mediatypes: [application/octet-stream]\n    - name: off\n      disabled: true\n      url: https://x\n\
                     validation:\n  disabled: true\n";
         let (t, c) = conv(yaml, &[], &input(None, false)).unwrap();
-        assert_eq!(get(&t, "maintenance.read_only").and_then(|v| v.as_bool()), Some(true));
+        assert_eq!(
+            get(&t, "maintenance.read_only").and_then(|v| v.as_bool()),
+            Some(true)
+        );
         assert_eq!(s(&t, "retention.upload_ttl"), "48h");
-        assert!(t.get("validation").is_none(), "validation disabled: unchecked");
+        assert!(
+            t.get("validation").is_none(),
+            "validation disabled: unchecked"
+        );
         let up = &get(&t, "mirror.upstream").unwrap().as_array().unwrap()[0];
         assert_eq!(up["registry"].as_str(), Some("docker.io"));
         assert_eq!(up["url"].as_str(), Some("https://registry-1.docker.io"));
-        assert_eq!(up["credentials_file"].as_str(), Some("credentials/ci-upstream"));
+        assert_eq!(
+            up["credentials_file"].as_str(),
+            Some("credentials/ci-upstream")
+        );
         let hook = &get(&t, "notify").unwrap().as_array().unwrap();
         assert_eq!(hook.len(), 1);
         assert_eq!(hook[0]["url"].as_str(), Some("https://h.example.com/e"));
         assert_eq!(hook[0]["events"].as_array().unwrap().len(), 2);
-        assert_eq!(hook[0]["headers_file"].as_str(), Some("credentials/ci-notify-1"));
-        let secrets: Vec<(&str, &str)> = c.secrets.iter().map(|s| (s.path.as_str(), s.text.as_str())).collect();
+        assert_eq!(
+            hook[0]["headers_file"].as_str(),
+            Some("credentials/ci-notify-1")
+        );
+        let secrets: Vec<(&str, &str)> = c
+            .secrets
+            .iter()
+            .map(|s| (s.path.as_str(), s.text.as_str()))
+            .collect();
         assert_eq!(
             secrets,
             [
@@ -1047,6 +1194,8 @@ mod tests {
             ]
         );
         assert!(!c.instance.contains("tok3n") && !c.instance.contains("abc"));
-        assert!(c.warnings.iter().any(|w| w == "notifications.endpoints[1] (off): disabled in registry:2; not converted"));
+        assert!(c.warnings.iter().any(
+            |w| w == "notifications.endpoints[1] (off): disabled in registry:2; not converted"
+        ));
     }
 }

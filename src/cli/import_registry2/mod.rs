@@ -73,8 +73,7 @@ pub fn run(req: &Request, env: impl IntoIterator<Item = (String, String)>) -> an
             "the registry:2 image's own config.yml".to_string(),
         ),
     };
-    let mut tree =
-        yaml::parse(&text).map_err(|e| config_error(format!("{file}:{e}")))?;
+    let mut tree = yaml::parse(&text).map_err(|e| config_error(format!("{file}:{e}")))?;
     let applied = yaml::apply_env(&mut tree, env).map_err(config_error)?;
     let source = match applied.is_empty() {
         true => file.clone(),
@@ -121,7 +120,9 @@ pub fn run(req: &Request, env: impl IntoIterator<Item = (String, String)>) -> an
             converted.warnings.len()
         );
     }
-    println!("berth: the configuration passes berth check; `./ctl reload` (or start) serves {name}");
+    println!(
+        "berth: the configuration passes berth check; `./ctl reload` (or start) serves {name}"
+    );
     Ok(())
 }
 
@@ -203,7 +204,10 @@ mod tests {
         let mode = |p: &str| std::fs::metadata(d.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("credentials/ci-s3"), 0o600);
         assert_eq!(mode("credentials/ci.htpasswd"), 0o600);
-        assert_eq!(std::fs::read_to_string(d.join("credentials/ci.htpasswd")).unwrap(), "");
+        assert_eq!(
+            std::fs::read_to_string(d.join("credentials/ci.htpasswd")).unwrap(),
+            ""
+        );
         let e = write(d, "ci", &converted()).unwrap_err().to_string();
         assert!(e.contains("instances/ci.toml exists"), "{e}");
         // A file it would name, already there, refuses the whole import.
@@ -215,6 +219,9 @@ mod tests {
         std::fs::write(d.join("credentials/ci.htpasswd"), "u:x\n").unwrap();
         std::fs::remove_file(d.join("credentials/ci-s3")).unwrap();
         assert_eq!(write(d, "ci", &converted()).unwrap().len(), 2);
-        assert_eq!(std::fs::read_to_string(d.join("credentials/ci.htpasswd")).unwrap(), "u:x\n");
+        assert_eq!(
+            std::fs::read_to_string(d.join("credentials/ci.htpasswd")).unwrap(),
+            "u:x\n"
+        );
     }
 }

@@ -61,7 +61,10 @@ const RULES: &[(&str, &str)] = &[
 
 /// What is told about the setting at `pattern`, if it has a rule.
 pub(super) fn why(pattern: &str) -> Option<&'static str> {
-    RULES.iter().find(|(p, _)| *p == pattern).map(|(_, why)| *why)
+    RULES
+        .iter()
+        .find(|(p, _)| *p == pattern)
+        .map(|(_, why)| *why)
 }
 
 /// One line per setting left in `root` (what the conversion did not
@@ -120,7 +123,8 @@ mod tests {
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert!(lines[0].starts_with("redis: not converted: not needed"));
         assert!(lines[1].starts_with("storage.gcs: not converted: "));
-        assert!(lines[2].starts_with("notifications.endpoints[0].backoff: not converted: berth retries"));
+        assert!(lines[2]
+            .starts_with("notifications.endpoints[0].backoff: not converted: berth retries"));
         assert_eq!(
             lines[3],
             "bogus: not converted: not a registry:2 setting berth knows"

@@ -345,7 +345,10 @@ mod tests {
     #[test]
     fn duplicate_keys_keep_the_last_in_place() {
         let mut m = parse("a: 1\nb:\n  x: y\na: [p, 2]\nc: ~\n").unwrap();
-        assert_eq!(m.0.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            m.0.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         assert_eq!(m.take_strings("a"), ["p", "2"]);
         assert_eq!(m.section("b").take_str("x").as_deref(), Some("y"));
         assert_eq!(m.take_str("c"), None);
@@ -387,12 +390,18 @@ mod tests {
         );
         let storage = m.section("storage");
         assert_eq!(
-            storage.section("filesystem").take_str("rootdirectory").as_deref(),
+            storage
+                .section("filesystem")
+                .take_str("rootdirectory")
+                .as_deref(),
             Some("/data")
         );
         assert_eq!(storage.section("delete").take_bool("enabled"), Some(true));
         // The existing key keeps its spelling; its value is replaced.
-        assert_eq!(m.section("http").0[0], ("Addr".to_string(), s("127.0.0.1:5001")));
+        assert_eq!(
+            m.section("http").0[0],
+            ("Addr".to_string(), s("127.0.0.1:5001"))
+        );
         // REGISTRY_AUTH=htpasswd names the section the next variable fills.
         let auth = m.section("auth");
         assert_eq!(
@@ -401,7 +410,11 @@ mod tests {
         );
         // A one-word section stays a section of that name.
         let mut m = Map::default();
-        apply_env(&mut m, [("REGISTRY_STORAGE".to_string(), "inmemory".to_string())]).unwrap();
+        apply_env(
+            &mut m,
+            [("REGISTRY_STORAGE".to_string(), "inmemory".to_string())],
+        )
+        .unwrap();
         assert_eq!(m.section("storage").0[0].0, "inmemory");
     }
 }
