@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::common::{sha256_digest, ConfigDir, Instance, Server};
 use crate::common_api::*;
+use crate::ui::Browser;
 
 /// Rewrites instance `ci` with `extra`, reloads, and waits until the
 /// server says the `n`th reload is done.
@@ -101,14 +102,29 @@ async fn read_only_refuses_writes_and_serves_pulls_and_a_reload_toggles_it() {
     reg.expect_status(Method::GET, "/v2/app/tags/list", 200)
         .await;
     reg.expect_status(Method::GET, "/v2/_catalog", 200).await;
-    // The web UI refuses its deletes too.
-    let ui = reg
-        .post("/r/app/-/delete")
-        .form(&[("digest", manifest_digest.as_str()), ("csrf", "x")])
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(ui.status(), 303, "a delete went through the web UI");
+    // The web UI refuses its deletes and collections too.
+    let mut ui = Browser::new(&env.server, "ci");
+    ui.log_in("ci-user", "ci-secret").await;
+    let form = ui
+        .get(&format!("/r/app/-/delete?digest={manifest_digest}"))
+        .await;
+    let csrf = form.csrf();
+    let done = ui
+        .post(
+            "/r/app/-/delete",
+            &[("digest", &manifest_digest), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(done.status, 405, "{}", done.body);
+    assert!(done.has("read-only"), "{}", done.body);
+    let gc = ui.post("/-/gc", &[("run", "now"), ("csrf", &csrf)]).await;
+    assert_eq!(gc.status, 405, "{}", gc.body);
+    reg.expect_status(
+        Method::GET,
+        &format!("/v2/app/manifests/{manifest_digest}"),
+        200,
+    )
+    .await;
 
     reconfigure(&env.cfg, &env.server, "", 2);
     // The pull in flight all along ends whole.
