@@ -133,6 +133,18 @@ fn the_reference_configuration_converts_with_its_warnings() {
     assert!(check.contains("configuration is valid"), "{check}");
     assert!(check.contains("ref: tls acme"), "{check}");
 
+    // One that would clash with it (the same listen address and hostname)
+    // leaves nothing behind.
+    let out = import(dir.path(), &["--config", REFERENCE, "--name", "ref2"], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not pass berth check") && err.contains("used twice"),
+        "{err}"
+    );
+    assert!(!dir.path().join("instances/ref2.toml").exists());
+    assert!(!dir.path().join("credentials/ref2.htpasswd").exists());
+
     // A second import under the same name replaces nothing.
     let before = std::fs::read_to_string(dir.path().join("instances/ref.toml")).unwrap();
     let out = import(dir.path(), &["--config", REFERENCE, "--name", "ref"], &[]);

@@ -89,13 +89,20 @@ pub fn run(req: &Request, env: impl IntoIterator<Item = (String, String)>) -> an
     };
     let converted = convert::convert(tree, &input)
         .map_err(|e| config_error(format!("nothing written: {e}")))?;
+    // What was wrong before (on a fresh checkout: the shipped instances'
+    // users, which ./ctl start creates) is not this import's to refuse.
+    let before = check_errors(req.config_dir);
     let written = write(req.config_dir, name, &converted)?;
-    if let Err(e) = load_checked(req.config_dir, true) {
+    let after = check_errors(req.config_dir);
+    let made: Vec<&String> = after.iter().filter(|e| !before.contains(e)).collect();
+    if !made.is_empty() {
         for path in &written {
             let _ = std::fs::remove_file(path);
         }
+        let made: Vec<&str> = made.iter().map(|e| e.as_str()).collect();
         return Err(config_error(format!(
-            "nothing written: the configuration with this instance does not pass berth check:\n{e}"
+            "nothing written: the configuration with this instance does not pass berth check:\n{}",
+            made.join("\n")
         )));
     }
     for w in &converted.warnings {
@@ -120,10 +127,25 @@ pub fn run(req: &Request, env: impl IntoIterator<Item = (String, String)>) -> an
             converted.warnings.len()
         );
     }
-    println!(
-        "berth: the configuration passes berth check; `./ctl reload` (or start) serves {name}"
-    );
+    match after.is_empty() {
+        true => println!(
+            "berth: the configuration passes berth check; `./ctl reload` (or start) serves {name}"
+        ),
+        false => println!(
+            "berth: instances/{name}.toml passes berth check; the configuration has errors \
+             that were there before (`./ctl start` creates missing users' files):\n  {}",
+            after.join("\n  ")
+        ),
+    }
     Ok(())
+}
+
+/// What `berth check` finds wrong in the config in `dir`, a line each.
+fn check_errors(dir: &Path) -> Vec<String> {
+    match load_checked(dir, true) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
 }
 
 /// Writes the instance file and the files it names, each created new (an
