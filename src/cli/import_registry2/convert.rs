@@ -649,8 +649,7 @@ fn auth(
     })
 }
 
-/// `http.headers`: registry:2 lists each header's values; several values
-/// are one comma-separated value, as HTTP reads repeated headers.
+/// `http.headers`, each header's values as one.
 fn http_headers(headers: Option<Node>, out: &mut Out, warnings: &mut Vec<String>) {
     let Some(Node::Map(headers)) = headers else {
         if let Some(other) = headers.filter(|h| *h != Node::Null) {
@@ -662,18 +661,12 @@ fn http_headers(headers: Option<Node>, out: &mut Out, warnings: &mut Vec<String>
     };
     let mut pairs = Vec::new();
     for (name, values) in headers.0 {
-        let values: Vec<String> = match values {
-            Node::Seq(v) => v
-                .iter()
-                .map(|v| match v {
-                    Node::Str(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect(),
-            Node::Str(s) => vec![s],
-            other => vec![other.to_string()],
-        };
-        pairs.push(format!("{} = {}", q(&name), q(&values.join(", "))));
+        match values.header_value() {
+            Some(v) => pairs.push(format!("{} = {}", q(&name), q(&v))),
+            None => warnings.push(format!(
+                "http.headers.{name}: not converted: expected a list of values"
+            )),
+        }
     }
     if pairs.is_empty() {
         return;
@@ -824,31 +817,23 @@ fn notifications(
         ];
         match e.take("headers") {
             Some(Node::Map(h)) if !h.0.is_empty() => {
-                let path = format!("credentials/{name}-notify-{}", kept.len() + 1);
+                let file = format!("credentials/{name}-notify-{}", kept.len() + 1);
                 let mut text = String::new();
                 for (k, v) in h.0 {
-                    let values: Vec<String> = match v {
-                        Node::Seq(v) => v
-                            .iter()
-                            .map(|v| match v {
-                                Node::Str(s) => s.clone(),
-                                other => other.to_string(),
-                            })
-                            .collect(),
-                        other => vec![match other {
-                            Node::Str(s) => s,
-                            o => o.to_string(),
-                        }],
-                    };
-                    text.push_str(&format!("{k}: {}\n", values.join(", ")));
+                    match v.header_value() {
+                        Some(v) => text.push_str(&format!("{k}: {v}\n")),
+                        None => warnings.push(format!(
+                            "{path}.headers.{k}: not converted: expected a list of values"
+                        )),
+                    }
                 }
                 lines.push(format!(
                     "# Its headers, moved to this file (mode 0600): they may hold secrets.\n\
                      headers_file = {}",
-                    q(&path)
+                    q(&file)
                 ));
                 secrets.push(Secret {
-                    path,
+                    path: file,
                     text,
                     what: "a webhook's headers",
                 });

@@ -28,6 +28,22 @@ pub(super) enum Node {
 }
 
 impl Node {
+    /// A header's values as one (registry:2 lists them; HTTP reads a
+    /// header sent several times as its values joined by `, `); `None`
+    /// for what is no scalar nor list of scalars.
+    pub(super) fn header_value(self) -> Option<String> {
+        match self {
+            Node::Seq(items) if items.iter().all(Node::is_scalar) => Some(
+                items
+                    .into_iter()
+                    .filter_map(|i| scalar_text(i).ok())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            other => scalar_text(other).ok(),
+        }
+    }
+
     fn is_scalar(&self) -> bool {
         matches!(
             self,
@@ -355,6 +371,16 @@ mod tests {
         assert!(parse("").unwrap().0.is_empty());
         let err = parse("a: [\n").unwrap_err();
         assert!(err.starts_with("2:1: "), "{err}");
+    }
+
+    #[test]
+    fn header_values_join_as_http_reads_them() {
+        let mut m = parse("a: [nosniff]\nb: [x, 2]\nc: 1\nd: {e: f}\n").unwrap();
+        let mut value = |k: &str| m.take(k).unwrap().header_value();
+        assert_eq!(value("a").as_deref(), Some("nosniff"));
+        assert_eq!(value("b").as_deref(), Some("x, 2"));
+        assert_eq!(value("c").as_deref(), Some("1"));
+        assert_eq!(value("d"), None);
     }
 
     #[test]
