@@ -42,6 +42,9 @@ usage: ./ctl COMMAND [ARGS]
   fsck [--instance NAME] [--repair]
                         verify (and repair) the storage (berth fsck)
   ca-path               print the local CA certificate of self-signed instances
+  import-registry2 --name NAME [--config config.yml] [--htpasswd FILE]
+                        write instances/NAME.toml from a registry:2 configuration and its
+                        REGISTRY_* environment; prints what does not carry over
   install               install the systemd unit for this checkout and a system user
                         `berth` (needs root); prints what it did. Without systemd
                         running, ./ctl then runs berth as that user (as root) or refuses
@@ -435,6 +438,13 @@ passwd)
 	give_to_service "$(htpasswd_of "$CONFIG_DIR/instances/$1.toml")"
 	# A running berth notices within a second anyway; SIGHUP makes it now.
 	if p=$(pid); then kill -HUP "$p"; fi
+	;;
+import-registry2)
+	service_prefix
+	build
+	"$BIN" import-registry2 --config-dir "$CONFIG_DIR" "$@"
+	# The credentials files it wrote are read by the service.
+	service_secrets | while read -r f; do give_to_service "$f"; done
 	;;
 test)
 	need_cargo

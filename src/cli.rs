@@ -2,6 +2,7 @@
 //! command. Errors leave as `anyhow` errors for `main` to print.
 
 mod endpoints;
+mod import_registry2;
 mod progress;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -81,6 +82,25 @@ enum Command {
         /// bcrypt cost.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=crate::auth::MAX_COST as i64))]
         cost: u32,
+    },
+    /// Write instances/NAME.toml from a registry:2 config.yml and its
+    /// REGISTRY_* environment variables (the credentials files it names
+    /// too); prints what does not carry over. Never replaces a file; what
+    /// it writes passes `berth check`, or nothing stays written.
+    ImportRegistry2 {
+        #[arg(long, default_value = ".", env = "BERTH_CONFIG_DIR")]
+        config_dir: PathBuf,
+        /// registry:2's config.yml (default: the one the registry:2 image
+        /// runs with, for a setup made of REGISTRY_* variables alone).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Name of the new instance.
+        #[arg(long)]
+        name: String,
+        /// The users' htpasswd file, instead of auth.htpasswd.path (which
+        /// may be a path inside registry:2's container).
+        #[arg(long)]
+        htpasswd: Option<PathBuf>,
     },
     /// Verify every instance's storage: blob digests, links, tags and
     /// manifest references. Exits 0 when clean, 1 when problems remain,
@@ -213,6 +233,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             instance,
             repair,
         } => fsck(&config_dir, instance.as_deref(), repair),
+        Command::ImportRegistry2 {
+            config_dir,
+            config,
+            name,
+            htpasswd,
+        } => {
+            let req = import_registry2::Request {
+                config_dir: &config_dir,
+                config: config.as_deref(),
+                name: &name,
+                htpasswd: htpasswd.as_deref(),
+            };
+            import_registry2::run(&req, std::env::vars())
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use super::{empty, empty_response, header_str};
 use crate::oci::{Reference, RegistryError, RepoName};
 use crate::registry::manifest::MAX_MANIFEST_SIZE;
+use crate::registry::urls::ManifestUrls;
 use crate::registry::Registry;
 
 fn too_large() -> RegistryError {
@@ -47,6 +48,7 @@ pub(super) async fn put(
     reference: &Reference,
     req: &Parts,
     body: Body,
+    urls: Option<&ManifestUrls>,
 ) -> Result<Response<Body>, RegistryError> {
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
@@ -65,7 +67,7 @@ pub(super) async fn put(
         }
     };
     let put = registry
-        .put_manifest(repo, reference, content_type.as_deref(), bytes)
+        .put_manifest(repo, reference, content_type.as_deref(), bytes, urls)
         .await?;
     let mut builder = empty_response(StatusCode::CREATED)
         .header(

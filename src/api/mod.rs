@@ -68,6 +68,10 @@ pub struct Instance<'a> {
     pub upload_ttl: std::time::Duration,
     /// Where the events of its requests go.
     pub notify: &'a crate::notify::Notifier,
+    /// `[maintenance] read_only`: every write is refused.
+    pub read_only: bool,
+    /// `[validation]`: the rules for URLs in pushed manifests, if any.
+    pub manifest_urls: Option<&'a crate::registry::urls::ManifestUrls>,
 }
 
 /// Handles one request for an instance.
@@ -203,6 +207,9 @@ async fn dispatch(
     if let Some((repo, needed)) = needs(&route, &method) {
         authorize(inst.access, user, &repo, needed)?;
         if matches!(needed, Action::Push | Action::Delete) {
+            if inst.read_only {
+                return Err(RegistryError::read_only());
+            }
             registry.check_writable(&repo)?;
         }
     }
@@ -228,7 +235,7 @@ async fn dispatch(
             manifests::get(registry, repo, r, method == Method::HEAD).await
         }
         (Route::Manifest(repo, r), &Method::PUT) => {
-            manifests::put(registry, repo, r, &req, body).await
+            manifests::put(registry, repo, r, &req, body, inst.manifest_urls).await
         }
         (Route::Manifest(repo, r), &Method::DELETE) => manifests::delete(registry, repo, r).await,
         (Route::BadReference(_, r), &Method::GET | &Method::HEAD | &Method::DELETE) => {

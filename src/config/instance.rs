@@ -1,7 +1,7 @@
 //! One `instances/NAME.toml`: an instance's hostnames, listeners, storage,
 //! credentials and the tables its layers apply (`[access]`, `[tls]`,
-//! `[retention]`, `[limits]`, `[mirror]`), checked against what other instances
-//! already claim.
+//! `[retention]`, `[limits]`, `[mirror]`, `[maintenance]`, `[http]`,
+//! `[validation]`), checked against what other instances already claim.
 
 use std::path::Path;
 
@@ -11,8 +11,8 @@ use toml::Spanned;
 use super::source::Source;
 use super::UiConfig;
 use super::{
-    access, limits, mirror, notify, resolve, retention, server, storage, tls, Claims, ConfigError,
-    InstanceConfig, DEFAULT_MAX_LOGIN_FAILURES,
+    access, http, limits, mirror, notify, resolve, retention, server, storage, tls, validation,
+    Claims, ConfigError, InstanceConfig, DEFAULT_MAX_LOGIN_FAILURES,
 };
 use crate::auth::session::Limits as SessionLimits;
 use crate::storage::location::Location;
@@ -41,6 +41,20 @@ struct InstanceFile {
     #[serde(default)]
     notify: Vec<notify::NotifySection>,
     mirror: Option<Spanned<mirror::MirrorSection>>,
+    #[serde(default)]
+    maintenance: MaintenanceSection,
+    #[serde(default)]
+    http: http::HttpSection,
+    validation: Option<validation::ValidationSection>,
+}
+
+/// `[maintenance]`: `read_only` serves pulls and refuses every write
+/// (registry:2's `maintenance.readonly`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceSection {
+    #[serde(default)]
+    read_only: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -141,6 +155,12 @@ pub(super) fn read(
             .mirror
             .as_ref()
             .map(|m| mirror::build(dir, &src, m, errors)),
+        read_only: f.maintenance.read_only,
+        headers: http::build(&src, &f.http, errors),
+        manifest_urls: f
+            .validation
+            .as_ref()
+            .map(|v| validation::build(&src, v, errors)),
     };
     let shared = tls::Shared {
         https: server.https.is_some(),
@@ -250,7 +270,9 @@ fn hostnames(
     }
 }
 
-fn valid_instance_name(name: &str) -> bool {
+/// Whether `name` may name an instance (its file's stem): lowercase
+/// letters, digits, `-` and `_`, starting with a letter or digit.
+pub fn valid_instance_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 63

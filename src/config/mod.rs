@@ -8,9 +8,10 @@
 //!
 //! The parts: `source` (a file's text and errors pointing into it),
 //! `server` (`berth.toml`), `instance` (one instance file), the tables of an
-//! instance (`access`, `tls`, `retention`, `limits`, `mirror`) and `roots` (whether
-//! two storage roots overlap); this module composes them and holds what no
-//! two instances may share.
+//! instance (`access`, `tls`, `retention`, `limits`, `mirror`, `notify`,
+//! `storage`, `http`, `validation`) and `roots` (whether two storage roots
+//! overlap); this module composes them and holds what no two instances may
+//! share.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,11 +25,13 @@ use crate::api::Limits;
 use crate::auth::Access;
 use crate::coord::PostgresUrl;
 use crate::registry::retention::Retention;
+use crate::registry::urls::ManifestUrls;
 use crate::storage::cache::CacheSpec;
 use crate::storage::location::Location;
 use crate::upstream::MirrorSpec;
 
 mod access;
+mod http;
 mod instance;
 mod limits;
 mod mirror;
@@ -39,6 +42,8 @@ mod server;
 mod source;
 mod storage;
 mod tls;
+mod validation;
+pub use instance::valid_instance_name;
 pub use retention::parse_size;
 pub use tls::{AcmeChallenge, Tls, LETS_ENCRYPT};
 
@@ -123,6 +128,13 @@ pub struct InstanceConfig {
     pub notify: Vec<crate::notify::Endpoint>,
     /// `[mirror]`: the upstreams this instance mirrors, when it is a mirror.
     pub mirror: Option<MirrorSpec>,
+    /// `[maintenance] read_only`: pulls are served, every write refused.
+    pub read_only: bool,
+    /// `[http] headers`: added to every response of the instance.
+    pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+    /// `[validation]`: what URLs the layers of pushed manifests may carry;
+    /// `None`: not checked.
+    pub manifest_urls: Option<ManifestUrls>,
 }
 
 /// Default of `[auth] max_login_failures`.
@@ -233,6 +245,18 @@ impl Claims {
                 self.addrs.insert(addr, err.location());
             }
         }
+    }
+}
+
+/// Whether `berth.toml` in `dir` has a shared `[listen] https`, for a
+/// tool that writes an instance file before the config is whole;
+/// berth.toml's errors when it has any.
+pub fn has_shared_https(dir: &Path) -> Result<bool, ConfigErrors> {
+    let mut claims = Claims::default();
+    let server = server::read(dir, &mut claims);
+    match claims.errors.is_empty() {
+        true => Ok(server.https.is_some()),
+        false => Err(ConfigErrors(claims.errors)),
     }
 }
 
@@ -391,7 +415,7 @@ mod tests {
     fn errors_carry_file_and_line() {
         let d = Dir::new();
         d.instance("ci", "hostnames = [\"a.test\"]\n\nbogus = 1\n");
-        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`, `ui`, `notify`, `mirror`"]);
+        assert_eq!(d.errors(), vec!["instances/ci.toml:3:1: unknown field `bogus`, expected one of `hostnames`, `listen`, `storage`, `auth`, `access`, `tls`, `retention`, `limits`, `ui`, `notify`, `mirror`, `maintenance`, `http`, `validation`"]);
         d.instance("ci", "hostnames = [\"a.test\"\n");
         assert_eq!(
             d.errors(),
@@ -919,6 +943,79 @@ mod tests {
         ] {
             d.instance("hub", &format!("listen = [\"127.0.0.1:5000\"]\n{text}"));
             assert_eq!(d.errors(), vec![error.to_string()], "{text}");
+        }
+    }
+
+    #[test]
+    fn maintenance_headers_and_validation() {
+        let d = Dir::new();
+        d.instance("ci", "hostnames = [\"ci.test\"]\n");
+        let c = load(d.0.path()).unwrap();
+        let ci = &c.instances[0];
+        assert!(!ci.read_only && ci.headers.is_empty() && ci.manifest_urls.is_none());
+        d.instance(
+            "ci",
+            "hostnames = [\"ci.test\"]\n[maintenance]\nread_only = true\n\
+             [http]\nheaders = { \"X-Content-Type-Options\" = \"nosniff\", \"Cache-Control\" = \"no-store\" }\n\
+             [validation]\nmanifest_urls_allow = ['^https://cdn\\.example\\.com/']\n",
+        );
+        let c = load(d.0.path()).unwrap();
+        let ci = &c.instances[0];
+        assert!(ci.read_only);
+        let headers: Vec<_> = ci
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            ["cache-control: no-store", "x-content-type-options: nosniff"]
+        );
+        let urls = ci.manifest_urls.as_ref().unwrap();
+        assert_eq!(urls.allow.len(), 1);
+        assert!(urls.deny.is_empty());
+        // An empty [validation] table is there: nothing is allowed.
+        d.instance("ci", "hostnames = [\"ci.test\"]\n[validation]\n");
+        let c = load(d.0.path()).unwrap();
+        assert!(c.instances[0]
+            .manifest_urls
+            .as_ref()
+            .unwrap()
+            .allow
+            .is_empty());
+        for (text, error) in [
+            (
+                "[maintenance]\nread_only = \"yes\"",
+                "instances/ci.toml:3:13: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "[maintenance]\nreadonly = true",
+                "instances/ci.toml:3:1: unknown field `readonly`, expected `read_only`",
+            ),
+            (
+                "[http]\nheaders = { \"Bad Name\" = \"x\" }",
+                "instances/ci.toml:3:13: http.headers: 'Bad Name' is not a header name",
+            ),
+            (
+                "[http]\nheaders = { \"Content-Length\" = \"1\" }",
+                "instances/ci.toml:3:13: http.headers: Content-Length is set by the server for each response",
+            ),
+            (
+                "[http]\nheaders = { \"X-A\" = \"line\\nbreak\" }",
+                "instances/ci.toml:3:21: http.headers.X-A: a header value is visible ASCII, spaces and tabs",
+            ),
+            (
+                "[http]\nheaders = { \"X-A\" = 1 }",
+                "instances/ci.toml:3:21: invalid type: integer `1`, expected a string",
+            ),
+            (
+                "[validation]\nmanifest_urls_deny = [\"ok\", \"(unclosed\"]",
+                "instances/ci.toml:3:29: validation.manifest_urls_deny: invalid pattern '(unclosed': regex parse error:",
+            ),
+        ] {
+            d.instance("ci", &format!("hostnames = [\"ci.test\"]\n{text}\n"));
+            let errs = d.errors();
+            assert!(errs[0].starts_with(error), "{text}: {errs:?}");
         }
     }
 }

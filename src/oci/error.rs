@@ -143,6 +143,15 @@ impl RegistryError {
         ))
     }
 
+    /// A write to an instance in `[maintenance] read_only` mode (405
+    /// `UNSUPPORTED`, as registry:2 answers in its read-only mode).
+    pub fn read_only() -> Self {
+        RegistryError::MethodNotAllowed(
+            "this registry is read-only (maintenance): pulls work, pushes, uploads and deletes are refused"
+                .into(),
+        )
+    }
+
     /// Wraps an I/O failure; a full disk becomes [`RegistryError::StorageFull`].
     pub fn io(context: &str, err: io::Error) -> Self {
         // ENOSPC, and EDQUOT (a quota is as full as a disk).

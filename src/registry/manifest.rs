@@ -58,6 +58,9 @@ pub struct Manifest {
     /// `artifactType`, or for images without one the config media type.
     pub artifact_type: Option<String>,
     pub annotations: Option<BTreeMap<String, String>>,
+    /// The `urls` of its config and layers, where clients fetch those
+    /// from (see [`super::urls`]).
+    pub urls: Vec<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> RegistryError {
@@ -141,6 +144,7 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Regis
     let mut blobs = Vec::new();
     let mut children = Vec::new();
     let mut artifact_type = raw.artifact_type.clone();
+    let mut urls = Vec::new();
     match kind {
         Kind::Image => {
             let config = raw
@@ -152,6 +156,10 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Regis
                 .layers
                 .as_ref()
                 .ok_or_else(|| invalid("image manifest has no layers"))?;
+            urls = std::iter::once(config)
+                .chain(layers)
+                .flat_map(|d| d.urls.iter().flatten().cloned())
+                .collect();
             for (i, layer) in layers.iter().enumerate() {
                 let d = descriptor_digest(layer, &format!("layers[{i}]"))?;
                 if !is_foreign_layer(&layer.media_type) {
@@ -185,6 +193,7 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Regis
         subject,
         artifact_type,
         annotations: raw.annotations,
+        urls,
     })
 }
 

@@ -20,6 +20,7 @@ pub mod retention;
 #[cfg(test)]
 mod tests;
 mod uploads;
+pub mod urls;
 pub mod usage;
 
 use std::sync::Arc;
@@ -346,14 +347,20 @@ impl Registry {
     }
 
     /// Validates and stores a manifest, tagging it when `reference` is a tag.
+    /// With `urls`, the URLs its layers carry are held to those rules;
+    /// without, they are taken unchecked.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
+        urls: Option<&urls::ManifestUrls>,
     ) -> Result<PutManifest, RegistryError> {
         let parsed = manifest::parse(content_type, &bytes)?;
+        if let Some(rules) = urls {
+            rules.check(parsed.urls.iter().map(String::as_str))?;
+        }
         let digest = manifest_digest(reference, &bytes).map_err(|(actual, d)| {
             RegistryError::DigestInvalid(format!("manifest digest is {actual}, not {d}"))
         })?;

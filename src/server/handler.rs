@@ -2,7 +2,8 @@
 //! handed back: the limits every request gets ([`limits`]), the early-answer
 //! bookkeeping ([`early`]), the instance it is for ([`routing`]), the
 //! instance's API or web UI, the headers every response carries
-//! (`Docker-Distribution-API-Version`, `X-Request-Id`, HSTS over TLS) and
+//! (`Docker-Distribution-API-Version`, `X-Request-Id`, HSTS over TLS, the
+//! instance's `[http] headers`) and
 //! what its access-log line says ([`access_log`], written once the response
 //! is sent).
 //!
@@ -120,6 +121,7 @@ async fn serve(
                 tls: matches!(via, Via::Tls { .. }),
                 next_gc: inst.next_gc(),
                 sessions: &inst.config.ui.sessions,
+                read_only: inst.config.read_only,
             };
             ui::handle(ctx, req).await
         }
@@ -131,6 +133,8 @@ async fn serve(
                 limits: &inst.config.limits,
                 upload_ttl: inst.config.retention.upload_ttl,
                 notify: &inst.notifier,
+                read_only: inst.config.read_only,
+                manifest_urls: inst.config.manifest_urls.as_ref(),
             };
             api::handle(ctx, req).await
         }
@@ -138,6 +142,14 @@ async fn serve(
     };
     if let Some(unread) = unread {
         unread.settle(&mut resp).await;
+    }
+    if let Some(inst) = &instance {
+        for (name, value) in &inst.config.headers {
+            // The response's own header (berth's) is kept, as registry:2 does.
+            if !resp.headers().contains_key(name) {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
     }
     if matches!(via, Via::Tls { .. }) {
         resp.headers_mut().insert(

@@ -127,7 +127,17 @@ impl Instance {
             self.state_dir.clone(),
         )));
         let weak = Arc::downgrade(self);
-        let scheduled = self.config.retention.interval.is_some();
+        // A read-only instance changes nothing by itself either: its
+        // scheduled collections wait for the reload that lifts it.
+        let interval = self
+            .config
+            .retention
+            .interval
+            .filter(|_| !self.config.read_only);
+        if self.config.read_only && self.config.retention.interval.is_some() {
+            tracing::info!(instance = %self.config.name, "read-only: scheduled retention paused");
+        }
+        let scheduled = interval.is_some();
         let name = self.config.name.clone();
         jobs.push(tokio::spawn(async move {
             let mut first = true;
@@ -155,7 +165,6 @@ impl Instance {
             }
         }));
         let weak = Arc::downgrade(self);
-        let interval = self.config.retention.interval;
         let tick = interval.map_or(FLUSH_PULLS, |i| i.min(FLUSH_PULLS));
         let name = self.config.name.clone();
         *self.next_gc.lock() = interval.map(|i| SystemTime::now() + i);

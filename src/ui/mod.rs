@@ -59,6 +59,8 @@ pub struct Ui<'a> {
     pub next_gc: Option<SystemTime>,
     /// How long login sessions last.
     pub sessions: &'a crate::auth::session::Limits,
+    /// `[maintenance] read_only`: deletes and collections are refused.
+    pub read_only: bool,
 }
 
 /// What a path of the UI names.

@@ -459,6 +459,9 @@ async fn delete(a: &Asked<'_>, repo: &RepoName) -> Result<Response<Body>, Regist
     let Some((reference, _, value)) = delete_target(a, true) else {
         return Ok(a.not_found());
     };
+    if a.ui.read_only {
+        return Err(RegistryError::read_only());
+    }
     a.ui.registry.delete_manifest(repo, &reference).await?;
     tracing::info!(repository = %repo, reference = %value, "deleted through the web UI");
     let left = a.ui.registry.tags(repo).await.map(|t| !t.is_empty());
@@ -543,6 +546,9 @@ async fn collect(a: &Asked<'_>) -> Result<Response<Body>, RegistryError> {
                 .await?;
         let text = report.render(a.ui.name);
         return usage(a, Some(("What a run would delete now".into(), text))).await;
+    }
+    if a.ui.read_only {
+        return Err(RegistryError::read_only());
     }
     let registry = a.ui.registry.clone();
     let name = a.ui.name.to_string();

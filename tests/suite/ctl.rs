@@ -352,8 +352,21 @@ fn help_and_usage_errors() {
     let help = ctl(dir.path(), &["help"], None);
     assert!(help.status.success());
     for cmd in [
-        "start", "stop", "restart", "reload", "status", "logs", "debug", "check", "passwd", "gc",
-        "fsck", "ca-path", "install", "test",
+        "start",
+        "stop",
+        "restart",
+        "reload",
+        "status",
+        "logs",
+        "debug",
+        "check",
+        "passwd",
+        "gc",
+        "fsck",
+        "ca-path",
+        "import-registry2",
+        "install",
+        "test",
     ] {
         assert!(
             text(&help).contains(&format!("  {cmd}")),
@@ -368,6 +381,58 @@ fn help_and_usage_errors() {
         ctl(dir.path(), &["passwd", "ci"], None).status.code(),
         Some(1)
     );
+}
+
+/// `./ctl import-registry2` writes the instance of a registry:2 without
+/// auth; `./ctl start` then gives it an admin, and anyone may pull.
+#[test]
+fn import_registry2_then_start() {
+    let dir = example_config();
+    let cfg = dir.path();
+    let yml = cfg.join("registry2.yml");
+    std::fs::write(
+        &yml,
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /nonexistent/registry\n\
+         http:\n  addr: 127.0.0.1:0\n",
+    )
+    .unwrap();
+    let out = ctl(
+        cfg,
+        &[
+            "import-registry2",
+            "--name",
+            "old",
+            "--config",
+            yml.to_str().unwrap(),
+        ],
+        None,
+    );
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("berth: wrote instances/old.toml"), "{said}");
+    assert!(
+        said.contains("warning: auth: registry:2 let anyone pull, push and delete"),
+        "{said}"
+    );
+    let again = ctl(
+        cfg,
+        &[
+            "import-registry2",
+            "--name",
+            "old",
+            "--config",
+            yml.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+
+    let _stop = StopOnDrop(cfg);
+    let said = start_ok(cfg);
+    let password = created_password(&said, "old").unwrap_or_else(|| panic!("{said}"));
+    let addr = own_listeners(&said)["old"].clone();
+    assert_eq!(status_of(&addr, None), Some(200), "anonymous pulls");
+    assert_eq!(status_of(&addr, Some(("admin", &password))), Some(200));
 }
 
 /// `install` writes a unit systemd accepts; it gives the service user what

@@ -12,24 +12,24 @@ use crate::common::{access_rule, berth_ok, ConfigDir, Instance, Server};
 use crate::common_api::*;
 
 /// A client of the UI keeping one session cookie, following no redirects.
-struct Browser {
+pub(crate) struct Browser {
     base: String,
     client: reqwest::Client,
     cookie: Option<String>,
 }
 
 /// A response, read.
-struct Page {
-    status: u16,
+pub(crate) struct Page {
+    pub(crate) status: u16,
     location: Option<String>,
     set_cookie: Option<String>,
     headers: reqwest::header::HeaderMap,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Page {
     /// The CSRF token of the page's forms.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         let at = self
             .body
             .find("name=\"csrf\" value=\"")
@@ -38,13 +38,13 @@ impl Page {
         rest[..rest.find('"').unwrap()].to_string()
     }
 
-    fn has(&self, text: &str) -> bool {
+    pub(crate) fn has(&self, text: &str) -> bool {
         self.body.contains(text)
     }
 }
 
 impl Browser {
-    fn new(server: &Server, instance: &str) -> Browser {
+    pub(crate) fn new(server: &Server, instance: &str) -> Browser {
         Browser {
             base: server.url(instance),
             client: reqwest::Client::builder()
@@ -80,12 +80,12 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
         let req = self.client.get(format!("{}{path}", self.base));
         self.send(req).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let req = self
             .client
             .post(format!("{}{path}", self.base))
@@ -94,7 +94,7 @@ impl Browser {
         self.send(req).await
     }
 
-    async fn log_in(&mut self, user: &str, password: &str) -> Page {
+    pub(crate) async fn log_in(&mut self, user: &str, password: &str) -> Page {
         let page = self
             .post(
                 "/-/login",

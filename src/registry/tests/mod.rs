@@ -87,7 +87,7 @@ async fn push(reg: &Registry, r: &RepoName, t: &str, seed: &str) -> Result<Image
 }
 
 async fn put(reg: &Registry, r: &RepoName, t: &str, img: &Image) -> Result<(), RegistryError> {
-    reg.put_manifest(r, &tag(t), Some(OCI_MANIFEST), img.manifest.clone())
+    reg.put_manifest(r, &tag(t), Some(OCI_MANIFEST), img.manifest.clone(), None)
         .await
         .map(drop)
 }

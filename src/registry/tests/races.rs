@@ -52,6 +52,7 @@ async fn blobs_and_index_children_written_during_a_collection_stay() {
             &Reference::Digest(img.digest.clone()),
             Some(OCI_MANIFEST),
             img.manifest.clone(),
+            None,
         )
         .await
         .unwrap();
@@ -74,6 +75,7 @@ async fn blobs_and_index_children_written_during_a_collection_stay() {
         &tag("multi"),
         Some("application/vnd.oci.image.index.v1+json"),
         Bytes::from(index),
+        None,
     )
     .await
     .unwrap();

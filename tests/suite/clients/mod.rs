@@ -597,7 +597,8 @@ pub struct DistRegistry {
     pub user: String,
     pub password: String,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    /// Its config and users' file, when it made the directory itself.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl DistRegistry {
@@ -616,26 +617,40 @@ impl DistRegistry {
     /// S3 bucket). `AWS_CA_BUNDLE` is kept out of its environment: with it,
     /// the S3 driver does not start ("LoadCustomCABundleError").
     pub fn start_with_storage(storage: &str, user: &str, password: &str) -> DistRegistry {
-        let bin = tool("docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
-        let htpasswd = dir.path().join("htpasswd");
+        let mut reg = Self::start_in(dir.path(), storage, "", user, password);
+        reg._dir = Some(dir);
+        reg
+    }
+
+    /// The same with its `config.yml` and `htpasswd` written into `dir`
+    /// (which the caller keeps), `extra` YAML appended to the config.
+    pub fn start_in(
+        dir: &Path,
+        storage: &str,
+        extra: &str,
+        user: &str,
+        password: &str,
+    ) -> DistRegistry {
+        let bin = tool("docker-registry");
+        let htpasswd = dir.join("htpasswd");
         let hash = bcrypt::hash_with_result(password, 5)
             .unwrap()
             .format_for_version(bcrypt::Version::TwoY);
         std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-        let log = dir.path().join("registry.log");
+        let log = dir.join("registry.log");
         for _attempt in 0..10 {
             let addr = format!("127.0.0.1:{}", pick_port());
             // A realm of its own tells this registry's answers from those of
             // any other server that took the port meanwhile.
             let realm = format!("reference-{}", token());
-            let config = dir.path().join("config.yml");
+            let config = dir.join("config.yml");
             std::fs::write(
                 &config,
                 format!(
                     "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
                      {storage}http:\n  addr: {addr}\n  secret: berth-e2e-{secret}\n\
-                     auth:\n  htpasswd:\n    realm: {realm}\n    path: {htpasswd}\n",
+                     auth:\n  htpasswd:\n    realm: {realm}\n    path: {htpasswd}\n{extra}",
                     secret = token(),
                     htpasswd = htpasswd.display(),
                 ),
@@ -671,7 +686,7 @@ impl DistRegistry {
                     user: user.to_string(),
                     password: password.to_string(),
                     log,
-                    _dir: dir,
+                    _dir: None,
                 };
             }
             stop_child(&mut child, Duration::from_secs(5));
