@@ -1,11 +1,10 @@
 //! The workloads, each run against one server at a time.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::http::{with_query, Blob, Body, Conn, Response};
+use crate::http::{with_query, Blob, Body, Conn, Endpoint, Response};
 use crate::layout::MANIFEST_MEDIA_TYPE;
 
 fn expect(r: &Response, status: u16, what: &str) -> Result<()> {
@@ -32,13 +31,13 @@ pub enum Upload {
 /// One blob upload.
 pub async fn push(
     how: Upload,
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     repo: &str,
     blob: &Blob,
     digest: &str,
 ) -> Result<Duration> {
-    let mut c = Conn::new(addr, auth);
+    let mut c = Conn::new(to, auth);
     let t = Instant::now();
     let r = c
         .send(
@@ -81,32 +80,33 @@ where
 
 /// `n` streamed pushes at once; the wall time of all of them.
 pub async fn push_concurrent(
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     repo: &str,
     blobs: &[(Blob, String)],
 ) -> Result<Duration> {
     all_at_once(blobs.iter().map(|(blob, digest)| {
-        let (auth, repo, blob, digest) = (
+        let (to, auth, repo, blob, digest) = (
+            to.clone(),
             auth.to_string(),
             repo.to_string(),
             blob.clone(),
             digest.clone(),
         );
-        async move { push(Upload::Streamed, addr, &auth, &repo, &blob, &digest).await }
+        async move { push(Upload::Streamed, &to, &auth, &repo, &blob, &digest).await }
     }))
     .await
 }
 
 /// `GET` of a blob, body read and dropped.
 pub async fn pull(
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     repo: &str,
     digest: &str,
     size: u64,
 ) -> Result<Duration> {
-    let mut c = Conn::new(addr, auth);
+    let mut c = Conn::new(to, auth);
     let t = Instant::now();
     let r = c
         .send(
@@ -128,7 +128,7 @@ pub async fn pull(
 
 /// `n` pulls at once; the wall time of all of them.
 pub async fn pull_concurrent(
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     repo: &str,
     digest: &str,
@@ -136,8 +136,13 @@ pub async fn pull_concurrent(
     n: usize,
 ) -> Result<Duration> {
     all_at_once((0..n).map(|_| {
-        let (auth, repo, digest) = (auth.to_string(), repo.to_string(), digest.to_string());
-        async move { pull(addr, &auth, &repo, &digest, size).await }
+        let (to, auth, repo, digest) = (
+            to.clone(),
+            auth.to_string(),
+            repo.to_string(),
+            digest.to_string(),
+        );
+        async move { pull(&to, &auth, &repo, &digest, size).await }
     }))
     .await
 }
@@ -260,8 +265,8 @@ fn next_link(link: &str) -> Option<String> {
 }
 
 /// Runs the request once (warm-up) and returns its body, for checks.
-pub async fn probe(addr: SocketAddr, auth: &str, req: &Request) -> Result<Vec<u8>> {
-    let mut c = Conn::new(addr, auth);
+pub async fn probe(to: &Endpoint, auth: &str, req: &Request) -> Result<Vec<u8>> {
+    let mut c = Conn::new(to, auth);
     req.run(&mut c).await
 }
 
@@ -279,7 +284,7 @@ pub enum Until {
 /// `conns` keep-alive connections, each warmed up with one request, repeat
 /// `req` until `until`.
 pub async fn rate(
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     req: &Request,
     conns: usize,
@@ -288,7 +293,7 @@ pub async fn rate(
     // Open and warm up every connection first (one request each).
     let mut warm = Vec::new();
     for _ in 0..conns {
-        let mut c = Conn::new(addr, auth);
+        let mut c = Conn::new(to, auth);
         req.step(&mut c, &mut Vec::new(), &mut None).await?;
         warm.push(c);
     }
