@@ -137,7 +137,7 @@ pub struct Endpoint {
 }
 
 struct Tls {
-    connector: tokio_rustls::TlsConnector,
+    config: Arc<rustls::ClientConfig>,
     name: ServerName<'static>,
 }
 
@@ -161,7 +161,7 @@ impl Endpoint {
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let tls = Tls {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            config: Arc::new(config),
             name: ServerName::try_from(name.to_string())?,
         };
         Ok(Endpoint {
@@ -170,27 +170,48 @@ impl Endpoint {
         })
     }
 
-    /// The `Host` header: the name asked for over TLS, else the address.
-    fn host(&self) -> String {
+    /// The same server over TLS asking for HTTP/2 by ALPN (`None` for a
+    /// plain endpoint).
+    pub fn h2(&self) -> Option<Endpoint> {
+        let tls = self.tls.as_ref()?;
+        let mut config = tls.config.as_ref().clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Some(Endpoint {
+            addr: self.addr,
+            tls: Some(Arc::new(Tls {
+                config: Arc::new(config),
+                name: tls.name.clone(),
+            })),
+        })
+    }
+
+    /// The `Host` header (the `:authority` of HTTP/2): the name asked for
+    /// over TLS, else the address.
+    pub fn host(&self) -> String {
         match &self.tls {
             Some(t) => format!("{}:{}", t.name.to_str(), self.addr.port()),
             None => self.addr.to_string(),
         }
     }
 
-    async fn connect(&self) -> Result<Box<dyn Stream>> {
+    /// A new connection, with the TLS handshake done; the protocol the
+    /// server chose by ALPN.
+    pub async fn connect(&self) -> Result<(Box<dyn Stream>, Option<Vec<u8>>)> {
         let tcp = TcpStream::connect(self.addr)
             .await
             .with_context(|| format!("connect {self}"))?;
         tcp.set_nodelay(true)?;
         Ok(match &self.tls {
-            None => Box::new(tcp),
-            Some(t) => Box::new(
-                t.connector
+            None => (Box::new(tcp), None),
+            Some(t) => {
+                let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+                let tls = connector
                     .connect(t.name.clone(), tcp)
                     .await
-                    .with_context(|| format!("TLS handshake with {self}"))?,
-            ),
+                    .with_context(|| format!("TLS handshake with {self}"))?;
+                let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                (Box::new(tls), alpn)
+            }
         })
     }
 }
@@ -205,7 +226,7 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// A connection's byte stream, plain or TLS.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
@@ -243,7 +264,7 @@ impl Conn {
 
     async fn stream(&mut self) -> Result<&mut Box<dyn Stream>> {
         if self.stream.is_none() {
-            self.stream = Some(self.to.connect().await?);
+            self.stream = Some(self.to.connect().await?.0);
             self.pos = 0;
             self.end = 0;
         }

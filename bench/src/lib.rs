@@ -11,6 +11,7 @@
 //! within [`NOT_WORSE`] of it.
 
 pub mod garage;
+mod h2;
 mod http;
 mod layout;
 mod report;
@@ -212,7 +213,7 @@ fn usage() -> &'static str {
      \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog,\n\
      \x20                 ui (berth only), s3-push-mono, s3-push-concurrent, s3-pull,\n\
      \x20                 tls-push-mono, tls-push-chunked, tls-push-concurrent, tls-pull,\n\
-     \x20                 tls-manifest-get\n\
+     \x20                 tls-manifest-get, tls-h2-pull, tls-h2-manifest-get\n\
      --s3              run only the workloads on S3 (the s3-* ones; without --s3 or\n\
      \x20                 --only they run when Garage is installed, see bench/README.md)\n\
      --tls             run only the workloads over TLS (the tls-* ones; without --tls or\n\
@@ -240,12 +241,14 @@ const S3_WORKLOADS: [&str; 3] = ["s3-push-mono", "s3-push-concurrent", "s3-pull"
 
 /// The workloads over TLS: berth's https listener against Caddy in front
 /// of the reference.
-const TLS_WORKLOADS: [&str; 5] = [
+const TLS_WORKLOADS: [&str; 7] = [
     "tls-push-mono",
     "tls-push-chunked",
     "tls-push-concurrent",
     "tls-pull",
     "tls-manifest-get",
+    "tls-h2-pull",
+    "tls-h2-manifest-get",
 ];
 
 fn workspace_dir() -> PathBuf {
@@ -485,6 +488,9 @@ fn remove_blob(s: &Server, repo: &str, digest: &str) {
     let _ = std::fs::remove_dir_all(v2.join(format!("repositories/{repo}/_layers/sha256/{hex}")));
 }
 
+/// The seed of the blob the pull workloads pull.
+const PULL_SEED: u64 = 0xB16;
+
 static SEED: AtomicU64 = AtomicU64::new(1);
 
 fn next_seed() -> u64 {
@@ -687,6 +693,30 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
         ms(
             "tls_manifest_p99",
             "TLS: manifest GET p99",
+            Target::AtMost(5.0),
+        ),
+        mbps(
+            "tls_h2_pull",
+            format!("TLS, HTTP/2: pull {big}"),
+            Target::Ratio(3.0),
+        ),
+        rps(
+            "tls_h2_manifest_rps",
+            format!(
+                "TLS, HTTP/2: manifest GET, {} streams on {} conns",
+                tls::H2_CONNS * tls::H2_STREAMS,
+                tls::H2_CONNS
+            ),
+            Target::Ratio(50.0),
+        ),
+        ms(
+            "tls_h2_manifest_p50",
+            "TLS, HTTP/2: manifest GET p50",
+            Target::None,
+        ),
+        ms(
+            "tls_h2_manifest_p99",
+            "TLS, HTTP/2: manifest GET p99",
             Target::AtMost(5.0),
         ),
     ];
@@ -1340,7 +1370,7 @@ async fn blob_workloads(
     // pull: the same blobs pushed (untimed) to both servers; on S3 one
     // pull only (many at once would measure Garage more than the servers)
     let pull_rounds = plan.rounds * wanted("pull");
-    let big = Blob::new(base.clone(), 0xB16, plan.big);
+    let big = Blob::new(base.clone(), PULL_SEED, plan.big);
     let (pn, psize) = plan.conc_pull;
     let small = (store != Setup::S3).then(|| Blob::new(base.clone(), 0x5A11, psize));
     let blobs: Vec<(&Blob, String)> = [Some(&big), small.as_ref()]

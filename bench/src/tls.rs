@@ -2,19 +2,23 @@
 //! TLS (its self-signed certificate on the shared https listener) against
 //! the stack it replaces, Caddy with `tls internal` reverse-proxying the
 //! reference ([`crate::servers`]), both on disk. The client is the one of
-//! the other runs, speaking TLS 1.3 through rustls over HTTP/1.1.
+//! the other runs, speaking TLS 1.3 through rustls over HTTP/1.1; then
+//! hyper's HTTP/2 client for a pull and the manifest GETs ([`crate::h2`]).
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
+use crate::h2;
+use crate::http::Blob;
 use crate::report::{Results, Row};
 pub use crate::servers::CADDY;
-use crate::servers::{Storage, Wire};
-use crate::workloads::{self, Request};
+use crate::servers::{Server, Storage, Wire};
+use crate::workloads::{self, Request, Upload};
 use crate::{
-    blob_workloads, first_line, layout, say, start_servers, Opts, Plan, RateWorkload, Setup,
+    blob_workloads, first_line, layout, mbps, order, say, start_servers, Opts, Plan, RateWorkload,
+    Setup,
 };
 
 /// What the keys of the metrics over TLS start with.
@@ -93,7 +97,80 @@ pub async fn run(
     let rounds = plan.rounds * usize::from(opts.wants("tls-manifest-get"));
     rate.run(&mut servers, plan, auth, rounds, Setup::Tls, res)
         .await?;
+    h2_workloads(opts, plan, &mut servers, auth, res).await?;
     // The servers stop here (Drop), before the data directory goes.
     drop(servers);
+    Ok(())
+}
+
+/// HTTP/2 connections of the manifest GETs, and streams on each: as many
+/// requests in flight as the HTTP/1.1 workload's connections.
+pub const H2_CONNS: usize = 4;
+pub const H2_STREAMS: usize = 8;
+
+/// Over HTTP/2 (both servers offer it): the pull of the blob the pull
+/// workload pushed, as one stream, and the manifest GETs as streams of
+/// [`H2_CONNS`] connections.
+async fn h2_workloads(
+    opts: &Opts,
+    plan: &Plan,
+    servers: &mut [Server],
+    auth: &str,
+    res: &mut Results,
+) -> Result<()> {
+    let blob = Blob::new(Blob::base_block(), crate::PULL_SEED, plan.big);
+    let big = blob.digest();
+    let rounds = plan.rounds * usize::from(opts.wants("tls-h2-pull"));
+    // The pull workload pushed it, when it ran.
+    if rounds > 0 && !opts.wants("tls-pull") {
+        for s in servers.iter() {
+            workloads::push(Upload::Mono, &s.addr, auth, "bench/pull", &blob, &big).await?;
+        }
+    }
+    for round in 0..rounds {
+        for i in order(round, servers.len()) {
+            let s = &mut servers[i];
+            let d = h2::pull(&s.addr, auth, "bench/pull", &big, plan.big)
+                .await
+                .with_context(|| format!("{}: pull over HTTP/2", s.name))?;
+            res.add("tls_h2_pull", i, mbps(plan.big, d));
+            say(&format!(
+                "tls-h2-pull       round {} {:>9}: {:8.0} MB/s",
+                round + 1,
+                s.name,
+                mbps(plan.big, d)
+            ));
+            s.check_alive()?;
+        }
+    }
+    let manifest = Request::manifest("bench/app", "latest");
+    for round in 0..plan.rounds * usize::from(opts.wants("tls-h2-manifest-get")) {
+        for i in order(round, servers.len()) {
+            let s = &mut servers[i];
+            let r = h2::rate(
+                &s.addr,
+                auth,
+                &manifest,
+                H2_CONNS,
+                H2_STREAMS,
+                plan.duration,
+            )
+            .await
+            .with_context(|| format!("{}: manifest GETs over HTTP/2", s.name))?;
+            res.add("tls_h2_manifest_rps", i, r.per_sec);
+            res.add("tls_h2_manifest_p50", i, r.p50_ms);
+            res.add("tls_h2_manifest_p99", i, r.p99_ms);
+            say(&format!(
+                "tls-h2-manifest   round {} {:>9}: {:8.0} req/s ({} requests, p50 {:.2} ms, p99 {:.2} ms)",
+                round + 1,
+                s.name,
+                r.per_sec,
+                r.requests,
+                r.p50_ms,
+                r.p99_ms
+            ));
+            s.check_alive()?;
+        }
+    }
     Ok(())
 }

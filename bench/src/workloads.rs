@@ -154,6 +154,19 @@ pub struct Rate {
     pub p99_ms: f64,
 }
 
+impl Rate {
+    /// The rate of requests that took `lat` microseconds each, in `wall`.
+    pub fn of(mut lat: Vec<u32>, wall: Duration) -> Rate {
+        lat.sort_unstable();
+        Rate {
+            requests: lat.len() as u64,
+            per_sec: lat.len() as f64 / wall.as_secs_f64(),
+            p50_ms: percentile(&lat, 0.50),
+            p99_ms: percentile(&lat, 0.99),
+        }
+    }
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -310,30 +323,18 @@ pub async fn rate(
         let req = req.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
-            let mut n = 0u64;
             let mut cursor = None;
-            while more(n) {
+            while more(lat.len() as u64) {
                 req.step(&mut c, &mut lat, &mut cursor).await?;
-                n += 1;
             }
-            anyhow::Ok((n, lat))
+            anyhow::Ok(lat)
         }));
     }
-    let mut total = 0;
     let mut all = Vec::new();
     for task in tasks {
-        let (n, lat) = task.await??;
-        total += n;
-        all.extend(lat);
+        all.extend(task.await??);
     }
-    let wall = t0.elapsed().as_secs_f64();
-    all.sort_unstable();
-    Ok(Rate {
-        requests: total,
-        per_sec: total as f64 / wall,
-        p50_ms: percentile(&all, 0.50),
-        p99_ms: percentile(&all, 0.99),
-    })
+    Ok(Rate::of(all, t0.elapsed()))
 }
 
 /// Checks that a fetched manifest is the benchmark image's.

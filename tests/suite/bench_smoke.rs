@@ -8,7 +8,7 @@
 //! asserts nothing about speed.
 
 /// The metric keys of the report, one per row.
-const ROWS: [&str; 36] = [
+const ROWS: [&str; 40] = [
     "push_mono",
     "push_stream",
     "push_conc",
@@ -45,6 +45,10 @@ const ROWS: [&str; 36] = [
     "tls_manifest_rps",
     "tls_manifest_p50",
     "tls_manifest_p99",
+    "tls_h2_pull",
+    "tls_h2_manifest_rps",
+    "tls_h2_manifest_p50",
+    "tls_h2_manifest_p99",
 ];
 
 #[test]
