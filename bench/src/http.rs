@@ -205,6 +205,10 @@ impl Endpoint {
             None => (Box::new(tcp), None),
             Some(t) => {
                 let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+                // rustls reads a few KiB at a time: large reads below it
+                // save the client system calls (a client's CPU is taken from
+                // the server under test on these cores).
+                let tcp = tokio::io::BufReader::with_capacity(READ_BUF, tcp);
                 let tls = connector
                     .connect(t.name.clone(), tcp)
                     .await
