@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 missing=""
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 command -v htpasswd >/dev/null 2>&1 || missing="$missing apache2-utils"
+command -v caddy >/dev/null 2>&1 || missing="$missing caddy"
 if [ -n "$missing" ]; then
     echo "run.sh: installing$missing"
     if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi

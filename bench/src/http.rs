@@ -1,14 +1,17 @@
-//! A minimal HTTP/1.1 client over one keep-alive TCP connection: just what
-//! the registry API needs, with as little client-side work as possible so
-//! that the servers are what is measured.
+//! A minimal HTTP/1.1 client over one keep-alive connection, plain TCP or
+//! TLS (rustls, as berth's server): just what the registry API needs, with
+//! as little client-side work as possible so that the servers are what is
+//! measured.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Size of the blob generator's block and of each write of a blob body.
@@ -125,12 +128,118 @@ pub fn strip_origin(url: &str) -> String {
     }
 }
 
+/// Where a server listens: its address, and for HTTPS the client's TLS
+/// settings and the name it asks for (SNI and `Host`).
+#[derive(Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    tls: Option<Arc<Tls>>,
+}
+
+struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+}
+
+impl Endpoint {
+    pub fn plain(addr: SocketAddr) -> Endpoint {
+        Endpoint { addr, tls: None }
+    }
+
+    /// HTTPS to `addr` as `name`, trusting the PEM certificates in `roots`
+    /// (the server's CA), over HTTP/1.1.
+    pub fn https(addr: SocketAddr, name: &str, roots: &[u8]) -> Result<Endpoint> {
+        let mut store = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(roots) {
+            store.add(cert.context("reading the CA certificate")?)?;
+        }
+        ensure!(!store.is_empty(), "no CA certificate to trust");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = Tls {
+            config: Arc::new(config),
+            name: ServerName::try_from(name.to_string())?,
+        };
+        Ok(Endpoint {
+            addr,
+            tls: Some(Arc::new(tls)),
+        })
+    }
+
+    /// The same server over TLS asking for HTTP/2 by ALPN (`None` for a
+    /// plain endpoint).
+    pub fn h2(&self) -> Option<Endpoint> {
+        let tls = self.tls.as_ref()?;
+        let mut config = tls.config.as_ref().clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Some(Endpoint {
+            addr: self.addr,
+            tls: Some(Arc::new(Tls {
+                config: Arc::new(config),
+                name: tls.name.clone(),
+            })),
+        })
+    }
+
+    /// The `Host` header (the `:authority` of HTTP/2): the name asked for
+    /// over TLS, else the address.
+    pub fn host(&self) -> String {
+        match &self.tls {
+            Some(t) => format!("{}:{}", t.name.to_str(), self.addr.port()),
+            None => self.addr.to_string(),
+        }
+    }
+
+    /// A new connection, with the TLS handshake done; the protocol the
+    /// server chose by ALPN.
+    pub async fn connect(&self) -> Result<(Box<dyn Stream>, Option<Vec<u8>>)> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("connect {self}"))?;
+        tcp.set_nodelay(true)?;
+        Ok(match &self.tls {
+            None => (Box::new(tcp), None),
+            Some(t) => {
+                let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+                // rustls reads a few KiB at a time: large reads below it
+                // save the client system calls (a client's CPU is taken from
+                // the server under test on these cores).
+                let tcp = tokio::io::BufReader::with_capacity(READ_BUF, tcp);
+                let tls = connector
+                    .connect(t.name.clone(), tcp)
+                    .await
+                    .with_context(|| format!("TLS handshake with {self}"))?;
+                let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                (Box::new(tls), alpn)
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.tls {
+            Some(t) => write!(f, "https://{} ({})", self.host(), t.name.to_str()),
+            None => write!(f, "http://{}", self.addr),
+        }
+    }
+}
+
+/// A connection's byte stream, plain or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 /// One client connection (reconnects when the server closed it).
 pub struct Conn {
-    addr: SocketAddr,
+    to: Endpoint,
     host: String,
     auth: String,
-    stream: Option<TcpStream>,
+    stream: Option<Box<dyn Stream>>,
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -145,10 +254,10 @@ enum Framing {
 
 impl Conn {
     /// `auth` is the full `Authorization` header value.
-    pub fn new(addr: SocketAddr, auth: &str) -> Conn {
+    pub fn new(to: &Endpoint, auth: &str) -> Conn {
         Conn {
-            addr,
-            host: addr.to_string(),
+            to: to.clone(),
+            host: to.host(),
             auth: auth.to_string(),
             stream: None,
             buf: vec![0; READ_BUF],
@@ -157,13 +266,9 @@ impl Conn {
         }
     }
 
-    async fn stream(&mut self) -> Result<&mut TcpStream> {
+    async fn stream(&mut self) -> Result<&mut Box<dyn Stream>> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(self.addr)
-                .await
-                .with_context(|| format!("connect {}", self.addr))?;
-            s.set_nodelay(true)?;
-            self.stream = Some(s);
+            self.stream = Some(self.to.connect().await?.0);
             self.pos = 0;
             self.end = 0;
         }
@@ -257,6 +362,8 @@ impl Conn {
                 stream.write_all(b"0\r\n\r\n").await?;
             }
         }
+        // TLS keeps what it has not sent yet until asked.
+        stream.flush().await?;
         Ok(())
     }
 

@@ -4,18 +4,20 @@
 //!
 //! `cargo run --release -p berth-bench -- [--quick] [--berth PATH]
 //! [--reference PATH] [--rounds N] [--duration SECS] [--skip-reference]
-//! [--baseline PATH] [--s3] [--data-dir DIR] [--out DIR] [--keep]`; [`run`]
-//! is the same with the arguments given (the binary is a thin wrapper, the
-//! test suite calls it). With `--baseline`, another berth binary (an
+//! [--baseline PATH] [--s3] [--tls] [--data-dir DIR] [--out DIR] [--keep]`;
+//! [`run`] is the same with the arguments given (the binary is a thin
+//! wrapper, the test suite calls it). With `--baseline`, another berth binary (an
 //! earlier build) takes the reference's place, and every workload must be
 //! within [`NOT_WORSE`] of it.
 
 pub mod garage;
+mod h2;
 mod http;
 mod layout;
 mod report;
 mod s3;
 mod servers;
+mod tls;
 mod workloads;
 
 /// Stopping a server child by its PID, for the tests' servers too.
@@ -31,8 +33,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::http::{basic_auth, Blob, Body, Conn};
-use crate::report::{Agg, Better, Limits, Metric, Results, Target, RESULTS, S3_RESULTS};
-use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server, Storage};
+use crate::report::{
+    Agg, Better, Limits, Metric, Results, Target, RESULTS, S3_RESULTS, TLS_RESULTS,
+};
+use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server, Storage, Wire};
 use crate::workloads::{Request, Upload};
 
 const MIB: u64 = 1 << 20;
@@ -67,7 +71,9 @@ struct Opts {
 
 impl Opts {
     fn wants(&self, workload: &str) -> bool {
-        let known = WORKLOADS.contains(&workload) || S3_WORKLOADS.contains(&workload);
+        let known = [&WORKLOADS[..], &S3_WORKLOADS, &TLS_WORKLOADS]
+            .iter()
+            .any(|list| list.contains(&workload));
         known && (self.only.is_empty() || self.only.iter().any(|w| w == workload))
     }
 
@@ -127,6 +133,8 @@ struct Plan {
     disk: bool,
     /// Whether the workloads on S3 run (wanted, and Garage is there).
     s3: bool,
+    /// Whether the workloads over TLS run (wanted, and Caddy is there).
+    tls: bool,
 }
 
 impl Plan {
@@ -149,6 +157,7 @@ impl Plan {
                 limit_bytes: 16 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
+                tls: false,
             }
         } else {
             Plan {
@@ -168,6 +177,7 @@ impl Plan {
                 limit_bytes: 512 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
+                tls: false,
             }
         };
         if let Some(r) = o.rounds {
@@ -183,7 +193,7 @@ impl Plan {
 fn usage() -> &'static str {
     "usage: berth-bench [--quick] [--berth PATH] [--reference PATH] [--skip-reference]\n\
      \x20                  [--baseline PATH] [--rounds N] [--duration SECS] [--only LIST]\n\
-     \x20                  [--s3] [--s3-part-size SIZE] [--s3-parallel-parts N]\n\
+     \x20                  [--s3] [--s3-part-size SIZE] [--s3-parallel-parts N] [--tls]\n\
      \x20                  [--data-dir DIR] [--out DIR] [--keep]\n\
      \n\
      --quick           small sizes, one round: a sanity run of every workload\n\
@@ -201,9 +211,13 @@ fn usage() -> &'static str {
      --keep            keep the temporary data directory (logs, storage)\n\
      --only LIST       run only these workloads (comma-separated): push-mono,\n\
      \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog,\n\
-     \x20                 ui (berth only), s3-push-mono, s3-push-concurrent, s3-pull\n\
+     \x20                 ui (berth only), s3-push-mono, s3-push-concurrent, s3-pull,\n\
+     \x20                 tls-push-mono, tls-push-chunked, tls-push-concurrent, tls-pull,\n\
+     \x20                 tls-manifest-get, tls-h2-pull, tls-h2-manifest-get\n\
      --s3              run only the workloads on S3 (the s3-* ones; without --s3 or\n\
      \x20                 --only they run when Garage is installed, see bench/README.md)\n\
+     --tls             run only the workloads over TLS (the tls-* ones; without --tls or\n\
+     \x20                 --only they run when Caddy is installed)\n\
      --s3-part-size SIZE, --s3-parallel-parts N\n\
      \x20                 berth's part_size and parallel_parts on S3 (default: its\n\
      \x20                 defaults, 8MiB and 4)\n\
@@ -224,6 +238,18 @@ const WORKLOADS: [&str; 8] = [
 
 /// The workloads on S3: the servers' S3 drivers on one Garage bucket.
 const S3_WORKLOADS: [&str; 3] = ["s3-push-mono", "s3-push-concurrent", "s3-pull"];
+
+/// The workloads over TLS: berth's https listener against Caddy in front
+/// of the reference.
+const TLS_WORKLOADS: [&str; 7] = [
+    "tls-push-mono",
+    "tls-push-chunked",
+    "tls-push-concurrent",
+    "tls-pull",
+    "tls-manifest-get",
+    "tls-h2-pull",
+    "tls-h2-manifest-get",
+];
 
 fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -274,13 +300,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
                 let v = value()?;
                 for w in v.split(',') {
                     ensure!(
-                        WORKLOADS.contains(&w) || S3_WORKLOADS.contains(&w),
-                        "unknown workload {w:?} (one of {WORKLOADS:?} or {S3_WORKLOADS:?})"
+                        [&WORKLOADS[..], &S3_WORKLOADS, &TLS_WORKLOADS]
+                            .iter()
+                            .any(|list| list.contains(&w)),
+                        "unknown workload {w:?} (one of {WORKLOADS:?}, {S3_WORKLOADS:?} or {TLS_WORKLOADS:?})"
                     );
                     o.only.push(w.to_string());
                 }
             }
             "--s3" => o.only.extend(S3_WORKLOADS.map(String::from)),
+            "--tls" => o.only.extend(TLS_WORKLOADS.map(String::from)),
             "--s3-part-size" => o.s3_part_size = Some(value()?),
             "--s3-cache" => o.s3_cache = Some(value()?),
             "--s3-parallel-parts" => {
@@ -459,6 +488,9 @@ fn remove_blob(s: &Server, repo: &str, digest: &str) {
     let _ = std::fs::remove_dir_all(v2.join(format!("repositories/{repo}/_layers/sha256/{hex}")));
 }
 
+/// The seed of the blob the pull workloads pull.
+const PULL_SEED: u64 = 0xB16;
+
 static SEED: AtomicU64 = AtomicU64::new(1);
 
 fn next_seed() -> u64 {
@@ -629,7 +661,68 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
         ),
     ]);
     let disk = disk.into_iter().filter(|_| plan.disk);
-    disk.chain(s3.into_iter().filter(|_| plan.s3)).collect()
+    let tls_push = Target::Ratio(4.0);
+    let tls = [
+        mbps(
+            "tls_push_mono",
+            format!("TLS: push-mono {big} (POST + PUT)"),
+            tls_push,
+        ),
+        mbps(
+            "tls_push_stream",
+            format!("TLS: push-chunked {big} (streamed PATCH)"),
+            tls_push,
+        ),
+        mbps(
+            "tls_push_conc",
+            format!("TLS: push-chunked {push_n}×{push_size} concurrent"),
+            tls_push,
+        ),
+        mbps("tls_pull", format!("TLS: pull {big}"), Target::Ratio(3.0)),
+        mbps(
+            "tls_pull_conc",
+            format!("TLS: pull {pull_n}×{pull_size} concurrent"),
+            Target::Ratio(3.0),
+        ),
+        rps(
+            "tls_manifest_rps",
+            format!("TLS: manifest GET by tag, {} conns", plan.conns),
+            Target::Ratio(50.0),
+        ),
+        ms("tls_manifest_p50", "TLS: manifest GET p50", Target::None),
+        ms(
+            "tls_manifest_p99",
+            "TLS: manifest GET p99",
+            Target::AtMost(5.0),
+        ),
+        mbps(
+            "tls_h2_pull",
+            format!("TLS, HTTP/2: pull {big}"),
+            Target::Ratio(3.0),
+        ),
+        rps(
+            "tls_h2_manifest_rps",
+            format!(
+                "TLS, HTTP/2: manifest GET, {} streams on {} conns",
+                tls::H2_CONNS * tls::H2_STREAMS,
+                tls::H2_CONNS
+            ),
+            Target::Ratio(50.0),
+        ),
+        ms(
+            "tls_h2_manifest_p50",
+            "TLS, HTTP/2: manifest GET p50",
+            Target::None,
+        ),
+        ms(
+            "tls_h2_manifest_p99",
+            "TLS, HTTP/2: manifest GET p99",
+            Target::AtMost(5.0),
+        ),
+    ];
+    disk.chain(s3.into_iter().filter(|_| plan.s3))
+        .chain(tls.into_iter().filter(|_| plan.tls))
+        .collect()
 }
 
 /// Runs the benchmark with command-line `args` (without the program name).
@@ -651,6 +744,19 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
                 s3_skipped = Some(why);
             }
             Err(e) => return Err(e.context("the workloads on S3 need Garage")),
+        }
+    }
+    // The same for the workloads over TLS and Caddy.
+    let mut tls_skipped = None;
+    if opts.wants_any(&TLS_WORKLOADS) {
+        match tls::caddy_version() {
+            Some(_) => plan.tls = true,
+            None if opts.only.is_empty() => {
+                let why = format!("the workloads over TLS are skipped: no {}", tls::CADDY);
+                say(&why);
+                tls_skipped = Some(why);
+            }
+            None => bail!("the workloads over TLS need Caddy ({})", tls::CADDY),
         }
     }
     ensure!(
@@ -689,6 +795,9 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     }
     if plan.s3 {
         machine["garage_version"] = json!(s3::garage_version());
+    }
+    if let Some(v) = tls::caddy_version().filter(|_| plan.tls) {
+        machine["caddy_version"] = json!(v);
     }
     say(&format!("machine: {machine}"));
 
@@ -731,6 +840,10 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         Some(why) => (String::new(), json!({ "skipped": why })),
         None => s3::settings(&opts, &plan),
     };
+    let (tls_settings_text, tls_settings) = match &tls_skipped {
+        Some(why) => (String::new(), json!({ "skipped": why })),
+        None => tls::settings(&plan),
+    };
     let settings = json!({
         "quick": opts.quick,
         "rounds": plan.rounds,
@@ -748,11 +861,12 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "ui_idle_s": plan.ui_idle.as_secs_f64(),
         "bcrypt_cost": BCRYPT_COST,
         "s3": s3_settings,
+        "tls": tls_settings,
     });
     let rows = report::rows(metrics(&plan, opts.baseline.is_some()), &results, limits);
     let names = ["berth", opts.rival()];
     report::print_table(&rows, limits, names);
-    if let Some(why) = &s3_skipped {
+    for why in [&s3_skipped, &tls_skipped].into_iter().flatten() {
         say(&format!("\n{why}"));
     }
 
@@ -768,11 +882,13 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     let measured = !opts.quick && opts.compared();
     let on_disk = measured && opts.wants_all(&WORKLOADS);
     let on_s3 = measured && plan.s3 && opts.wants_all(&S3_WORKLOADS) && !opts.s3_tuned();
-    let name = match (&opts.baseline, on_disk, on_s3) {
-        (Some(_), _, _) => "ab.json",
-        (None, true, _) => "latest.json",
-        (None, false, true) => "s3.json",
-        (None, false, false) => "quick.json",
+    let on_tls = measured && plan.tls && opts.wants_all(&TLS_WORKLOADS);
+    let name = match (&opts.baseline, on_disk, on_s3, on_tls) {
+        (Some(_), ..) => "ab.json",
+        (None, true, ..) => "latest.json",
+        (None, false, true, _) => "s3.json",
+        (None, false, false, true) => "tls.json",
+        (None, false, false, false) => "quick.json",
     };
     let json_path = out_dir.join(name);
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")
@@ -780,10 +896,13 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     say(&format!("\nwrote {}", json_path.display()));
     if opts.out.is_none() && opts.baseline.is_none() {
         let readme = bench_dir.join("README.md");
-        let (disk_rows, s3_rows) = rows.split_at(rows.iter().take_while(|r| !s3::row(r)).count());
+        // The rows come on disk, then on S3, then over TLS.
+        let at = |pick: fn(&report::Row) -> bool| rows.iter().position(pick).unwrap_or(rows.len());
+        let (s3_at, tls_at) = (at(|r| s3::row(r) || tls::row(r)), at(tls::row));
         for (write, section, rows, settings) in [
-            (on_disk, &RESULTS, disk_rows, &settings_text),
-            (on_s3, &S3_RESULTS, s3_rows, &s3_settings_text),
+            (on_disk, &RESULTS, &rows[..s3_at], &settings_text),
+            (on_s3, &S3_RESULTS, &rows[s3_at..tls_at], &s3_settings_text),
+            (on_tls, &TLS_RESULTS, &rows[tls_at..], &tls_settings_text),
         ] {
             if write {
                 let md = report::markdown(rows, limits, &machine, settings);
@@ -812,6 +931,9 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     if plan.s3 {
         s3::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
     }
+    if plan.tls {
+        tls::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
+    }
     Ok(res)
 }
 
@@ -822,30 +944,31 @@ async fn start_servers(
     opts: &Opts,
     dir: &Path,
     htpasswd: &Path,
+    wire: Wire,
     storage: impl Fn(&str) -> Storage,
 ) -> Result<Vec<Server>> {
     let lines = std::fs::read_to_string(htpasswd)?;
+    let berth = &opts.berth;
     let mut servers = vec![servers::start_berth(
         "berth",
-        &opts.berth,
+        berth,
         dir,
         storage("berth"),
         &lines,
+        wire,
     )?];
     if let Some(b) = &opts.baseline {
         let baseline = storage("baseline");
-        servers.push(servers::start_berth("baseline", b, dir, baseline, &lines)?);
+        servers.push(servers::start_berth(
+            "baseline", b, dir, baseline, &lines, wire,
+        )?);
     } else if !opts.skip_reference {
         let reference = storage("reference");
-        servers.push(servers::start_reference(&opts.reference, dir, reference, htpasswd).await?);
+        servers
+            .push(servers::start_reference(&opts.reference, dir, reference, htpasswd, wire).await?);
     }
     for s in &servers {
-        say(&format!(
-            "{} (pid {}) on http://{}",
-            s.name,
-            s.pid(),
-            s.addr
-        ));
+        say(&format!("{} (pid {}) on {}", s.name, s.pid(), s.addr));
     }
     Ok(servers)
 }
@@ -881,11 +1004,14 @@ async fn on_disk(
         t.elapsed().as_secs_f64()
     ));
 
-    let mut servers = start_servers(opts, dir, htpasswd, |name| Storage::Dir(root(name))).await?;
+    let mut servers = start_servers(opts, dir, htpasswd, Wire::Plain, |name| {
+        Storage::Dir(root(name))
+    })
+    .await?;
 
     // Idle RSS: after one authenticated request and a short settle.
     for (i, s) in servers.iter().enumerate() {
-        let mut c = Conn::new(s.addr, auth);
+        let mut c = Conn::new(&s.addr, auth);
         let r = c.send("GET", "/v2/", &[], Body::Empty, false).await?;
         ensure!(
             r.status == 200,
@@ -904,10 +1030,10 @@ async fn on_disk(
         n: plan.catalog_page,
     };
     for s in &servers {
-        let body = workloads::probe(s.addr, auth, &manifest).await?;
+        let body = workloads::probe(&s.addr, auth, &manifest).await?;
         workloads::check_manifest(&body)?;
         if opts.wants("tags") {
-            let body = workloads::probe(s.addr, auth, &tags).await?;
+            let body = workloads::probe(&s.addr, auth, &tags).await?;
             let v: serde_json::Value = serde_json::from_slice(&body)?;
             let n = v["tags"].as_array().map_or(0, Vec::len);
             ensure!(
@@ -918,7 +1044,7 @@ async fn on_disk(
             );
         }
         if opts.wants("catalog") {
-            let body = workloads::probe(s.addr, auth, &catalog).await?;
+            let body = workloads::probe(&s.addr, auth, &catalog).await?;
             let names: Vec<String> = serde_json::from_slice(&body)?;
             let populated = populated_repos(plan, opts);
             ensure!(
@@ -931,10 +1057,9 @@ async fn on_disk(
     }
     say("both servers serve the populated data");
 
-    blob_workloads(opts, plan, Store::Disk, &mut servers, auth, res).await?;
+    blob_workloads(opts, plan, Setup::Disk, &mut servers, auth, res).await?;
 
     // Rate workloads.
-    let n = servers.len();
     // Against a baseline, as many rounds as the others: differences of a
     // few percent need them.
     let rate_rounds = match opts.baseline {
@@ -942,34 +1067,19 @@ async fn on_disk(
         None => plan.rounds.min(3),
     };
     for (name, req, conns, key) in [
-        ("manifest-get", &manifest, plan.conns, "manifest_rps"),
-        ("tags", &tags, plan.list_conns, "tags_rps"),
-        ("catalog", &catalog, plan.list_conns, "catalog_rps"),
+        ("manifest-get", &manifest, plan.conns, "manifest"),
+        ("tags", &tags, plan.list_conns, "tags"),
+        ("catalog", &catalog, plan.list_conns, "catalog"),
     ] {
-        for round in 0..rate_rounds * usize::from(opts.wants(name)) {
-            for i in order(round, n) {
-                let s = &mut servers[i];
-                let until = workloads::Until::Elapsed(plan.duration);
-                let r = workloads::rate(s.addr, auth, req, conns, until)
-                    .await
-                    .with_context(|| format!("{}: {name}", s.name))?;
-                res.add(key, i, r.per_sec);
-                if key == "manifest_rps" {
-                    res.add("manifest_p50", i, r.p50_ms);
-                    res.add("manifest_p99", i, r.p99_ms);
-                }
-                say(&format!(
-                    "{name:<14} round {} {:>9}: {:8.0} req/s ({} requests, p50 {:.2} ms, p99 {:.2} ms)",
-                    round + 1,
-                    s.name,
-                    r.per_sec,
-                    r.requests,
-                    r.p50_ms,
-                    r.p99_ms
-                ));
-                s.check_alive()?;
-            }
-        }
+        let rounds = rate_rounds * usize::from(opts.wants(name));
+        let rate = RateWorkload {
+            name,
+            req,
+            conns,
+            key,
+        };
+        rate.run(&mut servers, plan, auth, rounds, Setup::Disk, res)
+            .await?;
     }
 
     if opts.wants("ui") {
@@ -984,6 +1094,54 @@ async fn on_disk(
     // Servers stop here (Drop), before the data directory goes.
     drop(servers);
     Ok(())
+}
+
+/// A workload of requests repeated on many connections for a while.
+struct RateWorkload<'a> {
+    name: &'a str,
+    req: &'a workloads::Request,
+    conns: usize,
+    /// Its metrics' keys: `KEY_rps`, `KEY_p50` and `KEY_p99`.
+    key: &'a str,
+}
+
+impl RateWorkload<'_> {
+    /// `rounds` rounds of `plan.duration` per server, alternating which
+    /// goes first.
+    async fn run(
+        &self,
+        servers: &mut [Server],
+        plan: &Plan,
+        auth: &str,
+        rounds: usize,
+        setup: Setup,
+        res: &mut Results,
+    ) -> Result<()> {
+        let (name, key) = (setup.workload(self.name), setup.key(self.key));
+        for round in 0..rounds {
+            for i in order(round, servers.len()) {
+                let s = &mut servers[i];
+                let until = workloads::Until::Elapsed(plan.duration);
+                let r = workloads::rate(&s.addr, auth, self.req, self.conns, until)
+                    .await
+                    .with_context(|| format!("{}: {name}", s.name))?;
+                res.add(&format!("{key}_rps"), i, r.per_sec);
+                res.add(&format!("{key}_p50"), i, r.p50_ms);
+                res.add(&format!("{key}_p99"), i, r.p99_ms);
+                say(&format!(
+                    "{name:<17} round {} {:>9}: {:8.0} req/s ({} requests, p50 {:.2} ms, p99 {:.2} ms)",
+                    round + 1,
+                    s.name,
+                    r.per_sec,
+                    r.requests,
+                    r.p50_ms,
+                    r.p99_ms
+                ));
+                s.check_alive()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The pages of berth's web UI the ui workload times, with their metric
@@ -1025,7 +1183,7 @@ async fn ui_pages(
     let pages = ui_requests();
     for s in servers.iter().filter(|s| s.name != "reference") {
         for ((req, _), first_row) in pages.iter().zip(&first_rows) {
-            let body = String::from_utf8(workloads::probe(s.addr, auth, req).await?)?;
+            let body = String::from_utf8(workloads::probe(&s.addr, auth, req).await?)?;
             check_ui_page(&body, first_row, populated_repos(plan, opts))
                 .with_context(|| format!("{}: UI page {}", s.name, req.path()))?;
         }
@@ -1042,7 +1200,7 @@ async fn ui_pages(
                     each: per_conn,
                     idle: plan.ui_idle,
                 };
-                let r = workloads::rate(s.addr, auth, req, plan.ui_conns, until)
+                let r = workloads::rate(&s.addr, auth, req, plan.ui_conns, until)
                     .await
                     .with_context(|| format!("{}: UI page {}", s.name, req.path()))?;
                 res.add(p50, i, r.p50_ms);
@@ -1089,41 +1247,46 @@ fn check_ui_page(body: &str, first_row: &str, repos: usize) -> Result<()> {
     Ok(())
 }
 
-/// Where the push and pull workloads store.
+/// What the push and pull workloads run on.
 #[derive(Clone, Copy, PartialEq)]
-enum Store {
-    /// The servers' filesystem drivers.
+enum Setup {
+    /// The servers' filesystem drivers, over plain HTTP.
     Disk,
-    /// Their S3 drivers (one Garage bucket).
+    /// Their S3 drivers (one Garage bucket), over plain HTTP.
     S3,
+    /// Their filesystem drivers, over TLS (berth's own, Caddy in front of
+    /// the reference).
+    Tls,
 }
 
-impl Store {
+impl Setup {
     /// The name of workload `name` here (as `--only` knows it).
     fn workload(self, name: &str) -> String {
         match self {
-            Store::Disk => name.to_string(),
-            Store::S3 => format!("s3-{name}"),
+            Setup::Disk => name.to_string(),
+            Setup::S3 => format!("s3-{name}"),
+            Setup::Tls => format!("tls-{name}"),
         }
     }
 
     /// The key of metric `key` here.
     fn key(self, key: &str) -> String {
         match self {
-            Store::Disk => key.to_string(),
-            Store::S3 => format!("{}{key}", s3::KEY_PREFIX),
+            Setup::Disk => key.to_string(),
+            Setup::S3 => format!("{}{key}", s3::KEY_PREFIX),
+            Setup::Tls => format!("{}{key}", tls::KEY_PREFIX),
         }
     }
 }
 
 /// The push and pull workloads on `store`, those of them wanted: one
 /// push-mono and one push-chunked of `plan.big`, `plan.conc_push` streamed
-/// pushes at once, a pull of `plan.big` and (on disk) `plan.conc_pull`
+/// pushes at once, a pull of `plan.big` and (not on S3) `plan.conc_pull`
 /// pulls at once.
 async fn blob_workloads(
     opts: &Opts,
     plan: &Plan,
-    store: Store,
+    store: Setup,
     servers: &mut [Server],
     auth: &str,
     res: &mut Results,
@@ -1151,7 +1314,7 @@ async fn blob_workloads(
                 let digest = blob.digest();
                 sync_disk();
                 let sampler = rss_key.map(|_| RssSampler::start(s.pid()));
-                let d = workloads::push(how, s.addr, auth, "bench/push", &blob, &digest)
+                let d = workloads::push(how, &s.addr, auth, "bench/push", &blob, &digest)
                     .await
                     .with_context(|| format!("{}: {name}", s.name))?;
                 if let (Some(rss_key), Some(sampler)) = (rss_key, sampler) {
@@ -1185,7 +1348,7 @@ async fn blob_workloads(
                 .collect();
             sync_disk();
             let sampler = RssSampler::start(s.pid());
-            let d = workloads::push_concurrent(s.addr, auth, "bench/push8", &blobs)
+            let d = workloads::push_concurrent(&s.addr, auth, "bench/push8", &blobs)
                 .await
                 .with_context(|| format!("{}: concurrent pushes", s.name))?;
             res.add(&store.key("rss_push_conc"), i, mib(sampler.stop()));
@@ -1207,9 +1370,9 @@ async fn blob_workloads(
     // pull: the same blobs pushed (untimed) to both servers; on S3 one
     // pull only (many at once would measure Garage more than the servers)
     let pull_rounds = plan.rounds * wanted("pull");
-    let big = Blob::new(base.clone(), 0xB16, plan.big);
+    let big = Blob::new(base.clone(), PULL_SEED, plan.big);
     let (pn, psize) = plan.conc_pull;
-    let small = (store == Store::Disk).then(|| Blob::new(base.clone(), 0x5A11, psize));
+    let small = (store != Setup::S3).then(|| Blob::new(base.clone(), 0x5A11, psize));
     let blobs: Vec<(&Blob, String)> = [Some(&big), small.as_ref()]
         .into_iter()
         .flatten()
@@ -1217,7 +1380,7 @@ async fn blob_workloads(
         .collect();
     for s in servers.iter().take(pull_rounds.min(1) * n) {
         for (blob, digest) in &blobs {
-            workloads::push(Upload::Mono, s.addr, auth, "bench/pull", blob, digest).await?;
+            workloads::push(Upload::Mono, &s.addr, auth, "bench/pull", blob, digest).await?;
         }
     }
     sync_disk();
@@ -1225,8 +1388,8 @@ async fn blob_workloads(
     // on S3 from its blob cache): timed on S3.
     for (i, s) in servers.iter().take(pull_rounds.min(1) * n).enumerate() {
         for (blob, digest) in &blobs {
-            let d = workloads::pull(s.addr, auth, "bench/pull", digest, blob.size).await?;
-            if store == Store::S3 {
+            let d = workloads::pull(&s.addr, auth, "bench/pull", digest, blob.size).await?;
+            if store == Setup::S3 {
                 res.add(&store.key("pull_first"), i, mbps(blob.size, d));
             }
         }
@@ -1236,7 +1399,7 @@ async fn blob_workloads(
         for i in order(round, n) {
             let s = &mut servers[i];
             let sampler = RssSampler::start(s.pid());
-            let d = workloads::pull(s.addr, auth, "bench/pull", &blobs[0].1, plan.big)
+            let d = workloads::pull(&s.addr, auth, "bench/pull", &blobs[0].1, plan.big)
                 .await
                 .with_context(|| format!("{}: pull", s.name))?;
             res.add(&store.key("pull"), i, mbps(plan.big, d));
@@ -1247,12 +1410,18 @@ async fn blob_workloads(
                 mbps(plan.big, d)
             );
             if let Some((_, small_digest)) = blobs.get(1) {
-                let dc =
-                    workloads::pull_concurrent(s.addr, auth, "bench/pull", small_digest, psize, pn)
-                        .await
-                        .with_context(|| format!("{}: concurrent pulls", s.name))?;
+                let dc = workloads::pull_concurrent(
+                    &s.addr,
+                    auth,
+                    "bench/pull",
+                    small_digest,
+                    psize,
+                    pn,
+                )
+                .await
+                .with_context(|| format!("{}: concurrent pulls", s.name))?;
                 let total = pn as u64 * psize;
-                res.add("pull_conc", i, mbps(total, dc));
+                res.add(&store.key("pull_conc"), i, mbps(total, dc));
                 line.push_str(&format!(", {pn}x: {:8.0} MB/s", mbps(total, dc)));
             }
             res.add(&store.key("rss_pull"), i, mib(sampler.stop()));

@@ -321,6 +321,12 @@ pub const S3_RESULTS: Section = Section {
     heading: "Latest results on S3",
 };
 
+/// The results of the workloads over TLS.
+pub const TLS_RESULTS: Section = Section {
+    marker: "tls-results",
+    heading: "Latest results over TLS",
+};
+
 /// Replaces `section` of `README.md` (between its markers).
 pub fn update_readme(path: &Path, section: &Section, table: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# berth-bench\n".to_string());

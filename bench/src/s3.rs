@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::garage::{self, Garage};
 use crate::report::{Results, Row};
-use crate::servers::Storage;
-use crate::{blob_workloads, first_line, say, start_servers, Opts, Plan, Store};
+use crate::servers::{Storage, Wire};
+use crate::{blob_workloads, first_line, say, start_servers, Opts, Plan, Setup};
 
 /// What the keys of the metrics on S3 start with.
 pub const KEY_PREFIX: &str = "s3_";
@@ -122,12 +122,12 @@ pub async fn run(
     // Its blob GETs would answer with a redirect to the bucket.
     let reference =
         garage.registry2_storage_yaml(REFERENCE_ROOT) + "  redirect:\n    disable: true\n";
-    let mut servers = start_servers(opts, &dir, htpasswd, |name| match name {
+    let mut servers = start_servers(opts, &dir, htpasswd, Wire::Plain, |name| match name {
         "reference" => Storage::Bucket(reference.clone()),
         prefix => Storage::Bucket(berth(prefix)),
     })
     .await?;
-    blob_workloads(opts, plan, Store::S3, &mut servers, auth, res).await?;
+    blob_workloads(opts, plan, Setup::S3, &mut servers, auth, res).await?;
     // The servers stop before Garage does.
     drop(servers);
     Ok(())

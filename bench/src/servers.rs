@@ -1,6 +1,8 @@
 //! Starting berth and the reference registry (CNCF Distribution, Debian's
-//! `docker-registry`) on 127.0.0.1, on a directory or a bucket, and
-//! stopping them by PID.
+//! `docker-registry`) on 127.0.0.1, on a directory or a bucket, over plain
+//! HTTP or TLS (berth's self-signed certificate on its shared https
+//! listener; Caddy with `tls internal` in front of the reference, as it is
+//! deployed), and stopping them by PID.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -11,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 
-use crate::http::{Body, Conn};
+use crate::http::{Body, Conn, Endpoint};
 
 /// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct ProcGuard {
@@ -74,16 +76,28 @@ pub enum Storage {
     Bucket(String),
 }
 
+/// How clients reach a server under test.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Wire {
+    Plain,
+    Tls,
+}
+
+/// The name the servers answer to over TLS (SNI and `Host`).
+const TLS_NAME: &str = "bench.local";
+
 /// One registry under test.
 pub struct Server {
     /// "berth", "baseline" (another berth binary) or "reference".
     pub name: &'static str,
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
     /// Storage root (the directory holding `docker/registry/v2`); `None`
     /// on a bucket.
     pub root: Option<PathBuf>,
     pub log: PathBuf,
     guard: ProcGuard,
+    /// The TLS proxy in front of it (Caddy, for the reference over TLS).
+    front: Option<ProcGuard>,
 }
 
 impl Server {
@@ -111,18 +125,25 @@ impl Server {
                 .join("\n");
             bail!("{} exited ({status}); log tail:\n{tail}", self.name);
         }
+        if let Some(front) = &mut self.front {
+            if let Some(status) = front.child.try_wait()? {
+                bail!("{}'s TLS proxy exited ({status})", self.name);
+            }
+        }
         Ok(())
     }
 }
 
-/// Starts `berth serve` with one instance `bench` on a dedicated listener,
-/// its config and log in `dir` under `name`.
+/// Starts `berth serve` with one instance `bench`, its config and log in
+/// `dir` under `name`: on a dedicated plain listener, or with its
+/// self-signed certificate on the shared https listener.
 pub fn start_berth(
     name: &'static str,
     bin: &Path,
     dir: &Path,
     storage: Storage,
     htpasswd: &str,
+    wire: Wire,
 ) -> Result<Server> {
     let cfg = dir.join(format!("{name}-config"));
     std::fs::create_dir_all(cfg.join("instances"))?;
@@ -135,10 +156,28 @@ pub fn start_berth(
         }
         Storage::Bucket(table) => (None, table),
     };
+    let (listen, tls, announced) = match wire {
+        Wire::Plain => (
+            "listen = [\"127.0.0.1:0\"]\n",
+            "",
+            "bench listening on http://",
+        ),
+        Wire::Tls => {
+            std::fs::write(
+                cfg.join("berth.toml"),
+                "[listen]\nhttps = \"127.0.0.1:0\"\n",
+            )?;
+            (
+                "",
+                "[tls]\nmode = \"self-signed\"\n",
+                "shared-tls listening on https://",
+            )
+        }
+    };
     std::fs::write(
         cfg.join("instances/bench.toml"),
         format!(
-            "hostnames = [\"bench.local\"]\nlisten = [\"127.0.0.1:0\"]\n\n{table}\n[auth]\nmax_login_failures = 100000\n"
+            "hostnames = [\"{TLS_NAME}\"]\n{listen}\n{table}\n{tls}[auth]\nmax_login_failures = 100000\n"
         ),
     )?;
     let log = dir.join(format!("{name}.log"));
@@ -177,17 +216,35 @@ pub fn start_berth(
         if line == "berth: ready" {
             break;
         }
-        if let Some(url) = line.strip_prefix("berth: bench listening on http://") {
+        if let Some(url) = line
+            .strip_prefix("berth: ")
+            .and_then(|l| l.strip_prefix(announced))
+        {
             addr = Some(url.trim().parse::<SocketAddr>()?);
         }
     }
     let addr = addr.ok_or_else(|| anyhow!("berth announced no listener for bench"))?;
+    let addr = match wire {
+        Wire::Plain => Endpoint::plain(addr),
+        Wire::Tls => {
+            let out = Command::new(bin)
+                .arg("ca-path")
+                .arg("--config-dir")
+                .arg(&cfg)
+                .output()?;
+            ensure!(out.status.success(), "berth ca-path failed");
+            let ca = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+            let pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
+            Endpoint::https(addr, TLS_NAME, &pem)?
+        }
+    };
     Ok(Server {
         name,
         addr,
         root,
         log,
         guard,
+        front: None,
     })
 }
 
@@ -202,12 +259,13 @@ pub fn free_port() -> Result<u16> {
 /// auth, its config and logs in `dir`: on a directory with the filesystem
 /// driver (deletes enabled), or on a bucket with the `storage:` section
 /// given. Either way upload purging is turned off, at the end of that
-/// section.
+/// section. Over TLS, Caddy is started in front of it ([`start_caddy`]).
 pub async fn start_reference(
     bin: &Path,
     dir: &Path,
     storage: Storage,
     htpasswd: &Path,
+    wire: Wire,
 ) -> Result<Server> {
     let port = free_port()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -248,26 +306,94 @@ pub async fn start_reference(
         .with_context(|| format!("starting {}", bin.display()))?;
     let mut server = Server {
         name: "reference",
-        addr,
+        addr: Endpoint::plain(addr),
         root,
         log,
         guard: ProcGuard { child },
+        front: None,
     };
+    wait_for_challenge(&mut server).await?;
+    if wire == Wire::Tls {
+        let (front, endpoint) = start_caddy(dir, addr)?;
+        server.front = Some(front);
+        server.addr = endpoint;
+        wait_for_challenge(&mut server).await?;
+    }
+    Ok(server)
+}
+
+/// Waits until `server` answers `GET /v2/` with its `401` challenge.
+async fn wait_for_challenge(server: &mut Server) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         server.check_alive()?;
-        let mut c = Conn::new(addr, "Basic Og==");
+        let mut c = Conn::new(&server.addr, "Basic Og==");
         if let Ok(r) = c.send("GET", "/v2/", &[], Body::Empty, false).await {
             if r.status == 401 {
-                break;
+                return Ok(());
             }
         }
         if Instant::now() > deadline {
-            bail!("docker-registry did not answer on {addr}");
+            bail!("{} did not answer on {}", server.name, server.addr);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(server)
+}
+
+/// Debian's Caddy.
+pub const CADDY: &str = "/usr/bin/caddy";
+
+/// Starts Caddy (`tls internal`, `reverse_proxy`) in front of `upstream`,
+/// its files in `dir/caddy`, as the setups berth replaces run it; returns
+/// it with the endpoint that trusts its local CA.
+fn start_caddy(dir: &Path, upstream: SocketAddr) -> Result<(ProcGuard, Endpoint)> {
+    ensure!(
+        Path::new(CADDY).is_file(),
+        "the workloads over TLS need Caddy (apt-get install caddy)"
+    );
+    let home = dir.join("caddy");
+    std::fs::create_dir_all(&home)?;
+    let data = home.join("data");
+    let port = free_port()?;
+    let caddyfile = home.join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tskip_install_trust\n\
+             \tauto_https disable_redirects\n\thttp_port {http}\n\
+             \tstorage file_system {data}\n}}\n\
+             https://{TLS_NAME}:{port} {{\n\tbind 127.0.0.1\n\ttls internal\n\
+             \treverse_proxy {upstream}\n}}\n",
+            http = free_port()?,
+            data = data.display(),
+        ),
+    )?;
+    let log = dir.join("caddy.log");
+    let child = die_with_parent(&mut Command::new(CADDY))
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile)
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", &home)
+        .env("XDG_CONFIG_HOME", &home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("starting {CADDY}"))?;
+    let mut guard = ProcGuard { child };
+    let root = data.join("pki/authorities/local/root.crt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !root.is_file() {
+        if let Some(status) = guard.child.try_wait()? {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("caddy exited ({status}):\n{log}");
+        }
+        ensure!(Instant::now() < deadline, "caddy made no CA in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let addr = format!("127.0.0.1:{port}").parse()?;
+    let endpoint = Endpoint::https(addr, TLS_NAME, &std::fs::read(&root)?)?;
+    Ok((guard, endpoint))
 }
 
 /// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`).

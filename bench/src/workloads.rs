@@ -1,11 +1,10 @@
 //! The workloads, each run against one server at a time.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::http::{with_query, Blob, Body, Conn, Response};
+use crate::http::{with_query, Blob, Body, Conn, Endpoint, Response};
 use crate::layout::MANIFEST_MEDIA_TYPE;
 
 fn expect(r: &Response, status: u16, what: &str) -> Result<()> {
@@ -32,13 +31,13 @@ pub enum Upload {
 /// One blob upload.
 pub async fn push(
     how: Upload,
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     repo: &str,
     blob: &Blob,
     digest: &str,
 ) -> Result<Duration> {
-    let mut c = Conn::new(addr, auth);
+    let mut c = Conn::new(to, auth);
     let t = Instant::now();
     let r = c
         .send(
@@ -81,32 +80,33 @@ where
 
 /// `n` streamed pushes at once; the wall time of all of them.
 pub async fn push_concurrent(
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     repo: &str,
     blobs: &[(Blob, String)],
 ) -> Result<Duration> {
     all_at_once(blobs.iter().map(|(blob, digest)| {
-        let (auth, repo, blob, digest) = (
+        let (to, auth, repo, blob, digest) = (
+            to.clone(),
             auth.to_string(),
             repo.to_string(),
             blob.clone(),
             digest.clone(),
         );
-        async move { push(Upload::Streamed, addr, &auth, &repo, &blob, &digest).await }
+        async move { push(Upload::Streamed, &to, &auth, &repo, &blob, &digest).await }
     }))
     .await
 }
 
 /// `GET` of a blob, body read and dropped.
 pub async fn pull(
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     repo: &str,
     digest: &str,
     size: u64,
 ) -> Result<Duration> {
-    let mut c = Conn::new(addr, auth);
+    let mut c = Conn::new(to, auth);
     let t = Instant::now();
     let r = c
         .send(
@@ -128,7 +128,7 @@ pub async fn pull(
 
 /// `n` pulls at once; the wall time of all of them.
 pub async fn pull_concurrent(
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     repo: &str,
     digest: &str,
@@ -136,8 +136,13 @@ pub async fn pull_concurrent(
     n: usize,
 ) -> Result<Duration> {
     all_at_once((0..n).map(|_| {
-        let (auth, repo, digest) = (auth.to_string(), repo.to_string(), digest.to_string());
-        async move { pull(addr, &auth, &repo, &digest, size).await }
+        let (to, auth, repo, digest) = (
+            to.clone(),
+            auth.to_string(),
+            repo.to_string(),
+            digest.to_string(),
+        );
+        async move { pull(&to, &auth, &repo, &digest, size).await }
     }))
     .await
 }
@@ -147,6 +152,19 @@ pub struct Rate {
     pub per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+}
+
+impl Rate {
+    /// The rate of requests that took `lat` microseconds each, in `wall`.
+    pub fn of(mut lat: Vec<u32>, wall: Duration) -> Rate {
+        lat.sort_unstable();
+        Rate {
+            requests: lat.len() as u64,
+            per_sec: lat.len() as f64 / wall.as_secs_f64(),
+            p50_ms: percentile(&lat, 0.50),
+            p99_ms: percentile(&lat, 0.99),
+        }
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -260,8 +278,8 @@ fn next_link(link: &str) -> Option<String> {
 }
 
 /// Runs the request once (warm-up) and returns its body, for checks.
-pub async fn probe(addr: SocketAddr, auth: &str, req: &Request) -> Result<Vec<u8>> {
-    let mut c = Conn::new(addr, auth);
+pub async fn probe(to: &Endpoint, auth: &str, req: &Request) -> Result<Vec<u8>> {
+    let mut c = Conn::new(to, auth);
     req.run(&mut c).await
 }
 
@@ -279,7 +297,7 @@ pub enum Until {
 /// `conns` keep-alive connections, each warmed up with one request, repeat
 /// `req` until `until`.
 pub async fn rate(
-    addr: SocketAddr,
+    to: &Endpoint,
     auth: &str,
     req: &Request,
     conns: usize,
@@ -288,7 +306,7 @@ pub async fn rate(
     // Open and warm up every connection first (one request each).
     let mut warm = Vec::new();
     for _ in 0..conns {
-        let mut c = Conn::new(addr, auth);
+        let mut c = Conn::new(to, auth);
         req.step(&mut c, &mut Vec::new(), &mut None).await?;
         warm.push(c);
     }
@@ -305,30 +323,18 @@ pub async fn rate(
         let req = req.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
-            let mut n = 0u64;
             let mut cursor = None;
-            while more(n) {
+            while more(lat.len() as u64) {
                 req.step(&mut c, &mut lat, &mut cursor).await?;
-                n += 1;
             }
-            anyhow::Ok((n, lat))
+            anyhow::Ok(lat)
         }));
     }
-    let mut total = 0;
     let mut all = Vec::new();
     for task in tasks {
-        let (n, lat) = task.await??;
-        total += n;
-        all.extend(lat);
+        all.extend(task.await??);
     }
-    let wall = t0.elapsed().as_secs_f64();
-    all.sort_unstable();
-    Ok(Rate {
-        requests: total,
-        per_sec: total as f64 / wall,
-        p50_ms: percentile(&all, 0.50),
-        p99_ms: percentile(&all, 0.99),
-    })
+    Ok(Rate::of(all, t0.elapsed()))
 }
 
 /// Checks that a fetched manifest is the benchmark image's.

@@ -1,13 +1,14 @@
 //! Smoke run of the benchmark (bench/): every workload at `--quick` sizes
 //! against this build of berth and the reference registry
-//! (`/usr/bin/docker-registry`), on disk and on a Garage bucket (which
-//! `./ctl test` installs, as for tests/suite/s3.rs), results written to a
+//! (`/usr/bin/docker-registry`), on disk, on a Garage bucket (which
+//! `./ctl test` installs, as for tests/suite/s3.rs) and over TLS (berth's
+//! own against Caddy in front of the reference), results written to a
 //! temporary directory. It checks that every row of the report has numbers
 //! for both servers (the rows of berth's web UI: for berth alone); it
 //! asserts nothing about speed.
 
 /// The metric keys of the report, one per row.
-const ROWS: [&str; 28] = [
+const ROWS: [&str; 40] = [
     "push_mono",
     "push_stream",
     "push_conc",
@@ -36,6 +37,18 @@ const ROWS: [&str; 28] = [
     "s3_pull",
     "s3_rss_push_conc",
     "s3_rss_pull",
+    "tls_push_mono",
+    "tls_push_stream",
+    "tls_push_conc",
+    "tls_pull",
+    "tls_pull_conc",
+    "tls_manifest_rps",
+    "tls_manifest_p50",
+    "tls_manifest_p99",
+    "tls_h2_pull",
+    "tls_h2_manifest_rps",
+    "tls_h2_manifest_p50",
+    "tls_h2_manifest_p99",
 ];
 
 #[test]

@@ -149,6 +149,50 @@ fn write_berth_toml(cfg: &ConfigDir, https: &str, http: &str) {
 
 /// Instances `ci` and `cache`, self-signed, on shared http and https
 /// listeners.
+/// The cipher suite `openssl s_client ARGS` agrees on with the server.
+fn negotiated_cipher(name: &str, port: u16, args: &[&str]) -> String {
+    let out = s_client(name, port)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.split("Cipher is ").nth(1))
+        .unwrap_or_else(|| panic!("no cipher in:\n{text}"))
+        .trim()
+        .to_string()
+}
+
+/// The server picks AES-128-GCM (Go's order, as docker and Caddy) even
+/// from a client that lists AES-256-GCM first, over TLS 1.3 and 1.2.
+#[test]
+fn the_server_orders_the_cipher_suites() {
+    let (_cfg, server) = two_self_signed_on_shared_listeners();
+    let (port, _) = shared_ports(&server);
+    let tls13 = negotiated_cipher(
+        "ci.test",
+        port,
+        &[
+            "-ciphersuites",
+            "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+        ],
+    );
+    assert_eq!(tls13, "TLS_AES_128_GCM_SHA256");
+    let tls12 = negotiated_cipher(
+        "ci.test",
+        port,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+             ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+        ],
+    );
+    assert!(tls12.contains("AES128-GCM"), "{tls12}");
+    server.stop();
+}
+
 fn two_self_signed_on_shared_listeners() -> (ConfigDir, Server) {
     let cfg = ConfigDir::new(&[
         tls_instance("ci", "mode = \"self-signed\""),
