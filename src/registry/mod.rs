@@ -599,6 +599,7 @@ impl Registry {
             self.usage
                 .set(report.usage.clone(), changes, started.elapsed());
             self.views.clear();
+            self.uploads.forget_older_than(policy.upload_ttl);
             self.gc_totals.lock().add(&report, started.elapsed());
         }
         Ok(report)

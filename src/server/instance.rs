@@ -65,10 +65,23 @@ impl Instance {
         self.storage_problem.lock().clone()
     }
 
-    /// What keeps the instance from being ready at `now` (its storage
-    /// cannot be written, read and cleaned up), probed at most every
-    /// [`super::admin::PROBE_EVERY`]; `None` when it is ready.
+    /// What keeps the instance from being ready at `now`: no certificate
+    /// served yet (or one that ended), or storage that cannot be written,
+    /// read and cleaned up (probed at most every
+    /// [`super::admin::PROBE_EVERY`]); `None` when it is ready.
     pub async fn readiness(&self, now: Instant) -> Option<String> {
+        let certificate = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.status().problem(SystemTime::now()));
+        let storage = self.storage_readiness(now).await;
+        match (certificate, storage) {
+            (Some(c), Some(s)) => Some(format!("{c}; {s}")),
+            (c, s) => c.or(s),
+        }
+    }
+
+    async fn storage_readiness(&self, now: Instant) -> Option<String> {
         let mut last = self.ready_probe.lock().await;
         if let Some((at, why)) = &*last {
             if now.duration_since(*at) < super::admin::PROBE_EVERY {
