@@ -4,14 +4,12 @@
 //! a manifest or a whole blob (`200` to a GET), delete of a manifest, a tag
 //! or a blob (`202`). Other requests make none.
 
-use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 
 use super::route::Route;
 use super::RequestId;
 use crate::notify::{Action, Event, Request, Target};
-use crate::oci::Reference;
 use crate::registry::Registry;
 
 /// Blobs have no media type of their own.
@@ -41,7 +39,8 @@ pub(super) async fn of(
         ..Target::default()
     };
     let action = match (route, method, status) {
-        (Route::Manifest(_, r), &Method::PUT, StatusCode::CREATED) => {
+        (Route::Manifest(repo, r), &Method::PUT, StatusCode::CREATED) => {
+            target = Target::of_reference(repo, r);
             target.media_type = header(&req.headers, header::CONTENT_TYPE)
                 .split(';')
                 .next()
@@ -49,9 +48,6 @@ pub(super) async fn of(
                 .trim()
                 .to_string();
             target.size = length(&req.headers);
-            if let Reference::Tag(t) = r {
-                target.tag = t.to_string();
-            }
             Action::Push
         }
         (
@@ -65,12 +61,10 @@ pub(super) async fn of(
             target.size = registry.blob(repo, &d).await.ok()?.size;
             Action::Push
         }
-        (Route::Manifest(_, r), &Method::GET, StatusCode::OK) => {
+        (Route::Manifest(repo, r), &Method::GET, StatusCode::OK) => {
+            target = Target::of_reference(repo, r);
             target.media_type = header(answered, header::CONTENT_TYPE).to_string();
             target.size = length(answered);
-            if let Reference::Tag(t) = r {
-                target.tag = t.to_string();
-            }
             Action::Pull
         }
         (Route::Blob(..), &Method::GET, StatusCode::OK) => {
@@ -78,11 +72,8 @@ pub(super) async fn of(
             target.size = length(answered);
             Action::Pull
         }
-        (Route::Manifest(_, r), &Method::DELETE, StatusCode::ACCEPTED) => {
-            match r {
-                Reference::Tag(t) => target.tag = t.to_string(),
-                Reference::Digest(d) => target.digest = d.to_string(),
-            }
+        (Route::Manifest(repo, r), &Method::DELETE, StatusCode::ACCEPTED) => {
+            target = Target::of_reference(repo, r);
             Action::Delete
         }
         (Route::Blob(_, d), &Method::DELETE, StatusCode::ACCEPTED) => {
@@ -110,20 +101,10 @@ pub(super) async fn of(
             target.digest
         ),
     };
-    let request = Request {
-        id: req
-            .extensions
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
-        addr: req
-            .extensions
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.to_string())
-            .unwrap_or_default(),
-        host,
-        method: method.to_string(),
-        useragent: header(&req.headers, header::USER_AGENT).to_string(),
-    };
+    let id = req
+        .extensions
+        .get::<RequestId>()
+        .map_or("", |r| r.0.as_str());
+    let request = Request::of(req, id);
     Some(Event::new(action, target, request, user.unwrap_or("")))
 }

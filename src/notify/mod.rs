@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 
 pub use queue::Queue;
 
+use crate::oci::{Reference, RepoName};
+
 /// Events a queue keeps at most before it drops the oldest.
 pub const MAX_PENDING: usize = 10_000;
 
@@ -92,6 +94,21 @@ pub struct Target {
     pub tag: String,
 }
 
+impl Target {
+    /// The tag or manifest `reference` names in `repo`.
+    pub fn of_reference(repo: &RepoName, reference: &Reference) -> Target {
+        let mut target = Target {
+            repository: repo.to_string(),
+            ..Target::default()
+        };
+        match reference {
+            Reference::Tag(t) => target.tag = t.to_string(),
+            Reference::Digest(d) => target.digest = d.to_string(),
+        }
+        target
+    }
+}
+
 /// The request that made an event.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Request {
@@ -100,6 +117,32 @@ pub struct Request {
     pub host: String,
     pub method: String,
     pub useragent: String,
+}
+
+impl Request {
+    /// The request of `parts` (its `Host`, `User-Agent`, the client's
+    /// address), whose id is `id`.
+    pub fn of(parts: &http::request::Parts, id: &str) -> Request {
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Request {
+            id: id.to_string(),
+            addr: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default(),
+            host: header(http::header::HOST),
+            method: parts.method.to_string(),
+            useragent: header(http::header::USER_AGENT),
+        }
+    }
 }
 
 /// Who made it.
@@ -226,7 +269,7 @@ impl Notifier {
         }
         let target = Target {
             size: report.bytes,
-            length: report.blobs as u64,
+            length: report.blobs.len() as u64,
             ..Target::default()
         };
         self.emit(Event::new(

@@ -120,11 +120,13 @@ async fn serve(
                 tls: matches!(via, Via::Tls { .. }),
                 next_gc: inst.next_gc(),
                 sessions: &inst.config.ui.sessions,
+                notify: &inst.notifier,
             };
             ui::handle(ctx, req).await
         }
         (None, Some(inst)) => {
             let ctx = api::Instance {
+                name: &inst.config.name,
                 registry: &inst.registry,
                 auth: &inst.auth,
                 access: &inst.config.access,

@@ -191,7 +191,7 @@ impl Instance {
                     match run.await {
                         Ok(report) => {
                             inst.notifier.collection(&report);
-                            audit(&name, &report);
+                            crate::audit::collection(&name, &report, "scheduled");
                             tracing::info!(instance = %name, "retention: {}", report.render(&name).trim_end())
                         }
                         Err(e) => tracing::error!(instance = %name, "retention failed: {e}"),
@@ -199,17 +199,6 @@ impl Instance {
                 }
             }
         }));
-    }
-}
-
-/// One `audit` line per tag and manifest a scheduled collection deleted:
-/// who (retention), what, and why.
-fn audit(instance: &str, report: &crate::registry::gc::Report) {
-    for t in &report.tags {
-        tracing::info!(target: "audit", instance, actor = "retention", action = "delete", tag = %t, why = "no retention rule keeps it");
-    }
-    for m in &report.manifests {
-        tracing::info!(target: "audit", instance, actor = "gc", action = "delete", manifest = %m, why = "no kept tag or index references it");
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Ui<'a> {
     pub next_gc: Option<SystemTime>,
     /// How long login sessions last.
     pub sessions: &'a crate::auth::session::Limits,
+    /// Where its events go (deletes, collections).
+    pub notify: &'a Arc<crate::notify::Notifier>,
 }
 
 /// What a path of the UI names.
@@ -112,6 +114,7 @@ struct Asked<'a> {
     /// The form of a POST.
     form: HashMap<String, String>,
     peer: IpAddr,
+    parts: &'a Parts,
 }
 
 impl Asked<'_> {
@@ -273,6 +276,7 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
         query: query(&parts),
         form,
         peer,
+        parts: &parts,
     };
     if post {
         if !who::same_origin(&parts.headers, ui.tls, &asked.host) {
