@@ -1,8 +1,9 @@
 //! The webhook event of an API request that succeeded, read from the
 //! request and its response as Distribution reports them: push of a
-//! manifest (`201` to a PUT) or of a blob (`201` ending an upload), pull of
-//! a manifest or a whole blob (`200` to a GET), delete of a manifest, a tag
-//! or a blob (`202`). Other requests make none.
+//! manifest (`201` to a PUT) or of a blob (`201` ending an upload), mount
+//! of a blob from another repository (`201` to a POST with `mount`), pull
+//! of a manifest or a whole blob (`200` to a GET), delete of a manifest, a
+//! tag or a blob (`202`). Other requests make none.
 
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -59,7 +60,15 @@ pub(super) async fn of(
             let d = crate::oci::Digest::parse(&digest).ok()?;
             target.media_type = BLOB_TYPE.to_string();
             target.size = registry.blob(repo, &d).await.ok()?.size;
-            Action::Push
+            let q = super::query(req);
+            match q.get("mount") {
+                // The source is named when the client named it.
+                Some(_) => {
+                    target.from_repository = q.get("from").cloned().unwrap_or_default();
+                    Action::Mount
+                }
+                None => Action::Push,
+            }
         }
         (Route::Manifest(repo, r), &Method::GET, StatusCode::OK) => {
             target = Target::of_reference(repo, r);

@@ -1,5 +1,6 @@
 //! Webhooks: each instance's `[[notify]]` endpoints receive its events —
-//! push, pull and delete of manifests and blobs, and berth's own (a
+//! push, pull and delete of manifests and blobs, mounts of blobs, and
+//! berth's own (a
 //! collection finished) — in CNCF Distribution's notification envelope
 //! (`application/vnd.docker.distribution.events.v2+json`, the same JSON
 //! fields), so receivers written for registry:2 work unchanged.
@@ -36,6 +37,8 @@ pub const MAX_PENDING: usize = 10_000;
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Push,
+    /// A blob linked from another repository (Distribution's `mount`).
+    Mount,
     Pull,
     Delete,
     /// A collection finished (berth's own).
@@ -46,6 +49,7 @@ impl Action {
     pub fn parse(s: &str) -> Option<Action> {
         Some(match s {
             "push" => Action::Push,
+            "mount" => Action::Mount,
             "pull" => Action::Pull,
             "delete" => Action::Delete,
             "gc" => Action::Gc,
@@ -89,6 +93,9 @@ pub struct Target {
     pub digest: String,
     pub length: u64,
     pub repository: String,
+    /// The repository a mounted blob came from, when the client named it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub from_repository: String,
     pub url: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub tag: String,

@@ -228,3 +228,37 @@ async fn web_ui_deletes_and_collections_make_events() {
     receiver.abort();
     server.stop();
 }
+
+/// A blob mounted from another repository is a `mount` event naming the
+/// source, as registry:2 sends it; the default events include it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mounted_blob_is_a_mount_event() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let got: Got = Arc::default();
+    let receiver = receive(listener, got.clone());
+    let mut ci = Instance::new("ci");
+    ci.extra = format!("[[notify]]\nurl = \"http://{addr}/hook\"\n");
+    let cfg = ConfigDir::new(&[ci]);
+    let server = Server::start(&cfg);
+    let reg = Reg::for_instance(&server, "ci");
+    let digest = push_blob(&reg, "src", b"shared layer").await;
+    let resp = reg
+        .post(&format!("/v2/dst/blobs/uploads/?mount={digest}&from=src"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    wait_for(&got, 2).await;
+    let events = got.lock().unwrap().clone();
+    let (push, mount) = (&events[0].1, &events[1].1);
+    assert_eq!(push["action"], "push");
+    assert!(push["target"].get("fromRepository").is_none(), "{push}");
+    assert_eq!(mount["action"], "mount");
+    assert_eq!(mount["target"]["repository"], "dst");
+    assert_eq!(mount["target"]["fromRepository"], "src");
+    assert_eq!(mount["target"]["digest"], digest.as_str());
+    assert_eq!(mount["target"]["size"], 12);
+    receiver.abort();
+    server.stop();
+}
