@@ -98,7 +98,7 @@ async fn serve(
     if let Some(inst) = &instance {
         tracing::Span::current().record("instance", inst.config.name.as_str());
     }
-    let metrics = snapshot.metrics.clone();
+    let metrics = snapshot.counting.then(|| snapshot.metrics.clone());
     drop(snapshot);
     let early = bad_host
         .or(too_large.map(|e| api::error_response(&e)))

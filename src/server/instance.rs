@@ -222,6 +222,9 @@ pub struct Snapshot {
     coord: Option<Coordinator>,
     /// The process's metrics (reloads keep them).
     pub metrics: Arc<Metrics>,
+    /// Whether requests are counted into them: only while an admin
+    /// listener can serve them, so that without one they cost nothing.
+    pub(super) counting: bool,
     /// Who may read the admin listener (`[admin] htpasswd`); `None`: anyone
     /// who reaches it.
     pub(super) admin_auth: Option<Arc<Authenticator>>,
@@ -429,6 +432,7 @@ impl Snapshot {
                 body_timeout: config.body_timeout,
                 coord,
                 metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
+                counting: config.admin.is_some(),
                 admin_auth,
             })
         } else {

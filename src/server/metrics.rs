@@ -3,7 +3,8 @@
 //! `registry="NAME"` (Prometheus sets `instance` to the scrape target
 //! itself). Requests are counted as they end ([`Metrics::request`]: by
 //! method, route class and status, with a latency histogram and the bytes
-//! received and sent); everything else is read when scraped from what the
+//! received and sent), while an admin listener is configured (without one
+//! nothing reads them, and requests cost nothing more); everything else is read when scraped from what the
 //! process already keeps — each instance's usage as last measured (never a
 //! walk of the store), its upload sessions open, its certificate's end and
 //! failed ACME orders, its collections, failed logins and webhook queues,

@@ -308,8 +308,9 @@ async fn readiness_waits_for_the_acme_certificate() {
     let admin = server.addr("admin").to_string();
     let failures = "berth_acme_order_failures_total{registry=\"acme\"}";
     let body = eventually("a failed order", Duration::from_secs(20), || {
-        let (code, body) = get(&format!("http://{admin}/readyz"));
+        // The count first: the readiness read after it has the error.
         let failed = metric(&get(&format!("http://{admin}/metrics")).1, failures)?;
+        let (code, body) = get(&format!("http://{admin}/readyz"));
         (code == 503 && failed >= 1.0).then_some(body)
     });
     assert!(
