@@ -4,12 +4,15 @@
 //!
 //! `cargo run --release -p berth-bench -- [--quick] [--berth PATH]
 //! [--reference PATH] [--rounds N] [--duration SECS] [--skip-reference]
-//! [--baseline PATH] [--s3] [--data-dir DIR] [--out DIR] [--keep]`; [`run`]
+//! [--baseline PATH] [--s3] [--only LIST] [--data-dir DIR] [--out DIR]
+//! [--keep]`; [`run`]
 //! is the same with the arguments given (the binary is a thin wrapper, the
 //! test suite calls it). With `--baseline`, another berth binary (an
 //! earlier build) takes the reference's place, and every workload must be
-//! within [`NOT_WORSE`] of it.
+//! within [`NOT_WORSE`] of it. The metrics workload ([`admin`]) runs berth
+//! alone, with and without its admin listener.
 
+mod admin;
 pub mod garage;
 mod http;
 mod layout;
@@ -31,8 +34,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::http::{basic_auth, Blob, Body, Conn};
-use crate::report::{Agg, Better, Limits, Metric, Results, Target, RESULTS, S3_RESULTS};
-use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server, Storage};
+use crate::report::{
+    Agg, Better, Limits, Metric, Results, Target, METRICS_RESULTS, RESULTS, S3_RESULTS,
+};
+use crate::servers::{proc_file_kib, proc_status_kib, Admin, RssSampler, Server, Storage};
 use crate::workloads::{Request, Upload};
 
 const MIB: u64 = 1 << 20;
@@ -67,7 +72,7 @@ struct Opts {
 
 impl Opts {
     fn wants(&self, workload: &str) -> bool {
-        let known = WORKLOADS.contains(&workload) || S3_WORKLOADS.contains(&workload);
+        let known = known_workload(workload);
         known && (self.only.is_empty() || self.only.iter().any(|w| w == workload))
     }
 
@@ -122,11 +127,15 @@ struct Plan {
     /// How long the UI's connections idle after their warm-up, before the
     /// clock starts: longer than berth keeps a repository's facts fresh.
     ui_idle: Duration,
+    /// Scrapes of `/metrics` timed by the metrics workload.
+    scrapes: usize,
     limit_bytes: u64,
     /// Whether any workload on disk runs.
     disk: bool,
     /// Whether the workloads on S3 run (wanted, and Garage is there).
     s3: bool,
+    /// Whether the metrics workload runs.
+    metrics: bool,
 }
 
 impl Plan {
@@ -146,9 +155,11 @@ impl Plan {
                 ui_requests: 100,
                 ui_conns: 4,
                 ui_idle: Duration::ZERO,
+                scrapes: 100,
                 limit_bytes: 16 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
+                metrics: o.wants(METRICS),
             }
         } else {
             Plan {
@@ -165,9 +176,11 @@ impl Plan {
                 ui_requests: 1000,
                 ui_conns: 4,
                 ui_idle: Duration::from_secs(6),
+                scrapes: 1000,
                 limit_bytes: 512 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
+                metrics: o.wants(METRICS),
             }
         };
         if let Some(r) = o.rounds {
@@ -201,7 +214,8 @@ fn usage() -> &'static str {
      --keep            keep the temporary data directory (logs, storage)\n\
      --only LIST       run only these workloads (comma-separated): push-mono,\n\
      \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog,\n\
-     \x20                 ui (berth only), s3-push-mono, s3-push-concurrent, s3-pull\n\
+     \x20                 ui (berth only), metrics (berth with and without its admin\n\
+     \x20                 listener), s3-push-mono, s3-push-concurrent, s3-pull\n\
      --s3              run only the workloads on S3 (the s3-* ones; without --s3 or\n\
      \x20                 --only they run when Garage is installed, see bench/README.md)\n\
      --s3-part-size SIZE, --s3-parallel-parts N\n\
@@ -224,6 +238,13 @@ const WORKLOADS: [&str; 8] = [
 
 /// The workloads on S3: the servers' S3 drivers on one Garage bucket.
 const S3_WORKLOADS: [&str; 3] = ["s3-push-mono", "s3-push-concurrent", "s3-pull"];
+
+/// The metrics workload: berth with and without its admin listener.
+const METRICS: &str = "metrics";
+
+fn known_workload(w: &str) -> bool {
+    WORKLOADS.contains(&w) || S3_WORKLOADS.contains(&w) || w == METRICS
+}
 
 fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -274,8 +295,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
                 let v = value()?;
                 for w in v.split(',') {
                     ensure!(
-                        WORKLOADS.contains(&w) || S3_WORKLOADS.contains(&w),
-                        "unknown workload {w:?} (one of {WORKLOADS:?} or {S3_WORKLOADS:?})"
+                        known_workload(w),
+                        "unknown workload {w:?} (one of {WORKLOADS:?}, {S3_WORKLOADS:?} or {METRICS:?})"
                     );
                     o.only.push(w.to_string());
                 }
@@ -421,7 +442,7 @@ fn wants_tags_repo(opts: &Opts) -> bool {
 
 /// Whether the `plan.repos` repositories are populated.
 fn wants_repos(opts: &Opts) -> bool {
-    opts.wants_any(&["catalog", "ui"])
+    opts.wants_any(&["catalog", "ui", METRICS])
 }
 
 /// How many repositories [`populate`] writes.
@@ -491,6 +512,8 @@ fn metrics(plan: &Plan, baseline: bool) -> Vec<Metric> {
             m.target = Target::NotWorse(NOT_WORSE);
         }
     }
+    // berth with and without its admin listener, whatever it runs beside.
+    all.extend(admin::metrics(plan).into_iter().filter(|_| plan.metrics));
     all
 }
 
@@ -747,11 +770,21 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "ui_connections": plan.ui_conns,
         "ui_idle_s": plan.ui_idle.as_secs_f64(),
         "bcrypt_cost": BCRYPT_COST,
+        "metrics_scrapes": plan.scrapes,
         "s3": s3_settings,
     });
-    let rows = report::rows(metrics(&plan, opts.baseline.is_some()), &results, limits);
+    let all = report::rows(metrics(&plan, opts.baseline.is_some()), &results, limits);
+    // On disk and on S3 (berth and the reference or a baseline), then the
+    // metrics workload (berth with and without its admin listener).
+    let (rows, metrics_rows) = all.split_at(all.iter().take_while(|r| !admin::row(r)).count());
     let names = ["berth", opts.rival()];
-    report::print_table(&rows, limits, names);
+    let ratio = format!("berth/{}", &names[1][..3]);
+    if !rows.is_empty() {
+        report::print_table(rows, limits, names, &ratio);
+    }
+    if !metrics_rows.is_empty() {
+        report::print_table(metrics_rows, limits, admin::NAMES, admin::RATIO);
+    }
     if let Some(why) = &s3_skipped {
         say(&format!("\n{why}"));
     }
@@ -762,17 +795,24 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         .clone()
         .unwrap_or_else(|| bench_dir.join("results"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let out = report::json(&rows, &results, limits, machine.clone(), settings, names);
-    // A full run, or one of every workload on S3 with berth's defaults
-    // there: results to keep (latest.json, s3.json, and the README).
+    let names_of = |r: &report::Row| match admin::row(r) {
+        true => admin::NAMES,
+        false => names,
+    };
+    let out = report::json(&all, &results, limits, machine.clone(), settings, names_of);
+    // A full run, one of every workload on S3 with berth's defaults there,
+    // or one of the metrics workload: results to keep (latest.json,
+    // s3.json, metrics.json, and the README).
     let measured = !opts.quick && opts.compared();
     let on_disk = measured && opts.wants_all(&WORKLOADS);
     let on_s3 = measured && plan.s3 && opts.wants_all(&S3_WORKLOADS) && !opts.s3_tuned();
-    let name = match (&opts.baseline, on_disk, on_s3) {
-        (Some(_), _, _) => "ab.json",
-        (None, true, _) => "latest.json",
-        (None, false, true) => "s3.json",
-        (None, false, false) => "quick.json",
+    let on_metrics = !opts.quick && plan.metrics && opts.baseline.is_none();
+    let name = match (&opts.baseline, on_disk, on_s3, on_metrics) {
+        (Some(_), _, _, _) => "ab.json",
+        (None, true, _, _) => "latest.json",
+        (None, false, true, _) => "s3.json",
+        (None, false, false, true) => "metrics.json",
+        (None, false, false, false) => "quick.json",
     };
     let json_path = out_dir.join(name);
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")
@@ -781,12 +821,28 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     if opts.out.is_none() && opts.baseline.is_none() {
         let readme = bench_dir.join("README.md");
         let (disk_rows, s3_rows) = rows.split_at(rows.iter().take_while(|r| !s3::row(r)).count());
-        for (write, section, rows, settings) in [
-            (on_disk, &RESULTS, disk_rows, &settings_text),
-            (on_s3, &S3_RESULTS, s3_rows, &s3_settings_text),
+        let metrics_settings = admin::settings(&plan);
+        for (write, section, rows, settings, names, ratio) in [
+            (on_disk, &RESULTS, disk_rows, &settings_text, names, &ratio),
+            (
+                on_s3,
+                &S3_RESULTS,
+                s3_rows,
+                &s3_settings_text,
+                names,
+                &ratio,
+            ),
+            (
+                on_metrics,
+                &METRICS_RESULTS,
+                metrics_rows,
+                &metrics_settings,
+                admin::NAMES,
+                &admin::RATIO.to_string(),
+            ),
         ] {
             if write {
-                let md = report::markdown(rows, limits, &machine, settings);
+                let md = report::markdown(rows, limits, &machine, settings, names, ratio);
                 report::update_readme(&readme, section, &md)?;
                 say(&format!("wrote {} ({})", readme.display(), section.heading));
             }
@@ -812,6 +868,9 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     if plan.s3 {
         s3::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
     }
+    if plan.metrics {
+        admin::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
+    }
     Ok(res)
 }
 
@@ -831,10 +890,18 @@ async fn start_servers(
         dir,
         storage("berth"),
         &lines,
+        Admin::Off,
     )?];
     if let Some(b) = &opts.baseline {
         let baseline = storage("baseline");
-        servers.push(servers::start_berth("baseline", b, dir, baseline, &lines)?);
+        servers.push(servers::start_berth(
+            "baseline",
+            b,
+            dir,
+            baseline,
+            &lines,
+            Admin::Off,
+        )?);
     } else if !opts.skip_reference {
         let reference = storage("reference");
         servers.push(servers::start_reference(&opts.reference, dir, reference, htpasswd).await?);

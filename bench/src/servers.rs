@@ -83,6 +83,8 @@ pub struct Server {
     /// on a bucket.
     pub root: Option<PathBuf>,
     pub log: PathBuf,
+    /// berth's admin listener (`/metrics`), when it has one.
+    pub admin: Option<SocketAddr>,
     guard: ProcGuard,
 }
 
@@ -115,18 +117,33 @@ impl Server {
     }
 }
 
-/// Starts `berth serve` with one instance `bench` on a dedicated listener,
-/// its config and log in `dir` under `name`.
+/// Whether berth serves an admin listener (`[listen] admin`).
+#[derive(Clone, Copy, PartialEq)]
+pub enum Admin {
+    On,
+    Off,
+}
+
+/// Starts `berth serve` with one instance `bench` on a dedicated listener
+/// (and an admin listener when `admin` says so), its config and log in
+/// `dir` under `name`.
 pub fn start_berth(
     name: &'static str,
     bin: &Path,
     dir: &Path,
     storage: Storage,
     htpasswd: &str,
+    admin: Admin,
 ) -> Result<Server> {
     let cfg = dir.join(format!("{name}-config"));
     std::fs::create_dir_all(cfg.join("instances"))?;
     std::fs::create_dir_all(cfg.join("credentials"))?;
+    if admin == Admin::On {
+        std::fs::write(
+            cfg.join("berth.toml"),
+            "[listen]\nadmin = \"127.0.0.1:0\"\n",
+        )?;
+    }
     std::fs::write(cfg.join("credentials/bench.htpasswd"), htpasswd)?;
     let (root, table) = match storage {
         Storage::Dir(root) => {
@@ -165,7 +182,7 @@ pub fn start_berth(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut addr = None;
+    let (mut addr, mut admin_addr) = (None, None);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).map_err(|_| {
@@ -180,13 +197,20 @@ pub fn start_berth(
         if let Some(url) = line.strip_prefix("berth: bench listening on http://") {
             addr = Some(url.trim().parse::<SocketAddr>()?);
         }
+        if let Some(url) = line.strip_prefix("berth: admin listening on http://") {
+            admin_addr = Some(url.trim().parse::<SocketAddr>()?);
+        }
     }
     let addr = addr.ok_or_else(|| anyhow!("berth announced no listener for bench"))?;
+    if admin == Admin::On && admin_addr.is_none() {
+        bail!("berth announced no admin listener");
+    }
     Ok(Server {
         name,
         addr,
         root,
         log,
+        admin: admin_addr,
         guard,
     })
 }
@@ -251,6 +275,7 @@ pub async fn start_reference(
         addr,
         root,
         log,
+        admin: None,
         guard: ProcGuard { child },
     };
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -149,7 +149,8 @@ pub struct Rate {
     pub p99_ms: f64,
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+/// The `p` quantile of latencies in microseconds, sorted, in milliseconds.
+pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
