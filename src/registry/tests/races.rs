@@ -167,7 +167,7 @@ async fn stress(grace: Duration) {
                     _ => {
                         let known = model.remove(&(ri, t.clone())).is_some();
                         match reg.delete_manifest(r, &tag(&t)).await {
-                            Ok(()) => assert!(known, "{r}:{t} was deleted but never pushed"),
+                            Ok(_) => assert!(known, "{r}:{t} was deleted but never pushed"),
                             Err(RegistryError::ManifestUnknown(_)) => {
                                 assert!(!known, "{r}:{t} was acknowledged and is gone")
                             }
