@@ -110,10 +110,6 @@ pub(super) async fn of(
             target.digest
         ),
     };
-    let id = req
-        .extensions
-        .get::<RequestId>()
-        .map_or("", |r| r.0.as_str());
-    let request = Request::of(req, id);
+    let request = Request::of(req, RequestId::of(req));
     Some(Event::new(action, target, request, user.unwrap_or("")))
 }

@@ -31,6 +31,13 @@ use route::Route;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// The id of the request of `parts` ("" when the server gave it none).
+    pub fn of(parts: &Parts) -> &str {
+        parts.extensions.get::<RequestId>().map_or("", |r| &r.0)
+    }
+}
+
 /// The user a request was authenticated as, left in the response's
 /// extensions for the access log.
 #[derive(Clone, Debug)]

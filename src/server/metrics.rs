@@ -4,12 +4,13 @@
 //! itself). Requests are counted as they end ([`Metrics::request`]: by
 //! method, route class and status, with a latency histogram and the bytes
 //! received and sent), while an admin listener is configured (without one
-//! nothing reads them, and requests cost nothing more); everything else is read when scraped from what the
-//! process already keeps — each instance's usage as last measured (never a
-//! walk of the store), its upload sessions open, its certificate's end and
-//! failed ACME orders, its collections, failed logins and webhook queues,
-//! the open connections, the process's RSS and open files — so a scrape
-//! costs the same whatever the store holds.
+//! nothing reads them, and requests cost nothing more); everything else is
+//! read when scraped from what the process already keeps — each
+//! instance's usage as last measured (never a walk of the store), its
+//! upload sessions open, its certificate's end and failed ACME orders, its
+//! collections, failed logins and webhook queues, the open connections,
+//! the process's RSS and open files — so a scrape costs the same whatever
+//! the store holds.
 //!
 //! Owns the metric names and labels. Must not measure anything itself.
 
@@ -28,15 +29,15 @@ use super::Snapshot;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     registry: String,
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     registry: String,
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -295,12 +296,12 @@ impl Metrics {
     /// Counts a request that ended.
     pub fn request(&self, r: &Ended<'_>) {
         let registry = r.instance.to_string();
-        let route = route_class(r.path).to_string();
+        let route = route_class(r.path);
         self.requests
             .get_or_create(&RequestLabels {
                 registry: registry.clone(),
-                method: method_label(r.method).to_string(),
-                route: route.clone(),
+                method: method_label(r.method),
+                route,
                 status: r.status,
             })
             .inc();

@@ -470,19 +470,10 @@ async fn delete(a: &Asked<'_>, repo: &RepoName) -> Result<Response<Body>, Regist
     };
     by.manifest(repo, &reference, &tags);
     if a.ui.notify.active() {
-        let id = a
-            .parts
-            .extensions
-            .get::<RequestId>()
-            .map_or("", |r| r.0.as_str());
         let target = notify::Target::of_reference(repo, &reference);
-        let request = notify::Request::of(a.parts, id);
-        let event = notify::Event::new(
-            notify::Action::Delete,
-            target,
-            request,
-            a.user().unwrap_or(""),
-        );
+        let request = notify::Request::of(a.parts, RequestId::of(a.parts));
+        let user = a.user().unwrap_or("");
+        let event = notify::Event::new(notify::Action::Delete, target, request, user);
         a.ui.notify.emit(event);
     }
     let left = a.ui.registry.tags(repo).await.map(|t| !t.is_empty());
