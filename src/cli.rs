@@ -326,6 +326,8 @@ fn storage_problems(snapshot: &Snapshot) -> anyhow::Result<Vec<String>> {
 /// `berth gc`: retention and garbage collection of the chosen instances.
 fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
     let cfg = config::load(dir).map_err(|e| config_error(e.to_string()))?;
+    // The audit lines of what it deletes go to stderr, as the server's do.
+    init_logging(cfg.log_format);
     let instances: Vec<_> = cfg
         .instances
         .iter()
@@ -347,6 +349,7 @@ fn gc(dir: &Path, only: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
         let report = runtime
             .block_on(run)
             .map_err(|e| anyhow::anyhow!("{}: {e}", inst.name))?;
+        crate::audit::collection(&inst.name, &report, "berth gc");
         print!("{}", report.render(&inst.name));
     }
     Ok(())

@@ -15,6 +15,8 @@
 //! - [`registry`]: repositories, blobs, uploads, manifests, tags, referrers;
 //!   knows nothing of HTTP.
 //! - [`notify`]: webhooks, delivered from a queue on disk per endpoint.
+//! - [`audit`]: the audit log, one line per delete (by a user, retention
+//!   or garbage collection).
 //! - [`oci`]: names, digests, media types and error codes shared by all layers.
 //! - [`storage`]: the driver trait ([`storage::driver::Driver`]) with its
 //!   filesystem and in-memory drivers, CNCF Distribution's layout as keys
@@ -38,6 +40,7 @@
 //! is used only at the edges (`main`, command implementations).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -4,12 +4,15 @@
 //!
 //! `cargo run --release -p berth-bench -- [--quick] [--berth PATH]
 //! [--reference PATH] [--rounds N] [--duration SECS] [--skip-reference]
-//! [--baseline PATH] [--s3] [--tls] [--data-dir DIR] [--out DIR] [--keep]`;
-//! [`run`] is the same with the arguments given (the binary is a thin
-//! wrapper, the test suite calls it). With `--baseline`, another berth binary (an
+//! [--baseline PATH] [--s3] [--tls] [--only LIST] [--data-dir DIR]
+//! [--out DIR] [--keep]`; [`run`] is the same with the arguments given
+//! (the binary is a thin wrapper, the test suite calls it). With
+//! `--baseline`, another berth binary (an
 //! earlier build) takes the reference's place, and every workload must be
-//! within [`NOT_WORSE`] of it.
+//! within [`NOT_WORSE`] of it. The metrics workload ([`admin`]) runs berth
+//! alone, with and without its admin listener.
 
+mod admin;
 pub mod garage;
 mod h2;
 mod http;
@@ -34,9 +37,9 @@ use sha2::{Digest, Sha256};
 
 use crate::http::{basic_auth, Blob, Body, Conn};
 use crate::report::{
-    Agg, Better, Limits, Metric, Results, Target, RESULTS, S3_RESULTS, TLS_RESULTS,
+    Agg, Better, Limits, Metric, Results, Target, METRICS_RESULTS, RESULTS, S3_RESULTS, TLS_RESULTS,
 };
-use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server, Storage, Wire};
+use crate::servers::{proc_file_kib, proc_status_kib, Admin, RssSampler, Server, Storage, Wire};
 use crate::workloads::{Request, Upload};
 
 const MIB: u64 = 1 << 20;
@@ -71,9 +74,7 @@ struct Opts {
 
 impl Opts {
     fn wants(&self, workload: &str) -> bool {
-        let known = [&WORKLOADS[..], &S3_WORKLOADS, &TLS_WORKLOADS]
-            .iter()
-            .any(|list| list.contains(&workload));
+        let known = known_workload(workload);
         known && (self.only.is_empty() || self.only.iter().any(|w| w == workload))
     }
 
@@ -128,6 +129,8 @@ struct Plan {
     /// How long the UI's connections idle after their warm-up, before the
     /// clock starts: longer than berth keeps a repository's facts fresh.
     ui_idle: Duration,
+    /// Scrapes of `/metrics` timed by the metrics workload.
+    scrapes: usize,
     limit_bytes: u64,
     /// Whether any workload on disk runs.
     disk: bool,
@@ -135,6 +138,8 @@ struct Plan {
     s3: bool,
     /// Whether the workloads over TLS run (wanted, and Caddy is there).
     tls: bool,
+    /// Whether the metrics workload runs.
+    metrics: bool,
 }
 
 impl Plan {
@@ -154,10 +159,12 @@ impl Plan {
                 ui_requests: 100,
                 ui_conns: 4,
                 ui_idle: Duration::ZERO,
+                scrapes: 100,
                 limit_bytes: 16 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
                 tls: false,
+                metrics: o.wants(METRICS),
             }
         } else {
             Plan {
@@ -174,10 +181,12 @@ impl Plan {
                 ui_requests: 1000,
                 ui_conns: 4,
                 ui_idle: Duration::from_secs(6),
+                scrapes: 1000,
                 limit_bytes: 512 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
                 tls: false,
+                metrics: o.wants(METRICS),
             }
         };
         if let Some(r) = o.rounds {
@@ -211,7 +220,8 @@ fn usage() -> &'static str {
      --keep            keep the temporary data directory (logs, storage)\n\
      --only LIST       run only these workloads (comma-separated): push-mono,\n\
      \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog,\n\
-     \x20                 ui (berth only), s3-push-mono, s3-push-concurrent, s3-pull,\n\
+     \x20                 ui (berth only), metrics (berth with and without its admin\n\
+     \x20                 listener), s3-push-mono, s3-push-concurrent, s3-pull,\n\
      \x20                 tls-push-mono, tls-push-chunked, tls-push-concurrent, tls-pull,\n\
      \x20                 tls-manifest-get, tls-h2-pull, tls-h2-manifest-get\n\
      --s3              run only the workloads on S3 (the s3-* ones; without --s3 or\n\
@@ -250,6 +260,16 @@ const TLS_WORKLOADS: [&str; 7] = [
     "tls-h2-pull",
     "tls-h2-manifest-get",
 ];
+
+/// The metrics workload: berth with and without its admin listener.
+const METRICS: &str = "metrics";
+
+fn known_workload(w: &str) -> bool {
+    [&WORKLOADS[..], &S3_WORKLOADS, &TLS_WORKLOADS]
+        .iter()
+        .any(|list| list.contains(&w))
+        || w == METRICS
+}
 
 fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -300,10 +320,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
                 let v = value()?;
                 for w in v.split(',') {
                     ensure!(
-                        [&WORKLOADS[..], &S3_WORKLOADS, &TLS_WORKLOADS]
-                            .iter()
-                            .any(|list| list.contains(&w)),
-                        "unknown workload {w:?} (one of {WORKLOADS:?}, {S3_WORKLOADS:?} or {TLS_WORKLOADS:?})"
+                        known_workload(w),
+                        "unknown workload {w:?} (one of {WORKLOADS:?}, {S3_WORKLOADS:?}, {TLS_WORKLOADS:?} or {METRICS:?})"
                     );
                     o.only.push(w.to_string());
                 }
@@ -450,7 +468,7 @@ fn wants_tags_repo(opts: &Opts) -> bool {
 
 /// Whether the `plan.repos` repositories are populated.
 fn wants_repos(opts: &Opts) -> bool {
-    opts.wants_any(&["catalog", "ui"])
+    opts.wants_any(&["catalog", "ui", METRICS])
 }
 
 /// How many repositories [`populate`] writes.
@@ -523,6 +541,8 @@ fn metrics(plan: &Plan, baseline: bool) -> Vec<Metric> {
             m.target = Target::NotWorse(NOT_WORSE);
         }
     }
+    // berth with and without its admin listener, whatever it runs beside.
+    all.extend(admin::metrics(plan).into_iter().filter(|_| plan.metrics));
     all
 }
 
@@ -860,12 +880,22 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "ui_connections": plan.ui_conns,
         "ui_idle_s": plan.ui_idle.as_secs_f64(),
         "bcrypt_cost": BCRYPT_COST,
+        "metrics_scrapes": plan.scrapes,
         "s3": s3_settings,
         "tls": tls_settings,
     });
-    let rows = report::rows(metrics(&plan, opts.baseline.is_some()), &results, limits);
+    let all = report::rows(metrics(&plan, opts.baseline.is_some()), &results, limits);
+    // On disk and on S3 (berth and the reference or a baseline), then the
+    // metrics workload (berth with and without its admin listener).
+    let (rows, metrics_rows) = all.split_at(all.iter().take_while(|r| !admin::row(r)).count());
     let names = ["berth", opts.rival()];
-    report::print_table(&rows, limits, names);
+    let ratio = format!("berth/{}", &names[1][..3]);
+    if !rows.is_empty() {
+        report::print_table(rows, limits, names, &ratio);
+    }
+    if !metrics_rows.is_empty() {
+        report::print_table(metrics_rows, limits, admin::NAMES, admin::RATIO);
+    }
     for why in [&s3_skipped, &tls_skipped].into_iter().flatten() {
         say(&format!("\n{why}"));
     }
@@ -876,19 +906,26 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         .clone()
         .unwrap_or_else(|| bench_dir.join("results"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let out = report::json(&rows, &results, limits, machine.clone(), settings, names);
-    // A full run, or one of every workload on S3 with berth's defaults
-    // there: results to keep (latest.json, s3.json, and the README).
+    let names_of = |r: &report::Row| match admin::row(r) {
+        true => admin::NAMES,
+        false => names,
+    };
+    let out = report::json(&all, &results, limits, machine.clone(), settings, names_of);
+    // A full run, one of every workload on S3 with berth's defaults there,
+    // or one of the metrics workload: results to keep (latest.json,
+    // s3.json, metrics.json, and the README).
     let measured = !opts.quick && opts.compared();
     let on_disk = measured && opts.wants_all(&WORKLOADS);
     let on_s3 = measured && plan.s3 && opts.wants_all(&S3_WORKLOADS) && !opts.s3_tuned();
     let on_tls = measured && plan.tls && opts.wants_all(&TLS_WORKLOADS);
-    let name = match (&opts.baseline, on_disk, on_s3, on_tls) {
+    let on_metrics = !opts.quick && plan.metrics && opts.baseline.is_none();
+    let name = match (&opts.baseline, on_disk, on_s3, on_tls, on_metrics) {
         (Some(_), ..) => "ab.json",
         (None, true, ..) => "latest.json",
-        (None, false, true, _) => "s3.json",
-        (None, false, false, true) => "tls.json",
-        (None, false, false, false) => "quick.json",
+        (None, false, true, ..) => "s3.json",
+        (None, false, false, true, _) => "tls.json",
+        (None, false, false, false, true) => "metrics.json",
+        (None, false, false, false, false) => "quick.json",
     };
     let json_path = out_dir.join(name);
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")
@@ -899,13 +936,43 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         // The rows come on disk, then on S3, then over TLS.
         let at = |pick: fn(&report::Row) -> bool| rows.iter().position(pick).unwrap_or(rows.len());
         let (s3_at, tls_at) = (at(|r| s3::row(r) || tls::row(r)), at(tls::row));
-        for (write, section, rows, settings) in [
-            (on_disk, &RESULTS, &rows[..s3_at], &settings_text),
-            (on_s3, &S3_RESULTS, &rows[s3_at..tls_at], &s3_settings_text),
-            (on_tls, &TLS_RESULTS, &rows[tls_at..], &tls_settings_text),
+        let metrics_settings = admin::settings(&plan);
+        for (write, section, rows, settings, names, ratio) in [
+            (
+                on_disk,
+                &RESULTS,
+                &rows[..s3_at],
+                &settings_text,
+                names,
+                &ratio,
+            ),
+            (
+                on_s3,
+                &S3_RESULTS,
+                &rows[s3_at..tls_at],
+                &s3_settings_text,
+                names,
+                &ratio,
+            ),
+            (
+                on_tls,
+                &TLS_RESULTS,
+                &rows[tls_at..],
+                &tls_settings_text,
+                names,
+                &ratio,
+            ),
+            (
+                on_metrics,
+                &METRICS_RESULTS,
+                metrics_rows,
+                &metrics_settings,
+                admin::NAMES,
+                &admin::RATIO.to_string(),
+            ),
         ] {
             if write {
-                let md = report::markdown(rows, limits, &machine, settings);
+                let md = report::markdown(rows, limits, &machine, settings, names, ratio);
                 report::update_readme(&readme, section, &md)?;
                 say(&format!("wrote {} ({})", readme.display(), section.heading));
             }
@@ -934,6 +1001,9 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     if plan.tls {
         tls::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
     }
+    if plan.metrics {
+        admin::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
+    }
     Ok(res)
 }
 
@@ -956,11 +1026,18 @@ async fn start_servers(
         storage("berth"),
         &lines,
         wire,
+        Admin::Off,
     )?];
     if let Some(b) = &opts.baseline {
         let baseline = storage("baseline");
         servers.push(servers::start_berth(
-            "baseline", b, dir, baseline, &lines, wire,
+            "baseline",
+            b,
+            dir,
+            baseline,
+            &lines,
+            wire,
+            Admin::Off,
         )?);
     } else if !opts.skip_reference {
         let reference = storage("reference");

@@ -165,10 +165,10 @@ fn status(met: Option<bool>) -> &'static str {
     }
 }
 
-/// The table on the console; `names` are the two servers' names.
-pub fn print_table(rows: &[Row], limits: Limits, names: [&str; 2]) {
-    let ratio = format!("{}/{}", names[0], &names[1][..3]);
-    let header = ["workload", "unit", names[0], names[1], &ratio, "target", ""];
+/// The table on the console; `names` are the two servers' names, `ratio`
+/// the header of their ratio.
+pub fn print_table(rows: &[Row], limits: Limits, names: [&str; 2], ratio: &str) {
+    let header = ["workload", "unit", names[0], names[1], ratio, "target", ""];
     let mut lines: Vec<[String; 7]> = vec![header.map(str::to_string)];
     for r in rows {
         lines.push([
@@ -213,23 +213,36 @@ pub fn print_table(rows: &[Row], limits: Limits, names: [&str; 2]) {
     );
 }
 
+/// The markdown table of `rows`, whose columns are `names` and `ratio`
+/// (as [`print_table`]'s), with the machine and `settings` above it.
 pub fn markdown(
     rows: &[Row],
     limits: Limits,
     machine: &serde_json::Value,
     settings: &str,
+    names: [&str; 2],
+    ratio: &str,
 ) -> String {
     let mut s = String::new();
+    let reference = match names[1] {
+        "reference" => format!(
+            "; reference: {}",
+            machine["reference_version"].as_str().unwrap_or("?")
+        ),
+        _ => String::new(),
+    };
     s.push_str(&format!(
-        "Run of {} on: {} × {}, {} RAM, Linux {}; reference: {}.\n{settings}\n\n",
+        "Run of {} on: {} × {}, {} RAM, Linux {}{reference}.\n{settings}\n\n",
         machine["date"].as_str().unwrap_or("?"),
         machine["nproc"],
         machine["cpu"].as_str().unwrap_or("?"),
         machine["ram"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),
-        machine["reference_version"].as_str().unwrap_or("?"),
     ));
-    s.push_str("| workload | unit | berth | reference | berth/ref | target | |\n");
+    s.push_str(&format!(
+        "| workload | unit | {} | {} | {ratio} | target | |\n",
+        names[0], names[1]
+    ));
     s.push_str("| --- | --- | ---: | ---: | ---: | --- | --- |\n");
     for r in rows {
         s.push_str(&format!(
@@ -264,13 +277,15 @@ pub fn markdown(
     s
 }
 
+/// The results as JSON; each row's two values (and samples) under the
+/// names `names` gives for it.
 pub fn json(
     rows: &[Row],
     results: &Results,
     limits: Limits,
     machine: serde_json::Value,
     settings: serde_json::Value,
-    names: [&str; 2],
+    names: impl Fn(&Row) -> [&'static str; 2],
 ) -> serde_json::Value {
     let metrics: Vec<serde_json::Value> = rows
         .iter()
@@ -287,7 +302,7 @@ pub fn json(
                 "target": r.target_text,
                 "met": r.met,
             });
-            for (i, (name, value)) in names.iter().zip([r.berth, r.reference]).enumerate() {
+            for (i, (name, value)) in names(r).iter().zip([r.berth, r.reference]).enumerate() {
                 v[*name] = json!(value);
                 v[format!("{name}_samples")] = json!(s[i]);
             }
@@ -325,6 +340,12 @@ pub const S3_RESULTS: Section = Section {
 pub const TLS_RESULTS: Section = Section {
     marker: "tls-results",
     heading: "Latest results over TLS",
+};
+
+/// The results of the metrics workload.
+pub const METRICS_RESULTS: Section = Section {
+    marker: "metrics-results",
+    heading: "Latest results of the admin listener",
 };
 
 /// Replaces `section` of `README.md` (between its markers).

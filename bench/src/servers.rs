@@ -95,6 +95,8 @@ pub struct Server {
     /// on a bucket.
     pub root: Option<PathBuf>,
     pub log: PathBuf,
+    /// berth's admin listener (`/metrics`), when it has one.
+    pub admin: Option<SocketAddr>,
     guard: ProcGuard,
     /// The TLS proxy in front of it (Caddy, for the reference over TLS).
     front: Option<ProcGuard>,
@@ -134,9 +136,17 @@ impl Server {
     }
 }
 
+/// Whether berth serves an admin listener (`[listen] admin`).
+#[derive(Clone, Copy, PartialEq)]
+pub enum Admin {
+    On,
+    Off,
+}
+
 /// Starts `berth serve` with one instance `bench`, its config and log in
 /// `dir` under `name`: on a dedicated plain listener, or with its
-/// self-signed certificate on the shared https listener.
+/// self-signed certificate on the shared https listener; and an admin
+/// listener when `admin` says so.
 pub fn start_berth(
     name: &'static str,
     bin: &Path,
@@ -144,10 +154,21 @@ pub fn start_berth(
     storage: Storage,
     htpasswd: &str,
     wire: Wire,
+    admin: Admin,
 ) -> Result<Server> {
     let cfg = dir.join(format!("{name}-config"));
     std::fs::create_dir_all(cfg.join("instances"))?;
     std::fs::create_dir_all(cfg.join("credentials"))?;
+    let mut listen = String::new();
+    if admin == Admin::On {
+        listen.push_str("admin = \"127.0.0.1:0\"\n");
+    }
+    if wire == Wire::Tls {
+        listen.push_str("https = \"127.0.0.1:0\"\n");
+    }
+    if !listen.is_empty() {
+        std::fs::write(cfg.join("berth.toml"), format!("[listen]\n{listen}"))?;
+    }
     std::fs::write(cfg.join("credentials/bench.htpasswd"), htpasswd)?;
     let (root, table) = match storage {
         Storage::Dir(root) => {
@@ -162,17 +183,11 @@ pub fn start_berth(
             "",
             "bench listening on http://",
         ),
-        Wire::Tls => {
-            std::fs::write(
-                cfg.join("berth.toml"),
-                "[listen]\nhttps = \"127.0.0.1:0\"\n",
-            )?;
-            (
-                "",
-                "[tls]\nmode = \"self-signed\"\n",
-                "shared-tls listening on https://",
-            )
-        }
+        Wire::Tls => (
+            "",
+            "[tls]\nmode = \"self-signed\"\n",
+            "shared-tls listening on https://",
+        ),
     };
     std::fs::write(
         cfg.join("instances/bench.toml"),
@@ -204,7 +219,7 @@ pub fn start_berth(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut addr = None;
+    let (mut addr, mut admin_addr) = (None, None);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).map_err(|_| {
@@ -222,6 +237,9 @@ pub fn start_berth(
         {
             addr = Some(url.trim().parse::<SocketAddr>()?);
         }
+        if let Some(url) = line.strip_prefix("berth: admin listening on http://") {
+            admin_addr = Some(url.trim().parse::<SocketAddr>()?);
+        }
     }
     let addr = addr.ok_or_else(|| anyhow!("berth announced no listener for bench"))?;
     let addr = match wire {
@@ -238,11 +256,15 @@ pub fn start_berth(
             Endpoint::https(addr, TLS_NAME, &pem)?
         }
     };
+    if admin == Admin::On && admin_addr.is_none() {
+        bail!("berth announced no admin listener");
+    }
     Ok(Server {
         name,
         addr,
         root,
         log,
+        admin: admin_addr,
         guard,
         front: None,
     })
@@ -309,6 +331,7 @@ pub async fn start_reference(
         addr: Endpoint::plain(addr),
         root,
         log,
+        admin: None,
         guard: ProcGuard { child },
         front: None,
     };

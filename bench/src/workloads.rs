@@ -167,7 +167,8 @@ impl Rate {
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+/// The `p` quantile of latencies in microseconds, sorted, in milliseconds.
+pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

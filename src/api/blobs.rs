@@ -7,6 +7,7 @@ use axum::http::{header, Response, StatusCode};
 use super::limits::UploadLimits;
 use super::range::byte_range;
 use super::{empty, empty_response, header_str, query};
+use crate::audit::ByUser;
 use crate::oci::{Digest, RegistryError, RepoName};
 use crate::registry::Registry;
 
@@ -69,12 +70,15 @@ pub(super) async fn get(
         .expect("valid response"))
 }
 
+/// Unlinks a blob from a repository, on the audit log as `by`.
 pub(super) async fn delete(
     registry: &Registry,
     repo: &RepoName,
     digest: &Digest,
+    by: &ByUser<'_>,
 ) -> Result<Response<Body>, RegistryError> {
     registry.delete_blob(repo, digest).await?;
+    by.blob(repo, digest);
     Ok(empty(StatusCode::ACCEPTED))
 }
 

@@ -1,17 +1,16 @@
 //! The webhook event of an API request that succeeded, read from the
 //! request and its response as Distribution reports them: push of a
-//! manifest (`201` to a PUT) or of a blob (`201` ending an upload), pull of
-//! a manifest or a whole blob (`200` to a GET), delete of a manifest, a tag
-//! or a blob (`202`). Other requests make none.
+//! manifest (`201` to a PUT) or of a blob (`201` ending an upload), mount
+//! of a blob from another repository (`201` to a POST with `mount`), pull
+//! of a manifest or a whole blob (`200` to a GET), delete of a manifest, a
+//! tag or a blob (`202`). Other requests make none.
 
-use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 
 use super::route::Route;
 use super::RequestId;
 use crate::notify::{Action, Event, Request, Target};
-use crate::oci::Reference;
 use crate::registry::Registry;
 
 /// Blobs have no media type of their own.
@@ -41,7 +40,8 @@ pub(super) async fn of(
         ..Target::default()
     };
     let action = match (route, method, status) {
-        (Route::Manifest(_, r), &Method::PUT, StatusCode::CREATED) => {
+        (Route::Manifest(repo, r), &Method::PUT, StatusCode::CREATED) => {
+            target = Target::of_reference(repo, r);
             target.media_type = header(&req.headers, header::CONTENT_TYPE)
                 .split(';')
                 .next()
@@ -49,9 +49,6 @@ pub(super) async fn of(
                 .trim()
                 .to_string();
             target.size = length(&req.headers);
-            if let Reference::Tag(t) = r {
-                target.tag = t.to_string();
-            }
             Action::Push
         }
         (
@@ -63,14 +60,20 @@ pub(super) async fn of(
             let d = crate::oci::Digest::parse(&digest).ok()?;
             target.media_type = BLOB_TYPE.to_string();
             target.size = registry.blob(repo, &d).await.ok()?.size;
-            Action::Push
+            let q = super::query(req);
+            match q.get("mount") {
+                // The source is named when the client named it.
+                Some(_) => {
+                    target.from_repository = q.get("from").cloned().unwrap_or_default();
+                    Action::Mount
+                }
+                None => Action::Push,
+            }
         }
-        (Route::Manifest(_, r), &Method::GET, StatusCode::OK) => {
+        (Route::Manifest(repo, r), &Method::GET, StatusCode::OK) => {
+            target = Target::of_reference(repo, r);
             target.media_type = header(answered, header::CONTENT_TYPE).to_string();
             target.size = length(answered);
-            if let Reference::Tag(t) = r {
-                target.tag = t.to_string();
-            }
             Action::Pull
         }
         (Route::Blob(..), &Method::GET, StatusCode::OK) => {
@@ -78,11 +81,8 @@ pub(super) async fn of(
             target.size = length(answered);
             Action::Pull
         }
-        (Route::Manifest(_, r), &Method::DELETE, StatusCode::ACCEPTED) => {
-            match r {
-                Reference::Tag(t) => target.tag = t.to_string(),
-                Reference::Digest(d) => target.digest = d.to_string(),
-            }
+        (Route::Manifest(repo, r), &Method::DELETE, StatusCode::ACCEPTED) => {
+            target = Target::of_reference(repo, r);
             Action::Delete
         }
         (Route::Blob(_, d), &Method::DELETE, StatusCode::ACCEPTED) => {
@@ -110,20 +110,6 @@ pub(super) async fn of(
             target.digest
         ),
     };
-    let request = Request {
-        id: req
-            .extensions
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
-        addr: req
-            .extensions
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.to_string())
-            .unwrap_or_default(),
-        host,
-        method: method.to_string(),
-        useragent: header(&req.headers, header::USER_AGENT).to_string(),
-    };
+    let request = Request::of(req, RequestId::of(req));
     Some(Event::new(action, target, request, user.unwrap_or("")))
 }

@@ -6,6 +6,7 @@ use axum::http::{header, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::{empty, empty_response, header_str};
+use crate::audit::ByUser;
 use crate::oci::{Reference, RegistryError, RepoName};
 use crate::registry::manifest::MAX_MANIFEST_SIZE;
 use crate::registry::urls::ManifestUrls;
@@ -81,11 +82,14 @@ pub(super) async fn put(
     Ok(builder.body(Body::empty()).expect("valid response"))
 }
 
+/// Deletes a tag or a manifest, on the audit log as `by`.
 pub(super) async fn delete(
     registry: &Registry,
     repo: &RepoName,
     reference: &Reference,
+    by: &ByUser<'_>,
 ) -> Result<Response<Body>, RegistryError> {
-    registry.delete_manifest(repo, reference).await?;
+    let tags = registry.delete_manifest(repo, reference).await?;
+    by.manifest(repo, reference, &tags);
     Ok(empty(StatusCode::ACCEPTED))
 }

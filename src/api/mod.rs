@@ -31,6 +31,13 @@ use route::Route;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// The id of the request of `parts` ("" when the server gave it none).
+    pub fn of(parts: &Parts) -> &str {
+        parts.extensions.get::<RequestId>().map_or("", |r| &r.0)
+    }
+}
+
 /// The user a request was authenticated as, left in the response's
 /// extensions for the access log.
 #[derive(Clone, Debug)]
@@ -60,6 +67,7 @@ pub fn error_response(err: &RegistryError) -> Response<Body> {
 /// What a request is checked against: one instance's content, users and
 /// access policy.
 pub struct Instance<'a> {
+    pub name: &'a str,
     pub registry: &'a Registry,
     pub auth: &'a Authenticator,
     pub access: &'a Access,
@@ -219,6 +227,11 @@ async fn dispatch(
         user,
         upload_ttl: inst.upload_ttl,
     };
+    let deleter = crate::audit::ByUser {
+        instance: inst.name,
+        user,
+        through: "the API",
+    };
     let not_allowed = || {
         Err(RegistryError::MethodNotAllowed(format!(
             "{method} is not allowed here"
@@ -237,7 +250,9 @@ async fn dispatch(
         (Route::Manifest(repo, r), &Method::PUT) => {
             manifests::put(registry, repo, r, &req, body, inst.manifest_urls).await
         }
-        (Route::Manifest(repo, r), &Method::DELETE) => manifests::delete(registry, repo, r).await,
+        (Route::Manifest(repo, r), &Method::DELETE) => {
+            manifests::delete(registry, repo, r, &deleter).await
+        }
         (Route::BadReference(_, r), &Method::GET | &Method::HEAD | &Method::DELETE) => {
             Err(r.unknown())
         }
@@ -245,7 +260,7 @@ async fn dispatch(
         (Route::Blob(repo, d), &Method::GET | &Method::HEAD) => {
             blobs::get(registry, repo, d, &req, method == Method::HEAD).await
         }
-        (Route::Blob(repo, d), &Method::DELETE) => blobs::delete(registry, repo, d).await,
+        (Route::Blob(repo, d), &Method::DELETE) => blobs::delete(registry, repo, d, &deleter).await,
         (Route::UploadStart(repo), &Method::POST) => {
             blobs::start_upload(registry, repo, &req, body, &may_pull, &limits).await
         }

@@ -75,7 +75,7 @@ pub(super) fn build(
             },
         };
         let actions = match &n.events {
-            None => vec![Action::Push, Action::Delete, Action::Gc],
+            None => vec![Action::Push, Action::Mount, Action::Delete, Action::Gc],
             Some(list) => {
                 let mut actions = Vec::new();
                 for e in list.get_ref() {
@@ -83,7 +83,7 @@ pub(super) fn build(
                         Some(a) => actions.push(a),
                         None => errors.push(src.error_spanned(
                             list,
-                            format!("notify.events: unknown event '{e}': one of \"push\", \"pull\", \"delete\", \"gc\""),
+                            format!("notify.events: unknown event '{e}': one of \"push\", \"mount\", \"pull\", \"delete\", \"gc\""),
                         )),
                     }
                 }

@@ -1,5 +1,6 @@
 //! Webhooks: each instance's `[[notify]]` endpoints receive its events —
-//! push, pull and delete of manifests and blobs, and berth's own (a
+//! push, pull and delete of manifests and blobs, mounts of blobs, and
+//! berth's own (a
 //! collection finished) — in CNCF Distribution's notification envelope
 //! (`application/vnd.docker.distribution.events.v2+json`, the same JSON
 //! fields), so receivers written for registry:2 work unchanged.
@@ -26,6 +27,8 @@ use tokio::task::JoinHandle;
 
 pub use queue::Queue;
 
+use crate::oci::{Reference, RepoName};
+
 /// Events a queue keeps at most before it drops the oldest.
 pub const MAX_PENDING: usize = 10_000;
 
@@ -34,6 +37,8 @@ pub const MAX_PENDING: usize = 10_000;
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Push,
+    /// A blob linked from another repository (Distribution's `mount`).
+    Mount,
     Pull,
     Delete,
     /// A collection finished (berth's own).
@@ -44,6 +49,7 @@ impl Action {
     pub fn parse(s: &str) -> Option<Action> {
         Some(match s {
             "push" => Action::Push,
+            "mount" => Action::Mount,
             "pull" => Action::Pull,
             "delete" => Action::Delete,
             "gc" => Action::Gc,
@@ -87,9 +93,27 @@ pub struct Target {
     pub digest: String,
     pub length: u64,
     pub repository: String,
+    /// The repository a mounted blob came from, when the client named it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub from_repository: String,
     pub url: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub tag: String,
+}
+
+impl Target {
+    /// The tag or manifest `reference` names in `repo`.
+    pub fn of_reference(repo: &RepoName, reference: &Reference) -> Target {
+        let mut target = Target {
+            repository: repo.to_string(),
+            ..Target::default()
+        };
+        match reference {
+            Reference::Tag(t) => target.tag = t.to_string(),
+            Reference::Digest(d) => target.digest = d.to_string(),
+        }
+        target
+    }
 }
 
 /// The request that made an event.
@@ -100,6 +124,32 @@ pub struct Request {
     pub host: String,
     pub method: String,
     pub useragent: String,
+}
+
+impl Request {
+    /// The request of `parts` (its `Host`, `User-Agent`, the client's
+    /// address), whose id is `id`.
+    pub fn of(parts: &http::request::Parts, id: &str) -> Request {
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Request {
+            id: id.to_string(),
+            addr: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default(),
+            host: header(http::header::HOST),
+            method: parts.method.to_string(),
+            useragent: header(http::header::USER_AGENT),
+        }
+    }
 }
 
 /// Who made it.
@@ -226,7 +276,7 @@ impl Notifier {
         }
         let target = Target {
             size: report.bytes,
-            length: report.blobs as u64,
+            length: report.blobs.len() as u64,
             ..Target::default()
         };
         self.emit(Event::new(

@@ -492,18 +492,20 @@ impl Registry {
         found
     }
 
-    /// Deletes a tag, or a manifest with every tag pointing at it.
+    /// Deletes a tag, or a manifest with every tag pointing at it; the
+    /// tags that went with a manifest.
     pub async fn delete_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<crate::oci::Tag>, RegistryError> {
         // Whole, between a garbage collection's decision and its
         // deletions, and between writes of the same repository.
         let gc = gc_shared(&self.coord).await?;
         let _repo = Self::repo_locked(&gc, repo).await?;
         let d = &*self.driver;
         let unknown = || Self::manifest_unknown(repo, reference);
+        let mut untagged = Vec::new();
         match reference {
             Reference::Tag(tag) => {
                 if optional(d.stat(&keys::tag_current_link(repo, tag)).await)?.is_none() {
@@ -518,7 +520,6 @@ impl Registry {
                     return Err(unknown());
                 }
                 let tags: Vec<String> = d.list(&keys::tags(repo)).try_collect().await?;
-                let mut untagged = false;
                 for tag in tags {
                     // A registry:2 root may hold directories that are no valid tag.
                     let Ok(tag) = crate::oci::Tag::parse(&tag) else {
@@ -527,14 +528,14 @@ impl Registry {
                     let current = tree::read_link(d, &keys::tag_current_link(repo, &tag)).await?;
                     if current.as_ref() == Some(digest) {
                         d.delete_all(&keys::tag(repo, &tag)).await?;
-                        untagged = true;
+                        untagged.push(tag);
                     } else {
                         // Its history forgets the manifest too.
                         d.delete_all(&keys::tag_index_entry(repo, &tag, digest))
                             .await?;
                     }
                 }
-                if untagged {
+                if !untagged.is_empty() {
                     listing::tags_changed(d, repo).await?;
                 }
                 self.views.changed(repo);
@@ -548,7 +549,7 @@ impl Registry {
             }
         }
         self.usage.changed();
-        Ok(())
+        Ok(untagged)
     }
 
     /// Writes this process's pull times if some are new (see the `pulls` module).
@@ -606,6 +607,7 @@ impl Registry {
             self.usage
                 .set(report.usage.clone(), changes, started.elapsed());
             self.views.clear();
+            self.uploads.forget_older_than(policy.upload_ttl);
             self.gc_totals.lock().add(&report, started.elapsed());
         }
         Ok(report)

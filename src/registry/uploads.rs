@@ -58,6 +58,8 @@ struct Known {
     /// from before owners were recorded, which any pusher may use.
     owner: Option<String>,
     session: SessionRef,
+    /// When this process opened it or first saw it.
+    seen: std::time::Instant,
 }
 
 impl Known {
@@ -144,6 +146,7 @@ impl Uploads {
         let known = Known {
             owner: Some(owner.to_string()),
             session: Arc::new(tokio::sync::Mutex::new(session)),
+            seen: std::time::Instant::now(),
         };
         self.sessions.lock().insert(Self::key(repo, &id), known);
         Ok(id)
@@ -193,6 +196,7 @@ impl Uploads {
             .or_insert_with(|| Known {
                 owner,
                 session: Arc::new(tokio::sync::Mutex::new(session)),
+                seen: std::time::Instant::now(),
             })
             .clone()
             .for_user(user, id)
@@ -227,6 +231,21 @@ impl Uploads {
                 Ok(s)
             }
         }
+    }
+
+    /// Sessions this process knows as open and has seen within `ttl` (an
+    /// older one is purged by the next collection, whichever process runs
+    /// it); counted in memory, never read from the store.
+    pub fn in_progress(&self, ttl: std::time::Duration) -> usize {
+        let sessions = self.sessions.lock();
+        sessions.values().filter(|k| k.seen.elapsed() < ttl).count()
+    }
+
+    /// Forgets the sessions not seen within `ttl`, after a collection
+    /// purged those older than that from the store (one still in use is
+    /// found there again when its client goes on).
+    pub(super) fn forget_older_than(&self, ttl: std::time::Duration) {
+        self.sessions.lock().retain(|_, k| k.seen.elapsed() < ttl);
     }
 
     /// Bytes received so far.

@@ -83,8 +83,8 @@ pub(super) struct Entry {
     pub path: String,
     pub started: Instant,
     pub received: Received,
-    /// Where the request is counted once it ends.
-    pub metrics: Arc<Metrics>,
+    /// Where the request is counted once it ends, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// `resp`, whose body writes the access line of `entry` once it has been
@@ -118,8 +118,8 @@ impl Drop for Counted {
             self.counter.load(Ordering::Relaxed),
         );
         let elapsed = entry.started.elapsed();
-        if let Some(instance) = &entry.instance {
-            entry.metrics.request(&Ended {
+        if let (Some(instance), Some(metrics)) = (&entry.instance, &entry.metrics) {
+            metrics.request(&Ended {
                 instance,
                 method: &entry.method,
                 path: &entry.path,

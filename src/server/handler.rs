@@ -99,7 +99,7 @@ async fn serve(
     if let Some(inst) = &instance {
         tracing::Span::current().record("instance", inst.config.name.as_str());
     }
-    let metrics = snapshot.metrics.clone();
+    let metrics = snapshot.counting.then(|| snapshot.metrics.clone());
     drop(snapshot);
     let early = bad_host
         .or(too_large.map(|e| api::error_response(&e)))
@@ -122,11 +122,13 @@ async fn serve(
                 next_gc: inst.next_gc(),
                 sessions: &inst.config.ui.sessions,
                 read_only: inst.config.read_only,
+                notify: &inst.notifier,
             };
             ui::handle(ctx, req).await
         }
         (None, Some(inst)) => {
             let ctx = api::Instance {
+                name: &inst.config.name,
                 registry: &inst.registry,
                 auth: &inst.auth,
                 access: &inst.config.access,

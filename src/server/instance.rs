@@ -65,10 +65,23 @@ impl Instance {
         self.storage_problem.lock().clone()
     }
 
-    /// What keeps the instance from being ready at `now` (its storage
-    /// cannot be written, read and cleaned up), probed at most every
-    /// [`super::admin::PROBE_EVERY`]; `None` when it is ready.
+    /// What keeps the instance from being ready at `now`: no certificate
+    /// served yet (or one that ended), or storage that cannot be written,
+    /// read and cleaned up (probed at most every
+    /// [`super::admin::PROBE_EVERY`]); `None` when it is ready.
     pub async fn readiness(&self, now: Instant) -> Option<String> {
+        let certificate = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.status().problem(SystemTime::now()));
+        let storage = self.storage_readiness(now).await;
+        match (certificate, storage) {
+            (Some(c), Some(s)) => Some(format!("{c}; {s}")),
+            (c, s) => c.or(s),
+        }
+    }
+
+    async fn storage_readiness(&self, now: Instant) -> Option<String> {
         let mut last = self.ready_probe.lock().await;
         if let Some((at, why)) = &*last {
             if now.duration_since(*at) < super::admin::PROBE_EVERY {
@@ -187,7 +200,7 @@ impl Instance {
                     match run.await {
                         Ok(report) => {
                             inst.notifier.collection(&report);
-                            audit(&name, &report);
+                            crate::audit::collection(&name, &report, "scheduled");
                             tracing::info!(instance = %name, "retention: {}", report.render(&name).trim_end())
                         }
                         Err(e) => tracing::error!(instance = %name, "retention failed: {e}"),
@@ -195,17 +208,6 @@ impl Instance {
                 }
             }
         }));
-    }
-}
-
-/// One `audit` line per tag and manifest a scheduled collection deleted:
-/// who (retention), what, and why.
-fn audit(instance: &str, report: &crate::registry::gc::Report) {
-    for t in &report.tags {
-        tracing::info!(target: "audit", instance, actor = "retention", action = "delete", tag = %t, why = "no retention rule keeps it");
-    }
-    for m in &report.manifests {
-        tracing::info!(target: "audit", instance, actor = "gc", action = "delete", manifest = %m, why = "no kept tag or index references it");
     }
 }
 
@@ -229,6 +231,9 @@ pub struct Snapshot {
     coord: Option<Coordinator>,
     /// The process's metrics (reloads keep them).
     pub metrics: Arc<Metrics>,
+    /// Whether requests are counted into them: only while an admin
+    /// listener can serve them, so that without one they cost nothing.
+    pub(super) counting: bool,
     /// Who may read the admin listener (`[admin] htpasswd`); `None`: anyone
     /// who reaches it.
     pub(super) admin_auth: Option<Arc<Authenticator>>,
@@ -436,6 +441,7 @@ impl Snapshot {
                 body_timeout: config.body_timeout,
                 coord,
                 metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
+                counting: config.admin.is_some(),
                 admin_auth,
             })
         } else {

@@ -3,11 +3,14 @@
 //! `registry="NAME"` (Prometheus sets `instance` to the scrape target
 //! itself). Requests are counted as they end ([`Metrics::request`]: by
 //! method, route class and status, with a latency histogram and the bytes
-//! received and sent); everything else is read when scraped from what the
-//! process already keeps — each instance's usage as last measured (never a
-//! walk of the store), its collections and failed logins, the open
-//! connections, the process's RSS and open files — so a scrape costs the
-//! same whatever the store holds.
+//! received and sent), while an admin listener is configured (without one
+//! nothing reads them, and requests cost nothing more); everything else is
+//! read when scraped from what the process already keeps — each
+//! instance's usage as last measured (never a walk of the store), its
+//! upload sessions open, its certificate's end and failed ACME orders, its
+//! collections, failed logins and webhook queues, the open connections,
+//! the process's RSS and open files — so a scrape costs the same whatever
+//! the store holds.
 //!
 //! Owns the metric names and labels. Must not measure anything itself.
 
@@ -26,15 +29,15 @@ use super::Snapshot;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     registry: String,
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     registry: String,
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +66,9 @@ pub struct Metrics {
     repositories: Family<RegistryLabel, Gauge>,
     tags: Family<RegistryLabel, Gauge>,
     usage_time: Family<RegistryLabel, Gauge>,
+    uploads: Family<RegistryLabel, Gauge>,
+    cert_expiry: Family<RegistryLabel, Gauge>,
+    acme_failures: Family<RegistryLabel, Counter>,
     gc_runs: Family<RegistryLabel, Counter>,
     gc_seconds: Family<RegistryLabel, Counter<f64>>,
     gc_tags: Family<RegistryLabel, Counter>,
@@ -75,6 +81,9 @@ pub struct Metrics {
     fds: Gauge,
     notify_pending: Family<RegistryLabel, Gauge>,
     notify_dropped: Family<RegistryLabel, Counter>,
+    /// One scrape at a time: each refills the families read from the
+    /// instances.
+    rendering: parking_lot::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -92,6 +101,9 @@ impl Default for Metrics {
             repositories: Family::default(),
             tags: Family::default(),
             usage_time: Family::default(),
+            uploads: Family::default(),
+            cert_expiry: Family::default(),
+            acme_failures: Family::default(),
             gc_runs: Family::default(),
             gc_seconds: Family::default(),
             gc_tags: Family::default(),
@@ -104,6 +116,7 @@ impl Default for Metrics {
             fds: Gauge::default(),
             notify_pending: Family::default(),
             notify_dropped: Family::default(),
+            rendering: parking_lot::Mutex::new(()),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -157,6 +170,21 @@ impl Default for Metrics {
             "When an instance's usage was last measured",
             m.usage_time.clone(),
         );
+        r.register(
+            "uploads_in_progress",
+            "Upload sessions open (as this process knows them)",
+            m.uploads.clone(),
+        );
+        r.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the certificate an instance serves ends",
+            m.cert_expiry.clone(),
+        );
+        r.register(
+            "acme_order_failures",
+            "ACME orders that failed",
+            m.acme_failures.clone(),
+        );
         r.register("gc_runs", "Collections this process ran", m.gc_runs.clone());
         r.register(
             "gc_duration_seconds",
@@ -192,6 +220,16 @@ impl Default for Metrics {
             "logins_throttled",
             "Logins refused for too many failures",
             m.logins_throttled.clone(),
+        );
+        r.register(
+            "notify_pending",
+            "Webhook events waiting in the queues on disk",
+            m.notify_pending.clone(),
+        );
+        r.register(
+            "notify_dropped",
+            "Webhook events dropped from full queues",
+            m.notify_dropped.clone(),
         );
         r.register(
             "process_resident_memory_bytes",
@@ -258,12 +296,12 @@ impl Metrics {
     /// Counts a request that ended.
     pub fn request(&self, r: &Ended<'_>) {
         let registry = r.instance.to_string();
-        let route = route_class(r.path).to_string();
+        let route = route_class(r.path);
         self.requests
             .get_or_create(&RequestLabels {
                 registry: registry.clone(),
-                method: method_label(r.method).to_string(),
-                route: route.clone(),
+                method: method_label(r.method),
+                route,
                 status: r.status,
             })
             .inc();
@@ -286,7 +324,36 @@ impl Metrics {
 
     /// The metrics now, in the Prometheus text format.
     pub fn render(&self, snapshot: &Snapshot) -> String {
+        let _one_at_a_time = self.rendering.lock();
         self.connections.set(self.open.load(Ordering::Relaxed));
+        // Filled again from the instances served now: an instance a reload
+        // removed (or whose certificate went) leaves no series behind.
+        for f in [
+            &self.storage_bytes,
+            &self.blobs,
+            &self.repositories,
+            &self.tags,
+            &self.usage_time,
+            &self.uploads,
+            &self.cert_expiry,
+            &self.notify_pending,
+        ] {
+            f.clear();
+        }
+        for f in [
+            &self.acme_failures,
+            &self.gc_runs,
+            &self.gc_tags,
+            &self.gc_manifests,
+            &self.gc_blobs,
+            &self.gc_bytes,
+            &self.login_failures,
+            &self.logins_throttled,
+            &self.notify_dropped,
+        ] {
+            f.clear();
+        }
+        self.gc_seconds.clear();
         for (name, inst) in &snapshot.instances {
             let label = RegistryLabel {
                 registry: name.clone(),
@@ -306,6 +373,20 @@ impl Metrics {
                 gauge(&self.tags, u.tags as u64);
                 let at = m.at.duration_since(std::time::UNIX_EPOCH);
                 gauge(&self.usage_time, at.map_or(0, |d| d.as_secs()));
+            }
+            let ttl = inst.config.retention.upload_ttl;
+            gauge(
+                &self.uploads,
+                inst.registry.uploads().in_progress(ttl) as u64,
+            );
+            if let Some(tls) = &inst.tls {
+                let status = tls.status();
+                if let Some(t) = status.not_after {
+                    self.cert_expiry.get_or_create(&label).set(t);
+                }
+                if matches!(inst.config.tls, crate::config::Tls::Acme { .. }) {
+                    count(&self.acme_failures, status.order_failures);
+                }
             }
             let gc = inst.registry.gc_totals();
             count(&self.gc_runs, gc.runs);

@@ -4,18 +4,26 @@
 //! A `berth check` builds the same and writes nothing ([`Purpose`]): the
 //! local CA is created by the server, as the user it runs as. One crypto
 //! provider (aws-lc-rs) serves all of it, ACME included.
+//!
+//! Also what is known of the certificate each instance serves
+//! ([`CertStatus`]: whether one is loaded, when it ends, the ACME orders
+//! that failed), for the metrics and readiness of the admin listener.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_acme::{AcmeConfig, AcmeState, EventOk, ResolvesServerCertAcme, UseChallenge};
+use rustls_acme::{
+    AccountCache, AcmeConfig, AcmeState, CertCache, EventError, EventOk, ResolvesServerCertAcme,
+    UseChallenge,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::task::JoinHandle;
@@ -59,6 +67,86 @@ fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConf
     Ok(Arc::new(config))
 }
 
+/// What is known of the certificate an instance serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertStatus {
+    /// Whether a certificate is served (ACME: once one is ordered or
+    /// loaded from the cache; the other modes have one from the start).
+    pub loaded: bool,
+    /// When the served certificate ends, in Unix seconds.
+    pub not_after: Option<i64>,
+    /// ACME orders that failed since the instance's TLS was built.
+    pub order_failures: u64,
+    /// The last ACME error, until a certificate is served.
+    pub last_error: Option<String>,
+}
+
+impl CertStatus {
+    /// Why the certificate keeps the instance from being ready at `now`:
+    /// none served yet, or the one served has ended.
+    pub fn problem(&self, now: SystemTime) -> Option<String> {
+        if !self.loaded {
+            return Some(match &self.last_error {
+                Some(e) => format!("no certificate yet: ACME: {e}"),
+                None => "no certificate yet: ACME order under way".to_string(),
+            });
+        }
+        let ended = SystemTime::UNIX_EPOCH + Duration::from_secs(self.not_after?.max(0) as u64);
+        (ended <= now).then(|| {
+            format!(
+                "its certificate ended at {}",
+                humantime::format_rfc3339_seconds(ended)
+            )
+        })
+    }
+}
+
+/// When the first certificate of `chain` (the leaf) ends, in Unix seconds.
+fn not_after(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// [`not_after`] of a PEM bundle as rustls-acme keeps it (the key, then
+/// the chain).
+fn pem_not_after(pem: &[u8]) -> Option<i64> {
+    let leaf = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    not_after(&[leaf])
+}
+
+/// The [`CertStatus`] of an instance, kept up to date by whatever serves
+/// its certificates.
+#[derive(Debug, Default)]
+struct Served {
+    status: Mutex<CertStatus>,
+    /// ACME: when the certificate read from the cache ends, until
+    /// rustls-acme says it serves it.
+    from_cache: Mutex<Option<i64>>,
+}
+
+impl Served {
+    /// A certificate ending at `not_after` is served from now on.
+    fn serving(&self, not_after: Option<i64>) {
+        let mut s = self.status.lock();
+        s.loaded = true;
+        s.not_after = not_after;
+        s.last_error = None;
+    }
+
+    /// An ACME event that is an error: counted when an order failed.
+    fn acme_error<EC, EA>(&self, e: &EventError<EC, EA>)
+    where
+        EC: std::fmt::Debug + std::fmt::Display,
+        EA: std::fmt::Debug + std::fmt::Display,
+    {
+        let mut s = self.status.lock();
+        if matches!(e, EventError::Order(_) | EventError::NewCertParse(_)) {
+            s.order_failures += 1;
+        }
+        s.last_error = Some(e.to_string());
+    }
+}
+
 fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -79,6 +167,7 @@ struct FileCert {
     key: PathBuf,
     current: ArcSwap<CertifiedKey>,
     seen: Mutex<(Instant, Option<(SystemTime, SystemTime)>)>,
+    served: Arc<Served>,
 }
 
 fn modified(p: &Path) -> Option<SystemTime> {
@@ -97,14 +186,17 @@ fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
 }
 
 impl FileCert {
-    fn new(instance: &str, cert: &Path, key: &Path) -> Result<Self, String> {
+    fn new(instance: &str, cert: &Path, key: &Path, served: Arc<Served>) -> Result<Self, String> {
         let stamp = modified(cert).zip(modified(key));
+        let current = load_files(cert, key)?;
+        served.serving(not_after(&current.cert));
         Ok(FileCert {
             instance: instance.to_string(),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
-            current: ArcSwap::from_pointee(load_files(cert, key)?),
+            current: ArcSwap::from_pointee(current),
             seen: Mutex::new((Instant::now(), stamp)),
+            served,
         })
     }
 
@@ -121,6 +213,7 @@ impl FileCert {
         seen.1 = stamp;
         match load_files(&self.cert, &self.key) {
             Ok(k) => {
+                self.served.serving(not_after(&k.cert));
                 self.current.store(Arc::new(k));
                 tracing::info!(instance = %self.instance, "certificate files changed: serving the new certificate");
             }
@@ -321,6 +414,7 @@ struct SelfSigned {
     current: ArcSwap<CertifiedKey>,
     /// When the certificate served now ends.
     expires: Mutex<SystemTime>,
+    served: Arc<Served>,
 }
 
 impl SelfSigned {
@@ -333,12 +427,14 @@ impl SelfSigned {
         state_dir: &Path,
         lifetime: Duration,
         purpose: Purpose,
+        served: Arc<Served>,
     ) -> Result<(Self, Option<String>), String> {
         let (ca, note) = match purpose {
             Purpose::Serve => (local_ca(state_dir)?, None),
             Purpose::Check => check_local_ca(state_dir)?,
         };
         let (cert, expires) = issue(hostnames, &ca, lifetime)?;
+        served.serving(not_after(&cert.cert));
         let issued = SelfSigned {
             instance: instance.to_string(),
             hostnames: hostnames.to_vec(),
@@ -346,6 +442,7 @@ impl SelfSigned {
             lifetime,
             current: ArcSwap::from_pointee(cert),
             expires: Mutex::new(expires),
+            served,
         };
         Ok((issued, note))
     }
@@ -357,6 +454,7 @@ impl SelfSigned {
     fn renew(&self) -> Result<(), String> {
         let ca = local_ca(&self.state_dir)?;
         let (cert, expires) = issue(&self.hostnames, &ca, self.lifetime)?;
+        self.served.serving(not_after(&cert.cert));
         self.current.store(Arc::new(cert));
         *self.expires.lock() = expires;
         tracing::info!(
@@ -430,12 +528,77 @@ impl Drop for Acme {
     }
 }
 
-/// An instance's TLS: its server configuration, and its ACME client or
-/// the renewal of its self-signed certificate when it has one.
+/// An instance's ACME cache in its store ([`StoreCache`]), telling
+/// [`Served`] which certificate rustls-acme deploys: the one it loads
+/// (served once it says so), or a new one (stored right after it is
+/// served).
+struct Observed {
+    store: StoreCache,
+    served: Arc<Served>,
+}
+
+#[async_trait]
+impl CertCache for Observed {
+    type EC = StorageError;
+
+    async fn load_cert(
+        &self,
+        domains: &[String],
+        directory_url: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let pem = self.store.load_cert(domains, directory_url).await?;
+        *self.served.from_cache.lock() = pem.as_deref().and_then(pem_not_after);
+        Ok(pem)
+    }
+
+    async fn store_cert(
+        &self,
+        domains: &[String],
+        directory_url: &str,
+        cert: &[u8],
+    ) -> Result<(), StorageError> {
+        self.served.serving(pem_not_after(cert));
+        self.store.store_cert(domains, directory_url, cert).await
+    }
+}
+
+#[async_trait]
+impl AccountCache for Observed {
+    type EA = StorageError;
+
+    async fn load_account(
+        &self,
+        contact: &[String],
+        directory_url: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.store.load_account(contact, directory_url).await
+    }
+
+    async fn store_account(
+        &self,
+        contact: &[String],
+        directory_url: &str,
+        account: &[u8],
+    ) -> Result<(), StorageError> {
+        self.store
+            .store_account(contact, directory_url, account)
+            .await
+    }
+}
+
+/// Where an instance's certificates come from.
+enum Source {
+    Files(Arc<FileCert>),
+    SelfSigned(Renewal),
+    Acme(Acme),
+}
+
+/// An instance's TLS: its server configuration, where its certificates
+/// come from, and what is known of the one served.
 pub struct InstanceTls {
     pub config: Arc<ServerConfig>,
-    acme: Option<Acme>,
-    renewal: Option<Renewal>,
+    source: Source,
+    served: Arc<Served>,
     /// What the server will create for it that is not there yet (built to
     /// check only).
     pub note: Option<String>,
@@ -453,25 +616,32 @@ impl InstanceTls {
         purpose: Purpose,
     ) -> Result<Option<Self>, String> {
         let prefix = |e: String| format!("instance {name}: {e}");
-        let mut renewal = None;
+        let served = Arc::new(Served::default());
         let mut note = None;
-        let (resolver, acme): (Arc<dyn ResolvesServerCert>, _) = match tls {
+        let (resolver, source): (Arc<dyn ResolvesServerCert>, _) = match tls {
             Tls::Off => return Ok(None),
-            Tls::Files { cert, key } => (
-                Arc::new(FileCert::new(name, cert, key).map_err(prefix)?),
-                None,
-            ),
+            Tls::Files { cert, key } => {
+                let files =
+                    Arc::new(FileCert::new(name, cert, key, served.clone()).map_err(prefix)?);
+                (files.clone(), Source::Files(files))
+            }
             Tls::SelfSigned { lifetime } => {
-                let (cert, to_create) =
-                    SelfSigned::new(name, hostnames, state_dir, *lifetime, purpose)
-                        .map_err(prefix)?;
+                let (cert, to_create) = SelfSigned::new(
+                    name,
+                    hostnames,
+                    state_dir,
+                    *lifetime,
+                    purpose,
+                    served.clone(),
+                )
+                .map_err(prefix)?;
                 let cert = Arc::new(cert);
                 note = to_create;
-                renewal = Some(Renewal {
+                let renewal = Renewal {
                     cert: cert.clone(),
                     task: Mutex::new(None),
-                });
-                (cert as Arc<dyn ResolvesServerCert>, None)
+                };
+                (cert, Source::SelfSigned(renewal))
             }
             Tls::Acme {
                 email,
@@ -505,9 +675,11 @@ impl InstanceTls {
                 if let Some(email) = email {
                     cfg = cfg.contact_push(format!("mailto:{email}"));
                 }
-                let state = cfg
-                    .cache(StoreCache::new(store, state_dir.join("acme").join(name)))
-                    .state();
+                let cache = Observed {
+                    store: StoreCache::new(store, state_dir.join("acme").join(name)),
+                    served: served.clone(),
+                };
+                let state = cfg.cache(cache).state();
                 let resolver = state.resolver();
                 let acme = Acme {
                     resolver: resolver.clone(),
@@ -515,13 +687,13 @@ impl InstanceTls {
                     pending: Mutex::new(Some(state)),
                     task: Mutex::new(None),
                 };
-                (resolver as Arc<dyn ResolvesServerCert>, Some(acme))
+                (resolver, Source::Acme(acme))
             }
         };
         Ok(Some(InstanceTls {
             config: server_config(resolver).map_err(prefix)?,
-            acme,
-            renewal,
+            source,
+            served,
             note,
         }))
     }
@@ -529,17 +701,22 @@ impl InstanceTls {
     /// Starts ordering and renewing certificates (ACME), or renewing the
     /// self-signed one; idempotent.
     pub fn start(&self, name: &str) {
-        if let Some(r) = &self.renewal {
-            let mut task = r.task.lock();
-            if task.is_none() {
-                *task = Some(tokio::spawn(r.cert.clone().keep_renewed()));
+        let acme = match &self.source {
+            Source::Files(_) => return,
+            Source::SelfSigned(r) => {
+                let mut task = r.task.lock();
+                if task.is_none() {
+                    *task = Some(tokio::spawn(r.cert.clone().keep_renewed()));
+                }
+                return;
             }
-        }
-        let Some(acme) = &self.acme else { return };
+            Source::Acme(acme) => acme,
+        };
         let Some(mut state) = acme.pending.lock().take() else {
             return;
         };
         let instance = name.to_string();
+        let served = self.served.clone();
         tracing::info!(
             instance,
             "ACME: loading the cached certificate or ordering one"
@@ -550,6 +727,7 @@ impl InstanceTls {
                 match event {
                     Ok(EventOk::DeployedCachedCert) => {
                         had_cert = true;
+                        served.serving(served.from_cache.lock().take());
                         tracing::info!(instance, "ACME: serving the cached certificate");
                     }
                     Ok(EventOk::DeployedNewCert) => {
@@ -567,7 +745,10 @@ impl InstanceTls {
                     Ok(EventOk::AccountCacheStore) => {
                         tracing::info!(instance, "ACME: account stored")
                     }
-                    Err(e) => tracing::error!(instance, "ACME: {e} (retrying with backoff)"),
+                    Err(e) => {
+                        served.acme_error(&e);
+                        tracing::error!(instance, "ACME: {e} (retrying with backoff)")
+                    }
                 }
             }
         });
@@ -577,14 +758,93 @@ impl InstanceTls {
     /// The configuration for a connection: the challenge one for ACME's
     /// TLS-ALPN-01 validation, the instance's otherwise.
     pub fn config_for(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
-        match &self.acme {
-            Some(acme) if rustls_acme::is_tls_alpn_challenge(hello) => acme.challenge.clone(),
+        match &self.source {
+            Source::Acme(acme) if rustls_acme::is_tls_alpn_challenge(hello) => {
+                acme.challenge.clone()
+            }
             _ => self.config.clone(),
         }
     }
 
     /// The key authorization for an HTTP-01 challenge token, while one is pending.
     pub fn http01_key_auth(&self, token: &str) -> Option<String> {
-        self.acme.as_ref()?.resolver.get_http_01_key_auth(token)
+        match &self.source {
+            Source::Acme(acme) => acme.resolver.get_http_01_key_auth(token),
+            _ => None,
+        }
+    }
+
+    /// What is known of the certificate served now (certificate files
+    /// changed since the last handshake are read first).
+    pub fn status(&self) -> CertStatus {
+        if let Source::Files(files) = &self.source {
+            files.refresh();
+        }
+        self.served.status.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_served_certificate_tells_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let hostnames = ["ci.test".to_string()];
+        let lifetime = Duration::from_secs(3600);
+        let tls = InstanceTls::build(
+            "ci",
+            &hostnames,
+            &Tls::SelfSigned { lifetime },
+            dir.path(),
+            Arc::new(crate::storage::memory::MemDriver::new()),
+            Purpose::Serve,
+        )
+        .unwrap()
+        .unwrap();
+        let status = tls.status();
+        let now = SystemTime::now();
+        let secs =
+            |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let ends = status.not_after.unwrap();
+        assert!((ends - secs(now + lifetime)).abs() <= 2, "{status:?}");
+        assert!(status.loaded && status.problem(now).is_none());
+        assert!(status
+            .problem(now + lifetime * 2)
+            .unwrap()
+            .starts_with("its certificate ended at "));
+    }
+
+    #[test]
+    fn acme_errors_count_failed_orders_until_a_certificate_is_served() {
+        let served = Served::default();
+        let now = SystemTime::now();
+        assert_eq!(
+            served.status.lock().problem(now).unwrap(),
+            "no certificate yet: ACME order under way"
+        );
+        let load: EventError<String, String> = EventError::CertCacheLoad("unreadable".into());
+        served.acme_error(&load);
+        let order: EventError<String, String> = EventError::Order(
+            rustls_acme::OrderError::TooManyAttemptsAuth("ci.test".into()),
+        );
+        served.acme_error(&order);
+        let status = served.status.lock().clone();
+        assert_eq!(status.order_failures, 1);
+        assert_eq!(
+            status.problem(now).unwrap(),
+            "no certificate yet: ACME: order: authorization for ci.test failed too many times"
+        );
+        let (cert, _) = issue(
+            &["ci.test".to_string()],
+            &ca_of(rcgen::KeyPair::generate().unwrap()).unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        served.serving(not_after(&cert.cert));
+        let status = served.status.lock().clone();
+        assert!(status.loaded && status.last_error.is_none() && status.order_failures == 1);
+        assert!(status.problem(now).is_none());
     }
 }

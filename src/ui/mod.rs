@@ -61,6 +61,8 @@ pub struct Ui<'a> {
     pub sessions: &'a crate::auth::session::Limits,
     /// `[maintenance] read_only`: deletes and collections are refused.
     pub read_only: bool,
+    /// Where its events go (deletes, collections).
+    pub notify: &'a Arc<crate::notify::Notifier>,
 }
 
 /// What a path of the UI names.
@@ -114,6 +116,7 @@ struct Asked<'a> {
     /// The form of a POST.
     form: HashMap<String, String>,
     peer: IpAddr,
+    parts: &'a Parts,
 }
 
 impl Asked<'_> {
@@ -275,6 +278,7 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
         query: query(&parts),
         form,
         peer,
+        parts: &parts,
     };
     if post {
         if !who::same_origin(&parts.headers, ui.tls, &asked.host) {

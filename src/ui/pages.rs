@@ -12,7 +12,10 @@ use super::views::{
     LoginPage, Pager, RepoPage, TagLine, UsagePage,
 };
 use super::{html, who, Asked, Page};
+use crate::api::RequestId;
+use crate::audit::ByUser;
 use crate::auth::{Action, Refused};
+use crate::notify;
 use crate::oci::{Digest, Reference, RegistryError, RepoName, Tag};
 use crate::registry::browse::TagRow;
 use crate::registry::retention::{Retention, Untagged, Verdict};
@@ -462,8 +465,20 @@ async fn delete(a: &Asked<'_>, repo: &RepoName) -> Result<Response<Body>, Regist
     if a.ui.read_only {
         return Err(RegistryError::read_only());
     }
-    a.ui.registry.delete_manifest(repo, &reference).await?;
-    tracing::info!(repository = %repo, reference = %value, "deleted through the web UI");
+    let tags = a.ui.registry.delete_manifest(repo, &reference).await?;
+    let by = ByUser {
+        instance: a.ui.name,
+        user: a.user(),
+        through: "the web UI",
+    };
+    by.manifest(repo, &reference, &tags);
+    if a.ui.notify.active() {
+        let target = notify::Target::of_reference(repo, &reference);
+        let request = notify::Request::of(a.parts, RequestId::of(a.parts));
+        let user = a.user().unwrap_or("");
+        let event = notify::Event::new(notify::Action::Delete, target, request, user);
+        a.ui.notify.emit(event);
+    }
     let left = a.ui.registry.tags(repo).await.map(|t| !t.is_empty());
     Ok(match left {
         Ok(true) => who::see_other(&format!("/r/{repo}?deleted={}", encode(&value))),
@@ -551,6 +566,7 @@ async fn collect(a: &Asked<'_>) -> Result<Response<Body>, RegistryError> {
         return Err(RegistryError::read_only());
     }
     let registry = a.ui.registry.clone();
+    let notifier = a.ui.notify.clone();
     let name = a.ui.name.to_string();
     let user = a.user().unwrap_or_default().to_string();
     tokio::spawn(async move {
@@ -559,6 +575,9 @@ async fn collect(a: &Asked<'_>) -> Result<Response<Body>, RegistryError> {
             .await
         {
             Ok(report) => {
+                notifier.collection(&report);
+                let run = format!("started by {user} in the web UI");
+                crate::audit::collection(&name, &report, &run);
                 tracing::info!(instance = %name, user, "retention (web UI): {}", report.render(&name).trim_end())
             }
             Err(e) => tracing::error!(instance = %name, user, "retention (web UI) failed: {e}"),

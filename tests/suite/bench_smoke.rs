@@ -4,11 +4,12 @@
 //! `./ctl test` installs, as for tests/suite/s3.rs) and over TLS (berth's
 //! own against Caddy in front of the reference), results written to a
 //! temporary directory. It checks that every row of the report has numbers
-//! for both servers (the rows of berth's web UI: for berth alone); it
+//! for both servers (the rows of berth's web UI: for berth alone; those of
+//! the metrics workload: berth with and without its admin listener); it
 //! asserts nothing about speed.
 
 /// The metric keys of the report, one per row.
-const ROWS: [&str; 40] = [
+const ROWS: [&str; 45] = [
     "push_mono",
     "push_stream",
     "push_conc",
@@ -49,6 +50,11 @@ const ROWS: [&str; 40] = [
     "tls_h2_manifest_rps",
     "tls_h2_manifest_p50",
     "tls_h2_manifest_p99",
+    "metrics_scrape_p50",
+    "metrics_scrape_p99",
+    "metrics_manifest_rps",
+    "metrics_manifest_p99",
+    "metrics_push_mono",
 ];
 
 #[test]
@@ -77,11 +83,17 @@ fn quick_benchmark_reports_every_workload() {
     assert_eq!(keys, ROWS, "one row per workload metric, in order");
     for m in metrics {
         let key = m["key"].as_str().unwrap();
-        // The reference has no web UI: those rows are berth's alone.
-        let berth_only = key.starts_with("ui_");
-        let (measured, absent) = match berth_only {
-            true => (&["berth"][..], &["reference", "ratio"][..]),
-            false => (&["berth", "reference", "ratio"][..], &[][..]),
+        // The reference has no web UI: those rows are berth's alone. The
+        // metrics workload's servers are berth with and without its admin
+        // listener; only the one with it is scraped.
+        let servers = match key.starts_with("metrics_") {
+            true => ["admin on", "admin off"],
+            false => ["berth", "reference"],
+        };
+        let one_only = key.starts_with("ui_") || key.starts_with("metrics_scrape");
+        let (measured, absent) = match one_only {
+            true => (vec![servers[0]], vec![servers[1], "ratio"]),
+            false => (vec![servers[0], servers[1], "ratio"], vec![]),
         };
         for server in measured {
             let v = m[server].as_f64();
@@ -91,10 +103,10 @@ fn quick_benchmark_reports_every_workload() {
                 m[server]
             );
         }
-        for server in absent {
+        for &server in &absent {
             assert!(m[server].is_null(), "{key}: {server} is {}", m[server]);
         }
-        for server in ["berth", "reference"] {
+        for server in servers {
             let samples = m[format!("{server}_samples")].as_array().unwrap();
             assert_eq!(
                 samples.is_empty(),

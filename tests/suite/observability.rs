@@ -214,3 +214,127 @@ async fn readiness_follows_a_full_disk_and_the_listener_takes_credentials() {
     }
     server.stop();
 }
+
+/// The value of the series `series` (name and labels, as written) in a
+/// scrape, if it is there.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The end of the certificate served for SNI `name` on `port`, in Unix
+/// seconds (openssl's `notAfter=` read by GNU date).
+fn served_end(name: &str, port: u16) -> Option<i64> {
+    let end = crate::tls::served(name, port, &["-enddate"]);
+    let end = end.trim().strip_prefix("notAfter=")?;
+    let out = Command::new("date")
+        .args(["-u", "-d", end, "+%s"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Upload sessions are counted while open; the end of each certificate
+/// served (from files, self-signed) is a gauge that follows a renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_uploads_and_show_when_certificates_end() {
+    use crate::tls::{eventually, openssl_ca, openssl_leaf, port_of, tls_instance};
+    let certs = tempfile::tempdir().unwrap();
+    let (crt, key) = (certs.path().join("f.crt"), certs.path().join("f.key"));
+    openssl_leaf(
+        &openssl_ca(certs.path(), "files-ca"),
+        &["files.test"],
+        &crt,
+        &key,
+    );
+    let files = tls_instance(
+        "files",
+        &format!("mode = \"files\"\ncert = {crt:?}\nkey = {key:?}"),
+    );
+    let short = tls_instance("short", "mode = \"self-signed\"\nlifetime = \"6s\"");
+    let cfg = with_admin(&[Instance::new("ci"), files, short], "");
+    let server = Server::start(&cfg);
+    let admin = server.addr("admin").to_string();
+    let scrape = || get(&format!("http://{admin}/metrics")).1;
+
+    let reg = crate::common_api::Reg::for_instance(&server, "ci");
+    let uploads = "berth_uploads_in_progress{registry=\"ci\"}";
+    assert_eq!(metric(&scrape(), uploads), Some(0.0));
+    let session = crate::common_api::open_session(&reg, "app").await;
+    assert_eq!(metric(&scrape(), uploads), Some(1.0));
+    let resp = reg.delete(&session).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(metric(&scrape(), uploads), Some(0.0));
+
+    let expiry =
+        |name: &str| format!("berth_certificate_expiry_timestamp_seconds{{registry=\"{name}\"}}");
+    let files_end = served_end("files.test", port_of(server.addr("files"))).unwrap();
+    assert_eq!(metric(&scrape(), &expiry("files")), Some(files_end as f64));
+    assert!(metric(&scrape(), &expiry("ci")).is_none());
+    assert!(!scrape().contains("berth_acme_order_failures_total"));
+
+    let port = port_of(server.addr("short"));
+    let first = eventually("the self-signed end", Duration::from_secs(10), || {
+        let end = served_end("short.test", port)?;
+        (metric(&scrape(), &expiry("short")) == Some(end as f64)).then_some(end)
+    });
+    // Renewed with 2 s left: the gauge moves to the new certificate's end.
+    eventually("the renewed end", Duration::from_secs(20), || {
+        let end = served_end("short.test", port)?;
+        (end > first && metric(&scrape(), &expiry("short")) == Some(end as f64)).then_some(())
+    });
+    server.stop();
+}
+
+/// An instance with an ACME certificate is not ready while its ACME server
+/// is down (the body says why, failed orders are counted), and ready once
+/// pebble, started later, has issued its certificate; its end is a gauge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_acme_certificate() {
+    use crate::tls::{eventually, free_port, tls_instance, Pebble};
+    let (tls_port, http_port) = (free_port(), free_port());
+    let mut pebble = Pebble::prepare(tls_port, http_port);
+    let acme = tls_instance("acme", &pebble.tls_block("tls-alpn-01"));
+    let cfg = with_admin(&[Instance::new("ci"), acme], "");
+    std::fs::write(
+        cfg.path().join("berth.toml"),
+        format!(
+            "[listen]\nhttps = \"127.0.0.1:{tls_port}\"\nhttp = \"127.0.0.1:{http_port}\"\n\
+             admin = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg);
+    let admin = server.addr("admin").to_string();
+    let failures = "berth_acme_order_failures_total{registry=\"acme\"}";
+    let body = eventually("a failed order", Duration::from_secs(20), || {
+        // The count first: the readiness read after it has the error.
+        let failed = metric(&get(&format!("http://{admin}/metrics")).1, failures)?;
+        let (code, body) = get(&format!("http://{admin}/readyz"));
+        (code == 503 && failed >= 1.0).then_some(body)
+    });
+    assert!(
+        body.contains("acme: not ready: no certificate yet: ACME: order: ")
+            && body.contains("ci: ready"),
+        "{body}"
+    );
+
+    pebble.run();
+    eventually("ready with a certificate", Duration::from_secs(90), || {
+        (get(&format!("http://{admin}/readyz")) == (200, "acme: ready\nci: ready\n".into()))
+            .then_some(())
+    });
+    let end = served_end("acme.test", tls_port).expect("a certificate served");
+    let text = get(&format!("http://{admin}/metrics")).1;
+    assert_eq!(
+        metric(
+            &text,
+            "berth_certificate_expiry_timestamp_seconds{registry=\"acme\"}"
+        ),
+        Some(end as f64),
+        "{text}"
+    );
+    assert!(metric(&text, failures).unwrap() >= 1.0);
+    server.stop();
+    drop(pebble);
+}

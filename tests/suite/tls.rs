@@ -32,7 +32,7 @@ fn run_ok(cmd: &mut Command) -> String {
 
 /// A port nothing listens on now, for servers that must be told their port
 /// in advance (pebble validates on fixed ports).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -42,7 +42,13 @@ fn free_port() -> u16 {
 
 /// `curl` over TLS to `name` (resolved to 127.0.0.1) trusting `ca`: the
 /// status and response headers, or None when no TLS connection came up.
-fn https(name: &str, port: u16, ca: &Path, path: &str, extra: &[&str]) -> Option<(u16, String)> {
+pub fn https(
+    name: &str,
+    port: u16,
+    ca: &Path,
+    path: &str,
+    extra: &[&str],
+) -> Option<(u16, String)> {
     let out = Command::new(tool("curl"))
         .args([
             "-s",
@@ -92,7 +98,7 @@ fn served_cert(name: &str, port: u16) -> String {
 
 /// What `openssl x509 -noout FIELDS` prints of the certificate served for
 /// SNI `name`.
-fn served(name: &str, port: u16, fields: &[&str]) -> String {
+pub fn served(name: &str, port: u16, fields: &[&str]) -> String {
     let mut s_client = s_client(name, port)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -110,7 +116,7 @@ fn served(name: &str, port: u16, fields: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
@@ -121,13 +127,13 @@ fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
-fn tls_instance(name: &str, tls: &str) -> Instance {
+pub fn tls_instance(name: &str, tls: &str) -> Instance {
     let mut inst = Instance::new(name);
     inst.extra = format!("[tls]\n{tls}\n");
     inst
 }
 
-fn port_of(addr: &str) -> u16 {
+pub fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
 
@@ -407,7 +413,7 @@ fn tls_listener_refuses_ambiguous_hosts() {
     }
 }
 
-fn openssl_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub fn openssl_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let (crt, key) = (
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
@@ -437,7 +443,7 @@ fn openssl_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// A leaf for `names` (DNS or IP) signed by `ca`, written to `crt`/`key`
 /// (with the CA appended to the chain).
-fn openssl_leaf(ca: &(PathBuf, PathBuf), names: &[&str], crt: &Path, key: &Path) {
+pub fn openssl_leaf(ca: &(PathBuf, PathBuf), names: &[&str], crt: &Path, key: &Path) {
     let dir = crt.parent().unwrap();
     let csr = dir.join("leaf.csr");
     let ext = dir.join("leaf.ext");
@@ -543,7 +549,7 @@ fn certificate_files_are_served_and_reread_when_they_change() {
 
 /// Debian's pebble ACME server with pebble-challtestsrv as its DNS (every
 /// name is 127.0.0.1), validating on the given ports.
-struct Pebble {
+pub struct Pebble {
     children: Vec<Child>,
     dir: tempfile::TempDir,
     api: u16,
@@ -551,12 +557,20 @@ struct Pebble {
 }
 
 impl Pebble {
-    fn start(tls_port: u16, http_port: u16) -> Pebble {
+    pub fn start(tls_port: u16, http_port: u16) -> Pebble {
+        let mut p = Pebble::prepare(tls_port, http_port);
+        p.run();
+        p
+    }
+
+    /// Its ports, API certificate and config, with nothing running yet
+    /// (its directory URL refuses connections until [`Pebble::run`]).
+    pub fn prepare(tls_port: u16, http_port: u16) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let ca = openssl_ca(dir.path(), "pebble-api-ca");
         let (crt, key) = (dir.path().join("api.crt"), dir.path().join("api.key"));
         openssl_leaf(&ca, &["127.0.0.1", "localhost"], &crt, &key);
-        let (api, management, dns, dns_mgmt) = (free_port(), free_port(), free_port(), free_port());
+        let (api, management) = (free_port(), free_port());
         let config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{api}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
@@ -564,9 +578,21 @@ impl Pebble {
             "httpPort": http_port, "tlsPort": tls_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
-        let cfg = dir.path().join("pebble.json");
-        std::fs::write(&cfg, config.to_string()).unwrap();
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        Pebble {
+            children: Vec::new(),
+            dir,
+            api,
+            management,
+        }
+    }
+
+    /// Starts the DNS server and pebble; returns once pebble answers.
+    pub fn run(&mut self) {
+        let dir = self.dir.path();
+        let cfg = dir.join("pebble.json");
+        let (dns, dns_mgmt) = (free_port(), free_port());
+        let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
         let dns_srv = Command::new(tool("pebble-challtestsrv"))
             .args([
                 "-defaultIPv4",
@@ -600,19 +626,13 @@ impl Pebble {
             .stderr(log("pebble.err"))
             .spawn()
             .unwrap();
-        let p = Pebble {
-            children: vec![dns_srv, pebble],
-            dir,
-            api,
-            management,
-        };
+        self.children = vec![dns_srv, pebble];
         eventually("pebble answering", Duration::from_secs(20), || {
-            p.get(api, "/dir")
+            self.get(self.api, "/dir")
         });
-        p
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         ["pebble.log", "pebble.err"]
             .iter()
             .map(|f| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default())
@@ -636,14 +656,14 @@ impl Pebble {
     }
 
     /// The root that issued certificates chain to (new at every start).
-    fn issuing_root(&self) -> PathBuf {
+    pub fn issuing_root(&self) -> PathBuf {
         let pem = self.get(self.management, "/roots/0").expect("pebble root");
         let path = self.dir.path().join("issuing-root.pem");
         std::fs::write(&path, pem).unwrap();
         path
     }
 
-    fn tls_block(&self, challenge: &str) -> String {
+    pub fn tls_block(&self, challenge: &str) -> String {
         format!(
             "mode = \"acme\"\nacme_email = \"ops@example.com\"\nacme_directory = \"https://127.0.0.1:{}/dir\"\nacme_ca = {:?}\nacme_challenge = \"{challenge}\"",
             self.api,

@@ -506,3 +506,127 @@ async fn sessions_end_when_idle_and_when_old() {
     assert_eq!(statuses.last(), Some(&303), "{statuses:?}");
     server.stop();
 }
+
+/// The audit lines (target `audit`) of a JSON log, as `user kind object
+/// | why`.
+fn audit_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "audit")
+        .map(|l| {
+            let f = &l["fields"];
+            assert_eq!(
+                (&f["instance"], &f["action"]),
+                (&json!("ci"), &json!("delete")),
+                "{l}"
+            );
+            let s = |k: &str| f[k].as_str().unwrap().to_string();
+            format!("{} {} {} | {}", s("user"), s("kind"), s("object"), s("why"))
+        })
+        .collect()
+}
+
+/// Every delete is one audit line saying who, what and why: a user's
+/// through the API (a tag, a manifest with the tags that went with it, a
+/// blob) and through the web UI, and a collection's, started in the web
+/// UI or by `berth gc`.
+#[tokio::test]
+async fn every_delete_is_on_the_audit_log() {
+    let mut ci = Instance::new("ci").with_users(&["admin"]);
+    ci.extra = "[retention]\nkeep_last = 1\ngc_grace = \"0s\"\n".into();
+    let cfg = ConfigDir::new(&[ci]);
+    cfg.add_to_berth_toml("[log]\nformat = \"json\"\n");
+    let server = Server::start(&cfg);
+    let reg = admin(&server);
+
+    push_image(&reg, "app", "v1").await;
+    reg.expect_status(Method::DELETE, "/v2/app/manifests/v1", 202)
+        .await;
+    let (manifest, digest) = push_image(&reg, "app", "v2").await;
+    put_manifest_ok(&reg, "app", "also-v2", OCI_MANIFEST, &manifest).await;
+    reg.expect_status(Method::DELETE, &format!("/v2/app/manifests/{digest}"), 202)
+        .await;
+    let blob = push_blob(&reg, "app", b"a blob").await;
+    reg.expect_status(Method::DELETE, &format!("/v2/app/blobs/{blob}"), 202)
+        .await;
+
+    push_image(&reg, "app", "ui").await;
+    let mut b = Browser::new(&server, "ci");
+    b.log_in("admin", "admin-pw").await;
+    let confirm = b.get("/r/app/-/delete?tag=ui").await;
+    let done = b
+        .post(
+            "/r/app/-/delete",
+            &[("csrf", &confirm.csrf()), ("tag", "ui")],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+
+    let lines = audit_lines(&server.wait_for_stderr("\"object\":\"app:ui\""));
+    let api = "requested through the API";
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            format!("admin blob app@{blob} | {api}"),
+            format!("admin manifest app@{digest} | {api}"),
+            format!("admin tag app:also-v2 | its manifest was deleted, {api}"),
+            "admin tag app:ui | requested through the web UI".to_string(),
+            format!("admin tag app:v1 | {api}"),
+            format!("admin tag app:v2 | its manifest was deleted, {api}"),
+        ]
+    );
+
+    // A collection started in the web UI: retention's tags, then what
+    // garbage collection deleted, each with its reason and who started it.
+    push_image(&reg, "other", "old").await;
+    push_image(&reg, "other", "new").await;
+    age_tag(&cfg, "other", "old", Duration::from_secs(86_400));
+    let usage = b.get("/-/usage").await;
+    let started = b
+        .post("/-/gc", &[("csrf", &usage.csrf()), ("run", "now")])
+        .await;
+    assert_eq!(started.status, 303);
+    let log = server.wait_for_stderr("retention (web UI)");
+    let run = "(started by admin in the web UI)";
+    let collected: Vec<String> = audit_lines(&log).split_off(lines.len());
+    assert_eq!(
+        collected[0],
+        format!("retention tag other:old | no retention rule keeps it {run}")
+    );
+    let gc = |kind: &str| {
+        collected
+            .iter()
+            .filter(|l| l.starts_with(&format!("gc {kind} ")))
+            .count()
+    };
+    // The manifests of app:v1, app:ui and other:old; the blobs of those
+    // and of the manifest deleted by digest (itself, a config and a
+    // layer each), and the blob unlinked through the API.
+    assert_eq!((gc("manifest"), gc("blob")), (3, 13), "{collected:#?}");
+    assert!(
+        collected[1..]
+            .iter()
+            .all(|l| l.ends_with(&format!("references it {run}"))),
+        "{collected:#?}"
+    );
+
+    // `berth gc` logs its deletes on its own stderr.
+    push_image(&reg, "third", "a").await;
+    push_image(&reg, "third", "b").await;
+    age_tag(&cfg, "third", "a", Duration::from_secs(86_400));
+    let out = std::process::Command::new(crate::common::berth_bin())
+        .args(["gc", "--config-dir"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cli = audit_lines(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        cli[0],
+        "retention tag third:a | no retention rule keeps it (berth gc)"
+    );
+    assert_eq!(cli.len(), 5, "{cli:#?}");
+    server.stop();
+}

@@ -173,3 +173,92 @@ async fn events_arrive_in_order_across_a_receiver_outage_and_a_restart() {
     receiver.abort();
     server.stop();
 }
+
+/// A delete in the web UI is a `delete` event of its user; a collection
+/// started there makes retention's `delete` events and a `gc` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_deletes_and_collections_make_events() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let got: Got = Arc::default();
+    let receiver = receive(listener, got.clone());
+    let mut ci = Instance::new("ci");
+    ci.extra = format!(
+        "[retention]\nkeep_last = 1\ngc_grace = \"0s\"\n\
+         [[notify]]\nurl = \"http://{addr}/hook\"\nevents = [\"delete\", \"gc\"]\n"
+    );
+    let cfg = ConfigDir::new(&[ci]);
+    let server = Server::start(&cfg);
+    let reg = Reg::for_instance(&server, "ci");
+    push_image(&reg, "app", "v1").await;
+    push_image(&reg, "app", "v2").await;
+    push_image(&reg, "app", "v3").await;
+    let link = cfg.tags_dir("ci", "app").join("v1/current/link");
+    std::fs::File::options()
+        .write(true)
+        .open(link)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_400))
+        .unwrap();
+
+    let mut b = crate::ui::Browser::new(&server, "ci");
+    b.log_in("ci-user", "ci-secret").await;
+    let confirm = b.get("/r/app/-/delete?tag=v3").await;
+    let done = b
+        .post(
+            "/r/app/-/delete",
+            &[("csrf", &confirm.csrf()), ("tag", "v3")],
+        )
+        .await;
+    assert_eq!(done.status, 303);
+    wait_for(&got, 1).await;
+    let usage = b.get("/-/usage").await;
+    let started = b
+        .post("/-/gc", &[("csrf", &usage.csrf()), ("run", "now")])
+        .await;
+    assert_eq!(started.status, 303);
+    wait_for(&got, 3).await;
+    let events: Vec<Value> = got.lock().unwrap().iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(summary(&got)[..2], ["delete app:v3", "delete app:v1"]);
+    assert_eq!(events[0]["actor"]["name"], "ci-user");
+    assert_eq!(events[0]["request"]["method"], "POST");
+    assert_eq!(events[1]["actor"]["name"], "retention");
+    assert_eq!(events[2]["action"], "gc");
+    assert!(events[2]["target"]["length"].as_u64().unwrap() >= 3);
+    receiver.abort();
+    server.stop();
+}
+
+/// A blob mounted from another repository is a `mount` event naming the
+/// source, as registry:2 sends it; the default events include it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mounted_blob_is_a_mount_event() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let got: Got = Arc::default();
+    let receiver = receive(listener, got.clone());
+    let mut ci = Instance::new("ci");
+    ci.extra = format!("[[notify]]\nurl = \"http://{addr}/hook\"\n");
+    let cfg = ConfigDir::new(&[ci]);
+    let server = Server::start(&cfg);
+    let reg = Reg::for_instance(&server, "ci");
+    let digest = push_blob(&reg, "src", b"shared layer").await;
+    let resp = reg
+        .post(&format!("/v2/dst/blobs/uploads/?mount={digest}&from=src"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    wait_for(&got, 2).await;
+    let events = got.lock().unwrap().clone();
+    let (push, mount) = (&events[0].1, &events[1].1);
+    assert_eq!(push["action"], "push");
+    assert!(push["target"].get("fromRepository").is_none(), "{push}");
+    assert_eq!(mount["action"], "mount");
+    assert_eq!(mount["target"]["repository"], "dst");
+    assert_eq!(mount["target"]["fromRepository"], "src");
+    assert_eq!(mount["target"]["digest"], digest.as_str());
+    assert_eq!(mount["target"]["size"], 12);
+    receiver.abort();
+    server.stop();
+}

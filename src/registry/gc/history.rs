@@ -58,7 +58,7 @@ pub(super) async fn record(
                 .map_or(0, |t| t.as_secs()),
             tags: report.tags.len(),
             manifests: report.manifests.len(),
-            blobs: report.blobs,
+            blobs: report.blobs.len(),
             bytes: report.bytes,
             repositories: report.repositories.len(),
             uploads: report.uploads,

@@ -74,7 +74,7 @@ impl Totals {
         self.seconds += took.as_secs_f64();
         self.tags += r.tags.len() as u64;
         self.manifests += r.manifests.len() as u64;
-        self.blobs += r.blobs as u64;
+        self.blobs += r.blobs.len() as u64;
         self.bytes += r.bytes;
     }
 }
@@ -85,7 +85,8 @@ pub struct Report {
     pub dry_run: bool,
     pub tags: Vec<String>,
     pub manifests: Vec<String>,
-    pub blobs: usize,
+    /// Digests of the blobs.
+    pub blobs: Vec<String>,
     pub bytes: u64,
     pub repositories: Vec<String>,
     pub uploads: usize,
@@ -104,7 +105,7 @@ impl Report {
             "{instance}: {verb} {} tags, {} manifests, {} blobs ({} bytes), {} repositories, {} upload sessions\n",
             self.tags.len(),
             self.manifests.len(),
-            self.blobs,
+            self.blobs.len(),
             self.bytes,
             self.repositories.len(),
             self.uploads
@@ -530,7 +531,7 @@ impl<'a> Collection<'a> {
         if self.r.dry_run {
             let m = self.mark(&Journal::default());
             let candidates = self.candidates(&m);
-            report.blobs = candidates.len();
+            report.blobs = candidates.iter().map(|b| b.digest.to_string()).collect();
             report.bytes = candidates.iter().map(|b| b.size).sum();
             report.tags = m.tags.iter().map(|&t| self.tag_name(t)).collect();
             report.manifests = m
@@ -624,7 +625,7 @@ impl<'a> Collection<'a> {
         for b in self.candidates(m) {
             deleted.insert(&b.digest);
             if d.delete_all(&keys::blob_dir(&b.digest)).await? {
-                report.blobs += 1;
+                report.blobs.push(b.digest.to_string());
                 report.bytes += b.size;
             }
         }
@@ -691,7 +692,7 @@ impl<'a> Collection<'a> {
         let (repositories, tags) = usage::catalog_counts(self.driver).await?;
         Ok(Usage {
             bytes: self.blobs.iter().map(|b| b.size).sum::<u64>() - report.bytes,
-            blobs: self.blobs.len() - report.blobs,
+            blobs: self.blobs.len() - report.blobs.len(),
             repositories: repositories - report.repositories.len(),
             tags: tags - report.tags.len(),
         })
