@@ -5,9 +5,9 @@
 //! upstream; the tag moved meanwhile, and picked up once it is back), the
 //! same behind token auth as a fake Docker Hub (anonymous and with
 //! credentials, one token per repository however many blobs), and another
-//! berth instance with Basic auth (20 concurrent pulls of an uncached 256
-//! MiB layer fetched upstream once; a prefix of it beside repositories
-//! that take pushes). Real clients pulling through a mirror are in
+//! berth instance with Basic auth (20 clients at once asking for an
+//! uncached tag, then pulling an uncached 256 MiB layer: each fetched
+//! upstream once; a prefix of it beside repositories that take pushes). Real clients pulling through a mirror are in
 //! `mirror_clients`.
 
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::clients::hub::{FakeHub, PRIVATE};
 use crate::clients::*;
 use crate::common::{ConfigDir, Instance, Server};
 use crate::common_api::{
-    expect_error_for, header, push_blob, random_bytes, Method, Reg, ACCEPT_MANIFESTS,
+    expect_error_for, header, push_blob, push_image, random_bytes, Method, Reg, ACCEPT_MANIFESTS,
 };
 
 /// The mirror's `tag_ttl` in the first test.
@@ -254,6 +254,13 @@ fn mirror_of_a_token_auth_hub_anonymous_and_with_credentials() {
 /// Size of the layer pulled by many clients at once.
 const LAYER: usize = 256 << 20;
 
+/// How many lines of an access log are `GET`s of `path` answered `200`.
+fn gets_served(log: &str, path: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(&format!("method=GET path=\"{path}\" status=200")))
+        .count()
+}
+
 #[test]
 fn one_upstream_fetch_for_many_concurrent_pulls() {
     let up_cfg = ConfigDir::new(&[Instance::new("up")]);
@@ -265,6 +272,7 @@ fn one_upstream_fetch_for_many_concurrent_pulls() {
     let layer_digest = rt.block_on(push_blob(&up_reg, "big/app", &layer));
     let layer_hex = layer_digest.trim_start_matches("sha256:").to_string();
     drop(layer);
+    let (_, manifest_digest) = rt.block_on(push_image(&up_reg, "big/app", "1"));
 
     let cfg = ConfigDir::new(&[]);
     let upstreams =
@@ -273,11 +281,26 @@ fn one_upstream_fetch_for_many_concurrent_pulls() {
     let server = Server::start(&cfg);
     let _log = log_on_panic("mirror berth", &server.stderr_log);
     let reg = Reg::for_instance(&server, "hub");
-    let path = format!("/v2/big/app/blobs/{layer_digest}");
+    let blob = format!("/v2/big/app/blobs/{layer_digest}");
+    let manifest = "/v2/big/app/manifests/1";
     rt.block_on(async {
+        // The tag, new to the mirror, asked for by 20 clients at once.
+        let gets = (0..20).map(|_| {
+            let reg = reg.clone();
+            tokio::spawn(async move { get_manifest(&reg, manifest).await })
+        });
+        for get in futures_util::future::join_all(gets).await {
+            let resp = get.unwrap();
+            assert_eq!(resp.status(), 200, "GET {manifest}");
+            assert_eq!(
+                header(&resp, "docker-content-digest").as_deref(),
+                Some(manifest_digest.as_str())
+            );
+        }
+        // The layer, by 20 clients at once.
         let pulls = (0..20).map(|_| {
             let reg = reg.clone();
-            let path = path.clone();
+            let path = blob.clone();
             tokio::spawn(async move {
                 let resp = reg
                     .client
@@ -308,14 +331,14 @@ fn one_upstream_fetch_for_many_concurrent_pulls() {
         }
     });
     let up_log = std::fs::read_to_string(&up.stderr_log).unwrap();
-    let fetches = up_log
-        .lines()
-        .filter(|l| l.contains(&layer_hex) && l.contains("GET") && l.contains("status=200"))
-        .count();
-    assert_eq!(fetches, 1, "the upstream served the layer once:\n{up_log}");
+    assert_eq!(
+        (gets_served(&up_log, manifest), gets_served(&up_log, &blob)),
+        (1, 1),
+        "the upstream served the manifest and the layer once:\n{up_log}"
+    );
     // Cached now: served from the mirror's own store.
     rt.block_on(async {
-        let resp = reg.send(Method::HEAD, &path).await;
+        let resp = reg.send(Method::HEAD, &blob).await;
         assert_eq!(resp.status(), 200);
     });
 }
