@@ -1,6 +1,7 @@
 //! `berth-bench`: berth against CNCF Distribution (Debian's `docker-registry`)
-//! side by side on 127.0.0.1, same client, same data, same disk; then both
-//! again with their S3 drivers on one Garage bucket ([`garage`]).
+//! side by side on 127.0.0.1, same client, same data, same disk; berth as
+//! a pull-through mirror of it ([`mirror`]); then both again with their S3
+//! drivers on one Garage bucket ([`garage`]).
 //!
 //! `cargo run --release -p berth-bench -- [--quick] [--berth PATH]
 //! [--reference PATH] [--rounds N] [--duration SECS] [--skip-reference]
@@ -13,6 +14,7 @@
 pub mod garage;
 mod http;
 mod layout;
+mod mirror;
 mod report;
 mod s3;
 mod servers;
@@ -31,7 +33,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::http::{basic_auth, Blob, Body, Conn};
-use crate::report::{Agg, Better, Limits, Metric, Results, Target, RESULTS, S3_RESULTS};
+use crate::report::{
+    Agg, Better, Limits, Metric, Results, Target, MIRROR_RESULTS, RESULTS, S3_RESULTS,
+};
 use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server, Storage};
 use crate::workloads::{Request, Upload};
 
@@ -67,7 +71,7 @@ struct Opts {
 
 impl Opts {
     fn wants(&self, workload: &str) -> bool {
-        let known = WORKLOADS.contains(&workload) || S3_WORKLOADS.contains(&workload);
+        let known = known_workload(workload);
         known && (self.only.is_empty() || self.only.iter().any(|w| w == workload))
     }
 
@@ -127,6 +131,9 @@ struct Plan {
     disk: bool,
     /// Whether the workloads on S3 run (wanted, and Garage is there).
     s3: bool,
+    /// Whether the mirror workload runs (wanted, and the reference is there
+    /// to be its upstream).
+    mirror: bool,
 }
 
 impl Plan {
@@ -149,6 +156,7 @@ impl Plan {
                 limit_bytes: 16 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
+                mirror: false,
             }
         } else {
             Plan {
@@ -168,6 +176,7 @@ impl Plan {
                 limit_bytes: 512 * MIB,
                 disk: o.wants_any(&WORKLOADS),
                 s3: false,
+                mirror: false,
             }
         };
         if let Some(r) = o.rounds {
@@ -201,7 +210,8 @@ fn usage() -> &'static str {
      --keep            keep the temporary data directory (logs, storage)\n\
      --only LIST       run only these workloads (comma-separated): push-mono,\n\
      \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog,\n\
-     \x20                 ui (berth only), s3-push-mono, s3-push-concurrent, s3-pull\n\
+     \x20                 ui (berth only), mirror (berth mirroring the reference),\n\
+     \x20                 s3-push-mono, s3-push-concurrent, s3-pull\n\
      --s3              run only the workloads on S3 (the s3-* ones; without --s3 or\n\
      \x20                 --only they run when Garage is installed, see bench/README.md)\n\
      --s3-part-size SIZE, --s3-parallel-parts N\n\
@@ -224,6 +234,13 @@ const WORKLOADS: [&str; 8] = [
 
 /// The workloads on S3: the servers' S3 drivers on one Garage bucket.
 const S3_WORKLOADS: [&str; 3] = ["s3-push-mono", "s3-push-concurrent", "s3-pull"];
+
+/// berth as a pull-through mirror of the reference ([`mirror`]).
+const MIRROR_WORKLOADS: [&str; 1] = ["mirror"];
+
+fn known_workload(w: &str) -> bool {
+    WORKLOADS.contains(&w) || S3_WORKLOADS.contains(&w) || MIRROR_WORKLOADS.contains(&w)
+}
 
 fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -274,8 +291,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
                 let v = value()?;
                 for w in v.split(',') {
                     ensure!(
-                        WORKLOADS.contains(&w) || S3_WORKLOADS.contains(&w),
-                        "unknown workload {w:?} (one of {WORKLOADS:?} or {S3_WORKLOADS:?})"
+                        known_workload(w),
+                        "unknown workload {w:?} (one of {WORKLOADS:?}, {MIRROR_WORKLOADS:?} \
+                         or {S3_WORKLOADS:?})"
                     );
                     o.only.push(w.to_string());
                 }
@@ -509,6 +527,7 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
         better,
         agg,
         target,
+        servers: None,
     };
     use Agg::*;
     use Better::*;
@@ -628,8 +647,34 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             Target::None,
         ),
     ]);
+    // Through the mirror, against the same pull without it.
+    let mirror = [
+        mbps(
+            "mirror_pull_cached",
+            format!("mirror: pull {big}, cached (direct: berth mirroring nothing)"),
+            Target::Ratio(1.0),
+        ),
+        mbps(
+            "mirror_pull_cold",
+            format!("mirror: cold pull {big} (direct: from the upstream)"),
+            Target::Ratio(0.9),
+        ),
+        rss(
+            "mirror_rss_cold",
+            "mirror: peak RSS, cold pulls".into(),
+            Max,
+            Target::None,
+        ),
+    ]
+    .map(|m| Metric {
+        servers: Some(mirror::NAMES),
+        ..m
+    });
     let disk = disk.into_iter().filter(|_| plan.disk);
-    disk.chain(s3.into_iter().filter(|_| plan.s3)).collect()
+    let mirror = mirror.into_iter().filter(|_| plan.mirror);
+    disk.chain(mirror)
+        .chain(s3.into_iter().filter(|_| plan.s3))
+        .collect()
 }
 
 /// Runs the benchmark with command-line `args` (without the program name).
@@ -651,6 +696,21 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
                 s3_skipped = Some(why);
             }
             Err(e) => return Err(e.context("the workloads on S3 need Garage")),
+        }
+    }
+    // The mirror's upstream is the reference: it runs when the reference
+    // does (left out of a default run otherwise, an error when asked for).
+    let mut mirror_skipped = None;
+    if opts.wants_any(&MIRROR_WORKLOADS) {
+        if opts.baseline.is_none() && !opts.skip_reference {
+            plan.mirror = true;
+        } else if opts.only.is_empty() {
+            let why = "the mirror workload is skipped: it needs the reference as its upstream \
+                       (no --baseline, no --skip-reference)";
+            say(why);
+            mirror_skipped = Some(why);
+        } else {
+            bail!("the mirror workload needs the reference as its upstream: no --baseline, no --skip-reference");
         }
     }
     ensure!(
@@ -747,12 +807,32 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "ui_connections": plan.ui_conns,
         "ui_idle_s": plan.ui_idle.as_secs_f64(),
         "bcrypt_cost": BCRYPT_COST,
+        "mirror": match mirror_skipped {
+            Some(why) => json!({ "skipped": why }),
+            None => json!(plan.mirror),
+        },
         "s3": s3_settings,
     });
     let rows = report::rows(metrics(&plan, opts.baseline.is_some()), &results, limits);
     let names = ["berth", opts.rival()];
-    report::print_table(&rows, limits, names);
-    if let Some(why) = &s3_skipped {
+    // The rows on disk, the mirror's (with servers of their own), those on S3.
+    let on_disk_only = |r: &&report::Row| !mirror::row(r) && !s3::row(r);
+    let (disk_rows, rest) = rows.split_at(rows.iter().take_while(on_disk_only).count());
+    let (mirror_rows, s3_rows) = rest.split_at(rest.iter().take_while(|r| mirror::row(r)).count());
+    if mirror_rows.len() < rows.len() {
+        report::print_table(disk_rows.iter().chain(s3_rows), names);
+    }
+    if !mirror_rows.is_empty() {
+        report::print_table(mirror_rows, mirror::NAMES);
+    }
+    say(&format!(
+        "\nlimits: sha256 (one core) {:.0} MB/s, fsync'd sequential write {:.0} MB/s",
+        limits.sha256_mbps, limits.write_mbps
+    ));
+    for why in [s3_skipped.as_deref(), mirror_skipped]
+        .into_iter()
+        .flatten()
+    {
         say(&format!("\n{why}"));
     }
 
@@ -768,11 +848,13 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     let measured = !opts.quick && opts.compared();
     let on_disk = measured && opts.wants_all(&WORKLOADS);
     let on_s3 = measured && plan.s3 && opts.wants_all(&S3_WORKLOADS) && !opts.s3_tuned();
-    let name = match (&opts.baseline, on_disk, on_s3) {
-        (Some(_), _, _) => "ab.json",
-        (None, true, _) => "latest.json",
-        (None, false, true) => "s3.json",
-        (None, false, false) => "quick.json",
+    let on_mirror = measured && plan.mirror;
+    let name = match (&opts.baseline, on_disk, on_s3, on_mirror) {
+        (Some(_), ..) => "ab.json",
+        (None, true, ..) => "latest.json",
+        (None, false, true, _) => "s3.json",
+        (None, false, false, true) => "mirror.json",
+        (None, false, false, false) => "quick.json",
     };
     let json_path = out_dir.join(name);
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")
@@ -780,13 +862,20 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     say(&format!("\nwrote {}", json_path.display()));
     if opts.out.is_none() && opts.baseline.is_none() {
         let readme = bench_dir.join("README.md");
-        let (disk_rows, s3_rows) = rows.split_at(rows.iter().take_while(|r| !s3::row(r)).count());
-        for (write, section, rows, settings) in [
-            (on_disk, &RESULTS, disk_rows, &settings_text),
-            (on_s3, &S3_RESULTS, s3_rows, &s3_settings_text),
+        let mirror_settings = mirror::settings(&plan);
+        for (write, section, rows, settings, names) in [
+            (on_disk, &RESULTS, disk_rows, &settings_text, names),
+            (
+                on_mirror,
+                &MIRROR_RESULTS,
+                mirror_rows,
+                &mirror_settings,
+                mirror::NAMES,
+            ),
+            (on_s3, &S3_RESULTS, s3_rows, &s3_settings_text, names),
         ] {
             if write {
-                let md = report::markdown(rows, limits, &machine, settings);
+                let md = report::markdown(rows, limits, &machine, settings, names);
                 report::update_readme(&readme, section, &md)?;
                 say(&format!("wrote {} ({})", readme.display(), section.heading));
             }
@@ -808,6 +897,9 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     let mut res = Results::default();
     if plan.disk {
         on_disk(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
+    }
+    if plan.mirror {
+        mirror::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
     }
     if plan.s3 {
         s3::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
@@ -831,10 +923,13 @@ async fn start_servers(
         dir,
         storage("berth"),
         &lines,
+        "",
     )?];
     if let Some(b) = &opts.baseline {
         let baseline = storage("baseline");
-        servers.push(servers::start_berth("baseline", b, dir, baseline, &lines)?);
+        servers.push(servers::start_berth(
+            "baseline", b, dir, baseline, &lines, "",
+        )?);
     } else if !opts.skip_reference {
         let reference = storage("reference");
         servers.push(servers::start_reference(&opts.reference, dir, reference, htpasswd).await?);

@@ -76,7 +76,8 @@ pub enum Storage {
 
 /// One registry under test.
 pub struct Server {
-    /// "berth", "baseline" (another berth binary) or "reference".
+    /// "berth", "baseline" (another berth binary), "reference", or
+    /// "mirror" (berth mirroring the reference).
     pub name: &'static str,
     pub addr: SocketAddr,
     /// Storage root (the directory holding `docker/registry/v2`); `None`
@@ -115,14 +116,16 @@ impl Server {
     }
 }
 
-/// Starts `berth serve` with one instance `bench` on a dedicated listener,
-/// its config and log in `dir` under `name`.
+/// Starts `berth serve` with one instance `bench` on a dedicated listener
+/// (`extra` appended to its file), its config and log in `dir` under
+/// `name`.
 pub fn start_berth(
     name: &'static str,
     bin: &Path,
     dir: &Path,
     storage: Storage,
     htpasswd: &str,
+    extra: &str,
 ) -> Result<Server> {
     let cfg = dir.join(format!("{name}-config"));
     std::fs::create_dir_all(cfg.join("instances"))?;
@@ -138,7 +141,7 @@ pub fn start_berth(
     std::fs::write(
         cfg.join("instances/bench.toml"),
         format!(
-            "hostnames = [\"bench.local\"]\nlisten = [\"127.0.0.1:0\"]\n\n{table}\n[auth]\nmax_login_failures = 100000\n"
+            "hostnames = [\"bench.local\"]\nlisten = [\"127.0.0.1:0\"]\n\n{table}\n[auth]\nmax_login_failures = 100000\n{extra}"
         ),
     )?;
     let log = dir.join(format!("{name}.log"));

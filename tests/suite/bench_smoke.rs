@@ -3,11 +3,12 @@
 //! (`/usr/bin/docker-registry`), on disk and on a Garage bucket (which
 //! `./ctl test` installs, as for tests/suite/s3.rs), results written to a
 //! temporary directory. It checks that every row of the report has numbers
-//! for both servers (the rows of berth's web UI: for berth alone); it
-//! asserts nothing about speed.
+//! for both servers (the rows of berth's web UI: for berth alone; the
+//! mirror's: for berth mirroring the reference and the same pull without
+//! it); it asserts nothing about speed.
 
 /// The metric keys of the report, one per row.
-const ROWS: [&str; 28] = [
+const ROWS: [&str; 31] = [
     "push_mono",
     "push_stream",
     "push_conc",
@@ -30,6 +31,9 @@ const ROWS: [&str; 28] = [
     "rss_pull",
     "rss_after",
     "vmhwm",
+    "mirror_pull_cached",
+    "mirror_pull_cold",
+    "mirror_rss_cold",
     "s3_push_mono",
     "s3_push_conc",
     "s3_pull_first",
@@ -64,11 +68,16 @@ fn quick_benchmark_reports_every_workload() {
     assert_eq!(keys, ROWS, "one row per workload metric, in order");
     for m in metrics {
         let key = m["key"].as_str().unwrap();
-        // The reference has no web UI: those rows are berth's alone.
-        let berth_only = key.starts_with("ui_");
-        let (measured, absent) = match berth_only {
-            true => (&["berth"][..], &["reference", "ratio"][..]),
-            false => (&["berth", "reference", "ratio"][..], &[][..]),
+        let [first, second] = match key.starts_with("mirror_") {
+            true => ["mirror", "direct"],
+            false => ["berth", "reference"],
+        };
+        // Rows of one server: berth's web UI (the reference has none),
+        // the mirror's memory.
+        let one_server = key.starts_with("ui_") || key == "mirror_rss_cold";
+        let (measured, absent) = match one_server {
+            true => (vec![first], vec![second, "ratio"]),
+            false => (vec![first, second, "ratio"], vec![]),
         };
         for server in measured {
             let v = m[server].as_f64();
@@ -78,10 +87,10 @@ fn quick_benchmark_reports_every_workload() {
                 m[server]
             );
         }
-        for server in absent {
+        for server in &absent {
             assert!(m[server].is_null(), "{key}: {server} is {}", m[server]);
         }
-        for server in ["berth", "reference"] {
+        for server in [first, second] {
             let samples = m[format!("{server}_samples")].as_array().unwrap();
             assert_eq!(
                 samples.is_empty(),
