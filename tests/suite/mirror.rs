@@ -191,12 +191,17 @@ fn mirror_of_a_token_auth_hub_anonymous_and_with_credentials() {
     }
     let private = format!("{PRIVATE}app");
     hub.push(&images[0], tags[0], &format!("{private}:1"));
-    let pushes = hub.tokens.requests().len();
+    let pushes = hub.tokens.issued().len();
 
-    // Two mirrors of the hub: one anonymous, one logging in.
+    // Mirrors of the hub: anonymous, logging in, and with a wrong password.
     let cfg = ConfigDir::new(&[]);
     let hub_creds = hub.registry.creds();
-    for (name, creds) in [("anon", None), ("authed", Some(hub_creds.as_str()))] {
+    let wrong_creds = format!("{}:not-the-password", hub.registry.user);
+    for (name, creds) in [
+        ("anon", None),
+        ("authed", Some(hub_creds.as_str())),
+        ("wrong", Some(wrong_creds.as_str())),
+    ] {
         let upstreams = [cfg.mirror_upstream("docker.io", &hub.url(), "", creds)];
         cfg.add_instance(&Instance::mirror(name, "", &upstreams, ""));
     }
@@ -229,10 +234,22 @@ fn mirror_of_a_token_auth_hub_anonymous_and_with_credentials() {
     let src = through("authed", &format!("{private}:1"));
     let pulled = pull_layout(&src, "1", "authed-user:authed-secret", &[]);
     pulled.assert_layers_intact(&images[0].digest(tags[0]));
+    // Credentials the token server refuses: nothing is served, and the
+    // error says why.
+    let wrong = Reg::for_instance(&server, "wrong");
+    rt.block_on(async {
+        let resp = get_manifest(&wrong, "/v2/alpine/manifests/3.1").await;
+        let err = expect_error_for(resp, 403, "DENIED", "wrong upstream password").await;
+        assert!(
+            err.to_string()
+                .contains("upstream docker.io refused access: its token server answered 401"),
+            "{err}"
+        );
+    });
 
     // Tokens are kept: one per repository and mirror, however many
     // requests they served.
-    let asked: Vec<_> = hub.tokens.requests()[pushes..]
+    let asked: Vec<_> = hub.tokens.issued()[pushes..]
         .iter()
         .filter(|r| r.user_agent.starts_with("berth/"))
         .map(|r| (r.user.clone(), r.scopes.join(" ")))

@@ -6,7 +6,8 @@
 //! certificate in the `x5c` header and in the registry's `rootcertbundle`.
 //! Anonymous clients may pull every repository but those under
 //! `private/`; its one user may pull and push everywhere. It runs on a
-//! thread of the test on 127.0.0.1 and keeps every request it answered.
+//! thread of the test on 127.0.0.1 and keeps a record of every token it
+//! issued.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -29,9 +30,9 @@ pub const PRIVATE: &str = "private/";
 /// How long a token is valid, as `expires_in` says.
 const LIFETIME: Duration = Duration::from_secs(300);
 
-/// One request the token server answered.
+/// A token the token server issued, and to whom.
 #[derive(Debug, Clone)]
-pub struct TokenRequest {
+pub struct Issued {
     /// The user of its Basic credentials.
     pub user: Option<String>,
     pub scopes: Vec<String>,
@@ -43,7 +44,7 @@ struct Issuer {
     /// DER of the certificate of `key`, base64 (the `x5c` entry).
     x5c: String,
     user: (String, String),
-    requests: Mutex<Vec<TokenRequest>>,
+    issued: Mutex<Vec<Issued>>,
 }
 
 /// The token server, stopped when dropped.
@@ -73,7 +74,7 @@ impl TokenServer {
                 .unwrap(),
             x5c: STANDARD.encode(cert.der()),
             user: (user.to_string(), password.to_string()),
-            requests: Mutex::default(),
+            issued: Mutex::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -122,9 +123,9 @@ impl TokenServer {
         (&self.issuer.user.0, &self.issuer.user.1)
     }
 
-    /// Every request answered so far.
-    pub fn requests(&self) -> Vec<TokenRequest> {
-        self.issuer.requests.lock().unwrap().clone()
+    /// Every token issued so far, oldest first.
+    pub fn issued(&self) -> Vec<Issued> {
+        self.issuer.issued.lock().unwrap().clone()
     }
 }
 
@@ -171,7 +172,7 @@ async fn issue(
         }
     };
     let scopes: Vec<String> = param("scope").collect();
-    issuer.requests.lock().unwrap().push(TokenRequest {
+    issuer.issued.lock().unwrap().push(Issued {
         user: user.clone(),
         scopes: scopes.clone(),
         user_agent: headers
