@@ -368,7 +368,7 @@ install() {
 
 install_test_packages() {
 	missing=
-	for cmd in skopeo:skopeo dockerd:docker.io docker-registry:docker-registry htpasswd:apache2-utils umoci:umoci systemd-analyze:systemd pebble:pebble openssl:openssl curl:curl chromium:chromium chromedriver:chromium-driver prometheus:prometheus caddy:caddy; do
+	for cmd in skopeo:skopeo dockerd:docker.io ctr:containerd docker-registry:docker-registry htpasswd:apache2-utils umoci:umoci systemd-analyze:systemd pebble:pebble openssl:openssl curl:curl chromium:chromium chromedriver:chromium-driver prometheus:prometheus caddy:caddy; do
 		command -v "${cmd%%:*}" >/dev/null 2>&1 || missing="$missing ${cmd#*:}"
 	done
 	# The PostgreSQL server's programs are not on PATH (tests/suite/common/postgres.rs).

@@ -12,8 +12,11 @@
 //!   server-rendered pages and forms over [`registry`].
 //! - [`auth`]: htpasswd (bcrypt) with a verified-credential cache, access
 //!   rules, the UI's sessions.
-//! - [`registry`]: repositories, blobs, uploads, manifests, tags, referrers;
-//!   knows nothing of HTTP.
+//! - [`registry`]: repositories, blobs, uploads, manifests, tags, referrers,
+//!   and for mirror instances what is not stored yet, fetched through
+//!   [`upstream`]; knows nothing of HTTP serving.
+//! - [`upstream`]: the client side of the distribution protocol (token flow,
+//!   Basic) for mirror instances: a source of content beside the store.
 //! - [`notify`]: webhooks, delivered from a queue on disk per endpoint.
 //! - [`audit`]: the audit log, one line per delete (by a user, retention
 //!   or garbage collection).
@@ -21,8 +24,9 @@
 //! - [`storage`]: the driver trait ([`storage::driver::Driver`]) with its
 //!   filesystem and in-memory drivers, CNCF Distribution's layout as keys
 //!   ([`storage::keys`]), the tree read through a driver
-//!   ([`storage::tree`]) and the tag and catalog caches
-//!   ([`storage::listing`]). Everything the registry stores, and
+//!   ([`storage::tree`]), the tag and catalog caches
+//!   ([`storage::listing`]) and the local files a mirror's downloads are
+//!   read from while they run ([`storage::spill`]). Everything the registry stores, and
 //!   everything `berth fsck` reads and repairs, goes through the driver.
 //! - [`coord`]: the locks between garbage collection and writers: lock
 //!   files in the storage root for the processes of one host, or, with

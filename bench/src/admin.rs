@@ -15,7 +15,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::http::{Blob, Body, Conn, Endpoint};
 use crate::report::{Agg, Better, Metric, Results, Row, Target};
-use crate::servers::{self, Admin, Storage, Wire};
+use crate::servers::{self, Admin, Setup, Storage};
 use crate::workloads::{self, Request, Upload};
 use crate::{
     mbps, next_seed, order, populate, populated_repos, remove_blob, say, sync_disk, Opts, Plan,
@@ -52,6 +52,7 @@ pub fn metrics(plan: &Plan) -> Vec<Metric> {
         better,
         agg: Agg::Median,
         target,
+        servers: Some(NAMES),
     };
     let scrape = format!("scrape of /metrics, {} repos", plan.repos);
     let manifest = format!("manifest GET by tag, {} conns", plan.conns);
@@ -188,7 +189,17 @@ pub async fn run(
     let mut servers = Vec::new();
     for (name, admin) in names.into_iter().zip([Admin::On, Admin::Off]) {
         let storage = Storage::Dir(root(name));
-        let s = servers::start_berth(name, &opts.berth, dir, storage, &lines, Wire::Plain, admin)?;
+        let s = servers::start_berth(
+            name,
+            &opts.berth,
+            dir,
+            storage,
+            &lines,
+            Setup {
+                admin,
+                ..Setup::PLAIN
+            },
+        )?;
         say(&format!("{name} (pid {}) on http://{}", s.pid(), s.addr));
         servers.push(s);
     }

@@ -1,6 +1,7 @@
 //! `berth-bench`: berth against CNCF Distribution (Debian's `docker-registry`)
-//! side by side on 127.0.0.1, same client, same data, same disk; then both
-//! again with their S3 drivers on one Garage bucket ([`garage`]).
+//! side by side on 127.0.0.1, same client, same data, same disk; berth as
+//! a pull-through mirror of it ([`mirror`]); then both again with their S3
+//! drivers on one Garage bucket ([`garage`]).
 //!
 //! `cargo run --release -p berth-bench -- [--quick] [--berth PATH]
 //! [--reference PATH] [--rounds N] [--duration SECS] [--skip-reference]
@@ -17,6 +18,7 @@ pub mod garage;
 mod h2;
 mod http;
 mod layout;
+mod mirror;
 mod report;
 mod s3;
 mod servers;
@@ -37,9 +39,10 @@ use sha2::{Digest, Sha256};
 
 use crate::http::{basic_auth, Blob, Body, Conn};
 use crate::report::{
-    Agg, Better, Limits, Metric, Results, Target, METRICS_RESULTS, RESULTS, S3_RESULTS, TLS_RESULTS,
+    Agg, Better, Limits, Metric, Results, Target, METRICS_RESULTS, MIRROR_RESULTS, RESULTS,
+    S3_RESULTS, TLS_RESULTS,
 };
-use crate::servers::{proc_file_kib, proc_status_kib, Admin, RssSampler, Server, Storage, Wire};
+use crate::servers::{proc_file_kib, proc_status_kib, RssSampler, Server, Storage, Wire};
 use crate::workloads::{Request, Upload};
 
 const MIB: u64 = 1 << 20;
@@ -140,6 +143,9 @@ struct Plan {
     tls: bool,
     /// Whether the metrics workload runs.
     metrics: bool,
+    /// Whether the mirror workload runs (wanted, and the reference is there
+    /// to be its upstream).
+    mirror: bool,
 }
 
 impl Plan {
@@ -165,6 +171,7 @@ impl Plan {
                 s3: false,
                 tls: false,
                 metrics: o.wants(METRICS),
+                mirror: false,
             }
         } else {
             Plan {
@@ -187,6 +194,7 @@ impl Plan {
                 s3: false,
                 tls: false,
                 metrics: o.wants(METRICS),
+                mirror: false,
             }
         };
         if let Some(r) = o.rounds {
@@ -220,8 +228,9 @@ fn usage() -> &'static str {
      --keep            keep the temporary data directory (logs, storage)\n\
      --only LIST       run only these workloads (comma-separated): push-mono,\n\
      \x20                 push-chunked, push-concurrent, pull, manifest-get, tags, catalog,\n\
-     \x20                 ui (berth only), metrics (berth with and without its admin\n\
-     \x20                 listener), s3-push-mono, s3-push-concurrent, s3-pull,\n\
+     \x20                 ui (berth only), mirror (berth mirroring the reference),\n\
+     \x20                 metrics (berth with and without its admin listener),\n\
+     \x20                 s3-push-mono, s3-push-concurrent, s3-pull,\n\
      \x20                 tls-push-mono, tls-push-chunked, tls-push-concurrent, tls-pull,\n\
      \x20                 tls-manifest-get, tls-h2-pull, tls-h2-manifest-get\n\
      --s3              run only the workloads on S3 (the s3-* ones; without --s3 or\n\
@@ -264,10 +273,18 @@ const TLS_WORKLOADS: [&str; 7] = [
 /// The metrics workload: berth with and without its admin listener.
 const METRICS: &str = "metrics";
 
+/// berth as a pull-through mirror of the reference ([`mirror`]).
+const MIRROR_WORKLOADS: [&str; 1] = ["mirror"];
+
 fn known_workload(w: &str) -> bool {
-    [&WORKLOADS[..], &S3_WORKLOADS, &TLS_WORKLOADS]
-        .iter()
-        .any(|list| list.contains(&w))
+    [
+        &WORKLOADS[..],
+        &S3_WORKLOADS,
+        &TLS_WORKLOADS,
+        &MIRROR_WORKLOADS,
+    ]
+    .iter()
+    .any(|list| list.contains(&w))
         || w == METRICS
 }
 
@@ -321,7 +338,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Opts>> {
                 for w in v.split(',') {
                     ensure!(
                         known_workload(w),
-                        "unknown workload {w:?} (one of {WORKLOADS:?}, {S3_WORKLOADS:?}, {TLS_WORKLOADS:?} or {METRICS:?})"
+                        "unknown workload {w:?} (one of {WORKLOADS:?}, {MIRROR_WORKLOADS:?}, \
+                         {S3_WORKLOADS:?}, {TLS_WORKLOADS:?} or {METRICS:?})"
                     );
                     o.only.push(w.to_string());
                 }
@@ -561,6 +579,7 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
         better,
         agg,
         target,
+        servers: None,
     };
     use Agg::*;
     use Better::*;
@@ -680,6 +699,29 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             Target::None,
         ),
     ]);
+    // Through the mirror, against the same pull without it.
+    let mirror = [
+        mbps(
+            "mirror_pull_cached",
+            format!("mirror: pull {big}, cached (direct: berth mirroring nothing)"),
+            Target::Ratio(1.0),
+        ),
+        mbps(
+            "mirror_pull_cold",
+            format!("mirror: cold pull {big} (direct: from the upstream)"),
+            Target::Ratio(0.9),
+        ),
+        rss(
+            "mirror_rss_cold",
+            "mirror: peak RSS, cold pulls".into(),
+            Max,
+            Target::None,
+        ),
+    ]
+    .map(|m| Metric {
+        servers: Some(mirror::NAMES),
+        ..m
+    });
     let disk = disk.into_iter().filter(|_| plan.disk);
     let tls_push = Target::Ratio(4.0);
     let tls = [
@@ -740,7 +782,9 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             Target::AtMost(5.0),
         ),
     ];
-    disk.chain(s3.into_iter().filter(|_| plan.s3))
+    let mirror = mirror.into_iter().filter(|_| plan.mirror);
+    disk.chain(mirror)
+        .chain(s3.into_iter().filter(|_| plan.s3))
         .chain(tls.into_iter().filter(|_| plan.tls))
         .collect()
 }
@@ -777,6 +821,21 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
                 tls_skipped = Some(why);
             }
             None => bail!("the workloads over TLS need Caddy ({})", tls::CADDY),
+        }
+    }
+    // The mirror's upstream is the reference: it runs when the reference
+    // does (left out of a default run otherwise, an error when asked for).
+    let mut mirror_skipped = None;
+    if opts.wants_any(&MIRROR_WORKLOADS) {
+        if opts.baseline.is_none() && !opts.skip_reference {
+            plan.mirror = true;
+        } else if opts.only.is_empty() {
+            let why = "the mirror workload is skipped: it needs the reference as its upstream \
+                       (no --baseline, no --skip-reference)";
+            say(why);
+            mirror_skipped = Some(why);
+        } else {
+            bail!("the mirror workload needs the reference as its upstream: no --baseline, no --skip-reference");
         }
     }
     ensure!(
@@ -881,6 +940,10 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         "ui_idle_s": plan.ui_idle.as_secs_f64(),
         "bcrypt_cost": BCRYPT_COST,
         "metrics_scrapes": plan.scrapes,
+        "mirror": match mirror_skipped {
+            Some(why) => json!({ "skipped": why }),
+            None => json!(plan.mirror),
+        },
         "s3": s3_settings,
         "tls": tls_settings,
     });
@@ -890,13 +953,33 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     let (rows, metrics_rows) = all.split_at(all.iter().take_while(|r| !admin::row(r)).count());
     let names = ["berth", opts.rival()];
     let ratio = format!("berth/{}", &names[1][..3]);
-    if !rows.is_empty() {
-        report::print_table(rows, limits, names, &ratio);
+    // The mirror's rows compare servers of their own.
+    let (mirror_rows, others): (Vec<&report::Row>, Vec<&report::Row>) =
+        rows.iter().partition(|r| mirror::row(r));
+    let mirror_ratio = format!("{}/{}", mirror::NAMES[0], mirror::NAMES[1]);
+    for (rows, names, ratio) in [
+        (&others, names, ratio.as_str()),
+        (&mirror_rows, mirror::NAMES, mirror_ratio.as_str()),
+    ] {
+        if !rows.is_empty() {
+            report::print_table(rows.iter().copied(), names, ratio);
+        }
     }
     if !metrics_rows.is_empty() {
-        report::print_table(metrics_rows, limits, admin::NAMES, admin::RATIO);
+        report::print_table(metrics_rows, admin::NAMES, admin::RATIO);
     }
-    for why in [&s3_skipped, &tls_skipped].into_iter().flatten() {
+    say(&format!(
+        "\nlimits: sha256 (one core) {:.0} MB/s, fsync'd sequential write {:.0} MB/s",
+        limits.sha256_mbps, limits.write_mbps
+    ));
+    for why in [
+        s3_skipped.as_deref(),
+        tls_skipped.as_deref(),
+        mirror_skipped,
+    ]
+    .into_iter()
+    .flatten()
+    {
         say(&format!("\n{why}"));
     }
 
@@ -919,13 +1002,22 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     let on_s3 = measured && plan.s3 && opts.wants_all(&S3_WORKLOADS) && !opts.s3_tuned();
     let on_tls = measured && plan.tls && opts.wants_all(&TLS_WORKLOADS);
     let on_metrics = !opts.quick && plan.metrics && opts.baseline.is_none();
-    let name = match (&opts.baseline, on_disk, on_s3, on_tls, on_metrics) {
+    let on_mirror = measured && plan.mirror;
+    let name = match (
+        &opts.baseline,
+        on_disk,
+        on_s3,
+        on_tls,
+        on_metrics,
+        on_mirror,
+    ) {
         (Some(_), ..) => "ab.json",
         (None, true, ..) => "latest.json",
         (None, false, true, ..) => "s3.json",
-        (None, false, false, true, _) => "tls.json",
-        (None, false, false, false, true) => "metrics.json",
-        (None, false, false, false, false) => "quick.json",
+        (None, false, false, true, ..) => "tls.json",
+        (None, false, false, false, true, _) => "metrics.json",
+        (None, false, false, false, false, true) => "mirror.json",
+        (None, false, false, false, false, false) => "quick.json",
     };
     let json_path = out_dir.join(name);
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")
@@ -933,18 +1025,29 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
     say(&format!("\nwrote {}", json_path.display()));
     if opts.out.is_none() && opts.baseline.is_none() {
         let readme = bench_dir.join("README.md");
-        // The rows come on disk, then on S3, then over TLS.
+        // The rows come on disk, the mirror's, on S3, then over TLS.
         let at = |pick: fn(&report::Row) -> bool| rows.iter().position(pick).unwrap_or(rows.len());
+        let mirror_at = at(|r| mirror::row(r) || s3::row(r) || tls::row(r));
         let (s3_at, tls_at) = (at(|r| s3::row(r) || tls::row(r)), at(tls::row));
         let metrics_settings = admin::settings(&plan);
+        let mirror_settings = mirror::settings(&plan);
+        let mirror_ratio = format!("{}/{}", mirror::NAMES[0], mirror::NAMES[1]);
         for (write, section, rows, settings, names, ratio) in [
             (
                 on_disk,
                 &RESULTS,
-                &rows[..s3_at],
+                &rows[..mirror_at],
                 &settings_text,
                 names,
                 &ratio,
+            ),
+            (
+                on_mirror,
+                &MIRROR_RESULTS,
+                &rows[mirror_at..s3_at],
+                &mirror_settings,
+                mirror::NAMES,
+                &mirror_ratio,
             ),
             (
                 on_s3,
@@ -995,6 +1098,9 @@ async fn bench(opts: &Opts, plan: &Plan, dir: &Path) -> Result<Results> {
     if plan.disk {
         on_disk(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
     }
+    if plan.mirror {
+        mirror::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
+    }
     if plan.s3 {
         s3::run(opts, plan, dir, &htpasswd, &auth, &mut res).await?;
     }
@@ -1018,6 +1124,10 @@ async fn start_servers(
     storage: impl Fn(&str) -> Storage,
 ) -> Result<Vec<Server>> {
     let lines = std::fs::read_to_string(htpasswd)?;
+    let setup = servers::Setup {
+        wire,
+        ..servers::Setup::PLAIN
+    };
     let berth = &opts.berth;
     let mut servers = vec![servers::start_berth(
         "berth",
@@ -1025,19 +1135,12 @@ async fn start_servers(
         dir,
         storage("berth"),
         &lines,
-        wire,
-        Admin::Off,
+        setup,
     )?];
     if let Some(b) = &opts.baseline {
         let baseline = storage("baseline");
         servers.push(servers::start_berth(
-            "baseline",
-            b,
-            dir,
-            baseline,
-            &lines,
-            wire,
-            Admin::Off,
+            "baseline", b, dir, baseline, &lines, setup,
         )?);
     } else if !opts.skip_reference {
         let reference = storage("reference");

@@ -42,6 +42,9 @@ pub struct Metric {
     pub better: Better,
     pub agg: Agg,
     pub target: Target,
+    /// The two servers compared, when not berth and the other server of
+    /// the run (the reference or the baseline).
+    pub servers: Option<[&'static str; 2]>,
 }
 
 #[derive(Default)]
@@ -112,13 +115,14 @@ pub fn rows(metrics: Vec<Metric>, results: &Results, limits: Limits) -> Vec<Row>
                 (Some(b), Some(r)) if r > 0.0 => Some(b / r),
                 _ => None,
             };
+            let other = metric.servers.map_or("ref", |[_, other]| other);
             let (target_text, met) = match metric.target {
                 Target::None => (String::new(), None),
-                Target::Ratio(x) => (format!("≥ {x}× ref"), ratio.map(|r| r >= x)),
+                Target::Ratio(x) => (format!("≥ {x}× {other}"), ratio.map(|r| r >= x)),
                 Target::RatioAndLimit(x, frac) => {
                     let floor = frac * limits.min();
                     (
-                        format!("≥ {x}× ref, ≥ {floor:.0} {}", metric.unit),
+                        format!("≥ {x}× {other}, ≥ {floor:.0} {}", metric.unit),
                         match (ratio, berth) {
                             (Some(r), Some(b)) => Some(r >= x && b >= floor),
                             (None, Some(b)) => Some(b >= floor),
@@ -167,7 +171,7 @@ fn status(met: Option<bool>) -> &'static str {
 
 /// The table on the console; `names` are the two servers' names, `ratio`
 /// the header of their ratio.
-pub fn print_table(rows: &[Row], limits: Limits, names: [&str; 2], ratio: &str) {
+pub fn print_table<'a>(rows: impl IntoIterator<Item = &'a Row>, names: [&str; 2], ratio: &str) {
     let header = ["workload", "unit", names[0], names[1], ratio, "target", ""];
     let mut lines: Vec<[String; 7]> = vec![header.map(str::to_string)];
     for r in rows {
@@ -207,10 +211,6 @@ pub fn print_table(rows: &[Row], limits: Limits, names: [&str; 2], ratio: &str) 
             println!("{}", "-".repeat(widths.iter().sum::<usize>() + 12));
         }
     }
-    println!(
-        "\nlimits: sha256 (one core) {:.0} MB/s, fsync'd sequential write {:.0} MB/s",
-        limits.sha256_mbps, limits.write_mbps
-    );
 }
 
 /// The markdown table of `rows`, whose columns are `names` and `ratio`
@@ -328,6 +328,12 @@ pub struct Section {
 pub const RESULTS: Section = Section {
     marker: "results",
     heading: "Latest results",
+};
+
+/// The results of the mirror workload.
+pub const MIRROR_RESULTS: Section = Section {
+    marker: "mirror-results",
+    heading: "Latest results of the mirror",
 };
 
 /// The results of the workloads on S3.

@@ -88,7 +88,8 @@ const TLS_NAME: &str = "bench.local";
 
 /// One registry under test.
 pub struct Server {
-    /// "berth", "baseline" (another berth binary) or "reference".
+    /// "berth", "baseline" (another berth binary), "reference", or
+    /// "mirror" (berth mirroring the reference).
     pub name: &'static str,
     pub addr: Endpoint,
     /// Storage root (the directory holding `docker/registry/v2`); `None`
@@ -143,22 +144,40 @@ pub enum Admin {
     Off,
 }
 
+/// How berth is set up besides its storage and users.
+#[derive(Clone, Copy)]
+pub struct Setup<'a> {
+    pub wire: Wire,
+    pub admin: Admin,
+    /// Appended to the instance's file.
+    pub extra: &'a str,
+}
+
+impl Setup<'_> {
+    /// Plain HTTP on a dedicated listener, nothing else.
+    pub const PLAIN: Setup<'static> = Setup {
+        wire: Wire::Plain,
+        admin: Admin::Off,
+        extra: "",
+    };
+}
+
 /// Starts `berth serve` with one instance `bench`, its config and log in
 /// `dir` under `name`: on a dedicated plain listener, or with its
-/// self-signed certificate on the shared https listener; and an admin
-/// listener when `admin` says so.
+/// self-signed certificate on the shared https listener; an admin listener
+/// and more of the instance's file as `setup` says.
 pub fn start_berth(
     name: &'static str,
     bin: &Path,
     dir: &Path,
     storage: Storage,
     htpasswd: &str,
-    wire: Wire,
-    admin: Admin,
+    setup: Setup<'_>,
 ) -> Result<Server> {
     let cfg = dir.join(format!("{name}-config"));
     std::fs::create_dir_all(cfg.join("instances"))?;
     std::fs::create_dir_all(cfg.join("credentials"))?;
+    let Setup { wire, admin, .. } = setup;
     let mut listen = String::new();
     if admin == Admin::On {
         listen.push_str("admin = \"127.0.0.1:0\"\n");
@@ -192,7 +211,8 @@ pub fn start_berth(
     std::fs::write(
         cfg.join("instances/bench.toml"),
         format!(
-            "hostnames = [\"{TLS_NAME}\"]\n{listen}\n{table}\n{tls}[auth]\nmax_login_failures = 100000\n"
+            "hostnames = [\"{TLS_NAME}\"]\n{listen}\n{table}\n{tls}[auth]\nmax_login_failures = 100000\n{extra}",
+            extra = setup.extra,
         ),
     )?;
     let log = dir.join(format!("{name}.log"));

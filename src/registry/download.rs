@@ -2,37 +2,43 @@
 //! asks for the blob while it runs (single flight). The download runs on a
 //! task of its own, so that it goes on when the client that started it
 //! leaves; it streams into an upload of the store (digest verified before
-//! the blob is committed) and into a spill file next to it, which every
-//! client reads from as far as the download got. Memory stays bounded:
-//! nothing is held but the chunk in flight. The last byte is handed out
-//! only once the blob is verified and committed, so that a wrong download
-//! never reaches a client whole, and is never kept.
+//! the blob is committed) and into a spill file beside it
+//! ([`crate::storage::spill`], written a batch at a time while the next
+//! one arrives), which every client reads from as far as the download
+//! got. Memory stays bounded: nothing is held but the chunks in flight.
+//! The last byte is handed out only once the blob is verified and
+//! committed, so that a wrong download never reaches a client whole, and
+//! is never kept.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::uploads::Uploads;
 use crate::oci::{Digest, RegistryError, RepoName};
 use crate::storage::driver::ByteStream;
+use crate::storage::spill::{Spill, SpillReader};
 use crate::upstream::{FetchedBlob, UpstreamError};
 
-/// Largest read from the spill file handed to a client at once.
-const READ_CHUNK: usize = 1 << 20;
 /// Chunks between the download and the upload, at most.
 const IN_FLIGHT: usize = 8;
+/// Chunks waiting for the spill file, at most: what arrives while a batch
+/// is written.
+const SPILL_QUEUE: usize = 16;
+/// Largest batch written to the spill file at once.
+const SPILL_BATCH: usize = 1 << 20;
 
 /// How far a download got.
 #[derive(Clone, Debug)]
 enum State {
     /// Before the upstream said how large the blob is.
     Starting,
+    /// `written` bytes are in the spill file.
     Running {
         size: u64,
         written: u64,
@@ -47,13 +53,10 @@ enum State {
 /// A download in progress (or just ended), followed by its clients.
 pub(super) struct Download {
     state: watch::Sender<State>,
-    spill: PathBuf,
-}
-
-impl Drop for Download {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.spill);
-    }
+    /// Where the spill file goes.
+    spill_path: PathBuf,
+    /// The spill file, from before the download runs.
+    spill: OnceLock<Spill>,
 }
 
 /// The downloads of one instance, by digest; an entry lives while the
@@ -85,12 +88,13 @@ impl Downloads {
                 return d;
             }
         }
-        let spill = job
-            .spill_dir
-            .join(format!("{}-{}", job.digest.hex(), uuid::Uuid::new_v4()));
+        let spill_path =
+            job.spill_dir
+                .join(format!("{}-{}", job.digest.hex(), uuid::Uuid::new_v4()));
         let d = Arc::new(Download {
             state: watch::channel(State::Starting).0,
-            spill,
+            spill_path,
+            spill: OnceLock::new(),
         });
         map.insert(job.digest.clone(), Arc::downgrade(&d));
         let run = d.clone();
@@ -136,20 +140,19 @@ impl Download {
                 job.digest
             ))
         })?;
-        tokio::fs::create_dir_all(&job.spill_dir)
+        let spill = Spill::create(self.spill_path.clone())
             .await
             .map_err(|e| spill_error(&e))?;
-        let mut spill = tokio::fs::File::create(&self.spill)
-            .await
-            .map_err(|e| spill_error(&e))?;
+        let spill = self.spill.get_or_init(|| spill);
         self.state.send_replace(State::Running { size, written: 0 });
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(IN_FLIGHT);
+        let (to_store, from_download) = mpsc::channel::<io::Result<Bytes>>(IN_FLIGHT);
         let store = {
             let (uploads, repo, digest) =
                 (job.uploads.clone(), job.repo.clone(), job.digest.clone());
-            let body = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            }));
+            let body = Box::pin(futures_util::stream::unfold(
+                from_download,
+                |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+            ));
             tokio::spawn(async move {
                 let id = uploads.start(&repo, "").await?;
                 let r = uploads
@@ -161,34 +164,51 @@ impl Download {
                 r
             })
         };
-        let mut written = 0u64;
-        let copied: Result<(), String> = async {
+        let (to_spill, spill_queue) = mpsc::channel::<Bytes>(SPILL_QUEUE);
+        // Batches of what arrived go to the spill file while the next
+        // chunks arrive.
+        let spilled = async {
+            // Dropped when this ends, so that a failed write stops the copy.
+            let mut spill_queue = spill_queue;
+            let mut written = 0u64;
+            while let Some(first) = spill_queue.recv().await {
+                let mut len = first.len();
+                let mut batch = vec![first];
+                while len < SPILL_BATCH {
+                    let Ok(more) = spill_queue.try_recv() else {
+                        break;
+                    };
+                    len += more.len();
+                    batch.push(more);
+                }
+                spill.write_at(written, batch).await?;
+                written += len as u64;
+                self.state.send_replace(State::Running { size, written });
+            }
+            Ok::<_, io::Error>(())
+        };
+        let copied = async {
+            let to_spill = to_spill;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| e.to_string())?;
-                spill
-                    .write_all(&chunk)
-                    .await
-                    .map_err(|e| spill_error(&e).to_string())?;
-                spill
-                    .flush()
-                    .await
-                    .map_err(|e| spill_error(&e).to_string())?;
-                written += chunk.len() as u64;
-                self.state.send_replace(State::Running { size, written });
-                if tx.send(Ok(chunk)).await.is_err() {
+                if to_spill.send(chunk.clone()).await.is_err() {
+                    return Err("the download file failed".to_string());
+                }
+                if to_store.send(Ok(chunk)).await.is_err() {
                     break; // the upload failed; its error says why
                 }
             }
             Ok(())
-        }
-        .await;
+        };
+        let (copied, spilled) = tokio::join!(copied, spilled);
         if let Err(why) = &copied {
-            let _ = tx.send(Err(io::Error::other(why.clone()))).await;
+            let _ = to_store.send(Err(io::Error::other(why.clone()))).await;
         }
-        drop(tx);
+        drop(to_store);
         let stored = store
             .await
             .map_err(|e| RegistryError::Internal(format!("mirror upload task: {e}")))?;
+        spilled.map_err(|e| spill_error(&e))?;
         match (copied, stored) {
             (Err(why), _) => Err(RegistryError::Unavailable(why)),
             (Ok(()), Err(RegistryError::DigestInvalid(why))) => {
@@ -211,7 +231,7 @@ impl Download {
         struct Reader {
             download: Arc<Download>,
             rx: watch::Receiver<State>,
-            file: Option<tokio::fs::File>,
+            spill: Option<SpillReader>,
             pos: u64,
             end: u64,
             failed: bool,
@@ -220,54 +240,56 @@ impl Download {
         let reader = Reader {
             download: self,
             rx,
-            file: None,
+            spill: None,
             pos: start,
             end: start + len,
             failed: false,
         };
         Box::pin(futures_util::stream::unfold(reader, |mut r| async move {
-            if r.pos >= r.end || r.failed {
-                return None;
-            }
-            let available = loop {
-                let state = r.rx.borrow_and_update().clone();
-                let limit = match &state {
-                    State::Starting => 0,
-                    // Everything but the last byte until it is verified.
-                    State::Running { size, written } => (*written).min(size.saturating_sub(1)),
-                    State::Done { size } => *size,
-                    State::Failed(e) => {
-                        r.failed = true;
-                        return Some((Err(io::Error::other(e.public_message())), r));
+            loop {
+                if r.pos >= r.end || r.failed {
+                    return None;
+                }
+                // What the spill file holds so far.
+                if let Some(piece) = match r.spill.as_mut() {
+                    Some(s) => s.next().await,
+                    None => None,
+                } {
+                    match &piece {
+                        Ok(b) => r.pos += b.len() as u64,
+                        Err(_) => r.failed = true,
                     }
+                    return Some((piece, r));
+                }
+                // Then wait for more.
+                let available = loop {
+                    let state = r.rx.borrow_and_update().clone();
+                    let limit = match state {
+                        State::Starting => 0,
+                        // Everything but the last byte until it is verified.
+                        State::Running { size, written } => written.min(size.saturating_sub(1)),
+                        State::Done { size } => size,
+                        State::Failed(e) => {
+                            r.failed = true;
+                            return Some((Err(io::Error::other(e.public_message())), r));
+                        }
+                    };
+                    if limit > r.pos {
+                        break limit.min(r.end);
+                    }
+                    let _ = r.rx.changed().await;
                 };
-                if limit > r.pos {
-                    break limit.min(r.end);
+                if r.spill.is_none() {
+                    let spill = r.download.spill.get().expect("written before it is read");
+                    match spill.reader(r.pos) {
+                        Ok(s) => r.spill = Some(s),
+                        Err(e) => {
+                            r.failed = true;
+                            return Some((Err(e), r));
+                        }
+                    }
                 }
-                let _ = r.rx.changed().await;
-            };
-            let want = ((available - r.pos) as usize).min(READ_CHUNK);
-            let read = async {
-                if r.file.is_none() {
-                    let mut f = tokio::fs::File::open(&r.download.spill).await?;
-                    f.seek(io::SeekFrom::Start(r.pos)).await?;
-                    r.file = Some(f);
-                }
-                let f = r.file.as_mut().expect("opened above");
-                let mut buf = BytesMut::zeroed(want);
-                f.read_exact(&mut buf).await?;
-                Ok::<_, io::Error>(buf.freeze())
-            }
-            .await;
-            match read {
-                Ok(b) => {
-                    r.pos += b.len() as u64;
-                    Some((Ok(b), r))
-                }
-                Err(e) => {
-                    r.failed = true;
-                    Some((Err(e), r))
-                }
+                r.spill.as_mut().expect("opened above").until(available);
             }
         }))
     }

@@ -2,15 +2,18 @@
 //! blob is not stored yet, or a tag is due to be checked. Manifests by
 //! digest and blobs are kept for good (content-addressed); a tag is
 //! checked upstream with a `HEAD` once `tag_ttl` has passed and fetched
-//! again when its digest moved. Blobs come through [`super::download`],
-//! one download per blob however many clients ask. Repositories that map
-//! to no upstream are plain local repositories. Pushes to mirrored
-//! repositories are refused.
+//! again when its digest moved; clients asking for the same manifest at
+//! once share one such check or fetch. Blobs come through
+//! [`super::download`], one download per blob however many clients ask.
+//! Repositories that map to no upstream are plain local repositories.
+//! Pushes to mirrored repositories are refused.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+use tokio::sync::watch;
 
 use super::download::{Downloads, Job};
 use super::{gc_shared, manifest, Blob, Registry};
@@ -29,6 +32,28 @@ pub(super) struct Mirror {
     downloads: Downloads,
     /// Where downloads keep what they fetched until it is stored.
     spill_dir: PathBuf,
+    /// Manifest refreshes under way, by `repo:reference`, with their
+    /// outcome once known.
+    refreshing: parking_lot::Mutex<HashMap<String, watch::Receiver<Option<Refreshed>>>>,
+}
+
+/// What a manifest refresh found: why a cached tag is served stale, if
+/// it is.
+type Refreshed = Result<Option<String>, RegistryError>;
+
+/// Ends a refresh: its key leaves the map when its leader is done or
+/// gone, whoever follows it having had the outcome (or, when the leader
+/// was cancelled, being free to lead one of its own).
+struct Leading<'a> {
+    map: &'a parking_lot::Mutex<HashMap<String, watch::Receiver<Option<Refreshed>>>>,
+    key: String,
+    outcome: watch::Sender<Option<Refreshed>>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.map.lock().remove(&self.key);
+    }
 }
 
 /// The error a client gets for what an upstream did not give.
@@ -53,6 +78,7 @@ impl Registry {
             checked: parking_lot::Mutex::default(),
             downloads: Downloads::default(),
             spill_dir,
+            refreshing: parking_lot::Mutex::default(),
         };
         Ok(Registry {
             mirror: Some(mirror),
@@ -101,6 +127,7 @@ impl Registry {
     /// Brings the manifest `reference` of `repo` into the store when it
     /// is not there, or is a tag due to be checked. `Some(why)` when a
     /// cached tag is served unchecked because its upstream is down.
+    /// Requests for the same reference at once share one refresh.
     pub(super) async fn refresh_manifest(
         &self,
         repo: &RepoName,
@@ -109,25 +136,84 @@ impl Registry {
         let Some(m) = &self.mirror else {
             return Ok(None);
         };
-        let Some((up, name)) = m.upstreams.route(repo.as_str()) else {
+        if m.upstreams.route(repo.as_str()).is_none() || self.current(m, repo, reference).await? {
             return Ok(None);
+        }
+        let key = format!("{repo}:{reference}");
+        let leading = loop {
+            let mut follow = {
+                let mut map = m.refreshing.lock();
+                match map.get(&key) {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let (outcome, rx) = watch::channel(None);
+                        map.insert(key.clone(), rx);
+                        break Leading {
+                            map: &m.refreshing,
+                            key,
+                            outcome,
+                        };
+                    }
+                }
+            };
+            let outcome = match follow.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone(),
+                // Its leader was cancelled: lead one.
+                Err(_) => None,
+            };
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
         };
+        // Another refresh may have ended between the check above and
+        // taking the lead.
+        let outcome = match self.current(m, repo, reference).await {
+            Ok(true) => Ok(None),
+            Ok(false) => self.refresh_upstream(m, repo, reference).await,
+            Err(e) => Err(e),
+        };
+        leading.outcome.send_replace(Some(outcome.clone()));
+        outcome
+    }
+
+    /// Whether the store has manifest `reference` of `repo` and, for a
+    /// tag, checked it upstream less than `tag_ttl` ago.
+    async fn current(
+        &self,
+        m: &Mirror,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<bool, RegistryError> {
+        if self.resolve(repo, reference).await?.is_none() {
+            return Ok(false);
+        }
+        Ok(match reference {
+            Reference::Digest(_) => true,
+            Reference::Tag(_) => m
+                .checked
+                .lock()
+                .get(&format!("{repo}:{reference}"))
+                .is_some_and(|at| at.elapsed() < m.upstreams.spec.tag_ttl),
+        })
+    }
+
+    /// [`Self::refresh_manifest`] once it is known that the upstream must
+    /// be asked.
+    async fn refresh_upstream(
+        &self,
+        m: &Mirror,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<String>, RegistryError> {
+        let (up, name) = m
+            .upstreams
+            .route(repo.as_str())
+            .expect("called for mirrored repositories");
         let local = self.resolve(repo, reference).await?;
         let key = format!("{repo}:{reference}");
         let tag = match reference {
-            Reference::Digest(_) if local.is_some() => return Ok(None),
             Reference::Digest(_) => None,
-            Reference::Tag(t) => {
-                let fresh = m
-                    .checked
-                    .lock()
-                    .get(&key)
-                    .is_some_and(|at| at.elapsed() < m.upstreams.spec.tag_ttl);
-                if local.is_some() && fresh {
-                    return Ok(None);
-                }
-                Some(t)
-            }
+            Reference::Tag(t) => Some(t),
         };
         let fetched = async {
             if let (Some(current), Some(_)) = (&local, tag) {

@@ -40,6 +40,7 @@ pub mod memory;
 pub mod pipeline;
 mod read;
 pub mod s3;
+pub mod spill;
 pub mod tree;
 
 use append::Appender;

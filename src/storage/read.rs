@@ -56,6 +56,12 @@ impl FileRange {
         }
     }
 
+    /// Moves the end of the range to `end`, for a file written while it
+    /// is read.
+    pub fn extend_to(&mut self, end: u64) {
+        self.end = self.end.max(end);
+    }
+
     /// A buffer of a piece handed out earlier that nobody holds any more,
     /// else a new one.
     fn buffer(&mut self) -> BytesMut {

@@ -2,7 +2,9 @@
 //! their `WWW-Authenticate` challenge: `Bearer realm=…,service=…,scope=…`
 //! (a token fetched from the realm, anonymously or with the credentials,
 //! and kept until it expires) or `Basic` (the credentials on every
-//! request). Owns the tokens; must never log a credential or a token.
+//! request). Challenges are answered one at a time, so that requests
+//! meeting the same one at once share one token request. Owns the
+//! tokens; must never log a credential or a token.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,6 +26,8 @@ pub(super) struct Auth {
     registry: String,
     credentials: Option<Credentials>,
     state: parking_lot::Mutex<State>,
+    /// Held while a challenge is answered.
+    answering: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -47,6 +51,7 @@ impl Auth {
             registry: registry.to_string(),
             credentials,
             state: parking_lot::Mutex::default(),
+            answering: tokio::sync::Mutex::default(),
         }
     }
 
@@ -75,15 +80,26 @@ impl Auth {
         }
     }
 
-    /// Answers the challenge of a 401: remembers that Basic is wanted, or
-    /// fetches a token for `scope`. An error when the request cannot
-    /// succeed (no credentials for Basic, a refused token request).
+    /// Answers the challenge of a 401 to a request that carried `sent`
+    /// (the [`Self::header`] it had): remembers that Basic is wanted, or
+    /// fetches a token for `scope`. When another request answered the
+    /// same challenge meanwhile, its answer serves. An error when the
+    /// request cannot succeed (no credentials for Basic, credentials or
+    /// a token request refused).
     pub(super) async fn answer(
         &self,
         http: &reqwest::Client,
         challenge: &str,
         scope: &str,
+        sent: Option<&str>,
     ) -> Result<(), UpstreamError> {
+        let _one = self.answering.lock().await;
+        if self
+            .header(scope)
+            .is_some_and(|now| Some(now.as_str()) != sent)
+        {
+            return Ok(());
+        }
         let (scheme, params) = parse_challenge(challenge);
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => {
@@ -233,8 +249,12 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        // A request sent before that token was had: the token serves.
+        rt.block_on(auth.answer(&http, "Basic realm=x", "s", None))
+            .unwrap();
+        // One sent with it and asked for Basic: no credentials for that.
         let err = rt
-            .block_on(auth.answer(&http, "Basic realm=x", "s"))
+            .block_on(auth.answer(&http, "Basic realm=x", "s", Some("Bearer new")))
             .unwrap_err();
         assert!(err.to_string().contains("credentials_file"), "{err}");
         let auth = Auth::new(
@@ -244,12 +264,16 @@ mod tests {
                 password: "p".into(),
             }),
         );
-        rt.block_on(auth.answer(&http, "Basic realm=x", "s"))
+        rt.block_on(auth.answer(&http, "Basic realm=x", "s", None))
             .unwrap();
         assert_eq!(auth.header("s").unwrap(), "Basic dTpw");
-        // Asked again: the credentials were refused.
+        // Another request sent without credentials at the same time: it
+        // takes them now.
+        rt.block_on(auth.answer(&http, "Basic realm=x", "s", None))
+            .unwrap();
+        // Asked again after they were sent: they were refused.
         assert!(rt
-            .block_on(auth.answer(&http, "Basic realm=x", "s"))
+            .block_on(auth.answer(&http, "Basic realm=x", "s", Some("Basic dTpw")))
             .is_err());
     }
 }

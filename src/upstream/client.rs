@@ -148,7 +148,8 @@ impl Upstream {
             if let Some(a) = accept {
                 req = req.header(header::ACCEPT, a);
             }
-            if let Some(auth) = self.auth.header(&scope) {
+            let sent = self.auth.header(&scope);
+            if let Some(auth) = &sent {
                 req = req.header(header::AUTHORIZATION, auth);
             }
             let resp = req
@@ -163,7 +164,9 @@ impl Upstream {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();
-                self.auth.answer(&self.http, &challenge, &scope).await?;
+                self.auth
+                    .answer(&self.http, &challenge, &scope, sent.as_deref())
+                    .await?;
                 answered = true;
                 continue;
             }

@@ -4,12 +4,13 @@
 //! `./ctl test` installs, as for tests/suite/s3.rs) and over TLS (berth's
 //! own against Caddy in front of the reference), results written to a
 //! temporary directory. It checks that every row of the report has numbers
-//! for both servers (the rows of berth's web UI: for berth alone; those of
-//! the metrics workload: berth with and without its admin listener); it
-//! asserts nothing about speed.
+//! for both servers (the rows of berth's web UI: for berth alone; the
+//! mirror's: for berth mirroring the reference and the same pull without
+//! it; those of the metrics workload: berth with and without its admin
+//! listener); it asserts nothing about speed.
 
 /// The metric keys of the report, one per row.
-const ROWS: [&str; 45] = [
+const ROWS: [&str; 48] = [
     "push_mono",
     "push_stream",
     "push_conc",
@@ -32,6 +33,9 @@ const ROWS: [&str; 45] = [
     "rss_pull",
     "rss_after",
     "vmhwm",
+    "mirror_pull_cached",
+    "mirror_pull_cold",
+    "mirror_rss_cold",
     "s3_push_mono",
     "s3_push_conc",
     "s3_pull_first",
@@ -83,14 +87,20 @@ fn quick_benchmark_reports_every_workload() {
     assert_eq!(keys, ROWS, "one row per workload metric, in order");
     for m in metrics {
         let key = m["key"].as_str().unwrap();
-        // The reference has no web UI: those rows are berth's alone. The
-        // metrics workload's servers are berth with and without its admin
-        // listener; only the one with it is scraped.
-        let servers = match key.starts_with("metrics_") {
-            true => ["admin on", "admin off"],
-            false => ["berth", "reference"],
+        // The servers compared: berth and the reference, the mirror and
+        // berth pulling directly, berth with and without its admin
+        // listener.
+        let servers = if key.starts_with("metrics_") {
+            ["admin on", "admin off"]
+        } else if key.starts_with("mirror_") {
+            ["mirror", "direct"]
+        } else {
+            ["berth", "reference"]
         };
-        let one_only = key.starts_with("ui_") || key.starts_with("metrics_scrape");
+        // Rows of one server: berth's web UI (the reference has none), the
+        // mirror's memory, the scrapes of the admin listener.
+        let one_only =
+            key.starts_with("ui_") || key == "mirror_rss_cold" || key.starts_with("metrics_scrape");
         let (measured, absent) = match one_only {
             true => (vec![servers[0]], vec![servers[1], "ratio"]),
             false => (vec![servers[0], servers[1], "ratio"], vec![]),

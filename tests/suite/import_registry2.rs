@@ -233,7 +233,7 @@ fn a_registry2_that_was_pushed_to_is_served_from_what_the_import_wrote() {
     );
     let extra =
         "validation:\n  disabled: true\nnotifications:\n  events:\n    includereferences: true\n";
-    let reg = DistRegistry::start_in(&r2, &storage, extra, "mover", "moving-pass");
+    let mut reg = DistRegistry::start_in(&r2, &storage, extra, "mover", "moving-pass");
     let _reg_log = log_on_panic("docker-registry log", reg.log_path());
     let image = make_image("v1");
     skopeo_push(

@@ -118,7 +118,7 @@ fn reference_registry_round_trip() {
 fn berth_serves_reference_registry_data() {
     let data = tempfile::tempdir().unwrap();
     let root = data.path().join("root");
-    let reg = DistRegistry::start(&root, "ref-user", "ref-secret");
+    let mut reg = DistRegistry::start(&root, "ref-user", "ref-secret");
     let pushed = push_fixtures(&reg.addr, &reg.creds());
     reg.stop();
 

@@ -35,6 +35,7 @@ mod keepalive;
 mod large_blob;
 mod load;
 mod mirror;
+mod mirror_clients;
 mod observability;
 mod real_clients;
 mod reload;

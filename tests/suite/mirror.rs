@@ -1,48 +1,54 @@
 //! Pull-through mirror instances against real upstreams on 127.0.0.1:
 //! Debian's `docker-registry` with Basic auth (pulls through the mirror,
-//! pushes refused, the upstream stopped: cached tags served stale,
-//! uncached content refused naming the upstream; back again: a moved tag
-//! picked up after `tag_ttl`), and another berth instance with Basic auth
-//! (20 concurrent pulls of an uncached 256 MiB layer, fetched upstream
-//! once).
+//! pushes refused, a moved tag picked up after `tag_ttl`; the upstream
+//! stopped: cached tags served stale, uncached content refused naming the
+//! upstream; the tag moved meanwhile, and picked up once it is back), the
+//! same behind token auth as a fake Docker Hub (anonymous and with
+//! credentials, one token per repository however many blobs), and another
+//! berth instance with Basic auth (20 clients at once asking for an
+//! uncached tag, then pulling an uncached 256 MiB layer: each fetched
+//! upstream once; a prefix of it beside repositories that take pushes). Real clients pulling through a mirror are in
+//! `mirror_clients`.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::clients::hub::{FakeHub, PRIVATE};
 use crate::clients::*;
 use crate::common::{ConfigDir, Instance, Server};
+use crate::common_api::{
+    expect_error_for, header, push_blob, push_image, random_bytes, Method, Reg, ACCEPT_MANIFESTS,
+};
+
 /// The mirror's `tag_ttl` in the first test.
 const TAG_TTL: Duration = Duration::from_secs(5);
 
-use crate::common_api::{
-    expect_error_for, header, push_blob, random_bytes, Method, Reg, ACCEPT_MANIFESTS,
-};
+/// `GET` of a manifest with every manifest type accepted.
+async fn get_manifest(reg: &Reg, path: &str) -> reqwest::Response {
+    reg.get(path)
+        .header("accept", ACCEPT_MANIFESTS)
+        .send()
+        .await
+        .unwrap()
+}
 
-/// A config with a mirror instance `hub` of `url` (all repositories,
-/// registry `registry`), logging in upstream as `creds` (USER:PASSWORD).
-fn mirror_config(registry: &str, url: &str, creds: &str, cache: &str) -> ConfigDir {
-    let cfg = ConfigDir::new(&[]);
-    let file = cfg.path().join("credentials/hub-upstream");
-    std::fs::write(&file, format!("{creds}\n")).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut hub = Instance::new("hub");
-    hub.extra = format!(
-        "[mirror]\n[[mirror.upstream]]\nregistry = \"{registry}\"\nurl = \"{url}\"\n\
-         credentials_file = \"credentials/hub-upstream\"\n[mirror.cache]\n{cache}\n"
-    );
-    cfg.add_instance(&hub);
-    cfg
+/// How many lines of `log` contain `needle`.
+fn count_in(log: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .matches(needle)
+        .count()
 }
 
 #[test]
-fn mirror_of_docker_registry_with_basic_auth() {
+fn mirror_of_docker_registry_with_basic_auth_through_an_outage() {
     let root = tempfile::tempdir().unwrap();
-    let upstream = DistRegistry::start(root.path(), "up", "up-secret");
+    let mut upstream = DistRegistry::start(root.path(), "up", "up-secret");
     let v1 = make_image("v1");
     let v2 = make_image("v2");
+    let v3 = make_image("v3");
     let creds = upstream.creds();
     skopeo_push(
         &v1.reference("v1"),
@@ -57,12 +63,11 @@ fn mirror_of_docker_registry_with_basic_auth() {
         &[],
     );
 
-    let cfg = mirror_config(
-        "reference.test",
-        &format!("http://{}", upstream.addr),
-        &creds,
-        "tag_ttl = \"5s\"\nserve_stale = true",
-    );
+    let cfg = ConfigDir::new(&[]);
+    let url = format!("http://{}", upstream.addr);
+    let upstreams = [cfg.mirror_upstream("reference.test", &url, "", Some(&creds))];
+    let cache = "[mirror.cache]\ntag_ttl = \"5s\"\nserve_stale = true\n";
+    cfg.add_instance(&Instance::mirror("hub", "", &upstreams, cache));
     let server = Server::start(&cfg);
     let _log = log_on_panic("berth", &server.stderr_log);
     let hub = server.addr("hub").to_string();
@@ -84,16 +89,7 @@ fn mirror_of_docker_registry_with_basic_auth() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reg = Reg::new(&format!("http://{hub}"), "hub-user", "hub-secret");
-    let manifest = |path: &'static str| {
-        let reg = reg.clone();
-        async move {
-            reg.get(path)
-                .header("accept", ACCEPT_MANIFESTS)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let stable = "/v2/team/app/manifests/stable";
     // The tag moves upstream: the mirror keeps its digest for tag_ttl,
     // then picks up the new one.
     skopeo_push(
@@ -103,14 +99,14 @@ fn mirror_of_docker_registry_with_basic_auth() {
         &[],
     );
     rt.block_on(async {
-        let resp = manifest("/v2/team/app/manifests/stable").await;
+        let resp = get_manifest(&reg, stable).await;
         assert_eq!(
             header(&resp, "docker-content-digest").unwrap(),
             digest,
             "within tag_ttl"
         );
         tokio::time::sleep(TAG_TTL).await;
-        let resp = manifest("/v2/team/app/manifests/stable").await;
+        let resp = get_manifest(&reg, stable).await;
         assert_eq!(
             header(&resp, "docker-content-digest").unwrap(),
             v2.digest("v2"),
@@ -128,13 +124,13 @@ fn mirror_of_docker_registry_with_basic_auth() {
     let stale = pull_layout(&through("team/app:stable"), "stable", hub_creds, &[]);
     assert_eq!(stale.digest("stable"), v2.digest("v2"));
     rt.block_on(async {
-        let resp = manifest("/v2/team/app/manifests/stable").await;
+        let resp = get_manifest(&reg, stable).await;
         let warning = header(&resp, "warning").expect("a stale tag says so");
         assert!(
             warning.contains("reference.test cannot be reached"),
             "{warning}"
         );
-        let resp = manifest("/v2/team/other/manifests/1").await;
+        let resp = get_manifest(&reg, "/v2/team/other/manifests/1").await;
         let err = expect_error_for(resp, 503, "UNAVAILABLE", "uncached tag, upstream down").await;
         assert!(
             err.to_string()
@@ -142,15 +138,145 @@ fn mirror_of_docker_registry_with_basic_auth() {
             "{err}"
         );
     });
-    let outages = std::fs::read_to_string(&server.stderr_log)
-        .unwrap()
-        .matches("serving what is cached until it answers again")
-        .count();
-    assert_eq!(outages, 1, "the outage is logged once");
+    // (skopeo shows the status only, not the body's message)
+    let uncached = skopeo_raw_fails(&through("team/other:1"), hub_creds);
+    assert!(uncached.contains("503"), "{uncached}");
+
+    // The tag moves while the mirror cannot reach the upstream (another
+    // registry process on its storage takes the push).
+    {
+        let beside = DistRegistry::start(root.path(), "up", "up-secret");
+        skopeo_push(
+            &v3.reference("v3"),
+            &beside.image("team/app:stable"),
+            &creds,
+            &[],
+        );
+    }
+    // Back: the tag, last checked longer than tag_ttl ago, is checked at
+    // the next pull and its new digest served, no longer stale; what was
+    // never cached is fetched.
+    upstream.restart();
+    rt.block_on(async {
+        let resp = get_manifest(&reg, stable).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "warning"), None, "fresh again");
+        assert_eq!(
+            header(&resp, "docker-content-digest").unwrap(),
+            v3.digest("v3"),
+            "the tag moved while the upstream was down"
+        );
+    });
+    let pulled = pull_layout(&through("team/app:stable"), "stable", hub_creds, &[]);
+    pulled.assert_layers_intact(&v3.digest("v3"));
+    let other = pull_layout(&through("team/other:1"), "1", hub_creds, &[]);
+    assert_eq!(other.digest("1"), digest);
+    let log = &server.stderr_log;
+    let down = count_in(log, "serving what is cached until it answers again");
+    let back = count_in(log, "upstream answers again");
+    assert_eq!(
+        (down, back),
+        (1, 1),
+        "the outage is logged once, its end too"
+    );
+}
+
+#[test]
+fn mirror_of_a_token_auth_hub_anonymous_and_with_credentials() {
+    let hub = FakeHub::start();
+    let tags = ["3.1", "3.2", "3.3", "3.4"];
+    let images: Vec<OciLayout> = tags.iter().map(|t| make_image(t)).collect();
+    for (image, tag) in images.iter().zip(tags) {
+        hub.push(image, tag, &format!("library/alpine:{tag}"));
+    }
+    let private = format!("{PRIVATE}app");
+    hub.push(&images[0], tags[0], &format!("{private}:1"));
+    let pushes = hub.tokens.issued().len();
+
+    // Mirrors of the hub: anonymous, logging in, and with a wrong password.
+    let cfg = ConfigDir::new(&[]);
+    let hub_creds = hub.registry.creds();
+    let wrong_creds = format!("{}:not-the-password", hub.registry.user);
+    for (name, creds) in [
+        ("anon", None),
+        ("authed", Some(hub_creds.as_str())),
+        ("wrong", Some(wrong_creds.as_str())),
+    ] {
+        let upstreams = [cfg.mirror_upstream("docker.io", &hub.url(), "", creds)];
+        cfg.add_instance(&Instance::mirror(name, "", &upstreams, ""));
+    }
+    let server = Server::start(&cfg);
+    let _log = log_on_panic("berth", &server.stderr_log);
+    let through =
+        |instance: &str, repo_tag: &str| format!("docker://{}/{repo_tag}", server.addr(instance));
+
+    // Anonymously: Docker Hub's one-word names, every layer of four
+    // images (twelve blobs and four manifests fetched upstream).
+    for (image, tag) in images.iter().zip(tags) {
+        let src = through("anon", &format!("alpine:{tag}"));
+        let pulled = pull_layout(&src, tag, "anon-user:anon-secret", &[]);
+        assert_eq!(pulled.digest(tag), image.digest(tag));
+        pulled.assert_layers_intact(&image.digest(tag));
+    }
+    // A private repository needs the credentials: the anonymous mirror
+    // is refused, naming the upstream.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let anon = Reg::for_instance(&server, "anon");
+    rt.block_on(async {
+        let resp = get_manifest(&anon, &format!("/v2/{private}/manifests/1")).await;
+        let err = expect_error_for(resp, 403, "DENIED", "private, anonymously").await;
+        assert!(
+            err.to_string()
+                .contains("upstream docker.io refused access"),
+            "{err}"
+        );
+    });
+    let src = through("authed", &format!("{private}:1"));
+    let pulled = pull_layout(&src, "1", "authed-user:authed-secret", &[]);
+    pulled.assert_layers_intact(&images[0].digest(tags[0]));
+    // Credentials the token server refuses: nothing is served, and the
+    // error says why.
+    let wrong = Reg::for_instance(&server, "wrong");
+    rt.block_on(async {
+        let resp = get_manifest(&wrong, "/v2/alpine/manifests/3.1").await;
+        let err = expect_error_for(resp, 403, "DENIED", "wrong upstream password").await;
+        assert!(
+            err.to_string()
+                .contains("upstream docker.io refused access: its token server answered 401"),
+            "{err}"
+        );
+    });
+
+    // Tokens are kept: one per repository and mirror, however many
+    // requests they served.
+    let asked: Vec<_> = hub.tokens.issued()[pushes..]
+        .iter()
+        .filter(|r| r.user_agent.starts_with("berth/"))
+        .map(|r| (r.user.clone(), r.scopes.join(" ")))
+        .collect();
+    let (user, _) = hub.tokens.user();
+    let alpine = "repository:library/alpine:pull".to_string();
+    let private_scope = format!("repository:{private}:pull");
+    assert_eq!(
+        asked,
+        [
+            (None, alpine),
+            (None, private_scope.clone()),
+            (Some(user.to_string()), private_scope)
+        ],
+        "token requests of the mirrors"
+    );
 }
 
 /// Size of the layer pulled by many clients at once.
 const LAYER: usize = 256 << 20;
+
+/// How many lines of an access log are `GET`s of `path` answered `200`.
+fn gets_served(log: &str, path: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(&format!("method=GET path=\"{path}\" status=200")))
+        .count()
+}
 
 #[test]
 fn one_upstream_fetch_for_many_concurrent_pulls() {
@@ -163,25 +289,35 @@ fn one_upstream_fetch_for_many_concurrent_pulls() {
     let layer_digest = rt.block_on(push_blob(&up_reg, "big/app", &layer));
     let layer_hex = layer_digest.trim_start_matches("sha256:").to_string();
     drop(layer);
+    let (_, manifest_digest) = rt.block_on(push_image(&up_reg, "big/app", "1"));
 
-    let cfg = mirror_config(
-        "berth.test",
-        &format!("http://{}", up.addr("up")),
-        "up-user:up-secret",
-        "",
-    );
+    let cfg = ConfigDir::new(&[]);
+    let upstreams =
+        [cfg.mirror_upstream("berth.test", &up.url("up"), "", Some("up-user:up-secret"))];
+    cfg.add_instance(&Instance::mirror("hub", "", &upstreams, ""));
     let server = Server::start(&cfg);
     let _log = log_on_panic("mirror berth", &server.stderr_log);
-    let reg = Reg::new(
-        &format!("http://{}", server.addr("hub")),
-        "hub-user",
-        "hub-secret",
-    );
-    let path = format!("/v2/big/app/blobs/{layer_digest}");
+    let reg = Reg::for_instance(&server, "hub");
+    let blob = format!("/v2/big/app/blobs/{layer_digest}");
+    let manifest = "/v2/big/app/manifests/1";
     rt.block_on(async {
+        // The tag, new to the mirror, asked for by 20 clients at once.
+        let gets = (0..20).map(|_| {
+            let reg = reg.clone();
+            tokio::spawn(async move { get_manifest(&reg, manifest).await })
+        });
+        for get in futures_util::future::join_all(gets).await {
+            let resp = get.unwrap();
+            assert_eq!(resp.status(), 200, "GET {manifest}");
+            assert_eq!(
+                header(&resp, "docker-content-digest").as_deref(),
+                Some(manifest_digest.as_str())
+            );
+        }
+        // The layer, by 20 clients at once.
         let pulls = (0..20).map(|_| {
             let reg = reg.clone();
-            let path = path.clone();
+            let path = blob.clone();
             tokio::spawn(async move {
                 let resp = reg
                     .client
@@ -212,14 +348,71 @@ fn one_upstream_fetch_for_many_concurrent_pulls() {
         }
     });
     let up_log = std::fs::read_to_string(&up.stderr_log).unwrap();
-    let fetches = up_log
-        .lines()
-        .filter(|l| l.contains(&layer_hex) && l.contains("GET") && l.contains("status=200"))
-        .count();
-    assert_eq!(fetches, 1, "the upstream served the layer once:\n{up_log}");
+    assert_eq!(
+        (gets_served(&up_log, manifest), gets_served(&up_log, &blob)),
+        (1, 1),
+        "the upstream served the manifest and the layer once:\n{up_log}"
+    );
     // Cached now: served from the mirror's own store.
     rt.block_on(async {
-        let resp = reg.send(Method::HEAD, &path).await;
+        let resp = reg.send(Method::HEAD, &blob).await;
         assert_eq!(resp.status(), 200);
+    });
+}
+
+#[test]
+fn allow_push_takes_pushes_where_no_upstream_maps() {
+    let up_cfg = ConfigDir::new(&[Instance::new("up")]);
+    let up = Server::start(&up_cfg);
+    let _up_log = log_on_panic("upstream berth", &up.stderr_log);
+    let app = make_image("1");
+    let own = make_image("own");
+    let up_creds = "up-user:up-secret";
+    let up_image = format!("docker://{}/team/app:1", up.addr("up"));
+    skopeo_push(&app.reference("1"), &up_image, up_creds, &[]);
+
+    let cfg = ConfigDir::new(&[]);
+    let upstreams = [cfg.mirror_upstream("berth.test", &up.url("up"), "mirrored/", Some(up_creds))];
+    cfg.add_instance(&Instance::mirror(
+        "hub",
+        "allow_push = true\n",
+        &upstreams,
+        "",
+    ));
+    let server = Server::start(&cfg);
+    let _log = log_on_panic("mirror berth", &server.stderr_log);
+    let hub = server.addr("hub").to_string();
+    let creds = "hub-user:hub-secret";
+    let at = |repo_tag: &str| format!("docker://{hub}/{repo_tag}");
+
+    // The prefix maps to the upstream's repositories.
+    let pulled = pull_layout(&at("mirrored/team/app:1"), "1", creds, &[]);
+    assert_eq!(pulled.digest("1"), app.digest("1"));
+    pulled.assert_layers_intact(&app.digest("1"));
+
+    // Elsewhere the instance is a registry like any other.
+    skopeo_push(&own.reference("own"), &at("own/app:1"), creds, &[]);
+    let back = pull_layout(&at("own/app:1"), "1", creds, &[]);
+    assert_eq!(back.digest("1"), own.digest("own"));
+
+    // Under the prefix, pushes and deletes are refused.
+    let refused = skopeo_push_fails(&own.reference("own"), &at("mirrored/team/app:2"), creds);
+    assert!(
+        refused.contains("this instance mirrors berth.test"),
+        "{refused}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reg = Reg::for_instance(&server, "hub");
+    rt.block_on(async {
+        let mirrored = format!("/v2/mirrored/team/app/manifests/{}", app.digest("1"));
+        let resp = reg.send(Method::DELETE, &mirrored).await;
+        let err = expect_error_for(resp, 403, "DENIED", "delete of a mirrored manifest").await;
+        assert!(
+            err.to_string().contains("this instance mirrors berth.test"),
+            "{err}"
+        );
+        let own_path = format!("/v2/own/app/manifests/{}", own.digest("own"));
+        let resp = reg.send(Method::DELETE, &own_path).await;
+        assert_eq!(resp.status(), 202, "delete of a pushed manifest");
     });
 }

@@ -1,11 +1,14 @@
 //! Real clients and peers for end-to-end tests: OCI image layouts made with
-//! `umoci`, `skopeo`, a private `dockerd`, and the reference registry
-//! (`docker-registry`, CNCF Distribution). Every process started here listens
+//! `umoci`, `skopeo`, a private `dockerd` (and its containerd, for `ctr`),
+//! and the reference registry (`docker-registry`, CNCF Distribution), also
+//! behind token auth as a fake Docker Hub ([`hub`]). Every process started here listens
 //! on 127.0.0.1 only, keeps its files under a temporary directory and is
 //! stopped by PID when its guard is dropped, also when a test panics.
 //!
 //! A missing tool fails the test (it never skips): `./ctl test` installs the
 //! Debian packages these helpers need.
+
+pub mod hub;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,6 +25,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("dockerd", "docker.io"),
     ("docker", "docker.io"),
     ("docker-registry", "docker-registry"),
+    ("ctr", "containerd"),
 ];
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -589,13 +593,18 @@ pub fn http_get_raw(addr: &str, path: &str) -> Option<String> {
 // The reference registry
 
 /// A running `docker-registry serve` (CNCF Distribution 2.8) with htpasswd
-/// auth, filesystem storage (or the storage it is given) and deletes enabled.
+/// auth (or token auth, [`hub`]), filesystem storage (or the storage it is
+/// given) and deletes enabled.
 pub struct DistRegistry {
     child: Child,
     /// "127.0.0.1:PORT"
     pub addr: String,
+    /// Who may push: the htpasswd user, or the token server's.
     pub user: String,
     pub password: String,
+    config: PathBuf,
+    /// What its `/v2/` challenge says, and no other server's does.
+    marker: String,
     log: PathBuf,
     /// Its config and users' file, when it made the directory itself.
     _dir: Option<tempfile::TempDir>,
@@ -605,17 +614,11 @@ impl DistRegistry {
     /// Starts the reference registry on a free port of 127.0.0.1 serving
     /// `root`, with one user.
     pub fn start(root: &Path, user: &str, password: &str) -> DistRegistry {
-        std::fs::create_dir_all(root).unwrap();
-        let storage = format!(
-            "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
-            root.display()
-        );
-        Self::start_with_storage(&storage, user, password)
+        Self::start_with_storage(&filesystem_storage(root), user, password)
     }
 
     /// The same with `storage`, the config's `storage:` section (e.g. an
-    /// S3 bucket). `AWS_CA_BUNDLE` is kept out of its environment: with it,
-    /// the S3 driver does not start ("LoadCustomCABundleError").
+    /// S3 bucket).
     pub fn start_with_storage(storage: &str, user: &str, password: &str) -> DistRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut reg = Self::start_in(dir.path(), storage, "", user, password);
@@ -632,59 +635,74 @@ impl DistRegistry {
         user: &str,
         password: &str,
     ) -> DistRegistry {
-        let bin = tool("docker-registry");
         let htpasswd = dir.join("htpasswd");
         let hash = bcrypt::hash_with_result(password, 5)
             .unwrap()
             .format_for_version(bcrypt::Version::TwoY);
         std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+        // A realm of its own tells this registry's answers from those of
+        // any other server that took the port meanwhile.
+        let realm = format!("reference-{}", token());
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: {realm}\n    path: {}\n{extra}",
+            htpasswd.display()
+        );
+        let marker = format!("realm=\"{realm}\"");
+        Self::launch(dir, storage, &auth, marker, user, password)
+    }
+
+    /// Starts it serving `root` behind token auth: clients get their
+    /// tokens from `tokens`, whose user may push.
+    pub fn start_with_tokens(root: &Path, tokens: &hub::TokenServer) -> DistRegistry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = format!("hub-{}", token());
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {service}\n    issuer: {}\n    \
+             rootcertbundle: {}\n",
+            tokens.realm(),
+            hub::ISSUER,
+            tokens.certificate().display(),
+        );
+        let marker = format!("service=\"{service}\"");
+        let (user, password) = tokens.user();
+        let storage = filesystem_storage(root);
+        let mut reg = Self::launch(dir.path(), &storage, &auth, marker, user, password);
+        reg._dir = Some(dir);
+        reg
+    }
+
+    /// Writes its config (a free port, `storage`, `auth`) into `dir` and
+    /// starts it, on another port when that one was taken meanwhile.
+    fn launch(
+        dir: &Path,
+        storage: &str,
+        auth: &str,
+        marker: String,
+        user: &str,
+        password: &str,
+    ) -> DistRegistry {
         let log = dir.join("registry.log");
+        let config = dir.join("config.yml");
         for _attempt in 0..10 {
             let addr = format!("127.0.0.1:{}", pick_port());
-            // A realm of its own tells this registry's answers from those of
-            // any other server that took the port meanwhile.
-            let realm = format!("reference-{}", token());
-            let config = dir.join("config.yml");
             std::fs::write(
                 &config,
                 format!(
                     "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
-                     {storage}http:\n  addr: {addr}\n  secret: berth-e2e-{secret}\n\
-                     auth:\n  htpasswd:\n    realm: {realm}\n    path: {htpasswd}\n{extra}",
+                     {storage}http:\n  addr: {addr}\n  secret: berth-e2e-{secret}\n{auth}",
                     secret = token(),
-                    htpasswd = htpasswd.display(),
                 ),
             )
             .unwrap();
-            let mut child = Command::new(&bin)
-                .arg("serve")
-                .arg(&config)
-                .env_remove("AWS_CA_BUNDLE")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn docker-registry");
-            let start = Instant::now();
-            let mut ready = false;
-            while start.elapsed() < Duration::from_secs(20) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // most likely the port was taken meanwhile: retry
-                }
-                if let Some(resp) = http_get_raw(&addr, "/v2/") {
-                    if resp.contains(&format!("realm=\"{realm}\"")) {
-                        ready = true;
-                        break;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if ready {
+            let mut child = Self::spawn(&config, &log);
+            if Self::ready(&mut child, &addr, &marker) {
                 return DistRegistry {
                     child,
                     addr,
                     user: user.to_string(),
                     password: password.to_string(),
+                    config,
+                    marker,
                     log,
                     _dir: None,
                 };
@@ -693,6 +711,41 @@ impl DistRegistry {
         }
         let log = std::fs::read_to_string(&log).unwrap_or_default();
         panic!("docker-registry did not start; its log:\n{log}");
+    }
+
+    /// `AWS_CA_BUNDLE` is kept out of its environment: with it, the S3
+    /// driver does not start ("LoadCustomCABundleError").
+    fn spawn(config: &Path, log: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(tool("docker-registry"))
+            .arg("serve")
+            .arg(config)
+            .env_remove("AWS_CA_BUNDLE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn docker-registry")
+    }
+
+    /// Waits (bounded) until `addr` answers with `marker`; false when the
+    /// registry exits first (most likely its port was taken) or never does.
+    fn ready(child: &mut Child, addr: &str, marker: &str) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if http_get_raw(addr, "/v2/").is_some_and(|resp| resp.contains(marker)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     pub fn creds(&self) -> String {
@@ -709,15 +762,37 @@ impl DistRegistry {
     }
 
     /// Stops the registry (SIGTERM, then SIGKILL) and waits for it.
-    pub fn stop(mut self) {
+    pub fn stop(&mut self) {
         stop_child(&mut self.child, Duration::from_secs(10));
+    }
+
+    /// Starts the stopped registry again, on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(&self.config, &self.log);
+        if !Self::ready(&mut self.child, &self.addr, &self.marker) {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!(
+                "docker-registry did not start again on {}; its log:\n{log}",
+                self.addr
+            );
+        }
     }
 }
 
 impl Drop for DistRegistry {
     fn drop(&mut self) {
-        stop_child(&mut self.child, Duration::from_secs(10));
+        self.stop();
     }
+}
+
+/// The `storage:` section of a registry config for a directory.
+fn filesystem_storage(root: &Path) -> String {
+    std::fs::create_dir_all(root).unwrap();
+    format!(
+        "storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+        root.display()
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -738,6 +813,12 @@ impl Dockerd {
         Self::start_with(insecure_registries, &[], &[])
     }
 
+    /// A dockerd that pulls Docker Hub's images through `mirrors`
+    /// (`registry-mirrors`, "http://127.0.0.1:PORT").
+    pub fn start_with_mirrors(mirrors: &[&str]) -> Dockerd {
+        Self::launch(&json!({ "registry-mirrors": mirrors }), &[], &[])
+    }
+
     /// A dockerd that resolves `names` to 127.0.0.1 and trusts `cas`
     /// (`("host:port", ca.crt)`, as /etc/docker/certs.d has them). It runs in
     /// a mount namespace of its own where its /etc/hosts and /etc/docker are
@@ -748,6 +829,13 @@ impl Dockerd {
         names: &[&str],
         cas: &[(String, PathBuf)],
     ) -> Dockerd {
+        let config = json!({ "insecure-registries": insecure_registries });
+        Self::launch(&config, names, cas)
+    }
+
+    /// Starts dockerd with `config` as its daemon.json, `names` and `cas`
+    /// as [`Self::start_with`] has them, and waits until it answers.
+    fn launch(config: &Value, names: &[&str], cas: &[(String, PathBuf)]) -> Dockerd {
         let dockerd = tool("dockerd");
         let docker = tool("docker");
         let dir = tempfile::Builder::new()
@@ -755,11 +843,7 @@ impl Dockerd {
             .tempdir_in("/tmp")
             .expect("tempdir");
         let d = dir.path();
-        std::fs::write(
-            d.join("daemon.json"),
-            serde_json::to_vec(&json!({ "insecure-registries": insecure_registries })).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(d.join("daemon.json"), serde_json::to_vec(config).unwrap()).unwrap();
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
         let mut command = if names.is_empty() && cas.is_empty() {
             Command::new(dockerd)
@@ -836,6 +920,17 @@ impl Dockerd {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("dockerd.log")
+    }
+
+    /// A `ctr` command talking to the containerd this daemon started.
+    pub fn ctr(&self, args: &[&str]) -> Command {
+        let socket = self.dir.path().join("exec/containerd/containerd.sock");
+        let mut cmd = Command::new(tool("ctr"));
+        cmd.arg("--address")
+            .arg(socket)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
     }
 
     pub fn log(&self) -> String {

@@ -32,6 +32,16 @@ impl Instance {
         }
     }
 
+    /// A mirror instance: `[mirror]` with the keys `top` (such as
+    /// `allow_push = true`), the `upstreams` (from
+    /// [`ConfigDir::mirror_upstream`]), then the tables `tables` (such as
+    /// `[mirror.cache]`).
+    pub fn mirror(name: &str, top: &str, upstreams: &[String], tables: &str) -> Self {
+        let mut inst = Instance::new(name);
+        inst.extra = format!("[mirror]\n{top}{}{tables}", upstreams.concat());
+        inst
+    }
+
     /// Lifts the failed-login limit, for tests that fail logins on purpose
     /// many times (the limiter itself is tested in tests/access.rs).
     pub fn tolerating_failed_logins(mut self) -> Self {
@@ -111,6 +121,34 @@ impl ConfigDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// One `[[mirror.upstream]]` table of a mirror instance's file: the
+    /// upstream `registry` at `url` under `prefix`; with `creds`
+    /// (USER:PASSWORD) logging in as that user, from a credentials file
+    /// (mode 0600) written here.
+    pub fn mirror_upstream(
+        &self,
+        registry: &str,
+        url: &str,
+        prefix: &str,
+        creds: Option<&str>,
+    ) -> String {
+        let mut toml = format!(
+            "[[mirror.upstream]]\nregistry = {registry:?}\nurl = {url:?}\nprefix = {prefix:?}\n"
+        );
+        if let Some(creds) = creds {
+            use std::os::unix::fs::PermissionsExt;
+            let file = format!(
+                "credentials/{registry}-{:08x}.upstream",
+                rand::random::<u32>()
+            );
+            let path = self.path().join(&file);
+            std::fs::write(&path, format!("{creds}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            toml.push_str(&format!("credentials_file = {file:?}\n"));
+        }
+        toml
     }
 
     /// Appends `text` to `berth.toml`.
