@@ -1305,23 +1305,34 @@ impl RateWorkload<'_> {
                 let r = workloads::rate(&s.addr, auth, self.req, self.conns, until)
                     .await
                     .with_context(|| format!("{}: {name}", s.name))?;
-                res.add(&format!("{key}_rps"), i, r.per_sec);
-                res.add(&format!("{key}_p50"), i, r.p50_ms);
-                res.add(&format!("{key}_p99"), i, r.p99_ms);
-                say(&format!(
-                    "{name:<17} round {} {:>9}: {:8.0} req/s ({} requests, p50 {:.2} ms, p99 {:.2} ms)",
-                    round + 1,
-                    s.name,
-                    r.per_sec,
-                    r.requests,
-                    r.p50_ms,
-                    r.p99_ms
-                ));
+                record_rate(res, (&key, &name), (round, i, s.name), &r);
                 s.check_alive()?;
             }
         }
         Ok(())
     }
+}
+
+/// Adds a round of a rate workload to `res` under `KEY_rps`, `KEY_p50` and
+/// `KEY_p99` (`key` and the workload's `name`), the `round`'s result of
+/// server `i` (called `server`), and says it.
+fn record_rate(
+    res: &mut Results,
+    (key, name): (&str, &str),
+    (round, i, server): (usize, usize, &str),
+    r: &workloads::Rate,
+) {
+    res.add(&format!("{key}_rps"), i, r.per_sec);
+    res.add(&format!("{key}_p50"), i, r.p50_ms);
+    res.add(&format!("{key}_p99"), i, r.p99_ms);
+    say(&format!(
+        "{name:<17} round {} {server:>9}: {:8.0} req/s ({} requests, p50 {:.2} ms, p99 {:.2} ms)",
+        round + 1,
+        r.per_sec,
+        r.requests,
+        r.p50_ms,
+        r.p99_ms
+    ));
 }
 
 /// The pages of berth's web UI the ui workload times, with their metric

@@ -17,8 +17,8 @@ pub use crate::servers::CADDY;
 use crate::servers::{Server, Storage, Wire};
 use crate::workloads::{self, Request, Upload};
 use crate::{
-    blob_workloads, first_line, layout, mbps, order, say, start_servers, Opts, Plan, RateWorkload,
-    Setup,
+    blob_workloads, first_line, layout, mbps, order, record_rate, say, start_servers, Opts, Plan,
+    RateWorkload, Setup,
 };
 
 /// What the keys of the metrics over TLS start with.
@@ -157,18 +157,8 @@ async fn h2_workloads(
             )
             .await
             .with_context(|| format!("{}: manifest GETs over HTTP/2", s.name))?;
-            res.add("tls_h2_manifest_rps", i, r.per_sec);
-            res.add("tls_h2_manifest_p50", i, r.p50_ms);
-            res.add("tls_h2_manifest_p99", i, r.p99_ms);
-            say(&format!(
-                "tls-h2-manifest   round {} {:>9}: {:8.0} req/s ({} requests, p50 {:.2} ms, p99 {:.2} ms)",
-                round + 1,
-                s.name,
-                r.per_sec,
-                r.requests,
-                r.p50_ms,
-                r.p99_ms
-            ));
+            let names = ("tls_h2_manifest", "tls-h2-manifest");
+            record_rate(res, names, (round, i, s.name), &r);
             s.check_alive()?;
         }
     }
