@@ -989,10 +989,9 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<()> {
         .clone()
         .unwrap_or_else(|| bench_dir.join("results"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let names_of = |r: &report::Row| match admin::row(r) {
-        true => admin::NAMES,
-        false => names,
-    };
+    // The mirror's and the admin listener's rows compare servers of their
+    // own.
+    let names_of = |r: &report::Row| r.metric.servers.unwrap_or(names);
     let out = report::json(&all, &results, limits, machine.clone(), settings, names_of);
     // A full run, one of every workload on S3 with berth's defaults there,
     // or one of the metrics workload: results to keep (latest.json,

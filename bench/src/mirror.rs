@@ -73,7 +73,7 @@ pub async fn run(
     std::fs::write(&credentials, format!("{USER}:{PASSWORD}\n"))?;
     std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))?;
     let table = format!(
-        "\n[mirror]\n[[mirror.upstream]]\nregistry = \"reference.local\"\nurl = \"http://{}\"\n\
+        "\n[mirror]\n[[mirror.upstream]]\nregistry = \"reference.local\"\nurl = \"{}\"\n\
          credentials_file = {:?}\n",
         upstream.addr,
         credentials.display().to_string()
@@ -91,7 +91,7 @@ pub async fn run(
         },
     )?;
     say(&format!(
-        "mirror (pid {}) on http://{}, upstream http://{}",
+        "mirror (pid {}) on {}, upstream {}",
         mirror.pid(),
         mirror.addr,
         upstream.addr
