@@ -8,7 +8,7 @@
 //! manifest GETs and push-mono on both, alternating which goes first.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -18,7 +18,7 @@ use crate::report::{Agg, Better, Metric, Results, Row, Target};
 use crate::servers::{self, Admin, Setup, Storage};
 use crate::workloads::{self, Request, Upload};
 use crate::{
-    mbps, next_seed, order, populate, populated_repos, remove_blob, say, sync_disk, Opts, Plan,
+    mbps, next_seed, order, populate_all, populated_repos, remove_blob, say, sync_disk, Opts, Plan,
     NOT_WORSE,
 };
 
@@ -167,24 +167,8 @@ pub async fn run(
 ) -> Result<()> {
     let root = |name: &str| dir.join(format!("{name}-data"));
     let names = ["admin-on", "admin-off"];
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .iter()
-            .map(|n| {
-                let r = root(n);
-                s.spawn(move || populate(&r, plan, opts))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("populate thread"))
-    })?;
-    sync_disk();
-    say(&format!(
-        "metrics: populated two copies in {:.1} s",
-        t.elapsed().as_secs_f64()
-    ));
+    let roots: Vec<PathBuf> = names.iter().map(|n| root(n)).collect();
+    populate_all(&roots, plan, opts, "two copies for the metrics workload")?;
     let lines = std::fs::read_to_string(htpasswd)?;
     let mut servers = Vec::new();
     for (name, admin) in names.into_iter().zip([Admin::On, Admin::Off]) {

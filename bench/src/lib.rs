@@ -512,6 +512,27 @@ fn populate(root: &Path, plan: &Plan, opts: &Opts) -> Result<()> {
     Ok(())
 }
 
+/// [`populate`]s each of `roots` at once (a thread each), syncs the disk
+/// and says how long it took to populate `what`.
+fn populate_all(roots: &[PathBuf], plan: &Plan, opts: &Opts, what: &str) -> Result<()> {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = roots
+            .iter()
+            .map(|r| s.spawn(|| populate(r, plan, opts)))
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("populate thread"))
+    })?;
+    sync_disk();
+    say(&format!(
+        "populated {what} in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 /// Deletes a pushed blob from disk (untimed), so every push writes a new
 /// blob and the disk does not fill up. Blobs in a bucket stay (the bucket
 /// goes with the data directory).
@@ -1167,21 +1188,7 @@ async fn on_disk(
     if opts.compared() {
         roots.push(root(opts.rival()));
     }
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = roots
-            .iter()
-            .map(|r| s.spawn(|| populate(r, plan, opts)))
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("populate thread"))
-    })?;
-    sync_disk();
-    say(&format!(
-        "populated the servers' storage in {:.1} s",
-        t.elapsed().as_secs_f64()
-    ));
+    populate_all(&roots, plan, opts, "the servers' storage")?;
 
     let mut servers = start_servers(opts, dir, htpasswd, Wire::Plain, |name| {
         Storage::Dir(root(name))

@@ -17,15 +17,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Makes a tag look pushed `age` ago.
-fn age_tag(cfg: &ConfigDir, repo: &str, tag: &str, age: Duration) {
-    let link = cfg.storage_root("ci").join(format!(
-        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
-    ));
-    let f = std::fs::File::options().write(true).open(link).unwrap();
-    f.set_modified(SystemTime::now() - age).unwrap();
-}
-
 fn layers(manifest: &[u8]) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
     let mut out = vec![v["config"]["digest"].as_str().unwrap().to_string()];
@@ -57,8 +48,8 @@ async fn keep_last_two_plus_protected_and_the_rest_is_swept() {
     let mut pushed = Vec::new();
     for (i, tag) in ["v1", "v2", "v3", "v4", "v5", "latest"].iter().enumerate() {
         let (manifest, digest) = push_image(&reg, "app", tag).await;
-        age_tag(
-            &cfg,
+        cfg.age_tag(
+            "ci",
             "app",
             tag,
             Duration::from_secs(3600 * (10 - i as u64)),
@@ -66,7 +57,7 @@ async fn keep_last_two_plus_protected_and_the_rest_is_swept() {
         pushed.push((tag.to_string(), manifest, digest));
     }
     // "latest" is the oldest push of all but protected.
-    age_tag(&cfg, "app", "latest", Duration::from_secs(3600 * 100));
+    cfg.age_tag("ci", "app", "latest", Duration::from_secs(3600 * 100));
     // The server keeps this list; `berth gc` changes the tags behind it.
     assert_eq!(
         list_tags(&reg, "app").await,
@@ -131,7 +122,7 @@ async fn gc_concurrent_with_pushes_loses_nothing() {
     for i in 0..10 {
         let tag = format!("old{i}");
         push_image(&reg, "app", &tag).await;
-        age_tag(&cfg, "app", &tag, Duration::from_secs(7200));
+        cfg.age_tag("ci", "app", &tag, Duration::from_secs(7200));
     }
     let pusher = {
         let reg = reg.clone();
@@ -223,7 +214,7 @@ async fn referrers_go_with_their_subject_and_empty_repositories_leave_the_catalo
     let reg = Reg::for_instance(&server, "ci");
     let (old, old_digest) = push_image(&reg, "gone/app", "v1").await;
     let old_sig = push_referrer(&reg, "gone/app", &old_digest, old.len()).await;
-    age_tag(&cfg, "gone/app", "v1", Duration::from_secs(7200));
+    cfg.age_tag("ci", "gone/app", "v1", Duration::from_secs(7200));
     let (new, new_digest) = push_image(&reg, "kept/app", "v1").await;
     let new_sig = push_referrer(&reg, "kept/app", &new_digest, new.len()).await;
     // The server keeps these lists; `berth gc` changes the tree behind them.
@@ -287,7 +278,7 @@ async fn abandoned_uploads_are_purged_and_scheduled_runs_happen() {
     push_image(&reg, "app", "old").await;
     assert_eq!(list_tags(&reg, "app").await, ["old"]);
     assert_eq!(list_catalog(&reg).await, ["app"]);
-    age_tag(&cfg, "app", "old", Duration::from_secs(7200));
+    cfg.age_tag("ci", "app", "old", Duration::from_secs(7200));
     // The server's own scheduled run deletes the old tag and the old session.
     let log = server.wait_for_stderr("tag app:old");
     assert!(log.contains("retention: ci: deleted 1 tags"), "{log}");

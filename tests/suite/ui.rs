@@ -4,7 +4,7 @@
 //! `Origin` checks on every form, escaping of hostile content, retention's
 //! verdicts against what `berth gc` then deletes, usage and collections.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -394,15 +394,6 @@ async fn hostile_names_labels_and_history_are_escaped() {
     server.stop();
 }
 
-/// Makes a tag of `ci` look pushed `age` ago.
-fn age_tag(cfg: &ConfigDir, repo: &str, tag: &str, age: Duration) {
-    let link = cfg.storage_root("ci").join(format!(
-        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
-    ));
-    let f = std::fs::File::options().write(true).open(link).unwrap();
-    f.set_modified(SystemTime::now() - age).unwrap();
-}
-
 /// The tags of a repository page with their verdicts (`keep` or
 /// `delete`).
 fn verdicts(page: &Page) -> Vec<(String, String)> {
@@ -439,7 +430,7 @@ async fn retention_verdicts_agree_with_what_gc_deletes() {
         push_image(&reg, repo, tag).await;
     }
     for (repo, tag, days) in ages {
-        age_tag(&cfg, repo, tag, Duration::from_secs(days * 86_400 + 60));
+        cfg.age_tag("ci", repo, tag, Duration::from_secs(days * 86_400 + 60));
     }
     let mut b = Browser::new(&server, "ci");
     b.log_in("admin", "admin-pw").await;
@@ -582,7 +573,7 @@ async fn every_delete_is_on_the_audit_log() {
     // garbage collection deleted, each with its reason and who started it.
     push_image(&reg, "other", "old").await;
     push_image(&reg, "other", "new").await;
-    age_tag(&cfg, "other", "old", Duration::from_secs(86_400));
+    cfg.age_tag("ci", "other", "old", Duration::from_secs(86_400));
     let usage = b.get("/-/usage").await;
     let started = b
         .post("/-/gc", &[("csrf", &usage.csrf()), ("run", "now")])
@@ -615,7 +606,7 @@ async fn every_delete_is_on_the_audit_log() {
     // `berth gc` logs its deletes on its own stderr.
     push_image(&reg, "third", "a").await;
     push_image(&reg, "third", "b").await;
-    age_tag(&cfg, "third", "a", Duration::from_secs(86_400));
+    cfg.age_tag("ci", "third", "a", Duration::from_secs(86_400));
     let out = std::process::Command::new(crate::common::berth_bin())
         .args(["gc", "--config-dir"])
         .arg(cfg.path())

@@ -55,6 +55,16 @@ fn receive(listener: TcpListener, got: Got) -> JoinHandle<()> {
     })
 }
 
+/// A receiver on a free port of 127.0.0.1: its address, what it got, and
+/// its task.
+async fn receiver() -> (SocketAddr, Got, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Got = Arc::default();
+    let task = receive(listener, got.clone());
+    (addr, got, task)
+}
+
 /// `action target` of each event, e.g. `push app:v1`, `pull sha256:…`.
 fn summary(got: &Got) -> Vec<String> {
     got.lock()
@@ -110,10 +120,7 @@ async fn round(reg: &Reg, tag: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_arrive_in_order_across_a_receiver_outage_and_a_restart() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let got: Got = Arc::default();
-    let receiver = receive(listener, got.clone());
+    let (addr, got, receiver) = receiver().await;
     let mut ci = Instance::new("ci");
     ci.extra = format!(
         "[[notify]]\nurl = \"http://{addr}/hook\"\nevents = [\"push\", \"pull\", \"delete\"]\n\
@@ -178,10 +185,7 @@ async fn events_arrive_in_order_across_a_receiver_outage_and_a_restart() {
 /// started there makes retention's `delete` events and a `gc` event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_ui_deletes_and_collections_make_events() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let got: Got = Arc::default();
-    let receiver = receive(listener, got.clone());
+    let (addr, got, receiver) = receiver().await;
     let mut ci = Instance::new("ci");
     ci.extra = format!(
         "[retention]\nkeep_last = 1\ngc_grace = \"0s\"\n\
@@ -193,13 +197,7 @@ async fn web_ui_deletes_and_collections_make_events() {
     push_image(&reg, "app", "v1").await;
     push_image(&reg, "app", "v2").await;
     push_image(&reg, "app", "v3").await;
-    let link = cfg.tags_dir("ci", "app").join("v1/current/link");
-    std::fs::File::options()
-        .write(true)
-        .open(link)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() - Duration::from_secs(86_400))
-        .unwrap();
+    cfg.age_tag("ci", "app", "v1", Duration::from_secs(86_400));
 
     let mut b = crate::ui::Browser::new(&server, "ci");
     b.log_in("ci-user", "ci-secret").await;
@@ -233,10 +231,7 @@ async fn web_ui_deletes_and_collections_make_events() {
 /// source, as registry:2 sends it; the default events include it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mounted_blob_is_a_mount_event() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let got: Got = Arc::default();
-    let receiver = receive(listener, got.clone());
+    let (addr, got, receiver) = receiver().await;
     let mut ci = Instance::new("ci");
     ci.extra = format!("[[notify]]\nurl = \"http://{addr}/hook\"\n");
     let cfg = ConfigDir::new(&[ci]);

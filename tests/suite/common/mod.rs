@@ -171,6 +171,18 @@ impl ConfigDir {
         ))
     }
 
+    /// Makes tag `tag` of `repo` on `instance` look pushed `age` ago (the
+    /// mtime of its `current/link`).
+    pub fn age_tag(&self, instance: &str, repo: &str, tag: &str, age: std::time::Duration) {
+        let link = self.tags_dir(instance, repo).join(tag).join("current/link");
+        std::fs::File::options()
+            .write(true)
+            .open(&link)
+            .unwrap_or_else(|e| panic!("{}: {e}", link.display()))
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    }
+
     /// Writes a new tag-list token for `repo`, as a berth process does
     /// after it creates or removes a tag name (see `storage::listing`).
     pub fn renew_tags_token(&self, instance: &str, repo: &str) {
