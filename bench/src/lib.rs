@@ -18,6 +18,7 @@ pub mod garage;
 mod h2;
 mod http;
 mod layout;
+mod link;
 mod mirror;
 mod report;
 mod s3;
@@ -732,13 +733,21 @@ fn reference_metrics(plan: &Plan) -> Vec<Metric> {
             format!("mirror: cold pull {big} (direct: from the upstream)"),
             Target::Ratio(0.9),
         ),
-        rss(
-            "mirror_rss_cold",
-            "mirror: peak RSS, cold pulls".into(),
-            Max,
-            Target::None,
-        ),
     ]
+    .into_iter()
+    .chain(mirror::LINKS.iter().map(|wan| {
+        mbps(
+            wan.key,
+            format!("mirror: cold pull {big}, upstream over {} Gbit/s", wan.gbit),
+            Target::Ratio(0.9),
+        )
+    }))
+    .chain([rss(
+        "mirror_rss_cold",
+        "mirror: peak RSS, cold pulls".into(),
+        Max,
+        Target::None,
+    )])
     .map(|m| Metric {
         servers: Some(mirror::NAMES),
         ..m

@@ -7,14 +7,20 @@
 //! (at least as fast), and a cold pull through the mirror (a new blob
 //! each round, fetched from the upstream while it is served) against a
 //! pull of the same blob from the upstream itself (at least 90 % of its
-//! speed).
+//! speed). The cold pull runs again with the upstream behind a network
+//! link of a few speeds ([`crate::link`]; the mirror's other upstreams,
+//! the same server under prefixes of their own), the direct pull over the
+//! same link: an upstream on this machine serves from its page cache on
+//! the cores the mirror and the client share, where a real one is across
+//! a network.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::http::Blob;
+use crate::http::{Blob, Endpoint};
+use crate::link::Link;
 use crate::report::{Results, Row};
 use crate::servers::{self, RssSampler, Server, Setup, Storage, Wire};
 use crate::workloads::{self, Upload};
@@ -31,6 +37,33 @@ pub const NAMES: [&str; 2] = ["mirror", "direct"];
 /// The repository pulled, on every server.
 const REPO: &str = "bench/mirror";
 
+/// A link the cold pulls run over again: the key of its row and its
+/// speed.
+pub struct Wan {
+    pub key: &'static str,
+    pub gbit: u64,
+}
+
+/// The links of the cold pulls over a network: a gigabit link, as pulls
+/// from a public registry get at best, and a faster one.
+pub const LINKS: [Wan; 2] = [
+    Wan {
+        key: "mirror_pull_cold_1g",
+        gbit: 1,
+    },
+    Wan {
+        key: "mirror_pull_cold_5g",
+        gbit: 5,
+    },
+];
+
+impl Wan {
+    /// The mirror's prefix for the upstream over this link.
+    fn prefix(&self) -> String {
+        format!("wan{}g", self.gbit)
+    }
+}
+
 /// Whether a row of the report is one of the mirror's.
 pub fn row(r: &Row) -> bool {
     r.metric.key.starts_with(KEY_PREFIX)
@@ -45,9 +78,15 @@ pub fn settings(plan: &Plan) -> String {
          before, against the same blob pushed to berth mirroring nothing (direct); cold: a new \
          blob each round pushed to the reference (untimed), then pulled through the mirror, \
          which fetches it as it serves it, stores it and checks its digest before the last \
-         byte, and straight from the reference (direct); the three servers on the same disk; \
-         MB/s = 10^6 bytes/s; one client (bench/src/http.rs) for all.",
-        plan.rounds
+         byte, and straight from the reference (direct); then the same with the reference \
+         behind a link of {} (bench/src/link.rs: a relay on 127.0.0.1 pacing what the \
+         reference sends to a token bucket of that rate, for the mirror's upstream and the \
+         direct pull alike); the three servers on the same disk; MB/s = 10^6 bytes/s; one \
+         client (bench/src/http.rs) for all.",
+        plan.rounds,
+        LINKS
+            .map(|wan| format!("{} Gbit/s", wan.gbit))
+            .join(" and ")
     )
 }
 
@@ -72,12 +111,29 @@ pub async fn run(
     let credentials = dir.join("upstream-credentials");
     std::fs::write(&credentials, format!("{USER}:{PASSWORD}\n"))?;
     std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600))?;
-    let table = format!(
-        "\n[mirror]\n[[mirror.upstream]]\nregistry = \"reference.local\"\nurl = \"{}\"\n\
-         credentials_file = {:?}\n",
-        upstream.addr,
-        credentials.display().to_string()
+    let upstream_table = |registry: &str, url: &str, prefix: &str| {
+        format!(
+            "\n[[mirror.upstream]]\nregistry = \"{registry}\"\nurl = \"{url}\"\n\
+             prefix = \"{prefix}\"\ncredentials_file = {:?}\n",
+            credentials.display().to_string()
+        )
+    };
+    let mut table = format!(
+        "\n[mirror]{}",
+        upstream_table("reference.local", &upstream.addr.to_string(), "")
     );
+    let mut links = Vec::new();
+    for wan in &LINKS {
+        let link = Link::start(upstream.addr.addr, wan.gbit * 125_000_000).await?;
+        let prefix = wan.prefix();
+        let url = format!("http://{}", link.addr);
+        table.push_str(&upstream_table(
+            &format!("{prefix}.local"),
+            &url,
+            &format!("{prefix}/"),
+        ));
+        links.push((wan, link));
+    }
     let lines = std::fs::read_to_string(htpasswd)?;
     let mirror = servers::start_berth(
         "mirror",
@@ -98,7 +154,10 @@ pub async fn run(
     ));
     servers.push(mirror);
     cached(plan, &mut servers, auth, res).await?;
-    cold(plan, &mut servers, auth, res).await?;
+    cold(plan, &mut servers, auth, res, None).await?;
+    for (wan, link) in &links {
+        cold(plan, &mut servers, auth, res, Some((wan, link))).await?;
+    }
     // Servers stop here (Drop), before the data directory goes.
     drop(servers);
     Ok(())
@@ -138,8 +197,24 @@ async fn cached(plan: &Plan, servers: &mut [Server], auth: &str, res: &mut Resul
     Ok(())
 }
 
-/// Pulls of a blob new to the mirror, through it and from its upstream.
-async fn cold(plan: &Plan, servers: &mut [Server], auth: &str, res: &mut Results) -> Result<()> {
+/// Pulls of a blob new to the mirror, through it and from its upstream;
+/// `over` a link, the upstream's under the link's prefix on the mirror,
+/// and straight over the same link.
+async fn cold(
+    plan: &Plan,
+    servers: &mut [Server],
+    auth: &str,
+    res: &mut Results,
+    over: Option<(&Wan, &Link)>,
+) -> Result<()> {
+    let (key, what, mirror_repo) = match over {
+        None => ("mirror_pull_cold", String::new(), REPO.to_string()),
+        Some((wan, _)) => (
+            wan.key,
+            format!(" {} Gbit/s", wan.gbit),
+            format!("{}/{REPO}", wan.prefix()),
+        ),
+    };
     let base = Blob::base_block();
     for round in 0..plan.rounds {
         let blob = Blob::new(base.clone(), next_seed(), plan.big);
@@ -149,25 +224,30 @@ async fn cold(plan: &Plan, servers: &mut [Server], auth: &str, res: &mut Results
         sync_disk();
         for i in order(round, 2) {
             let s = &mut servers[[2, 1][i]];
+            let (to, repo) = match (i, over) {
+                (0, _) => (s.addr.clone(), mirror_repo.as_str()),
+                (_, Some((_, link))) => (Endpoint::plain(link.addr), REPO),
+                (_, None) => (s.addr.clone(), REPO),
+            };
             let sampler = (i == 0).then(|| RssSampler::start(s.pid()));
-            let d = workloads::pull(&s.addr, auth, REPO, &digest, plan.big)
+            let d = workloads::pull(&to, auth, repo, &digest, plan.big)
                 .await
-                .with_context(|| format!("{}: cold pull", s.name))?;
+                .with_context(|| format!("{}: cold pull{what}", s.name))?;
             if let Some(sampler) = sampler {
                 res.add("mirror_rss_cold", 0, mib(sampler.stop()));
             }
-            res.add("mirror_pull_cold", i, mbps(plan.big, d));
+            res.add(key, i, mbps(plan.big, d));
             say(&format!(
-                "mirror cold       round {} {:>9}: {:8.0} MB/s",
+                "{:<17} round {} {:>9}: {:8.0} MB/s",
+                format!("mirror cold{what}"),
                 round + 1,
                 s.name,
                 mbps(plan.big, d)
             ));
             s.check_alive()?;
         }
-        for s in &servers[1..] {
-            remove_blob(s, REPO, &digest);
-        }
+        remove_blob(&servers[1], REPO, &digest);
+        remove_blob(&servers[2], &mirror_repo, &digest);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! listener); it asserts nothing about speed.
 
 /// The metric keys of the report, one per row.
-const ROWS: [&str; 48] = [
+const ROWS: [&str; 50] = [
     "push_mono",
     "push_stream",
     "push_conc",
@@ -35,6 +35,8 @@ const ROWS: [&str; 48] = [
     "vmhwm",
     "mirror_pull_cached",
     "mirror_pull_cold",
+    "mirror_pull_cold_1g",
+    "mirror_pull_cold_5g",
     "mirror_rss_cold",
     "s3_push_mono",
     "s3_push_conc",
