@@ -216,7 +216,7 @@ async fn dispatch(
         authorize(inst.access, user, &repo, needed)?;
         if matches!(needed, Action::Push | Action::Delete) {
             if inst.read_only {
-                return Err(RegistryError::read_only());
+                return Ok(not_allowed(&RegistryError::read_only(), &route, true));
             }
             registry.check_writable(&repo)?;
         }
@@ -231,11 +231,6 @@ async fn dispatch(
         instance: inst.name,
         user,
         through: "the API",
-    };
-    let not_allowed = || {
-        Err(RegistryError::MethodNotAllowed(format!(
-            "{method} is not allowed here"
-        )))
     };
     let resp = match (&route, &method) {
         (Route::Base, &Method::GET | &Method::HEAD) => Ok(json_response(StatusCode::OK, "{}")),
@@ -276,7 +271,10 @@ async fn dispatch(
         (Route::Upload(repo, id), &Method::DELETE) => {
             blobs::cancel_upload(registry, repo, id, &limits).await
         }
-        _ => not_allowed(),
+        _ => {
+            let e = RegistryError::MethodNotAllowed(format!("{method} is not allowed here"));
+            Ok(not_allowed(&e, &route, inst.read_only))
+        }
     }?;
     if inst.notify.active() {
         let (status, answered) = (resp.status(), resp.headers().clone());
@@ -285,6 +283,17 @@ async fn dispatch(
         }
     }
     Ok(resp)
+}
+
+/// A 405 with the `Allow` header HTTP asks of it: the methods `route`
+/// is served with (RFC 9110 §15.5.6).
+fn not_allowed(e: &RegistryError, route: &Route, read_only: bool) -> Response<Body> {
+    let mut resp = error_response(e);
+    resp.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static(route.allow(read_only)),
+    );
+    resp
 }
 
 fn json_response(status: StatusCode, body: impl Into<Body>) -> Response<Body> {

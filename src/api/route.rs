@@ -32,6 +32,22 @@ impl Route {
             | Route::Upload(r, _) => Some(r),
         }
     }
+
+    /// The methods the route is served with, as an `Allow` header says
+    /// them; on a read-only instance, those that only read (none, for
+    /// the routes of uploads).
+    pub fn allow(&self, read_only: bool) -> &'static str {
+        match (self, read_only) {
+            (Route::Base, _) => "GET, HEAD",
+            (Route::Catalog | Route::Tags(_) | Route::Referrers(..), _) => "GET",
+            (Route::Manifest(..) | Route::BadReference(..) | Route::Blob(..), true) => "GET, HEAD",
+            (Route::Manifest(..) | Route::BadReference(..), false) => "GET, HEAD, PUT, DELETE",
+            (Route::Blob(..), false) => "GET, HEAD, DELETE",
+            (Route::UploadStart(_) | Route::Upload(..), true) => "",
+            (Route::UploadStart(_), false) => "POST",
+            (Route::Upload(..), false) => "GET, PATCH, PUT, DELETE",
+        }
+    }
 }
 
 /// A manifest reference that is neither a valid tag nor a valid digest, as

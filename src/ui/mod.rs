@@ -79,6 +79,25 @@ enum Page {
     Delete(RepoName),
 }
 
+impl Page {
+    /// The methods the page is served with, as an `Allow` header says
+    /// them; on a read-only instance, without the forms that change
+    /// anything.
+    fn allow(&self, read_only: bool) -> &'static str {
+        match (self, read_only) {
+            (Page::Login, _) => "GET, HEAD, POST",
+            (Page::Logout, _) => "POST",
+            (Page::Gc, true) => "",
+            (Page::Gc, false) => "POST",
+            (Page::Delete(_), true) => "GET, HEAD",
+            (Page::Delete(_), false) => "GET, HEAD, POST",
+            (Page::Home | Page::Usage | Page::Asset(..) | Page::Repo(_) | Page::Image(..), _) => {
+                "GET, HEAD"
+            }
+        }
+    }
+}
+
 fn route(path: &str) -> Option<Page> {
     Some(match path {
         "/" => Page::Home,
@@ -205,6 +224,13 @@ fn asset(text: &'static str, content_type: &'static str) -> Response<Body> {
     resp
 }
 
+/// A 405 with the `Allow` header HTTP asks of it (RFC 9110 §15.5.6).
+fn with_allow(mut resp: Response<Body>, allow: &'static str) -> Response<Body> {
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
 fn query(parts: &Parts) -> HashMap<String, String> {
     parts
         .uri
@@ -228,6 +254,14 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
     let Some(page) = route(parts.uri.path()) else {
         return plain(StatusCode::NOT_FOUND, "not found\n");
     };
+    let allow = page.allow(ui.read_only);
+    let method_allowed = [Method::GET, Method::HEAD, Method::POST].contains(&parts.method);
+    if !method_allowed || (matches!(page, Page::Asset(..)) && parts.method == Method::POST) {
+        return with_allow(
+            plain(StatusCode::METHOD_NOT_ALLOWED, "not allowed here\n"),
+            allow,
+        );
+    }
     if let Page::Asset(text, content_type) = page {
         return asset(text, content_type);
     }
@@ -261,9 +295,6 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
         tracing::Span::current().record("user", user.as_str());
     }
     let post = parts.method == Method::POST;
-    if !post && parts.method != Method::GET && parts.method != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST\n");
-    }
     let form = match post {
         true => match read_form(body).await {
             Some(f) => f,
@@ -300,7 +331,10 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
         let to = format!("/-/login?next={}", pages::encode(&next));
         return who::see_other(&to);
     }
-    let resp = pages::serve(&asked, page, post).await;
+    let mut resp = pages::serve(&asked, page, post).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        resp = with_allow(resp, allow);
+    }
     match asked.who.user {
         Some(user) => {
             let mut resp = resp;

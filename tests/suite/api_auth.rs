@@ -293,12 +293,23 @@ async fn unknown_path_and_wrong_method() {
     // Outside /v2/ is the web UI's, which knows no /v3/ either.
     assert_eq!(env.reg.send(Method::GET, "/v3/").await.status(), 404);
     push_image(&env.reg, "repo", "v1").await;
-    for (method, path) in [
-        (Method::PUT, "/v2/repo/tags/list"),
-        (Method::POST, "/v2/repo/manifests/v1"),
-        (Method::PATCH, "/v2/_catalog"),
+    // Each 405 says what the address takes (RFC 9110 §15.5.6).
+    let blob = format!("/v2/repo/blobs/{}", sha256_digest(b"x"));
+    for (method, path, allow) in [
+        (Method::PUT, "/v2/repo/tags/list", "GET"),
+        (
+            Method::POST,
+            "/v2/repo/manifests/v1",
+            "GET, HEAD, PUT, DELETE",
+        ),
+        (Method::PATCH, "/v2/_catalog", "GET"),
+        (Method::DELETE, "/v2/", "GET, HEAD"),
+        (Method::PUT, &blob, "GET, HEAD, DELETE"),
+        (Method::GET, "/v2/repo/blobs/uploads/", "POST"),
     ] {
-        env.reg.expect_error(method, path, 405, "UNSUPPORTED").await;
+        let resp = env.reg.send(method.clone(), path).await;
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+        expect_error(resp, 405, "UNSUPPORTED").await;
     }
 }
 

@@ -28,7 +28,9 @@ fn reconfigure(cfg: &ConfigDir, server: &Server, extra: &str, n: usize) {
     }
 }
 
-async fn read_only_refusal(resp: reqwest::Response) {
+/// A read-only refusal, whose `Allow` lists what the route still serves.
+async fn read_only_refusal(resp: reqwest::Response, allow: &str) {
+    assert_eq!(resp.headers()["allow"], allow, "Allow of a read-only 405");
     let body = expect_error(resp, 405, "UNSUPPORTED").await;
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("read-only"), "{message}");
@@ -63,31 +65,42 @@ async fn read_only_refuses_writes_and_serves_pulls_and_a_reload_toggles_it() {
         1,
     );
     let other = random_bytes(100);
-    read_only_refusal(reg.send(Method::POST, "/v2/app/blobs/uploads/").await).await;
-    read_only_refusal(post_blob(reg, "app", &sha256_digest(&other), &other).await).await;
+    read_only_refusal(reg.send(Method::POST, "/v2/app/blobs/uploads/").await, "").await;
+    read_only_refusal(
+        post_blob(reg, "app", &sha256_digest(&other), &other).await,
+        "",
+    )
+    .await;
     let mount = format!("/v2/other/blobs/uploads/?mount={}&from=app", layer.digest);
-    read_only_refusal(reg.send(Method::POST, &mount).await).await;
+    read_only_refusal(reg.send(Method::POST, &mount).await, "").await;
     read_only_refusal(
         reg.patch(&session)
             .body(other.clone())
             .send()
             .await
             .unwrap(),
+        "",
     )
     .await;
-    read_only_refusal(reg.send(Method::DELETE, &session).await).await;
-    read_only_refusal(put_manifest(reg, "app", "v2", OCI_MANIFEST, &manifest).await).await;
+    read_only_refusal(reg.send(Method::DELETE, &session).await, "").await;
+    read_only_refusal(
+        put_manifest(reg, "app", "v2", OCI_MANIFEST, &manifest).await,
+        "GET, HEAD",
+    )
+    .await;
     read_only_refusal(
         reg.send(
             Method::DELETE,
             &format!("/v2/app/manifests/{manifest_digest}"),
         )
         .await,
+        "GET, HEAD",
     )
     .await;
     read_only_refusal(
         reg.send(Method::DELETE, &format!("/v2/app/blobs/{}", layer.digest))
             .await,
+        "GET, HEAD",
     )
     .await;
     // Pulls, tag lists and the catalog are served.
@@ -116,9 +129,14 @@ async fn read_only_refuses_writes_and_serves_pulls_and_a_reload_toggles_it() {
         )
         .await;
     assert_eq!(done.status, 405, "{}", done.body);
+    assert_eq!(
+        done.headers["allow"], "GET, HEAD",
+        "the delete page still shows"
+    );
     assert!(done.has("read-only"), "{}", done.body);
     let gc = ui.post("/-/gc", &[("run", "now"), ("csrf", &csrf)]).await;
     assert_eq!(gc.status, 405, "{}", gc.body);
+    assert_eq!(gc.headers["allow"], "", "collections are off");
     reg.expect_status(
         Method::GET,
         &format!("/v2/app/manifests/{manifest_digest}"),

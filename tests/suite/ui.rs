@@ -23,7 +23,7 @@ pub(crate) struct Page {
     pub(crate) status: u16,
     location: Option<String>,
     set_cookie: Option<String>,
-    headers: reqwest::header::HeaderMap,
+    pub(crate) headers: reqwest::header::HeaderMap,
     pub(crate) body: String,
 }
 
@@ -315,6 +315,39 @@ async fn each_user_sees_and_does_what_the_access_rules_allow() {
     assert_eq!(done.status, 303);
     assert_no_manifest(&reg, "secret/db", &digest).await;
     server.stop();
+}
+
+#[tokio::test]
+async fn a_method_a_page_does_not_take_is_405_with_allow() {
+    let (_cfg, server) = two_users("");
+    let mut ui = Browser::new(&server, "ci");
+    ui.log_in("admin", "admin-pw").await;
+    let logout = ui.get("/-/logout").await;
+    assert_eq!(logout.status, 405, "{}", logout.body);
+    assert_eq!(logout.headers["allow"], "POST");
+    let csrf = ui.get("/").await.csrf();
+    let home = ui.post("/", &[("csrf", &csrf)]).await;
+    assert_eq!(home.status, 405, "{}", home.body);
+    assert_eq!(home.headers["allow"], "GET, HEAD");
+    // Before any login: the method is wrong whoever asks.
+    let mut anonymous = Browser::new(&server, "ci");
+    let css = anonymous.post("/-/static/berth.css", &[]).await;
+    assert_eq!(css.status, 405, "{}", css.body);
+    assert_eq!(css.headers["allow"], "GET, HEAD");
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        (Method::PUT, "/", "GET, HEAD"),
+        (Method::DELETE, "/-/login", "GET, HEAD, POST"),
+        (Method::PATCH, "/r/app/web/-/delete", "GET, HEAD, POST"),
+    ] {
+        let resp = client
+            .request(method.clone(), format!("{}{path}", server.url("ci")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
 }
 
 #[tokio::test]
