@@ -18,8 +18,8 @@ use crate::report::{Agg, Better, Metric, Results, Row, Target};
 use crate::servers::{self, Admin, Setup, Storage};
 use crate::workloads::{self, Request, Upload};
 use crate::{
-    mbps, next_seed, order, populate_all, populated_repos, remove_blob, say, sync_disk, Opts, Plan,
-    NOT_WORSE,
+    data_root, mbps, next_seed, order, populate_all, populated_repos, remove_blob, say, sync_disk,
+    Opts, Plan, NOT_WORSE,
 };
 
 /// What the keys of this workload's metrics start with.
@@ -165,7 +165,7 @@ pub async fn run(
     auth: &str,
     res: &mut Results,
 ) -> Result<()> {
-    let root = |name: &str| dir.join(format!("{name}-data"));
+    let root = |name: &str| data_root(dir, name);
     let names = ["admin-on", "admin-off"];
     let roots: Vec<PathBuf> = names.iter().map(|n| root(n)).collect();
     populate_all(&roots, plan, opts, "two copies for the metrics workload")?;

@@ -555,6 +555,11 @@ fn next_seed() -> u64 {
     (u64::from(std::process::id()) << 32) | SEED.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The data directory of server `name` in `dir`.
+fn data_root(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}-data"))
+}
+
 fn sync_disk() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
@@ -1192,7 +1197,7 @@ async fn on_disk(
     auth: &str,
     res: &mut Results,
 ) -> Result<()> {
-    let root = |name: &str| dir.join(format!("{name}-data"));
+    let root = |name: &str| data_root(dir, name);
     let mut roots = vec![root("berth")];
     if opts.compared() {
         roots.push(root(opts.rival()));

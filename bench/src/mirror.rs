@@ -25,8 +25,8 @@ use crate::report::{Results, Row};
 use crate::servers::{self, RssSampler, Server, Setup, Storage, Wire};
 use crate::workloads::{self, Upload};
 use crate::{
-    mbps, mib, next_seed, order, remove_blob, say, start_servers, sync_disk, Opts, Plan, PASSWORD,
-    USER,
+    data_root, mbps, mib, next_seed, order, remove_blob, say, start_servers, sync_disk, Opts, Plan,
+    PASSWORD, USER,
 };
 
 /// What the keys of the mirror's metrics start with.
@@ -108,7 +108,7 @@ pub async fn run(
 ) -> Result<()> {
     let dir = dir.join("mirror");
     std::fs::create_dir_all(&dir)?;
-    let root = |name: &str| dir.join(format!("{name}-data"));
+    let root = |name: &str| data_root(&dir, name);
     let mut servers = start_servers(opts, &dir, htpasswd, Wire::Plain, |name| {
         Storage::Dir(root(name))
     })

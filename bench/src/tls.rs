@@ -17,8 +17,8 @@ pub use crate::servers::CADDY;
 use crate::servers::{Server, Storage, Wire};
 use crate::workloads::{self, Request, Upload};
 use crate::{
-    blob_workloads, first_line, layout, mbps, order, record_rate, say, start_servers, Opts, Plan,
-    RateWorkload, Setup,
+    blob_workloads, data_root, first_line, layout, mbps, order, record_rate, say, start_servers,
+    Opts, Plan, RateWorkload, Setup,
 };
 
 /// What the keys of the metrics over TLS start with.
@@ -72,7 +72,7 @@ pub async fn run(
     res: &mut Results,
 ) -> Result<()> {
     let dir = dir.join("tls");
-    let root = |name: &str| dir.join(format!("{name}-data"));
+    let root = |name: &str| data_root(&dir, name);
     for name in ["berth", opts.rival()] {
         let l = layout::Layout::new(&root(name), layout::Image::sample())?;
         l.repo("bench/app", ["latest".to_string()])?;

@@ -288,11 +288,14 @@ async fn dispatch(
 /// A 405 with the `Allow` header HTTP asks of it: the methods `route`
 /// is served with (RFC 9110 §15.5.6).
 fn not_allowed(e: &RegistryError, route: &Route, read_only: bool) -> Response<Body> {
-    let mut resp = error_response(e);
-    resp.headers_mut().insert(
-        header::ALLOW,
-        HeaderValue::from_static(route.allow(read_only)),
-    );
+    with_allow(error_response(e), route.allow(read_only))
+}
+
+/// `resp` (a 405) with the methods its address takes in `Allow`; the web
+/// UI's 405s too.
+pub fn with_allow(mut resp: Response<Body>, allow: &'static str) -> Response<Body> {
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }
 

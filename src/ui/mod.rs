@@ -224,13 +224,6 @@ fn asset(text: &'static str, content_type: &'static str) -> Response<Body> {
     resp
 }
 
-/// A 405 with the `Allow` header HTTP asks of it (RFC 9110 §15.5.6).
-fn with_allow(mut resp: Response<Body>, allow: &'static str) -> Response<Body> {
-    resp.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    resp
-}
-
 fn query(parts: &Parts) -> HashMap<String, String> {
     parts
         .uri
@@ -257,7 +250,7 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
     let allow = page.allow(ui.read_only);
     let method_allowed = [Method::GET, Method::HEAD, Method::POST].contains(&parts.method);
     if !method_allowed || (matches!(page, Page::Asset(..)) && parts.method == Method::POST) {
-        return with_allow(
+        return crate::api::with_allow(
             plain(StatusCode::METHOD_NOT_ALLOWED, "not allowed here\n"),
             allow,
         );
@@ -333,7 +326,7 @@ pub async fn handle(ui: Ui<'_>, req: Request<Body>) -> Response<Body> {
     }
     let mut resp = pages::serve(&asked, page, post).await;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        resp = with_allow(resp, allow);
+        resp = crate::api::with_allow(resp, allow);
     }
     match asked.who.user {
         Some(user) => {
